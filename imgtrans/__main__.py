@@ -1,0 +1,3 @@
+from imgtrans.cli import main
+
+raise SystemExit(main())

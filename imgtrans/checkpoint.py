@@ -1,0 +1,110 @@
+"""Checkpoints: everything needed to continue training exactly, or to use the model.
+
+A checkpoint holds the config and codec (so nothing is retyped to load it),
+network weights, and — for training checkpoints — optimizer, scheduler and
+AMP-scaler states, every RNG state and the position in the data order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from imgtrans import config as config_mod
+from imgtrans.data.codec import Codec
+from imgtrans.errors import ImgtransError
+
+FORMAT = 1
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def model_payload(model) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "model": model.cfg.model_name,
+        "config": config_mod.to_dict(model.cfg),
+        "codec": dataclasses.asdict(model.codec),
+        "nets": model.state_dict(),
+    }
+
+
+def save_training(path: Path, model, schedulers: dict, position: dict[str, int]) -> Path:
+    payload = model_payload(model)
+    payload.update(
+        optimizers={k: o.state_dict() for k, o in model.optimizers.items()},
+        schedulers={k: s.state_dict() for k, s in schedulers.items()},
+        scaler=model.scaler.state_dict(),
+        rng=rng_state(),
+        position=position,
+    )
+    return atomic_save(payload, path)
+
+
+def read(path: Path | str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ImgtransError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated or foreign file: say which
+        raise ImgtransError(f"cannot read checkpoint {path}: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ImgtransError(f"{path} is not an imgtrans checkpoint (format {FORMAT})")
+    return payload
+
+
+def restore_nets(model, payload: dict[str, Any], source: str) -> None:
+    try:
+        model.load_state_dict(payload["nets"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ImgtransError(f"checkpoint {source} does not fit this model configuration ({first}); "
+                            "resume with the architecture options it was trained with") from None
+
+
+def load_model(path: Path | str, device: str | torch.device = "cpu"):
+    """Rebuild a trained model for inference from a checkpoint alone (eval mode)."""
+    from imgtrans.models import model_class
+    from imgtrans.models.base import Runtime
+
+    payload = read(path)
+    cls = model_class(payload["model"])
+    cfg = config_mod.from_dict(cls.config_class, payload["config"])
+    model = cls(cfg, Codec(**payload["codec"]))
+    restore_nets(model, payload, str(path))
+    model.setup(Runtime(torch.device(device)))
+    return model.eval()

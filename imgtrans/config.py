@@ -1,0 +1,151 @@
+"""Typed, plain configs: one dataclass per model, saved with every run and checkpoint.
+
+A field's type says how it is parsed (``Literal`` fields list their valid
+values), its metadata carries the help text shown by ``--help`` and written
+into the MLproject file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from imgtrans.errors import ImgtransError
+
+
+def opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Options every training entry point shares."""
+
+    # data
+    dataset: str = opt("synthetic-facades", "a built-in dataset name (synthetic-facades, synthetic-aerial) or a folder")
+    layout: Literal["auto", "aligned", "paired", "unpaired", "single", "colorization"] = opt(
+        "auto", "how the dataset folder is organised; auto detects A/B, trainA/trainB and A|B images")
+    direction: Literal["AtoB", "BtoA"] = opt("AtoB", "which side of a pair is the input")
+    color_space: Literal["rgb", "lab"] = opt("rgb", "lab: predict a,b from L (colorization layout only)")
+    load_size: int = opt(0, "resize images to this size before cropping; 0 = crop_size * 286/256")
+    crop_size: int = opt(128, "training crop size in pixels")
+    preprocess: Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"] = opt(
+        "resize_and_crop", "training-time resizing and cropping, as in the reference code")
+    flip: bool = opt(True, "random horizontal flips during training")
+    max_dataset_size: int = opt(0, "use at most this many training images; 0 = all")
+    # schedule
+    epochs: int = opt(0, "epochs to train; 0 = n_epochs + n_epochs_decay")
+    max_steps: int = opt(0, "stop after this many optimisation steps; 0 = no cap")
+    batch_size: int = opt(1, "images per step")
+    lr: float = opt(2e-4, "Adam learning rate")
+    beta1: float = opt(0.5, "Adam beta1")
+    beta2: float = opt(0.999, "Adam beta2")
+    lr_policy: Literal["linear", "step", "cosine", "constant"] = opt(
+        "linear", "learning-rate schedule: linear keeps lr for n_epochs then decays to 0 over n_epochs_decay")
+    n_epochs: int = opt(5, "epochs at the initial learning rate (linear policy)")
+    n_epochs_decay: int = opt(5, "epochs of linear decay to zero (linear policy)")
+    lr_decay_iters: int = opt(50, "step policy: multiply lr by 0.1 every this many epochs")
+    # run
+    seed: int = opt(0, "random seed: same seed, same data order, same losses on CPU")
+    device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
+    resume: str = opt("", "continue from an MLflow run id or a checkpoint path")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU")
+    channels_last: bool = opt(True, "channels_last memory format on CUDA")
+    compile: bool = opt(False, "torch.compile the networks (CUDA)")
+    num_workers: int = opt(-1, "data loader workers; -1 = 4 on CUDA, 0 on CPU")
+    log_every: int = opt(25, "log train/<loss> every this many steps")
+    val_images: int = opt(40, "validation images for val/psnr and val/ssim each epoch; 0 = none")
+    sample_images: int = opt(6, "rows in the per-epoch sample grid")
+    checkpoint_every: int = opt(0, "also checkpoint every this many steps; 0 = at each epoch end only")
+    experiment: str = opt("imgtrans", "MLflow experiment when not started by `mlflow run`")
+
+    def total_epochs(self) -> int:
+        return self.epochs or (self.n_epochs + self.n_epochs_decay)
+
+
+def fields(cls_or_obj) -> list[dataclasses.Field]:
+    return list(dataclasses.fields(cls_or_obj))
+
+
+def field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def choices_of(tp) -> tuple[str, ...] | None:
+    return typing.get_args(tp) if typing.get_origin(tp) is Literal else None
+
+
+def parse_value(name: str, tp, raw: Any) -> Any:
+    """Turn a command-line or MLproject string into a typed value, or say what is wrong."""
+    choices = choices_of(tp)
+    if choices is not None:
+        if raw not in choices:
+            raise ImgtransError(f"invalid value '{raw}' for {name}; valid values: {', '.join(choices)}")
+        return raw
+    if isinstance(raw, tp) and not (tp is int and isinstance(raw, bool)):
+        return raw
+    text = str(raw).strip()
+    try:
+        if tp is bool:
+            lowered = text.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            number = float(text)  # MLflow passes numbers as given, e.g. "2" or "2.0"
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        if tp is float:
+            return float(text)
+        if tp is str:
+            return text
+    except ValueError:
+        pass
+    kind = {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(tp, str(tp))
+    raise ImgtransError(f"invalid value '{raw}' for {name}; expected {kind}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    positive = ["batch_size", "crop_size", "log_every"]
+    non_negative = ["epochs", "max_steps", "n_epochs", "n_epochs_decay", "load_size", "val_images",
+                    "sample_images", "checkpoint_every", "max_dataset_size"]
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise ImgtransError(f"{name} must be positive, got {getattr(cfg, name)}")
+    for name in non_negative:
+        if getattr(cfg, name) < 0:
+            raise ImgtransError(f"{name} must be zero or positive, got {getattr(cfg, name)}")
+    if cfg.lr <= 0:
+        raise ImgtransError(f"lr must be positive, got {cfg.lr}")
+    if cfg.total_epochs() <= 0 and cfg.max_steps <= 0:
+        raise ImgtransError("nothing to train: set epochs, n_epochs + n_epochs_decay or max_steps above 0")
+    if cfg.color_space == "lab" and cfg.layout not in ("colorization", "auto"):
+        raise ImgtransError("color_space=lab needs layout=colorization (gray→color pairs)")
+    for f in fields(cfg):
+        tp = field_types(type(cfg))[f.name]
+        parse_value(f.name, tp, getattr(cfg, f.name))
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls, values: dict[str, Any]):
+    """Rebuild a config, ignoring keys a newer or older version does not know."""
+    known = {f.name for f in fields(cls)}
+    types = field_types(cls)
+    return cls(**{k: parse_value(k, types[k], v) for k, v in values.items() if k in known})
+
+
+def to_json(cfg: TrainConfig) -> str:
+    return json.dumps({"model": model_name_of(cfg), **to_dict(cfg)}, indent=2, sort_keys=True)
+
+
+def model_name_of(cfg: TrainConfig) -> str:
+    return getattr(type(cfg), "model_name", "")

@@ -1,0 +1,1 @@
+"""Data layer: finding images, loading them, pairing, augmenting, colour spaces."""

@@ -1,0 +1,187 @@
+"""Torch datasets over a `Source`, and the sampler that makes data order resumable.
+
+Items are addressed by (epoch, index) so that augmentation depends only on
+the seed, the epoch and the image — not on loader workers or on where a
+resumed run restarted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from imgtrans.data import transforms
+from imgtrans.data.codec import Codec
+from imgtrans.data.images import as_channels, load_image
+from imgtrans.data.sources import Source, find_source
+from imgtrans.errors import ImgtransError
+
+
+@dataclass(frozen=True)
+class Augment:
+    preprocess: str
+    load_size: int
+    crop_size: int
+    flip: bool
+    seed: int
+    train: bool
+
+    def geometry(self, height: int, width: int, epoch: int, index: int) -> transforms.Geometry:
+        rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
+        preprocess = self.preprocess
+        return transforms.plan(height, width, preprocess=preprocess, load_size=self.load_size,
+                               crop_size=self.crop_size, flip=self.flip, rng=rng)
+
+
+def _tensor(array: np.ndarray, channels: int) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(as_channels(array, channels).transpose(2, 0, 1)))
+
+
+def _key(item) -> tuple[int, int]:
+    return item if isinstance(item, tuple) else (0, item)
+
+
+class PairedDataset(Dataset):
+    """(input, target) pairs from aligned, paired or colorization sources."""
+
+    def __init__(self, items: list[tuple[Path, Path | None]], codec: Codec, augment: Augment,
+                 direction: str = "AtoB"):
+        self.items, self.codec, self.augment, self.direction = items, codec, augment, direction
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _load_rgb_pair(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a_path, b_path = self.items[index]
+        if self.codec.colorization:
+            color = _tensor(load_image(a_path), 3)
+            return color, color
+        if b_path is None:  # aligned: A|B in one image
+            both = load_image(a_path)
+            half = both.shape[1] // 2
+            a, b = both[:, :half], both[:, half:2 * half]
+            if self.direction == "BtoA":
+                a, b = b, a
+            return _tensor(a, 3), _tensor(b, 3)
+        a, b = _tensor(load_image(a_path), 3), _tensor(load_image(b_path), 3)
+        if a.shape != b.shape:
+            raise ImgtransError(f"paired images differ in size: {a_path} is {tuple(a.shape[1:])}, "
+                                f"{b_path} is {tuple(b.shape[1:])}; resize them to match")
+        return a, b
+
+    def __getitem__(self, item) -> dict:
+        epoch, index = _key(item)
+        a, b = self._load_rgb_pair(index)
+        geometry = self.augment.geometry(a.shape[1], a.shape[2], epoch, index)
+        a, b = transforms.apply(a, geometry), transforms.apply(b, geometry)
+        return {"A": self.codec.encode_input(a), "B": self.codec.encode_target(b), "index": index}
+
+
+class UnpairedDataset(Dataset):
+    """A images in order, each with a B image drawn at random (reproducibly)."""
+
+    def __init__(self, a: list[Path], b: list[Path], augment: Augment):
+        self.a, self.b, self.augment = a, b, augment
+        self.codec = Codec(colorization=False)
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def _load(self, path: Path, epoch: int, index: int) -> torch.Tensor:
+        image = _tensor(load_image(path), 3)
+        geometry = self.augment.geometry(image.shape[1], image.shape[2], epoch, index)
+        return self.codec.encode_input(transforms.apply(image, geometry))
+
+    def __getitem__(self, item) -> dict:
+        epoch, index = _key(item)
+        if self.augment.train:
+            j = int(np.random.default_rng([self.augment.seed, epoch, index, 1]).integers(len(self.b)))
+        else:
+            j = index % len(self.b)
+        return {"A": self._load(self.a[index], epoch, index), "B": self._load(self.b[j], epoch, j), "index": index}
+
+
+class EpochSampler(Sampler):
+    """A seeded permutation per epoch, yielding (epoch, index); can start mid-epoch for exact resume."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True):
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.epoch, self.skip = 0, 0
+
+    def set_position(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def order(self, epoch: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.size, generator=g).tolist()
+
+    def __iter__(self):
+        for index in self.order(self.epoch)[self.skip:]:
+            yield self.epoch, index
+
+    def __len__(self) -> int:
+        return self.size - self.skip
+
+
+@dataclass
+class Data:
+    source: Source
+    codec: Codec
+    train: Dataset
+    val: Dataset
+    test: Dataset
+
+
+def build_data(cfg, *, unpaired: bool = False) -> Data:
+    """Datasets for a TrainConfig; `unpaired` models get A and B drawn independently."""
+    source = find_source(cfg.dataset, cfg.layout, cfg.direction)
+    colorization = source.layout == "colorization"
+    if cfg.color_space == "lab" and not colorization:
+        raise ImgtransError(f"color_space=lab needs a colorization dataset, but {source.root} has layout "
+                            f"'{source.layout}'; add layout=colorization or use color_space=rgb")
+    load_size = cfg.load_size or transforms.default_load_size(cfg.crop_size)
+    codec = Codec(colorization=colorization, color_space=cfg.color_space)
+
+    def augment(train: bool) -> Augment:
+        return Augment(cfg.preprocess, load_size, cfg.crop_size, cfg.flip, cfg.seed, train)
+
+    def limit(items: list) -> list:
+        return items[:cfg.max_dataset_size] if cfg.max_dataset_size else items
+
+    datasets = {}
+    for split in ("train", "val", "test"):
+        if unpaired:
+            a, b = _unpaired_lists(source, split)
+            datasets[split] = UnpairedDataset(limit(a) if split == "train" else a, b, augment(split == "train"))
+        else:
+            if not source.paired and not colorization:
+                raise ImgtransError(f"this model needs paired data, but {source.root} has layout '{source.layout}'; "
+                                    "use an aligned, paired or colorization dataset")
+            items = source.pairs.get(split) if source.paired else [(p, None) for p in source.a.get(split, [])]
+            items = items or []
+            datasets[split] = PairedDataset(limit(items) if split == "train" else items, codec,
+                                            augment(split == "train"), cfg.direction)
+    return Data(source, codec, datasets["train"], datasets["val"], datasets["test"])
+
+
+def _unpaired_lists(source: Source, split: str) -> tuple[list[Path], list[Path]]:
+    if source.layout == "unpaired":
+        return source.a.get(split, []), source.b.get(split, [])
+    if source.paired:
+        pairs = source.pairs.get(split, [])
+        if pairs and pairs[0][1] is None:
+            raise ImgtransError("aligned A|B datasets cannot be used unpaired yet; split them into A/ and B/ folders")
+        return [a for a, _ in pairs], [b for _, b in pairs]
+    raise ImgtransError(f"this model needs two image domains, but {source.root} has layout '{source.layout}'")
+
+
+def make_loader(dataset: Dataset, *, batch_size: int, sampler: Sampler | None = None, shuffle: bool = False,
+                num_workers: int = 0, pin_memory: bool = False, drop_last: bool = False) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, num_workers=num_workers,
+                      pin_memory=pin_memory, drop_last=drop_last, persistent_workers=False)

@@ -1,0 +1,18 @@
+"""Model registry: entry-point name → model class (its config class hangs off it)."""
+
+from __future__ import annotations
+
+from imgtrans.errors import ImgtransError
+from imgtrans.models.base import TranslationModel
+from imgtrans.models.pix2pix import Pix2Pix
+
+MODELS: dict[str, type[TranslationModel]] = {
+    "pix2pix": Pix2Pix,
+}
+
+
+def model_class(name: str) -> type[TranslationModel]:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ImgtransError(f"unknown model '{name}'; valid values: {', '.join(MODELS)}") from None

@@ -1,0 +1,123 @@
+"""The small protocol every model implements, and the runtime plumbing they share.
+
+A model owns its networks, optimizers and losses. The Trainer calls
+`training_step(batch)` (which performs the model's own optimizer updates and
+returns named losses), `translate(x)` for inference and `visuals(batch)` for
+sample grids. Models never touch MLflow, argument parsing or the file system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from imgtrans.config import TrainConfig
+from imgtrans.data.codec import Codec
+from imgtrans.nets.layers import pad_to_multiple
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how the model computes: device, autocast dtype, memory format, compilation."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    compile: bool = False
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def resolve_runtime(cfg: TrainConfig) -> Runtime:
+    from imgtrans.errors import ImgtransError
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ImgtransError("device=cuda was requested but no CUDA GPU is available; use device=auto or cpu")
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "fp32"
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return Runtime(device, dtype, channels_last=cfg.channels_last and use_cuda, compile=cfg.compile and use_cuda)
+
+
+class TranslationModel(nn.Module):
+    """Base class: subclasses set `config_class`, build nets and optimizers, and define the step."""
+
+    config_class: ClassVar[type[TrainConfig]] = TrainConfig
+    # Whether the model learns from paired (input, target) data or two unpaired domains.
+    unpaired: ClassVar[bool] = False
+
+    def __init__(self, cfg: TrainConfig, codec: Codec):
+        super().__init__()
+        self.cfg = cfg
+        self.codec = codec
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.runtime = Runtime(torch.device("cpu"))
+        self.scaler = torch.amp.GradScaler("cpu", enabled=False)
+
+    # --- runtime -----------------------------------------------------------
+    def setup(self, runtime: Runtime) -> None:
+        """Move to the device and apply the fast-path switches; call before building optimizers' state."""
+        self.runtime = runtime
+        self.to(runtime.device, memory_format=runtime.memory_format)
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.autocast_dtype == torch.float16)
+        if runtime.compile:
+            for net in self.children():
+                net.compile()
+
+    def autocast(self):
+        dtype = self.runtime.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.runtime.device.type, dtype=dtype)
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.runtime.device, non_blocking=True, memory_format=self.runtime.memory_format)
+
+    def adam(self, *nets: nn.Module, lr: float | None = None) -> torch.optim.Adam:
+        params = [p for net in nets for p in net.parameters()]
+        # Fused Adam is several times faster than the per-tensor loop, on CPU too.
+        return torch.optim.Adam(params, lr=lr or self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), fused=True)
+
+    def update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+
+    @staticmethod
+    def set_requires_grad(nets: nn.Module | list[nn.Module], flag: bool) -> None:
+        for net in nets if isinstance(nets, list) else [nets]:
+            for p in net.parameters():
+                p.requires_grad_(flag)
+
+    # --- protocol ----------------------------------------------------------
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def generator(self) -> nn.Module:
+        """The network used for inference and export."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def translate(self, x: torch.Tensor) -> torch.Tensor:
+        """Input tensor in network space (any H, W) → output in network space, same H, W."""
+        net = self.generator()
+        padded, (h, w) = pad_to_multiple(self.to_device(x), getattr(net, "size_multiple", 1))
+        with self.autocast():
+            y = net(padded)
+        return y[..., :h, :w].float()
+
+    @torch.no_grad()
+    def visuals(self, batch: dict) -> list[torch.Tensor]:
+        """Columns of the sample grid as rgb [0, 1]: input | output | target."""
+        x = batch["A"]
+        y = self.translate(x).cpu()
+        return [self.codec.decode_input(x), self.codec.decode_output(x, y), self.codec.decode_output(x, batch["B"])]

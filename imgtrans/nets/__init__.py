@@ -1,0 +1,1 @@
+"""Networks: pure nn.Modules, no training logic."""

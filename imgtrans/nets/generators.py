@@ -1,0 +1,121 @@
+"""Image-to-image generators: the pix2pix U-Net and the Johnson-style ResNet."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from imgtrans.errors import ImgtransError
+from imgtrans.nets.layers import norm_layer
+
+GENERATORS = ("unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks")
+
+
+class UnetGenerator(nn.Module):
+    """U-Net with `depth` stride-2 levels; the bottleneck is 1×1 for inputs of 2**depth pixels.
+
+    Levels 4 … depth-2 (the ngf*8 blocks between the innermost and the outer
+    three) use dropout in their decoder, as in the pix2pix paper.
+    """
+
+    def __init__(self, input_nc: int, output_nc: int, depth: int = 8, ngf: int = 64,
+                 norm: str = "batch", dropout: bool = True):
+        super().__init__()
+        if depth < 5:
+            raise ImgtransError(f"U-Net depth must be at least 5, got {depth}")
+        make_norm, bias = norm_layer(norm)
+        ch = [ngf * min(2 ** i, 8) for i in range(depth)]
+        self.size_multiple = 2 ** depth
+        self.down = nn.ModuleList()
+        self.up = nn.ModuleList()
+        for i in range(depth):
+            layers: list[nn.Module] = [] if i == 0 else [nn.LeakyReLU(0.2, True)]
+            layers.append(nn.Conv2d(input_nc if i == 0 else ch[i - 1], ch[i], 4, 2, 1, bias=bias))
+            if 0 < i < depth - 1:
+                layers.append(make_norm(ch[i]))
+            self.down.append(nn.Sequential(*layers))
+        for i in range(depth):
+            in_ch = ch[i] if i == depth - 1 else 2 * ch[i]
+            if i == 0:
+                layers = [nn.ReLU(True), nn.ConvTranspose2d(in_ch, output_nc, 4, 2, 1), nn.Tanh()]
+            else:
+                layers = [nn.ReLU(True), nn.ConvTranspose2d(in_ch, ch[i - 1], 4, 2, 1, bias=bias),
+                          make_norm(ch[i - 1])]
+                if dropout and 4 <= i <= depth - 2:
+                    layers.append(nn.Dropout(0.5))
+            self.up.append(nn.Sequential(*layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for down in self.down:
+            x = down(x)
+            skips.append(x)
+        y = self.up[-1](skips[-1])
+        for i in range(len(self.up) - 2, -1, -1):
+            y = self.up[i](torch.cat([skips[i], y], 1))
+        return y
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, dim: int, make_norm, bias: bool, dropout: bool):
+        super().__init__()
+        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), make_norm(dim),
+                                   nn.ReLU(True)]
+        if dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), make_norm(dim)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """c7s1-ngf, two stride-2 downsamplings, n_blocks residual blocks, two upsamplings, c7s1-out."""
+
+    def __init__(self, input_nc: int, output_nc: int, n_blocks: int = 9, ngf: int = 64,
+                 norm: str = "batch", dropout: bool = False):
+        super().__init__()
+        make_norm, bias = norm_layer(norm)
+        self.size_multiple = 4
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, bias=bias),
+                                   make_norm(ngf), nn.ReLU(True)]
+        for mult in (1, 2):
+            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, 2, 1, bias=bias), make_norm(ngf * mult * 2),
+                       nn.ReLU(True)]
+        layers += [ResnetBlock(ngf * 4, make_norm, bias, dropout) for _ in range(n_blocks)]
+        for mult in (4, 2):
+            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, 2, 1, output_padding=1, bias=bias),
+                       make_norm(ngf * mult // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def unet_depth(name: str, crop_size: int) -> int:
+    if name == "unet_256":
+        return 8
+    if name == "unet_128":
+        return 7
+    depth = int(round(math.log2(crop_size)))
+    if 2 ** depth != crop_size:
+        raise ImgtransError(f"netG=unet needs a power-of-two crop_size, got {crop_size}; "
+                            "use unet_128/unet_256 or a resnet generator")
+    return depth
+
+
+def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm: str, dropout: bool,
+                    crop_size: int) -> nn.Module:
+    """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth."""
+    if name.startswith("unet"):
+        depth = unet_depth(name, crop_size)
+        if crop_size % 2 ** depth:
+            raise ImgtransError(f"netG={name} needs crop_size to be a multiple of {2 ** depth}, got {crop_size}")
+        return UnetGenerator(input_nc, output_nc, depth, ngf, norm, dropout)
+    if name in ("resnet_9blocks", "resnet_6blocks"):
+        return ResnetGenerator(input_nc, output_nc, 9 if name == "resnet_9blocks" else 6, ngf, norm, dropout)
+    raise ImgtransError(f"invalid netG '{name}'; valid values: {', '.join(GENERATORS)}")

@@ -1,0 +1,65 @@
+"""Normalisation choice and weight initialisation shared by every network."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+
+from imgtrans.errors import ImgtransError
+
+NORMS = ("batch", "instance", "none")
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
+
+
+def norm_layer(kind: str):
+    """A constructor taking the channel count, plus whether convs before it need a bias."""
+    if kind == "batch":
+        return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True), False
+    if kind == "instance":
+        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False), True
+    if kind == "none":
+        return (lambda channels: nn.Identity()), True
+    raise ImgtransError(f"invalid norm '{kind}'; valid values: {', '.join(NORMS)}")
+
+
+def init_weights(net: nn.Module, init_type: str = "normal", gain: float = 0.02) -> nn.Module:
+    """Initialise conv/linear weights as in the pix2pix reference (normal(0, 0.02) by default)."""
+
+    def init(m: nn.Module) -> None:
+        name = type(m).__name__
+        if hasattr(m, "weight") and ("Conv" in name or "Linear" in name):
+            if init_type == "normal":
+                nn.init.normal_(m.weight, 0.0, gain)
+            elif init_type == "xavier":
+                nn.init.xavier_normal_(m.weight, gain=gain)
+            elif init_type == "kaiming":
+                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+            elif init_type == "orthogonal":
+                nn.init.orthogonal_(m.weight, gain=gain)
+            else:
+                raise ImgtransError(f"invalid init_type '{init_type}'; valid values: {', '.join(INIT_TYPES)}")
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif "BatchNorm2d" in name:
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
+
+    net.apply(init)
+    return net
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+@torch.no_grad()
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad H and W up to a multiple; returns the padded tensor and the original size."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, (h, w)

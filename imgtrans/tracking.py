@@ -1,0 +1,129 @@
+"""The only module that talks to MLflow.
+
+The tracking store is MLflow's default (SQLite `mlflow.db` in the working
+directory, artifacts under `mlruns/`) unless MLFLOW_TRACKING_URI says
+otherwise. Under `mlflow run` the run already exists (MLFLOW_RUN_ID) and is
+continued; from the plain CLI a new run is started.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from imgtrans.errors import ImgtransError
+
+MAX_PARAM_LENGTH = 6000
+
+
+class Tracker:
+    def __init__(self, experiment: str, run_name: str | None = None):
+        if "MLFLOW_RUN_ID" not in os.environ:
+            mlflow.set_experiment(experiment)
+        self.run = mlflow.start_run(run_name=run_name,
+                                    log_system_metrics=importlib.util.find_spec("psutil") is not None)
+        self.run_id = self.run.info.run_id
+        self.client = MlflowClient()
+
+    # --- params, metrics, tags --------------------------------------------
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log params; a key `mlflow run` already logged with another value goes in as `<key>.effective`."""
+        existing = self.client.get_run(self.run_id).data.params
+        batch = {}
+        for key, value in params.items():
+            text = str(value)[:MAX_PARAM_LENGTH]
+            if key in existing and existing[key] != text:
+                key = f"{key}.effective"
+            batch[key] = text
+        mlflow.log_params(batch)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    # --- files -------------------------------------------------------------
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        mlflow.log_image(image, key=key, step=step)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        mlflow.log_artifact(str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        mlflow.log_text(text, artifact_file)
+
+    def log_generator(self, checkpoint: Path, config_json: str) -> None:
+        """The trained generator as an MLflow pyfunc model that carries its own config."""
+        with tempfile.TemporaryDirectory() as tmp:
+            config_path = Path(tmp) / "config.json"
+            config_path.write_text(config_json)
+            mlflow.pyfunc.log_model(
+                name="model",
+                python_model=GeneratorModel(),
+                artifacts={"checkpoint": str(checkpoint), "config": str(config_path)},
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "pillow", "imgtrans"],
+            )
+
+    def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
+        if error:
+            mlflow.set_tag("error", error[:5000])
+        mlflow.end_run(status)
+
+
+def download_checkpoint(run_id: str, dest: Path) -> Path:
+    """The last training checkpoint of an MLflow run."""
+    try:
+        MlflowClient().get_run(run_id)
+    except MlflowException:
+        raise ImgtransError(f"no MLflow run with id '{run_id}' in the tracking store {mlflow.get_tracking_uri()}; "
+                            "pass an existing run id or a checkpoint path") from None
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoints/last.pt",
+                                                    dst_path=str(dest))
+    except (MlflowException, OSError):
+        raise ImgtransError(f"run '{run_id}' has no checkpoints/last.pt artifact to resume from") from None
+    return Path(local)
+
+
+def fail_active_run(message: str) -> None:
+    """Mark the active (or `mlflow run`-created) run FAILED with the reason, if there is one."""
+    run_id = mlflow.active_run().info.run_id if mlflow.active_run() else os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        client = MlflowClient()
+        client.set_tag(run_id, "error", message[:5000])
+        if mlflow.active_run():
+            mlflow.end_run("FAILED")
+        else:
+            client.set_terminated(run_id, "FAILED")
+    except MlflowException:
+        pass
+
+
+class GeneratorModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: rgb images (N, H, W, 3) or gray (N, H, W) in [0, 1] → translated rgb (N, H, W, 3)."""
+
+    def load_context(self, context) -> None:
+        from imgtrans.checkpoint import load_model
+
+        self.model = load_model(context.artifacts["checkpoint"])
+
+    def predict(self, context, model_input, params=None):
+        images = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+        if images.ndim == 3:
+            images = images[..., None].expand(*images.shape, 3)
+        rgb = images.permute(0, 3, 1, 2)
+        codec = self.model.codec
+        x = codec.encode_input(rgb)
+        return codec.decode_output(x, self.model.translate(x).cpu()).permute(0, 2, 3, 1).numpy()

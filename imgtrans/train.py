@@ -1,0 +1,251 @@
+"""The one training loop every model runs on: data order, AMP, checkpoints, exact resume,
+validation, sample grids and tracking."""
+
+from __future__ import annotations
+
+import math
+import platform
+import random
+import subprocess
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+from torchvision.utils import make_grid
+from tqdm import tqdm
+
+from imgtrans import checkpoint, config as config_mod
+from imgtrans.config import TrainConfig
+from imgtrans.data.datasets import Data, EpochSampler, build_data, make_loader
+from imgtrans.errors import ImgtransError
+from imgtrans.metrics import psnr_per_image, ssim_per_image
+from imgtrans.models import model_class
+from imgtrans.models.base import TranslationModel, resolve_runtime
+from imgtrans.schedules import build_scheduler
+from imgtrans.tracking import Tracker, download_checkpoint
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    step: int
+    checkpoint: Path
+    val_metrics: dict[str, float]
+
+
+def resolve_resume(cfg: TrainConfig, explicit: dict) -> tuple[TrainConfig, dict | None]:
+    """With `resume`, the checkpoint's config is used, updated by the options the user set explicitly."""
+    ref = cfg.resume
+    if not ref:
+        return cfg, None
+    path = Path(ref).expanduser()
+    if path.exists():
+        payload = checkpoint.read(path)
+    elif "/" in ref or ref.endswith(".pt"):
+        raise ImgtransError(f"checkpoint not found: {path}")
+    else:
+        payload = checkpoint.read(download_checkpoint(ref, Path(tempfile.mkdtemp(prefix="imgtrans-resume-"))))
+    if payload["model"] != cfg.model_name:
+        raise ImgtransError(f"cannot resume {cfg.model_name} from a {payload['model']} checkpoint ({ref})")
+    merged = {**payload["config"], **explicit, "resume": ref}
+    return config_mod.from_dict(type(cfg), merged), payload
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, tracker: Tracker, resume_payload: dict | None = None,
+                 progress: bool = True):
+        self.cfg = cfg
+        self.tracker = tracker
+        self.resume_payload = resume_payload
+        self.progress = progress
+        self.workdir = Path(tempfile.mkdtemp(prefix="imgtrans-run-"))
+
+    # --- set-up ------------------------------------------------------------
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        cls = model_class(cfg.model_name)
+        self.data: Data = build_data(cfg, unpaired=cls.unpaired)
+        self.runtime = resolve_runtime(cfg)
+        if self.runtime.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        seed_everything(cfg.seed)
+        self.model: TranslationModel = cls(cfg, self.data.codec)
+        self.model.setup(self.runtime)
+        self.model.configure_optimizers()
+        self.sampler = EpochSampler(len(self.data.train), cfg.seed)
+        workers = cfg.num_workers if cfg.num_workers >= 0 else (4 if self.runtime.device.type == "cuda" else 0)
+        self.loader = make_loader(self.data.train, batch_size=cfg.batch_size, sampler=self.sampler,
+                                  num_workers=workers, pin_memory=self.runtime.device.type == "cuda")
+        # The loader draws its base seed from this generator, not from the global RNG, so creating
+        # an iterator does not disturb the RNG stream a resumed run must reproduce.
+        self.loader.generator = torch.Generator().manual_seed(cfg.seed)
+        self.steps_per_epoch = math.ceil(len(self.data.train) / cfg.batch_size)
+        self.schedulers = {k: build_scheduler(o, cfg, self.steps_per_epoch) for k, o in self.model.optimizers.items()}
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+
+    def _restore(self, payload: dict) -> None:
+        checkpoint.restore_nets(self.model, payload, self.cfg.resume)
+        for name, state in payload["optimizers"].items():
+            self.model.optimizers[name].load_state_dict(state)
+        for name, state in payload["schedulers"].items():
+            self.schedulers[name].load_state_dict(state)
+        self.model.scaler.load_state_dict(payload["scaler"])
+        checkpoint.set_rng_state(payload["rng"])
+        pos = payload["position"]
+        self.step, self.epoch, self.batch_in_epoch = pos["step"], pos["epoch"], pos["batch_in_epoch"]
+        if self.batch_in_epoch >= self.steps_per_epoch:
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    def _log_setup(self) -> None:
+        cfg, model = self.cfg, self.model
+        self.tracker.log_params({"model": cfg.model_name, **config_mod.to_dict(cfg)})
+        self.tracker.log_text(config_mod.to_json(cfg), "config.json")
+        params = {name: sum(p.numel() for p in net.parameters()) for name, net in model.named_children()
+                  if any(True for _ in net.parameters())}
+        self.tracker.set_tags({
+            "imgtrans.model": cfg.model_name,
+            "imgtrans.git_commit": git_commit(),
+            "imgtrans.device": torch.cuda.get_device_name(0) if self.runtime.device.type == "cuda" else platform.processor() or "cpu",
+            "imgtrans.torch_version": torch.__version__,
+            "imgtrans.precision": str(self.runtime.autocast_dtype or "fp32").replace("torch.", ""),
+            "imgtrans.channels_last": self.runtime.channels_last,
+            "imgtrans.compile": self.runtime.compile,
+            "imgtrans.dataset_root": self.data.source.root,
+            "imgtrans.dataset_layout": self.data.source.layout,
+            "imgtrans.train_images": len(self.data.train),
+            **{f"imgtrans.params.{k}": v for k, v in params.items()},
+        })
+        if cfg.resume:
+            self.tracker.set_tags({"imgtrans.resumed_from": cfg.resume, "imgtrans.resumed_at_step": self.step})
+
+    # --- the loop ------------------------------------------------------------
+    def total_steps(self) -> int:
+        by_epochs = self.cfg.total_epochs() * self.steps_per_epoch
+        return min(by_epochs, self.cfg.max_steps) if self.cfg.max_steps else by_epochs
+
+    def fit(self) -> TrainResult:
+        self._build()
+        if self.resume_payload is not None:
+            self._restore(self.resume_payload)
+        self._log_setup()
+        total = self.total_steps()
+        bar = tqdm(total=total, initial=min(self.step, total), disable=not self.progress, unit="step",
+                   dynamic_ncols=True)
+        sums: dict[str, float] = defaultdict(float)
+        window_steps, window_images, window_wait = 0, 0, 0.0
+        window_start = time.perf_counter()
+        last_ckpt = None
+        val_metrics: dict[str, float] = {}
+        while self.step < total:
+            self.sampler.set_position(self.epoch, self.batch_in_epoch * self.cfg.batch_size)
+            self.model.train()
+            fetch_start = time.perf_counter()
+            for batch in self.loader:
+                window_wait += time.perf_counter() - fetch_start
+                losses = self.model.training_step(batch)
+                self.model.scaler.update()
+                for scheduler in self.schedulers.values():
+                    scheduler.step()
+                self.step += 1
+                self.batch_in_epoch += 1
+                window_steps += 1
+                window_images += batch["A"].shape[0]
+                for name, value in losses.items():
+                    sums[name] += float(value.detach())
+                if not math.isfinite(sum(sums.values())):
+                    raise ImgtransError(f"training diverged at step {self.step}: a loss became NaN/inf "
+                                        f"({', '.join(k for k, v in sums.items() if not math.isfinite(v))}); "
+                                        "lower lr or change gan_mode")
+                if self.step % self.cfg.log_every == 0 or self.step == total:
+                    if self.runtime.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    elapsed = time.perf_counter() - window_start
+                    metrics = {f"train/{k}": v / window_steps for k, v in sums.items()}
+                    metrics.update({
+                        "time/step_s": elapsed / window_steps,
+                        "time/images_per_s": window_images / elapsed,
+                        "time/data_wait_s": window_wait / window_steps,
+                        "train/lr": self.schedulers[next(iter(self.schedulers))].get_last_lr()[0],
+                    })
+                    self.tracker.log_metrics(metrics, self.step)
+                    bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in metrics.items()
+                                     if k.startswith("train/") and k != "train/lr"}, refresh=False)
+                    sums.clear()
+                    window_steps, window_images, window_wait = 0, 0, 0.0
+                    window_start = time.perf_counter()
+                bar.update(1)
+                if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
+                    last_ckpt = self._checkpoint()
+                if self.step >= total:
+                    break
+                fetch_start = time.perf_counter()
+            epoch_done = self.batch_in_epoch >= self.steps_per_epoch
+            # Save before evaluating so the saved RNG state is the one training continues from.
+            last_ckpt = self._checkpoint()
+            val_metrics = self._evaluate(self.epoch)
+            if epoch_done:
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        bar.close()
+        if last_ckpt is None:
+            last_ckpt = self._checkpoint()
+        final = checkpoint.atomic_save(checkpoint.model_payload(self.model), self.workdir / "generator.pt")
+        self.tracker.log_generator(final, config_mod.to_json(self.cfg))
+        return TrainResult(self.tracker.run_id, self.step, last_ckpt, val_metrics)
+
+    def _checkpoint(self) -> Path:
+        position = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+        path = checkpoint.save_training(self.workdir / "last.pt", self.model, self.schedulers, position)
+        self.tracker.log_artifact(path, "checkpoints")
+        return path
+
+    # --- validation ----------------------------------------------------------
+    @torch.no_grad()
+    def _evaluate(self, epoch: int) -> dict[str, float]:
+        cfg, model, codec = self.cfg, self.model, self.data.codec
+        count = min(cfg.val_images, len(self.data.val))
+        metrics: dict[str, float] = {}
+        with torch.random.fork_rng(devices=[]):
+            model.eval()
+            if count and not model.unpaired:
+                psnrs, ssims = [], []
+                loader = make_loader(Subset(self.data.val, range(count)), batch_size=8)
+                for batch in loader:
+                    x = batch["A"]
+                    pred = codec.decode_output(x, model.translate(x).cpu())
+                    target = codec.decode_output(x, batch["B"])
+                    psnrs.append(psnr_per_image(pred, target))
+                    ssims.append(ssim_per_image(pred, target))
+                metrics = {"val/psnr": torch.cat(psnrs).mean().item(), "val/ssim": torch.cat(ssims).mean().item()}
+                self.tracker.log_metrics(metrics, self.step)
+            rows = min(cfg.sample_images, len(self.data.val))
+            if rows:
+                batch = next(iter(make_loader(Subset(self.data.val, range(rows)), batch_size=rows)))
+                columns = model.visuals(batch)
+                grid = make_grid(torch.stack(columns, 1).flatten(0, 1), nrow=len(columns), padding=2, pad_value=1.0)
+                image = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                self.tracker.log_image(image, key="samples", step=epoch)
+            model.train()
+        return metrics
