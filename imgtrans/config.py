@@ -45,8 +45,8 @@ class TrainConfig:
     beta2: float = opt(0.999, "Adam beta2")
     lr_policy: Literal["linear", "step", "cosine", "constant"] = opt(
         "linear", "learning-rate schedule: linear keeps lr for n_epochs then decays to 0 over n_epochs_decay")
-    n_epochs: int = opt(5, "epochs at the initial learning rate (linear policy)")
-    n_epochs_decay: int = opt(5, "epochs of linear decay to zero (linear policy)")
+    n_epochs: int = opt(1, "epochs at the initial learning rate (linear policy)")
+    n_epochs_decay: int = opt(1, "epochs of linear decay to zero (linear policy)")
     lr_decay_iters: int = opt(50, "step policy: multiply lr by 0.1 every this many epochs")
     # run
     seed: int = opt(0, "random seed: same seed, same data order, same losses on CPU")

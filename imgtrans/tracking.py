@@ -9,6 +9,7 @@ continued; from the plain CLI a new run is started.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -23,6 +24,8 @@ from mlflow.tracking import MlflowClient
 from imgtrans.errors import ImgtransError
 
 MAX_PARAM_LENGTH = 6000
+# MLflow's INFO lines (database set-up, system-metrics thread) drown our own output.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 class Tracker:

@@ -111,11 +111,11 @@ def unet_depth(name: str, crop_size: int) -> int:
 def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm: str, dropout: bool,
                     crop_size: int) -> nn.Module:
     """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth."""
+    if name not in GENERATORS:
+        raise ImgtransError(f"invalid netG '{name}'; valid values: {', '.join(GENERATORS)}")
     if name.startswith("unet"):
         depth = unet_depth(name, crop_size)
         if crop_size % 2 ** depth:
             raise ImgtransError(f"netG={name} needs crop_size to be a multiple of {2 ** depth}, got {crop_size}")
         return UnetGenerator(input_nc, output_nc, depth, ngf, norm, dropout)
-    if name in ("resnet_9blocks", "resnet_6blocks"):
-        return ResnetGenerator(input_nc, output_nc, 9 if name == "resnet_9blocks" else 6, ngf, norm, dropout)
-    raise ImgtransError(f"invalid netG '{name}'; valid values: {', '.join(GENERATORS)}")
+    return ResnetGenerator(input_nc, output_nc, 9 if name == "resnet_9blocks" else 6, ngf, norm, dropout)

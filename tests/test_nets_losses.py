@@ -1,0 +1,114 @@
+import pytest
+import torch
+
+from imgtrans.errors import ImgtransError
+from imgtrans.losses import GANLoss, gradient_penalty
+from imgtrans.nets.discriminators import build_discriminator
+from imgtrans.nets.generators import build_generator
+from imgtrans.nets.layers import init_weights, pad_to_multiple
+
+
+@pytest.mark.parametrize("name,size", [("unet", 64), ("unet_128", 128), ("unet_256", 256),
+                                       ("resnet_6blocks", 64), ("resnet_9blocks", 48)])
+@pytest.mark.parametrize("norm", ["batch", "instance", "none"])
+def test_generator_shapes(name, size, norm):
+    g = build_generator(name, 1, 2, ngf=4, norm=norm, dropout=True, crop_size=size)
+    y = g(torch.randn(2, 1, size, size))
+    assert y.shape == (2, 2, size, size)
+    assert y.abs().max() <= 1  # tanh output
+
+
+def test_unet_depth_follows_crop():
+    assert build_generator("unet", 3, 3, ngf=4, norm="batch", dropout=False, crop_size=64).size_multiple == 64
+    with pytest.raises(ImgtransError, match="power-of-two"):
+        build_generator("unet", 3, 3, ngf=4, norm="batch", dropout=False, crop_size=96)
+    with pytest.raises(ImgtransError, match="multiple of 256"):
+        build_generator("unet_256", 3, 3, ngf=4, norm="batch", dropout=False, crop_size=128)
+
+
+def test_unet_dropout_only_in_inner_decoder_levels():
+    g = build_generator("unet_256", 3, 3, ngf=4, norm="batch", dropout=True, crop_size=256)
+    with_dropout = [i for i, up in enumerate(g.up) if any(isinstance(m, torch.nn.Dropout) for m in up)]
+    assert with_dropout == [4, 5, 6]  # the three ngf*8 decoder blocks, as in the paper
+
+
+@pytest.mark.parametrize("name,size,patches", [("basic", 64, 6), ("basic", 256, 30), ("pixel", 32, 32)])
+def test_discriminator_shapes(name, size, patches):
+    d = build_discriminator(name, 6, ndf=4, n_layers=3, norm="batch")
+    assert d(torch.randn(2, 6, size, size)).shape == (2, 1, patches, patches)
+
+
+def test_n_layers_discriminator_depth():
+    shallow = build_discriminator("n_layers", 3, ndf=4, n_layers=1, norm="instance")
+    assert shallow(torch.randn(1, 3, 64, 64)).shape == (1, 1, 30, 30)
+
+
+def test_invalid_names_list_valid_values():
+    with pytest.raises(ImgtransError, match="valid values: unet"):
+        build_generator("unet_512x", 3, 3, ngf=4, norm="batch", dropout=False, crop_size=64)
+    with pytest.raises(ImgtransError, match="valid values: batch, instance, none"):
+        build_generator("unet", 3, 3, ngf=4, norm="group", dropout=False, crop_size=64)
+    with pytest.raises(ImgtransError, match="valid values: vanilla"):
+        GANLoss("bce")
+
+
+def test_init_normal_gain():
+    net = init_weights(torch.nn.Conv2d(64, 64, 4), "normal", 0.02)
+    assert abs(net.weight.std().item() - 0.02) < 0.002
+    assert net.bias.abs().max() == 0
+
+
+def test_gan_loss_values():
+    logits = torch.zeros(2, 1, 4, 4)
+    assert GANLoss("vanilla")(logits, True).item() == pytest.approx(0.693147, abs=1e-5)
+    assert GANLoss("lsgan")(torch.full((2, 1, 4, 4), 0.5), True).item() == pytest.approx(0.25)
+    assert GANLoss("lsgan")(torch.full((2, 1, 4, 4), 0.5), False).item() == pytest.approx(0.25)
+    x = torch.tensor([2.0, -3.0])
+    assert GANLoss("wgangp")(x, True).item() == pytest.approx(0.5)
+    assert GANLoss("wgangp")(x, False).item() == pytest.approx(-0.5)
+    hinge = GANLoss("hinge")
+    assert hinge(x, True).item() == pytest.approx((0 + 4) / 2)  # relu(1 - x)
+    assert hinge(x, False).item() == pytest.approx((3 + 0) / 2)  # relu(1 + x)
+    assert hinge(x, True, for_discriminator=False).item() == pytest.approx(0.5)
+
+
+def test_gradient_penalty_changes_discriminator_gradient():
+    torch.manual_seed(0)
+    d = build_discriminator("basic", 3, ndf=4, n_layers=3, norm="none")
+    real, fake = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    loss = GANLoss("wgangp")
+
+    def grads(with_gp: bool):
+        d.zero_grad()
+        total = loss(d(real), True) + loss(d(fake), False)
+        if with_gp:
+            torch.manual_seed(1)
+            gp = gradient_penalty(d, real, fake, weight=10.0)
+            assert gp.item() > 0
+            total = total + gp
+        total.backward()
+        return torch.cat([p.grad.flatten() for p in d.parameters()])
+
+    assert not torch.allclose(grads(False), grads(True))
+
+
+def test_gradient_penalty_is_zero_for_unit_gradient_critic():
+    # D(x) = sum(w * x) with ‖w‖ = 1 has gradient norm exactly 1 everywhere.
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            w = torch.randn(1, 3, 8, 8)
+            self.w = torch.nn.Parameter(w / w.norm())
+
+        def forward(self, x):
+            return (x * self.w).flatten(1).sum(1)
+
+    gp = gradient_penalty(Linear(), torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8))
+    assert gp.item() == pytest.approx(0.0, abs=1e-8)
+
+
+def test_pad_to_multiple_keeps_size_information():
+    x = torch.randn(1, 3, 50, 70)
+    padded, size = pad_to_multiple(x, 32)
+    assert padded.shape[-2:] == (64, 96) and size == (50, 70)
+    assert torch.equal(padded[..., :50, :70], x)

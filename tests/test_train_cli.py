@@ -1,0 +1,198 @@
+"""The training loop through the real `imgtrans` command, into a temporary MLflow store."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import FAST, random_rgb, write_image
+from imgtrans import checkpoint
+from imgtrans.cli import main
+from imgtrans.project_file import render
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def train(dataset, *extra, expect=0):
+    code = main(["pix2pix", "--dataset", str(dataset), *FAST, *extra])
+    assert code == expect
+    return code
+
+
+def runs():
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, order_by=["attributes.start_time ASC"])
+
+
+def last_checkpoint(run_id: str, tmp: Path) -> dict:
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoints/last.pt", dst_path=str(tmp))
+    return checkpoint.read(path)
+
+
+def test_two_step_run_logs_the_contract(facades, tmp_path):
+    train(facades, "--max-steps", "2")
+    (run,) = runs()
+    client = MlflowClient()
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["model"] == "pix2pix" and params["lambda_L1"] == "100.0" and params["max_steps"] == "2"
+    metrics = run.data.metrics
+    for name in ("train/G_GAN", "train/G_L1", "train/D_real", "train/D_fake", "val/psnr", "val/ssim",
+                 "time/images_per_s", "time/step_s"):
+        assert name in metrics, name
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/G_L1")] == [1, 2]
+    assert run.data.tags["imgtrans.torch_version"] == torch.__version__
+    assert "imgtrans.git_commit" in run.data.tags
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"checkpoints", "config.json", "images"} <= artifacts
+    assert any(a.path.endswith(".png") for a in client.list_artifacts(run.info.run_id, "images"))
+    # The logged model loads and translates with nothing retyped.
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    out = model.predict(random_rgb(64, 64)[None].astype("float32") / 255)
+    assert out.shape == (1, 64, 64, 3) and 0 <= out.min() and out.max() <= 1
+
+
+def test_exact_resume(facades, tmp_path):
+    """2 steps, resume, 2 more steps == 4 steps straight (crossing an epoch end: 3 steps/epoch)."""
+    train(facades, "--max-steps", "4")
+    train(facades, "--max-steps", "2")
+    first_half = runs()[1].info.run_id
+    train(facades, "--resume", first_half, "--max-steps", "4")
+    straight, _, resumed = runs()
+    assert resumed.data.tags["imgtrans.resumed_from"] == first_half
+    assert resumed.data.params["ngf"] == "4"
+    a = last_checkpoint(straight.info.run_id, tmp_path / "a")
+    b = last_checkpoint(resumed.info.run_id, tmp_path / "b")
+    assert a["position"] == b["position"] == {"step": 4, "epoch": 1, "batch_in_epoch": 1}
+    for key, value in a["nets"].items():
+        assert torch.equal(value, b["nets"][key]), key
+    assert a["optimizers"]["G"]["state"][0]["exp_avg"].equal(b["optimizers"]["G"]["state"][0]["exp_avg"])
+
+
+def test_resume_from_checkpoint_path_keeps_architecture(facades, tmp_path):
+    train(facades, "--max-steps", "1", "--ngf", "8", "--netG", "resnet_6blocks")
+    ckpt = tmp_path / "ck"
+    last_checkpoint(runs()[0].info.run_id, ckpt)
+    # Only the step cap is given again: the checkpoint's ngf and netG are reused.
+    assert main(["pix2pix", "--dataset", str(facades), "--resume", str(ckpt / "last.pt"), "--max-steps", "2",
+                 "--no-progress", "--val-images", "1"]) == 0
+    params = runs()[1].data.params
+    assert params["ngf"] == "8" and params["netG"] == "resnet_6blocks"
+
+
+def test_same_seed_same_losses(facades):
+    train(facades, "--max-steps", "3", "--seed", "7")
+    train(facades, "--max-steps", "3", "--seed", "7")
+    train(facades, "--max-steps", "3", "--seed", "8")
+    client = MlflowClient()
+    hist = [[m.value for m in client.get_metric_history(r.info.run_id, "train/G_L1")] for r in runs()]
+    assert hist[0] == hist[1]
+    assert hist[0] != hist[2]
+
+
+@pytest.mark.parametrize("gan_mode", ["lsgan", "wgangp", "hinge"])
+def test_gan_modes_train(facades, gan_mode):
+    train(facades, "--max-steps", "1", "--gan-mode", gan_mode, "--val-images", "0", "--sample-images", "0")
+    (run,) = runs()
+    assert ("train/D_gp" in run.data.metrics) == (gan_mode == "wgangp")
+
+
+def test_colorization_in_lab(aerial):
+    train(aerial, "--max-steps", "1", "--color-space", "lab", "--netG", "resnet_6blocks")
+    (run,) = runs()
+    assert run.info.status == "FINISHED" and "val/psnr" in run.data.metrics
+
+
+def test_aligned_real_layout(tmp_path):
+    for split in ("train", "val"):
+        for i in range(3):
+            write_image(tmp_path / "facades" / split / f"{i}.jpg", random_rgb(64, 128, i))
+    train(tmp_path / "facades", "--max-steps", "2")
+    assert runs()[0].data.tags["imgtrans.dataset_layout"] == "aligned"
+
+
+# --- bad input: one line, exit 2, run FAILED --------------------------------
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("imgtrans: error: ")]
+    assert len(lines) == 1 and err.strip().endswith(lines[0]), err
+    return lines[0]
+
+
+def test_missing_dataset(tmp_path, capsys):
+    train(tmp_path / "nowhere", expect=2)
+    assert "dataset folder not found" in one_line_error(capsys)
+    (run,) = runs()
+    assert run.info.status == "FAILED" and "not found" in run.data.tags["error"]
+
+
+def test_empty_dataset(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    train(tmp_path / "empty", expect=2)
+    assert "no images found" in one_line_error(capsys)
+
+
+def test_corrupt_image(tmp_path, capsys):
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        for i in range(2):
+            write_image(root / split / "A" / f"{i}.png", random_rgb(64, 64, i))
+            write_image(root / split / "B" / f"{i}.png", random_rgb(64, 64, i))
+    (root / "train" / "B" / "1.png").write_bytes(b"garbage")
+    train(root, "--max-steps", "4", expect=2)
+    assert "1.png" in one_line_error(capsys)
+    assert runs()[0].info.status == "FAILED"
+
+
+def test_mismatched_folders(tmp_path, capsys):
+    write_image(tmp_path / "train" / "A" / "a.png", random_rgb(8, 8))
+    write_image(tmp_path / "train" / "B" / "b.png", random_rgb(8, 8))
+    train(tmp_path, expect=2)
+    assert "do not match" in one_line_error(capsys)
+
+
+def test_invalid_option_lists_valid_values(facades, capsys):
+    train(facades, "--gan-mode", "bce", expect=2)
+    line = one_line_error(capsys)
+    assert "bce" in line and "vanilla, lsgan, wgangp, hinge" in line
+    train(facades, "--batch-size", "two", expect=2)
+    assert "expected an integer" in one_line_error(capsys)
+    train(facades, "--no-such-flag", "1", expect=2)
+    assert "unrecognized arguments" in one_line_error(capsys)
+
+
+def test_unknown_run_id(facades, capsys):
+    train(facades, "--resume", "0123456789abcdef", expect=2)
+    assert "no MLflow run with id '0123456789abcdef'" in one_line_error(capsys)
+
+
+# --- the MLproject contract ---------------------------------------------------
+
+def test_mlproject_is_generated_from_configs():
+    assert (REPO / "MLproject").read_text() == render(), "run: python -m imgtrans.project_file > MLproject"
+
+
+def test_mlflow_run_entry_point(facades, tmp_path):
+    """`mlflow run . -e pix2pix` as a user types it, into this test's store."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    params = ["dataset", str(facades), "max_steps", "2", "ngf", "4", "ndf", "4", "crop_size", "64",
+              "val_images", "2"]
+    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "pix2pix", "--env-manager", "local",
+           "--experiment-name", "quick"]
+    for key, value in zip(params[::2], params[1::2]):
+        cmd += ["-P", f"{key}={value}"]
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = runs()
+    assert run.info.status == "FINISHED"
+    assert "val/psnr" in run.data.metrics and run.data.params["max_steps"] == "2"
+    assert "checkpoints" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
+    assert mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").flavors["python_function"]
