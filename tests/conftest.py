@@ -24,7 +24,9 @@ def isolated(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID; never let one test's id reach the next.
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("IMGTRANS_DATA_CACHE", str(tmp_path / "cache"))
     torch.set_num_threads(2)
     yield
