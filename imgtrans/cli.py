@@ -1,7 +1,9 @@
 """The `imgtrans` command. Every MLproject entry point calls one of its subcommands.
 
     imgtrans pix2pix --dataset synthetic-facades --max-steps 200
-    imgtrans pix2pix --help
+    imgtrans export --run-id <run id>
+    imgtrans translate scans/ colorized/ --model export/pix2pix-<run id>.onnx
+    imgtrans <command> --help
 """
 
 from __future__ import annotations
@@ -9,12 +11,20 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 from imgtrans import config as config_mod
-from imgtrans.config import TrainConfig
 from imgtrans.errors import ImgtransError
 from imgtrans.models import MODELS
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    config_class: type
+    run: Callable[[Any, dict[str, Any], argparse.Namespace], int]
+    help: str
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,7 +36,7 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     types = config_mod.field_types(cls)
     for f in config_mod.fields(cls):
         tp = types[f.name]
@@ -34,17 +44,22 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]
         help_text = f.metadata.get("help", "")
         if choices:
             help_text += f" ({'|'.join(choices)})"
+        if f.metadata.get("positional"):
+            parser.add_argument(f"{f.name}_positional", nargs="?", default=None, metavar=f.name.upper(),
+                                help=f"{help_text} (or {flag(f.name)})")
         names = [flag(f.name)] + ([f"--{f.name}"] if "_" in f.name else [])
         parser.add_argument(*names, dest=f.name, default=None, metavar="CHOICE" if choices else tp.__name__.upper(),
                             help=f"{help_text} [default: {f.default!r}]")
 
 
-def config_from_args(cls: type[TrainConfig], args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
+def config_from_args(cls: type, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The config, and the values that differ from the defaults (what the user asked for)."""
     types = config_mod.field_types(cls)
     values = {}
     for f in config_mod.fields(cls):
         raw = getattr(args, f.name)
+        if raw is None:
+            raw = getattr(args, f"{f.name}_positional", None)
         values[f.name] = f.default if raw is None else config_mod.parse_value(f.name, types[f.name], raw)
     cfg = cls(**values)
     defaults = cls()
@@ -52,47 +67,137 @@ def config_from_args(cls: type[TrainConfig], args: argparse.Namespace) -> tuple[
     return cfg, explicit
 
 
+# --- commands ------------------------------------------------------------------
+
+def train_command(cfg, explicit: dict[str, Any], args: argparse.Namespace) -> int:
+    from imgtrans.tracking import Tracker
+    from imgtrans.train import Trainer, resolve_resume
+
+    config_mod.validate(cfg)
+    cfg, payload = resolve_resume(cfg, explicit)
+    tracker = Tracker(cfg.experiment, run_name=cfg.model_name)
+    try:
+        result = Trainer(cfg, tracker, resume_payload=payload, progress=not args.no_progress).fit()
+    except BaseException as exc:
+        tracker.finish("FAILED", error=one_line(exc))
+        raise
+    tracker.finish()
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.val_metrics.items())
+    print(f"imgtrans: {cfg.model_name} finished: run {result.run_id}, {result.step} steps"
+          f"{', ' + metrics if metrics else ''}")
+    return 0
+
+
+def export_command(cfg: config_mod.ExportConfig, explicit, args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from imgtrans.checkpoint import load_model
+    from imgtrans.onnx_export import export_model
+    from imgtrans.tracking import Tracker, generator_checkpoint
+
+    if bool(cfg.run_id) == bool(cfg.model_uri):
+        raise ImgtransError("give exactly one of run_id or model_uri")
+    source = cfg.model_uri or f"runs:/{cfg.run_id}/model"
+    tracker = Tracker(cfg.experiment, run_name="export")
+    try:
+        ckpt = generator_checkpoint(source, Path(tempfile.mkdtemp(prefix="imgtrans-export-")))
+        model = load_model(ckpt)
+        name = cfg.output or f"export/{model.cfg.model_name}-{cfg.run_id or 'model'}"
+        if cfg.precision == "fp16" and not cfg.output:
+            name += "-fp16"
+        path, sidecar = export_model(model, Path(name), precision=cfg.precision, source=source)
+        tracker.log_params({"source": source, "precision": cfg.precision, "opset": sidecar.opset,
+                            "onnx_path": str(path)})
+        tracker.log_metrics({"export/parity_max_abs_error": sidecar.parity_max_abs_error}, step=0)
+        tracker.log_onnx(path)
+    except BaseException as exc:
+        tracker.finish("FAILED", error=one_line(exc))
+        raise
+    tracker.finish()
+    print(f"imgtrans: exported {source} to {path} (parity max abs error {sidecar.parity_max_abs_error:.2e}, "
+          f"{sidecar.precision}, opset {sidecar.opset})")
+    return 0
+
+
+def translate_command(cfg: config_mod.TranslateConfig, explicit, args) -> int:
+    import os
+    import time
+    from pathlib import Path
+
+    from imgtrans.infer.archive import MANIFEST, run_archive
+    from imgtrans.infer.session import OnnxGenerator
+
+    for name in ("input", "output", "model"):
+        if not getattr(cfg, name):
+            raise ImgtransError(f"{name} is required (see `imgtrans translate --help`)")
+    generator = OnnxGenerator(Path(cfg.model), cfg.provider)
+    side = generator.sidecar
+    tile = cfg.tile or side.tile_size
+    if tile % side.size_multiple:
+        raise ImgtransError(f"tile must be a multiple of {side.size_multiple} for this model, got {tile}")
+    if not 0 <= cfg.overlap < tile:
+        raise ImgtransError(f"overlap must be between 0 and tile ({tile}), got {cfg.overlap}")
+    print(f"imgtrans: translating with {generator.provider}, tiles {tile}px, overlap {cfg.overlap}px",
+          file=sys.stderr)
+    started = time.perf_counter()
+    outcomes = run_archive(Path(cfg.input), Path(cfg.output), translate=generator, codec=side.codec_obj,
+                           tile=tile, overlap=cfg.overlap, batch_size=cfg.batch_size,
+                           progress=not args.no_progress)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    elapsed = time.perf_counter() - started
+    if "MLFLOW_RUN_ID" in os.environ:
+        from imgtrans.tracking import Tracker
+
+        tracker = Tracker("imgtrans")
+        tracker.log_params({"provider": generator.provider, "tile": tile, "overlap": cfg.overlap})
+        tracker.log_metrics({f"translate/{k}": v for k, v in counts.items()} |
+                            {"translate/images_per_s": counts["done"] / max(elapsed, 1e-9)}, step=0)
+        tracker.log_artifact(Path(cfg.output) / MANIFEST)
+        tracker.finish("FAILED" if counts["failed"] else "FINISHED")
+    print(f"imgtrans: {counts['done']} translated, {counts['skipped']} already done, {counts['failed']} failed "
+          f"in {elapsed:.1f}s; manifest: {Path(cfg.output) / MANIFEST}")
+    if counts["failed"]:
+        print(f"imgtrans: error: {counts['failed']} file(s) could not be translated; see the manifest",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _module_doc(cls) -> str:
+    return (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+
+
+COMMANDS: dict[str, Command] = {
+    **{name: Command(name, cls.config_class, train_command, f"train {name}: {_module_doc(cls)}")
+       for name, cls in MODELS.items()},
+    "export": Command("export", config_mod.ExportConfig, export_command,
+                      "export a run's generator to ONNX (+ sidecar JSON) with a parity check"),
+    "translate": Command("translate", config_mod.TranslateConfig, translate_command,
+                         "translate a folder, list file or image with an exported model (tiled, resumable)"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="imgtrans", description="Image-to-image translation experiments tracked in MLflow.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, cls in MODELS.items():
-        doc = (sys.modules[cls.__module__].__doc__ or name).strip().splitlines()[0]
-        p = sub.add_parser(name, help=doc, description=f"Train {name}: {doc}",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        add_config_arguments(p, cls.config_class)
+    for command in COMMANDS.values():
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        add_config_arguments(p, command.config_class)
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
-def train_command(name: str, args: argparse.Namespace) -> int:
-    from imgtrans.tracking import Tracker
-    from imgtrans.train import Trainer, resolve_resume
-
-    cls = MODELS[name]
-    cfg, explicit = config_from_args(cls.config_class, args)
-    config_mod.validate(cfg)
-    cfg, payload = resolve_resume(cfg, explicit)
-    tracker = Tracker(cfg.experiment, run_name=name)
-    try:
-        result = Trainer(cfg, tracker, resume_payload=payload, progress=not args.no_progress).fit()
-    except BaseException as exc:
-        tracker.finish("FAILED", error=_one_line(exc))
-        raise
-    tracker.finish()
-    metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.val_metrics.items())
-    print(f"imgtrans: {name} finished: run {result.run_id}, {result.step} steps{', ' + metrics if metrics else ''}")
-    return 0
-
-
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """The user-facing message; errors raised in loader workers arrive wrapped in a traceback."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
     last = lines[-1]
     prefix = "imgtrans.errors.ImgtransError: "
-    return last[len(prefix):] if last.startswith(prefix) else (last if len(lines) > 1 and
-                                                               isinstance(exc, ImgtransError) else lines[0])
+    if last.startswith(prefix):
+        return last[len(prefix):]
+    return last if len(lines) > 1 and isinstance(exc, ImgtransError) else lines[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,9 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        return train_command(args.command, args)
+        command = COMMANDS[args.command]
+        cfg, explicit = config_from_args(command.config_class, args)
+        return command.run(cfg, explicit, args)
     except ImgtransError as exc:
-        message = _one_line(exc)
+        message = one_line(exc)
         _fail_run(message)
         print(f"imgtrans: error: {message}", file=sys.stderr)
         return 2
@@ -119,8 +226,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail_run(message: str) -> None:
-    try:
-        from imgtrans.tracking import fail_active_run
-    except ImportError:
-        return
+    from imgtrans.tracking import fail_active_run
+
     fail_active_run(message)

@@ -67,6 +67,7 @@ class TrainConfig:
 
 
 def fields(cls_or_obj) -> list[dataclasses.Field]:
+    """The options of a config class (ClassVars such as model_name are not options)."""
     return list(dataclasses.fields(cls_or_obj))
 
 
@@ -149,3 +150,30 @@ def to_json(cfg: TrainConfig) -> str:
 
 def model_name_of(cfg: TrainConfig) -> str:
     return getattr(type(cfg), "model_name", "")
+
+
+# --- configs of the non-training commands -------------------------------------
+# A field with metadata positional=True is also accepted as a positional argument.
+
+
+@dataclass
+class ExportConfig:
+    run_id: str = opt("", "MLflow run whose generator to export")
+    model_uri: str = opt("", "or a model URI instead of run_id, e.g. models:/aerial-colorizer@champion")
+    output: str = opt("", "the .onnx file to write; default export/<model>-<run id>.onnx")
+    precision: Literal["fp32", "fp16"] = opt("fp32", "fp16 keeps normalisation layers in fp32")
+    experiment: str = opt("imgtrans", "MLflow experiment of the export run when not started by `mlflow run`")
+
+
+@dataclass
+class TranslateConfig:
+    input: str = field(default="", metadata={"help": "a folder (searched recursively), a list file or one image",
+                                               "positional": True})
+    output: str = field(default="", metadata={"help": "output folder (must not be inside the input folder)",
+                                                "positional": True})
+    model: str = opt("", "an exported .onnx model, with its .json sidecar beside it")
+    tile: int = opt(0, "tile size in pixels; 0 = the model's recommended size")
+    overlap: int = opt(32, "overlap between tiles in pixels, blended with a raised-cosine window")
+    batch_size: int = opt(8, "tiles per inference call")
+    provider: Literal["auto", "tensorrt", "cuda", "cpu"] = opt(
+        "auto", "ONNX Runtime execution provider; auto = TensorRT → CUDA → CPU as available")

@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from imgtrans.errors import ImgtransError
 MAX_PARAM_LENGTH = 6000
 # MLflow's INFO lines (database set-up, system-metrics thread) drown our own output.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
+# GeneratorModel takes arrays of any image size, which MLflow's type-hint schemas cannot express.
+warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
 
 class Tracker:
@@ -77,6 +80,16 @@ class Tracker:
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "pillow", "imgtrans"],
             )
 
+    def log_onnx(self, path: Path) -> None:
+        import mlflow.onnx
+        import onnx
+
+        mlflow.onnx.log_model(onnx.load(str(path)), name="onnx_model", pip_requirements=["onnxruntime"])
+        self.log_artifact(path, "export")
+        sidecar = path.with_suffix(".json")
+        if sidecar.exists():
+            self.log_artifact(sidecar, "export")
+
     def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
         if error:
             mlflow.set_tag("error", error[:5000])
@@ -96,6 +109,19 @@ def download_checkpoint(run_id: str, dest: Path) -> Path:
     except (MlflowException, OSError):
         raise ImgtransError(f"run '{run_id}' has no checkpoints/last.pt artifact to resume from") from None
     return Path(local)
+
+
+def generator_checkpoint(model_uri: str, dest: Path) -> Path:
+    """The generator checkpoint inside a logged imgtrans model (runs:/<id>/model or models:/<name>@<alias>)."""
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dest)))
+    except (MlflowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImgtransError(f"cannot load the model {model_uri} from {mlflow.get_tracking_uri()}: {first}") from None
+    found = sorted(local.rglob("generator.pt"))
+    if not found:
+        raise ImgtransError(f"{model_uri} is not an imgtrans generator model (no generator.pt inside)")
+    return found[0]
 
 
 def fail_active_run(message: str) -> None:

@@ -21,10 +21,10 @@ from imgtrans.errors import ImgtransError
 
 SIZE = 128
 DATA_SEED = 2026
-SPLITS = {"train": 400, "val": 40, "test": 40}
+SPLITS = {"train": 256, "val": 40, "test": 40}
 LAYOUT_FILE = "imgtrans-dataset.json"
 # Bump when a generator changes so stale caches are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 def cache_root() -> Path:

@@ -1,0 +1,75 @@
+"""An exported generator behind ONNX Runtime, on the best execution provider available."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from imgtrans.errors import ImgtransError
+from imgtrans.onnx_export import Sidecar, sidecar_path
+
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+GPU_PROVIDERS = {PROVIDERS["tensorrt"], PROVIDERS["cuda"]}
+
+
+def _gpu_present() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def choose_providers(choice: str) -> list[str]:
+    """`auto`: TensorRT → CUDA → CPU among those this onnxruntime build offers (GPU ones only with a GPU)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if choice == "auto":
+        order = ["tensorrt", "cuda", "cpu"] if _gpu_present() else ["cpu"]
+    elif choice in PROVIDERS:
+        order = [choice, "cpu"]
+    else:
+        raise ImgtransError(f"invalid provider '{choice}'; valid values: auto, {', '.join(PROVIDERS)}")
+    chosen = [PROVIDERS[name] for name in order if PROVIDERS[name] in available]
+    if choice not in ("auto", "cpu") and PROVIDERS[choice] not in chosen:
+        raise ImgtransError(f"provider {choice} is not available in this onnxruntime build ({', '.join(available)})")
+    return chosen
+
+
+class OnnxGenerator:
+    """Callable: network-space float32 (N, C_in, h, w) → (N, C_out, h, w)."""
+
+    def __init__(self, model_path: Path, provider: str = "auto"):
+        import onnxruntime as ort
+
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise ImgtransError(f"ONNX model not found: {model_path}; export one with `imgtrans export`")
+        self.sidecar = Sidecar.load(sidecar_path(model_path))
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(model_path), options, providers=choose_providers(provider))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ImgtransError(f"cannot load ONNX model {model_path}: {exc}") from None
+        self.provider = self.session.get_providers()[0]
+        self.on_gpu = self.provider in GPU_PROVIDERS
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not self.on_gpu:
+            return self.session.run(None, {"input": x})[0]
+        # IO binding: the output stays on the device until copied once, no intermediate host copies.
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input", x)
+        binding.bind_output("output", "cuda")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]

@@ -1,0 +1,157 @@
+"""Export a trained generator to ONNX, check it against PyTorch, and describe it in a sidecar.
+
+Inference semantics are explicit: the generator is exported in eval mode, so
+batch norm uses its running statistics (folded into the convolutions) and
+dropout is off. The reference pix2pix code tests in train mode; that is
+random and batch-dependent, which an archive colorizer must not be.
+
+The sidecar JSON next to the `.onnx` holds everything `translate` needs:
+channels, value range, colour space, size multiple, precision, parity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from imgtrans.data.codec import Codec
+from imgtrans.errors import ImgtransError
+
+OPSET = 17
+SIDECAR_FORMAT = "imgtrans-onnx/1"
+TOLERANCE = {"fp32": 1e-3, "fp16": 3e-2}
+# Layers kept in fp32 inside an fp16 graph: their reductions lose too much in half precision.
+FP32_OPS = ["InstanceNormalization", "BatchNormalization", "LayerNormalization", "GroupNormalization",
+            "ReduceMean", "Softmax"]
+
+
+@dataclass
+class Sidecar:
+    model: str
+    codec: dict[str, Any]
+    input_channels: int
+    output_channels: int
+    size_multiple: int
+    tile_size: int
+    precision: str
+    opset: int
+    source: str
+    parity_max_abs_error: float
+    parity_shapes: list[list[int]]
+    config: dict[str, Any]
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    eval_semantics: str = "eval mode: batch norm uses running statistics, dropout off"
+    format: str = SIDECAR_FORMAT
+
+    @property
+    def codec_obj(self) -> Codec:
+        return Codec(**self.codec)
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, json.dumps(dataclasses.asdict(self), indent=2).encode())
+
+    @classmethod
+    def load(cls, path: Path) -> "Sidecar":
+        if not path.is_file():
+            raise ImgtransError(f"sidecar {path} not found next to the ONNX model; re-export it with `imgtrans export`")
+        data = json.loads(path.read_text())
+        if data.get("format") != SIDECAR_FORMAT:
+            raise ImgtransError(f"{path} is not an imgtrans sidecar ({SIDECAR_FORMAT})")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def sidecar_path(onnx_path: Path) -> Path:
+    return onnx_path.with_suffix(".json")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def parity_shapes(input_nc: int, multiple: int) -> list[tuple[int, ...]]:
+    base = max(multiple, 64)
+    return [(1, input_nc, base, base), (2, input_nc, base * 2, base), (1, input_nc, base, base * 3)]
+
+
+def to_onnx_bytes(net: torch.nn.Module, input_nc: int, multiple: int) -> bytes:
+    example = torch.randn(1, input_nc, max(multiple, 64), max(multiple, 64))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(
+            net, (example,), str(path), dynamo=False, opset_version=OPSET, input_names=["input"],
+            output_names=["output"], external_data=False,
+            dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                          "output": {0: "batch", 2: "height", 3: "width"}})
+        return path.read_bytes()
+
+
+def to_fp16(model_bytes: bytes) -> bytes:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load_from_string(model_bytes)
+    half = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP32_OPS)
+    return half.SerializeToString()
+
+
+def check_parity(net: torch.nn.Module, model_bytes: bytes, shapes: list[tuple[int, ...]], seed: int = 0) -> float:
+    """Largest |ONNX Runtime − PyTorch| over random inputs of several shapes (CPU provider)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for shape in shapes:
+        x = torch.rand(shape, generator=g) * 2 - 1
+        with torch.no_grad():
+            expected = net(x).numpy()
+        got = session.run(None, {"input": x.numpy()})[0].astype(np.float32)
+        worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+def export_model(model, out_path: Path, *, precision: str = "fp32", source: str = "") -> tuple[Path, Sidecar]:
+    """Write `<out>.onnx` and `<out>.json`; raise if ONNX and PyTorch disagree beyond tolerance."""
+    if precision not in TOLERANCE:
+        raise ImgtransError(f"invalid precision '{precision}'; valid values: {', '.join(TOLERANCE)}")
+    net = model.generator().float().cpu().eval()
+    codec: Codec = model.codec
+    multiple = getattr(net, "size_multiple", 1)
+    model_bytes = to_onnx_bytes(net, codec.input_nc, multiple)
+    if precision == "fp16":
+        model_bytes = to_fp16(model_bytes)
+    onnx.checker.check_model(onnx.load_from_string(model_bytes))
+    shapes = parity_shapes(codec.input_nc, multiple)
+    error = check_parity(net, model_bytes, shapes)
+    if error > TOLERANCE[precision]:
+        raise ImgtransError(f"ONNX export does not match PyTorch: max abs error {error:.2e} > "
+                            f"{TOLERANCE[precision]:.0e} ({precision}); the model was not written")
+    from imgtrans import config as config_mod
+
+    sidecar = Sidecar(
+        model=model.cfg.model_name, codec=dataclasses.asdict(codec), input_channels=codec.input_nc,
+        output_channels=codec.output_nc, size_multiple=multiple,
+        tile_size=max(multiple, 256 if multiple <= 256 else multiple), precision=precision, opset=OPSET,
+        source=source, parity_max_abs_error=error, parity_shapes=[list(s) for s in shapes],
+        config=config_mod.to_dict(model.cfg))
+    out_path = out_path.with_suffix(".onnx")
+    write_atomic(out_path, model_bytes)
+    sidecar.save(sidecar_path(out_path))
+    return out_path, sidecar
