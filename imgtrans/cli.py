@@ -48,8 +48,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(f"{f.name}_positional", nargs="?", default=None, metavar=f.name.upper(),
                                 help=f"{help_text} (or {flag(f.name)})")
         names = [flag(f.name)] + ([f"--{f.name}"] if "_" in f.name else [])
+        # A bare boolean flag means true; MLproject passes an explicit true/false.
+        extra = {"nargs": "?", "const": "true"} if tp is bool else {}
         parser.add_argument(*names, dest=f.name, default=None, metavar="CHOICE" if choices else tp.__name__.upper(),
-                            help=f"{help_text} [default: {f.default!r}]")
+                            help=f"{help_text} [default: {f.default!r}]", **extra)
 
 
 def config_from_args(cls: type, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
@@ -164,6 +166,61 @@ def translate_command(cfg: config_mod.TranslateConfig, explicit, args) -> int:
     return 0
 
 
+def benchmark_command(cfg: config_mod.BenchmarkConfig, explicit, args) -> int:
+    import platform
+
+    import torch
+
+    from imgtrans import benchmark
+    from imgtrans.tracking import Tracker
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ImgtransError("device=cuda was requested but no CUDA GPU is available; use device=auto or cpu")
+    gpu = cfg.device != "cpu" and torch.cuda.is_available()
+    device = torch.device("cuda" if gpu else "cpu")
+
+    def listed(text: str, default: str, cast=str, valid=None) -> list:
+        items = [cast(x.strip()) for x in (default if text == "auto" else text).split(",") if x.strip()]
+        bad = [x for x in items if valid is not None and x not in valid]
+        if bad:
+            raise ImgtransError(f"invalid value '{bad[0]}'; valid values: {', '.join(valid)}")
+        return items
+
+    from imgtrans.nets.generators import GENERATORS
+
+    generators = listed(cfg.generators, cfg.generators, valid=GENERATORS)
+    batches = listed(cfg.batch_sizes, "1,8,16,32,64" if gpu else "1,4", int)
+    backends = listed(cfg.backends, "eager,compile,ort-cuda,ort-tensorrt" if gpu else "eager,ort-cpu",
+                      valid=("eager", "compile", "ort-cpu", "ort-cuda", "ort-tensorrt"))
+    precisions = listed(cfg.precisions, "fp32,fp16,bf16" if gpu else "fp32", valid=("fp32", "fp16", "bf16"))
+    repeats = cfg.repeats or (20 if gpu else 5)
+    name = torch.cuda.get_device_name(0) if gpu else (platform.processor() or "cpu")
+    tracker = Tracker(cfg.experiment, run_name="benchmark")
+    try:
+        tracker.log_params({**config_mod.to_dict(cfg), "device_name": name, "torch": torch.__version__})
+        rows = benchmark.inference_rows(generators, cfg.tile, batches, precisions, backends, device,
+                                        warmup=3 if gpu else 1, repeats=repeats)
+        train_rows = []
+        if cfg.train:
+            steps = cfg.train_steps or (30 if gpu else 3)
+            train_rows = [benchmark.train_row(b, steps, cfg.tile, device)
+                          for b in listed(cfg.train_batch_sizes, cfg.train_batch_sizes, int)]
+        report = f"# imgtrans benchmark on {name} (torch {torch.__version__})\n\n" + \
+            benchmark.format_inference(rows) + "\n"
+        if train_rows:
+            report += "\n" + benchmark.format_training(train_rows) + "\n"
+        if not gpu:
+            report += "\nNo GPU here: the GPU targets were not measured; CPU figures are for ratios only.\n"
+        tracker.log_metrics(benchmark.as_metrics(rows, train_rows), step=0)
+        tracker.log_text(report, "benchmark.md")
+    except BaseException as exc:
+        tracker.finish("FAILED", error=one_line(exc))
+        raise
+    tracker.finish()
+    print(report)
+    return 0
+
+
 def _module_doc(cls) -> str:
     return (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
 
@@ -175,6 +232,8 @@ COMMANDS: dict[str, Command] = {
                       "export a run's generator to ONNX (+ sidecar JSON) with a parity check"),
     "translate": Command("translate", config_mod.TranslateConfig, translate_command,
                          "translate a folder, list file or image with an exported model (tiled, resumable)"),
+    "benchmark": Command("benchmark", config_mod.BenchmarkConfig, benchmark_command,
+                         "inference and training throughput per backend, precision and batch size"),
 }
 
 

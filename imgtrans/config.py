@@ -177,3 +177,19 @@ class TranslateConfig:
     batch_size: int = opt(8, "tiles per inference call")
     provider: Literal["auto", "tensorrt", "cuda", "cpu"] = opt(
         "auto", "ONNX Runtime execution provider; auto = TensorRT → CUDA → CPU as available")
+
+
+@dataclass
+class BenchmarkConfig:
+    generators: str = opt("unet_256,resnet_9blocks", "comma-separated generators to time")
+    tile: int = opt(256, "tile size in pixels")
+    batch_sizes: str = opt("auto", "comma-separated batch sizes; auto = 1,8,16,32,64 on a GPU, 1,4 on a CPU")
+    backends: str = opt("auto", "comma-separated: eager, compile, ort-cpu, ort-cuda, ort-tensorrt; "
+                                "auto = all that apply to this machine")
+    precisions: str = opt("auto", "comma-separated: fp32, fp16, bf16; auto = all three on a GPU, fp32 on a CPU")
+    repeats: int = opt(0, "timed calls per figure; 0 = 20 on a GPU, 5 on a CPU")
+    train: bool = opt(False, "also time pix2pix training steps, plain vs fast path")
+    train_batch_sizes: str = opt("1,16", "batch sizes for the training benchmark")
+    train_steps: int = opt(0, "timed training steps; 0 = 30 on a GPU, 3 on a CPU")
+    device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
+    experiment: str = opt("imgtrans-benchmarks", "MLflow experiment when not started by `mlflow run`")

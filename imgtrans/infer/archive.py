@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,12 +71,15 @@ def collect_inputs(source: Path) -> list[Entry]:
     return entries
 
 
-def check_output_location(source: Path, out_dir: Path) -> None:
-    src = (source if source.is_dir() else source.parent).resolve()
+def check_output_location(source: Path, entries: list[Entry], out_dir: Path) -> None:
+    """The output folder may be neither the input folder nor inside it, nor inside any input image's folder."""
     out = out_dir.resolve()
-    if out == src or src in out.parents:
-        raise ImgtransError(f"output folder {out_dir} is inside the input folder {src}; choose a folder outside it "
-                            "(inputs are never written to)")
+    folders = {source.resolve()} if source.is_dir() else set()
+    folders |= {e.input.resolve().parent for e in entries}
+    for folder in sorted(folders):
+        if out == folder or folder in out.parents:
+            raise ImgtransError(f"output folder {out_dir} is inside the input folder {folder}; choose a folder "
+                                "outside it (inputs are never written to)")
 
 
 def translate_scan(scan: Scan, writer: OutputWriter, *, translate: Translate, codec: Codec, tile: int,
@@ -97,7 +101,7 @@ def translate_scan(scan: Scan, writer: OutputWriter, *, translate: Translate, co
 def run_archive(source: Path, out_dir: Path, *, translate: Translate, codec: Codec, tile: int, overlap: int,
                 batch_size: int, progress: bool = True) -> list[Outcome]:
     entries = collect_inputs(source)
-    check_output_location(source, out_dir)
+    check_output_location(source, entries, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes: list[Outcome] = []
     bar = tqdm(entries, disable=not progress, unit="img", dynamic_ncols=True)
@@ -121,7 +125,7 @@ def run_archive(source: Path, out_dir: Path, *, translate: Translate, codec: Cod
             if writer is not None:
                 writer.abort()
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            tqdm.write(f"imgtrans: skipped {entry.input}: {message}")
+            tqdm.write(f"imgtrans: skipped {entry.input}: {message}", file=sys.stderr)
             outcomes.append(Outcome(str(entry.input), str(target), "failed", time.perf_counter() - t0, message))
         except BaseException:
             if writer is not None:

@@ -1,0 +1,240 @@
+"""Throughput benchmarks: generator inference per backend/precision/batch, and training steps
+in the plain (reference-like) and fast paths.
+
+Methods: warm-up iterations are excluded, GPU timings are synchronised, each
+figure is the median of the timed repeats; p50/p90 are per-call latencies.
+Ratios are taken within one run on one machine. Absolute numbers mean
+something only on a GPU; on a CPU the command says the GPU targets were not
+measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from imgtrans.data.codec import Codec
+from imgtrans.models.base import Runtime
+from imgtrans.models.pix2pix import Pix2Pix, Pix2PixConfig
+
+# Dense peak TFLOP/s by (GPU name fragment, precision), from the vendors' data sheets.
+PEAK_TFLOPS = {
+    ("H100", "fp32"): 494.7, ("H100", "bf16"): 989.4, ("H100", "fp16"): 989.4,  # fp32 runs as TF32
+    ("H200", "fp32"): 494.7, ("H200", "bf16"): 989.4, ("H200", "fp16"): 989.4,
+    ("A100", "fp32"): 156.0, ("A100", "bf16"): 312.0, ("A100", "fp16"): 312.0,
+}
+
+
+@dataclass
+class Row:
+    generator: str
+    backend: str
+    precision: str
+    batch: int
+    images_per_s: float
+    p50_ms: float
+    p90_ms: float
+    tflops: float
+    peak_fraction: float | None
+
+    def key(self) -> str:
+        return f"bench/{self.generator}/{self.backend}/{self.precision}/b{self.batch}"
+
+
+@dataclass
+class TrainRow:
+    model: str
+    batch: int
+    plain_images_per_s: float
+    fast_images_per_s: float
+    plain_ms_per_step: float
+    fast_ms_per_step: float
+    peak_memory_mb: float
+    loss_max_rel_diff: float
+
+    @property
+    def ratio(self) -> float:
+        return self.fast_images_per_s / self.plain_images_per_s
+
+
+def device_peak(device: torch.device, precision: str) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for (frag, p), v in PEAK_TFLOPS.items() if frag in name and p == precision), None)
+
+
+def time_calls(fn: Callable[[], object], *, warmup: int, repeats: int, sync: bool) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    if sync:
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if sync:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def generator_model(name: str, tile: int) -> Pix2Pix:
+    cfg = Pix2PixConfig(netG=name, crop_size=tile)
+    return Pix2Pix(cfg, Codec(colorization=False))
+
+
+def flops_per_image(net: torch.nn.Module, tile: int) -> int:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.randn(1, 3, tile, tile, device=next(net.parameters()).device))
+    return counter.get_total_flops()
+
+
+def _row(generator, backend, precision, batch, times, flops, device) -> Row:
+    median = statistics.median(times)
+    ips = batch / median
+    peak = device_peak(device, precision)
+    tflops = flops * ips / 1e12
+    return Row(generator, backend, precision, batch, ips, float(np.percentile(times, 50) * 1e3),
+               float(np.percentile(times, 90) * 1e3), tflops, tflops / peak if peak else None)
+
+
+def bench_torch(net, generator, tile, batches, precisions, device, compiled, warmup, repeats, flops) -> list[Row]:
+    rows = []
+    runnable = torch.compile(net) if compiled else net
+    for precision in precisions:
+        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        for batch in batches:
+            x = torch.randn(batch, 3, tile, tile, device=device)
+            if device.type == "cuda":
+                x = x.to(memory_format=torch.channels_last)
+
+            def call():
+                with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    return runnable(x)
+
+            times = time_calls(call, warmup=warmup, repeats=repeats, sync=device.type == "cuda")
+            rows.append(_row(generator, "torch.compile" if compiled else "eager", precision, batch, times, flops,
+                             device))
+    return rows
+
+
+def bench_onnxruntime(model, generator, tile, batches, precisions, provider, warmup, repeats, flops,
+                      device) -> list[Row]:
+    from imgtrans.infer.session import OnnxGenerator
+    from imgtrans.onnx_export import export_model
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in [p for p in precisions if p in ("fp32", "fp16")]:
+            path, _ = export_model(model, Path(tmp) / f"{generator}-{precision}", precision=precision)
+            session = OnnxGenerator(path, provider)
+            if session.provider != {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                                    "tensorrt": "TensorrtExecutionProvider"}[provider]:
+                continue  # the provider fell back: not the backend we meant to measure
+            for batch in batches:
+                x = np.random.default_rng(0).standard_normal((batch, 3, tile, tile), dtype=np.float32)
+                times = time_calls(lambda: session(x), warmup=warmup, repeats=repeats, sync=False)
+                rows.append(_row(generator, f"ort-{provider}", precision, batch, times, flops, device))
+    return rows
+
+
+def inference_rows(generators: list[str], tile: int, batches: list[int], precisions: list[str],
+                   backends: list[str], device: torch.device, warmup: int, repeats: int) -> list[Row]:
+    rows = []
+    for name in generators:
+        model = generator_model(name, tile).eval()
+        net = model.netG.to(device)
+        if device.type == "cuda":
+            net = net.to(memory_format=torch.channels_last)
+        flops = flops_per_image(net, tile)
+        for backend in backends:
+            if backend in ("eager", "compile"):
+                rows += bench_torch(net, name, tile, batches, precisions, device, backend == "compile", warmup,
+                                    repeats, flops)
+            else:
+                rows += bench_onnxruntime(model.cpu(), name, tile, batches, precisions, backend.split("-")[1],
+                                          warmup, repeats, flops, device)
+                net = model.netG.to(device)
+    return rows
+
+
+def train_row(batch: int, steps: int, crop: int, device: torch.device) -> TrainRow:
+    """pix2pix training steps: plain (fp32 eager, default Adam) vs fast (our runtime defaults)."""
+    results = {}
+    for mode in ("plain", "fast"):
+        torch.manual_seed(0)
+        cfg = Pix2PixConfig(crop_size=crop, batch_size=batch)
+        model = Pix2Pix(cfg, Codec(colorization=False))
+        if mode == "plain":
+            runtime = Runtime(device)
+            model.setup(runtime)
+            model.optimizers = {"G": torch.optim.Adam(model.netG.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)),
+                                "D": torch.optim.Adam(model.netD.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))}
+        else:
+            fast = device.type == "cuda"
+            runtime = Runtime(device, torch.bfloat16 if fast else None, channels_last=fast)
+            model.setup(runtime)
+            model.configure_optimizers()
+        g = torch.Generator().manual_seed(1)
+        batches = [{"A": torch.rand(batch, 3, crop, crop, generator=g) * 2 - 1,
+                    "B": torch.rand(batch, 3, crop, crop, generator=g) * 2 - 1} for _ in range(4)]
+        losses: list[float] = []
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+        def step(i=[0]):
+            out = model.training_step(batches[i[0] % len(batches)])
+            i[0] += 1
+            losses.append(float(out["G_L1"].detach()))
+
+        times = time_calls(step, warmup=min(3, steps), repeats=steps, sync=device.type == "cuda")
+        memory = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else float("nan")
+        results[mode] = (statistics.median(times), losses, memory)
+    (plain_t, plain_l, _), (fast_t, fast_l, memory) = results["plain"], results["fast"]
+    rel = max(abs(a - b) / max(abs(a), 1e-8) for a, b in zip(plain_l, fast_l))
+    return TrainRow("pix2pix", batch, batch / plain_t, batch / fast_t, plain_t * 1e3, fast_t * 1e3, memory, rel)
+
+
+def format_inference(rows: list[Row]) -> str:
+    lines = ["| generator | backend | precision | batch | images/s | p50 ms | p90 ms | TFLOP/s | of peak |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        peak = f"{r.peak_fraction:.1%}" if r.peak_fraction is not None else "n/a"
+        lines.append(f"| {r.generator} | {r.backend} | {r.precision} | {r.batch} | {r.images_per_s:.1f} | "
+                     f"{r.p50_ms:.1f} | {r.p90_ms:.1f} | {r.tflops:.3f} | {peak} |")
+    return "\n".join(lines)
+
+
+def format_training(rows: list[TrainRow]) -> str:
+    lines = ["| model | batch | plain img/s | fast img/s | ratio | plain ms/step | fast ms/step | peak MB | "
+             "max rel. loss diff |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.model} | {r.batch} | {r.plain_images_per_s:.2f} | {r.fast_images_per_s:.2f} | "
+                     f"{r.ratio:.2f}× | {r.plain_ms_per_step:.1f} | {r.fast_ms_per_step:.1f} | "
+                     f"{r.peak_memory_mb:.0f} | {r.loss_max_rel_diff:.2e} |")
+    return "\n".join(lines)
+
+
+def as_metrics(rows: list[Row], train_rows: list[TrainRow]) -> dict[str, float]:
+    metrics = {}
+    for r in rows:
+        metrics[f"{r.key()}/images_per_s"] = r.images_per_s
+        metrics[f"{r.key()}/p50_ms"] = r.p50_ms
+        metrics[f"{r.key()}/p90_ms"] = r.p90_ms
+        metrics[f"{r.key()}/tflops"] = r.tflops
+    for t in train_rows:
+        for field in dataclasses.fields(t):
+            if field.name not in ("model", "batch"):
+                metrics[f"bench_train/{t.model}/b{t.batch}/{field.name}"] = getattr(t, field.name)
+        metrics[f"bench_train/{t.model}/b{t.batch}/ratio"] = t.ratio
+    return metrics

@@ -1,0 +1,32 @@
+import mlflow
+
+from imgtrans import benchmark
+from imgtrans.cli import main
+
+
+def test_benchmark_command_prints_and_logs(capsys):
+    code = main(["benchmark", "--generators", "unet_128", "--tile", "128", "--batch-sizes", "1,2",
+                 "--backends", "eager,ort-cpu", "--repeats", "1", "--train", "--train-batch-sizes", "1",
+                 "--train-steps", "1", "--device", "cpu"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| unet_128 | ort-cpu | fp32 | 2 |" in out and "| pix2pix | 1 |" in out
+    assert "GPU targets were not measured" in out
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    metrics = run.data.metrics
+    assert metrics["bench/unet_128/eager/fp32/b2/images_per_s"] > 0
+    assert metrics["bench/unet_128/eager/fp32/b1/tflops"] > 0
+    # Plain and fast paths train the same model: same losses on CPU up to float noise.
+    assert metrics["bench_train/pix2pix/b1/loss_max_rel_diff"] < 1e-3
+
+
+def test_flop_count_of_a_conv():
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1))
+    assert benchmark.flops_per_image(net, 16) == 2 * 3 * 8 * 9 * 16 * 16
+
+
+def test_invalid_backend_is_rejected(capsys):
+    assert main(["benchmark", "--backends", "tpu"]) == 2
+    assert "valid values: eager" in capsys.readouterr().err
