@@ -221,6 +221,74 @@ def benchmark_command(cfg: config_mod.BenchmarkConfig, explicit, args) -> int:
     return 0
 
 
+def evaluate_command(cfg: config_mod.EvaluateConfig, explicit, args) -> int:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from imgtrans.evaluate import evaluate
+    from imgtrans.tracking import RunWriter, Tracker, generator_checkpoint
+
+    if not cfg.run_id:
+        raise ImgtransError("run_id is required: the training run to evaluate")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ImgtransError("device=cuda was requested but no CUDA GPU is available; use device=auto or cpu")
+    target = RunWriter(cfg.run_id)
+    device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    ckpt = generator_checkpoint(f"runs:/{cfg.run_id}/model", Path(tempfile.mkdtemp(prefix="imgtrans-eval-")))
+    result = evaluate(cfg, ckpt, device)
+    prefix = "test" if cfg.split == "test" else "eval_val"
+    metrics = {f"{prefix}/{k}": v for k, v in result.metrics.items()}
+    tags = {f"imgtrans.{prefix}.{k}": v for k, v in result.tags.items()}
+    for message in dict.fromkeys(m.message for m in result.unavailable):
+        print(f"imgtrans: warning: {message}", file=sys.stderr)
+    for missing in result.unavailable:
+        tags[f"imgtrans.{prefix}.unavailable.{missing.metric}"] = missing.message
+    target.log_metrics(metrics)
+    target.set_tags(tags)
+    target.log_artifacts(result.artifacts, f"evaluation/{cfg.split}")
+    if "MLFLOW_RUN_ID" in os.environ and os.environ["MLFLOW_RUN_ID"] != cfg.run_id:
+        tracker = Tracker("imgtrans")
+        tracker.set_tags({"imgtrans.evaluated_run": cfg.run_id})
+        tracker.log_metrics(metrics, step=0)
+        tracker.finish()
+    width = max(len(k) for k in metrics)
+    for key, value in metrics.items():
+        if not key.endswith("_std"):
+            std = metrics.get(f"{key}_std")
+            print(f"{key:<{width}}  {value:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
+    print(f"imgtrans: logged {len(metrics)} metrics and evaluation/{cfg.split}/ to run {cfg.run_id}")
+    return 0
+
+
+def compare_command(cfg: config_mod.CompareConfig, explicit, args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from imgtrans.compare import markdown, write_reports
+    from imgtrans.tracking import Tracker, run_summaries
+
+    run_ids = [r.strip() for r in cfg.run_ids.split(",") if r.strip()]
+    if not cfg.experiment and not run_ids:
+        raise ImgtransError("give an experiment name or run_ids to compare")
+    runs = run_summaries(cfg.experiment, run_ids, cfg.split)
+    title = f"imgtrans comparison: {cfg.experiment or 'selected runs'} ({cfg.split} split, {len(runs)} runs)"
+    folder = Path(cfg.output) if cfg.output else Path(tempfile.mkdtemp(prefix="imgtrans-compare-"))
+    paths = write_reports(runs, title, folder)
+    tracker = Tracker(cfg.report_experiment, run_name="compare")
+    tracker.log_params({"experiment": cfg.experiment, "run_ids": ",".join(r.run_id for r in runs),
+                        "split": cfg.split})
+    for path in paths:
+        tracker.log_artifact(path, "report")
+    tracker.finish()
+    print(markdown(runs, title))
+    print(f"imgtrans: report logged to run {tracker.run_id} (report/report.md, .csv, .html)"
+          + (f" and written to {folder}" if cfg.output else ""))
+    return 0
+
+
 def _module_doc(cls) -> str:
     return (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
 
@@ -232,6 +300,10 @@ COMMANDS: dict[str, Command] = {
                       "export a run's generator to ONNX (+ sidecar JSON) with a parity check"),
     "translate": Command("translate", config_mod.TranslateConfig, translate_command,
                          "translate a folder, list file or image with an exported model (tiled, resumable)"),
+    "evaluate": Command("evaluate", config_mod.EvaluateConfig, evaluate_command,
+                        "test metrics (PSNR, SSIM, LPIPS, FID, KID, IS) of a run, logged to that run"),
+    "compare": Command("compare", config_mod.CompareConfig, compare_command,
+                       "a Markdown/CSV/HTML report across evaluated runs, with the same inputs side by side"),
     "benchmark": Command("benchmark", config_mod.BenchmarkConfig, benchmark_command,
                          "inference and training throughput per backend, precision and batch size"),
 }

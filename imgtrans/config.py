@@ -193,3 +193,27 @@ class BenchmarkConfig:
     train_steps: int = opt(0, "timed training steps; 0 = 30 on a GPU, 3 on a CPU")
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
     experiment: str = opt("imgtrans-benchmarks", "MLflow experiment when not started by `mlflow run`")
+
+
+@dataclass
+class EvaluateConfig:
+    run_id: str = opt("", "the training run to evaluate; test/<metric> results are logged to it")
+    split: Literal["test", "val"] = opt("test", "which split of the run's dataset to translate")
+    dataset: str = opt("", "evaluate on this dataset (a folder of pairs) instead of the run's own")
+    max_images: int = opt(0, "evaluate at most this many images; 0 = all")
+    batch_size: int = opt(8, "images per inference batch")
+    grid_images: int = opt(8, "inputs kept as images (grid, and the side-by-side page of `compare`)")
+    inception_weights: str = opt("", "path of weights-inception-2015-12-05-6726825d.pth (FID, KID, IS); "
+                                     "default: the torch hub cache")
+    lpips_weights: str = opt("", "path of alexnet-owt-7be5be79.pth (LPIPS); default: the torch hub cache")
+    kid_subset_size: int = opt(50, "KID subset size (capped at the number of images)")
+    device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
+
+
+@dataclass
+class CompareConfig:
+    experiment: str = opt("", "compare the evaluated runs of this experiment (name)")
+    run_ids: str = opt("", "comma-separated run ids to compare (alone, or to narrow the experiment)")
+    split: Literal["test", "val"] = opt("test", "whose evaluation to compare (as given to `evaluate`)")
+    output: str = opt("", "also write report.md, report.csv and report.html into this folder")
+    report_experiment: str = opt("imgtrans-reports", "experiment of the compare run when not started by `mlflow run`")

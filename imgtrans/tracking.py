@@ -12,7 +12,7 @@ import importlib.util
 import logging
 import os
 import tempfile
-import warnings
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,7 @@ from imgtrans.errors import ImgtransError
 MAX_PARAM_LENGTH = 6000
 # MLflow's INFO lines (database set-up, system-metrics thread) drown our own output.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
-# GeneratorModel takes arrays of any image size, which MLflow's type-hint schemas cannot express.
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 class Tracker:
@@ -96,6 +95,77 @@ class Tracker:
         mlflow.end_run(status)
 
 
+class RunWriter:
+    """Adds results to an existing run, e.g. evaluation metrics to the training run they describe."""
+
+    def __init__(self, run_id: str):
+        self.client = MlflowClient()
+        try:
+            self.run = self.client.get_run(run_id)
+        except MlflowException:
+            raise ImgtransError(f"no MLflow run with id '{run_id}' in the tracking store "
+                                f"{mlflow.get_tracking_uri()}; pass an existing run id") from None
+        self.run_id = run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value)[:5000])
+
+    def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+
+def run_summaries(experiment: str, run_ids: list[str], split: str):
+    """Evaluated training runs as plain `compare.RunSummary` records (with their sample images)."""
+    from imgtrans.compare import RunSummary
+
+    client = MlflowClient()
+    prefix = "test/" if split == "test" else "eval_val/"
+    if experiment:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise ImgtransError(f"no MLflow experiment named '{experiment}' in {mlflow.get_tracking_uri()}")
+        runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+        if run_ids:
+            runs = [r for r in runs if r.info.run_id in run_ids]
+    else:
+        runs = [RunWriter(run_id).run for run_id in run_ids]
+    summaries = []
+    for run in runs:
+        metrics = {k[len(prefix):]: v for k, v in run.data.metrics.items() if k.startswith(prefix)}
+        if "imgtrans.model" not in run.data.tags or not metrics:
+            continue
+        tags = run.data.tags
+        settings_prefix = f"imgtrans.{prefix[:-1]}."
+        samples: dict[str, list[bytes]] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = Path(mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id, artifact_path=f"evaluation/{split}/samples", dst_path=tmp))
+                for kind in ("input", "output", "target"):
+                    samples[kind] = [p.read_bytes() for p in sorted(local.glob(f"{kind}_*.png"))]
+            except (MlflowException, OSError):
+                pass
+        end = run.info.end_time
+        summaries.append(RunSummary(
+            run_id=run.info.run_id, name=run.info.run_name or run.info.run_id[:8], model=tags["imgtrans.model"],
+            params=dict(run.data.params),
+            generator_params=int(tags["imgtrans.generator_params"]) if "imgtrans.generator_params" in tags else None,
+            train_minutes=(end - run.info.start_time) / 60000 if end else None, metrics=metrics,
+            settings={k[len(settings_prefix):]: v for k, v in tags.items() if k.startswith(settings_prefix)},
+            samples=samples))
+    if not summaries:
+        where = f"experiment '{experiment}'" if experiment else "the given runs"
+        raise ImgtransError(f"no evaluated runs in {where}; run `mlflow run . -e evaluate -P run_id=<run id>` first")
+    return summaries
+
+
 def download_checkpoint(run_id: str, dest: Path) -> Path:
     """The last training checkpoint of an MLflow run."""
     try:
@@ -142,6 +212,9 @@ def fail_active_run(message: str) -> None:
 
 class GeneratorModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: rgb images (N, H, W, 3) or gray (N, H, W) in [0, 1] → translated rgb (N, H, W, 3)."""
+
+    # Inputs are arrays of any image size, which MLflow's type-hint schemas cannot express.
+    _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
         from imgtrans.checkpoint import load_model

@@ -136,6 +136,7 @@ class Trainer:
             "imgtrans.dataset_root": self.data.source.root,
             "imgtrans.dataset_layout": self.data.source.layout,
             "imgtrans.train_images": len(self.data.train),
+            "imgtrans.generator_params": sum(p.numel() for p in model.generator().parameters()),
             **{f"imgtrans.params.{k}": v for k, v in params.items()},
         })
         if cfg.resume:

@@ -1,0 +1,138 @@
+"""A report across evaluated runs: one row per run, and the same test inputs translated by each.
+
+Inputs are tables of plain values (built from MLflow runs by `tracking`), so
+the report itself is independent of MLflow and easy to test.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+METRICS = [("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("lpips", "LPIPS ↓"), ("fid", "FID ↓"), ("kid", "KID ↓"),
+           ("is", "IS ↑")]
+KEY_PARAMS = ["dataset", "netG", "netD", "gan_mode", "norm", "lambda_L1", "ngf", "ndf", "color_space",
+              "crop_size", "batch_size", "lr", "n_epochs", "n_epochs_decay", "max_steps"]
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    name: str
+    model: str
+    params: dict[str, str]
+    generator_params: int | None
+    train_minutes: float | None
+    metrics: dict[str, float]  # without the split prefix: psnr, psnr_std, ms_per_image, n_images, …
+    settings: dict[str, str] = field(default_factory=dict)
+    samples: dict[str, list[bytes]] = field(default_factory=dict)  # kind → PNG bytes
+
+
+def varying_params(runs: list[RunSummary]) -> list[str]:
+    """Key params that differ between the runs (all present ones when there is a single run)."""
+    present = [k for k in KEY_PARAMS if any(k in r.params for r in runs)]
+    if len(runs) < 2:
+        return [k for k in present if k in ("netG", "gan_mode", "color_space")]
+    return [k for k in present if len({r.params.get(k) for r in runs}) > 1]
+
+
+def _cell(metrics: dict[str, float], name: str) -> str:
+    if name not in metrics:
+        return "n/a"
+    std = metrics.get(f"{name}_std")
+    return f"{metrics[name]:.4g} ± {std:.2g}" if std is not None else f"{metrics[name]:.4g}"
+
+
+def table(runs: list[RunSummary]) -> tuple[list[str], list[list[str]]]:
+    params = varying_params(runs)
+    header = ["run", "model", *params, "G params (M)", "train min", "ms/image", "N", *[t for _, t in METRICS]]
+    rows = []
+    for r in runs:
+        rows.append([
+            f"{r.name} ({r.run_id[:8]})", r.model, *[r.params.get(k, "") for k in params],
+            f"{r.generator_params / 1e6:.2f}" if r.generator_params else "n/a",
+            f"{r.train_minutes:.1f}" if r.train_minutes is not None else "n/a",
+            f"{r.metrics['ms_per_image']:.2f}" if "ms_per_image" in r.metrics else "n/a",
+            f"{int(r.metrics['n_images'])}" if "n_images" in r.metrics else "n/a",
+            *[_cell(r.metrics, m) for m, _ in METRICS],
+        ])
+    return header, rows
+
+
+def settings_notes(runs: list[RunSummary]) -> list[str]:
+    notes = ["PSNR and SSIM: per image in rgb, data range 1.0, mean ± std over the evaluated images."]
+    for r in runs:
+        s = r.settings
+        if "fid_n_real" in s:
+            notes.append(f"{r.name}: FID/KID on N={s['fid_n_real']} real and {s['fid_n_generated']} generated "
+                         f"images, resize {s.get('fid_resize', '?')}, KID subsets of {s.get('kid_subset_size', '?')}"
+                         + (f" — {s['fid_warning']}" if "fid_warning" in s else ""))
+        missing = sorted(k for k in s if k.startswith("unavailable."))
+        if missing:
+            notes.append(f"{r.name}: unavailable: {', '.join(k.split('.', 1)[1] for k in missing)} "
+                         "(weights file missing; see the run's tags)")
+    return notes
+
+
+def markdown(runs: list[RunSummary], title: str) -> str:
+    header, rows = table(runs)
+    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", *[f"- {note}" for note in settings_notes(runs)]]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(runs: list[RunSummary]) -> str:
+    header, rows = table(runs)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["run_id", *header])
+    for r, row in zip(runs, rows):
+        writer.writerow([r.run_id, *row])
+    return buffer.getvalue()
+
+
+def _img(png: bytes) -> str:
+    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def html_page(runs: list[RunSummary], title: str) -> str:
+    header, rows = table(runs)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:center}img{width:160px;image-rendering:pixelated}"
+             "</style></head><body>", f"<h1>{html.escape(title)}</h1><table><tr>"]
+    parts += [f"<th>{html.escape(h)}</th>" for h in header]
+    parts.append("</tr>")
+    for row in rows:
+        parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+    parts.append("</table><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in settings_notes(runs)) + "</ul>")
+    with_samples = [r for r in runs if r.samples.get("output")]
+    if with_samples:
+        first = with_samples[0]
+        count = min(len(r.samples["output"]) for r in with_samples)
+        parts.append("<h2>The same test inputs, translated by each run</h2><table><tr><th>input</th>")
+        parts += [f"<th>{html.escape(r.name)}<br>{html.escape(r.model)}</th>" for r in with_samples]
+        parts.append("<th>target</th></tr>")
+        for i in range(count):
+            cells = [_img(first.samples["input"][i])] + [_img(r.samples["output"][i]) for r in with_samples]
+            cells.append(_img(first.samples["target"][i]))
+            parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def write_reports(runs: list[RunSummary], title: str, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"report.md": markdown(runs, title), "report.csv": csv_text(runs), "report.html": html_page(runs, title)}
+    paths = []
+    for name, text in files.items():
+        path = folder / name
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+    return paths

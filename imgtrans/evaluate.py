@@ -1,0 +1,129 @@
+"""Evaluate a trained run on its test split with every metric available, and write the results back.
+
+Per-image PSNR / SSIM / LPIPS (mean ± std), FID / KID / IS with their sample
+counts and settings, inference time per image, a per-image CSV, an image grid
+and the first `grid_images` inputs/outputs/targets (used by `compare`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Subset
+
+from imgtrans import metrics as M
+from imgtrans.checkpoint import load_model
+from imgtrans.config import EvaluateConfig
+from imgtrans.data.datasets import build_data, make_loader
+from imgtrans.errors import ImgtransError
+
+SAMPLES_DIR = "samples"
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    unavailable: list[M.Unavailable]
+    artifacts: Path
+
+
+def to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    return (rgb.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def grid_image(columns: list[list[torch.Tensor]]) -> np.ndarray:
+    rows = [np.concatenate([to_uint8(img) for img in row], 1) for row in zip(*columns)]
+    return np.concatenate(rows, 0)
+
+
+def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device) -> Evaluation:
+    model = load_model(checkpoint, device)
+    train_cfg = dataclasses.replace(model.cfg, dataset=cfg.dataset) if cfg.dataset else model.cfg
+    data = build_data(train_cfg, unpaired=model.unpaired)
+    dataset = data.test if cfg.split == "test" else data.val
+    count = min(cfg.max_images or len(dataset), len(dataset))
+    if count == 0:
+        raise ImgtransError(f"the {cfg.split} split of {data.source.root} has no images")
+    codec = data.codec
+    unavailable: list[M.Unavailable] = []
+
+    lpips_file = M.weights_file(M.ALEXNET_FILE, cfg.lpips_weights)
+    lpips_net = M.lpips_network(lpips_file).to(device) if lpips_file else None
+    if lpips_net is None:
+        unavailable.append(M.Unavailable("lpips", M.missing_message(
+            "LPIPS", M.ALEXNET_FILE, M.ALEXNET_URL, cfg.lpips_weights, "lpips_weights")))
+    inception_file = M.weights_file(M.INCEPTION_FILE, cfg.inception_weights)
+    distribution = None
+    if inception_file:
+        distribution = M.DistributionMetrics(M.FidelityInception(inception_file, "2048"),
+                                             M.FidelityInception(inception_file, "logits_unbiased"),
+                                             kid_subset_size=cfg.kid_subset_size)
+    else:
+        message = M.missing_message("FID/KID/IS", M.INCEPTION_FILE, M.INCEPTION_URL, cfg.inception_weights,
+                                    "inception_weights")
+        unavailable += [M.Unavailable(name, message) for name in ("fid", "kid", "is")]
+
+    rows, columns = [], [[], [], []]
+    seconds = 0.0
+    loader = make_loader(Subset(dataset, range(count)), batch_size=cfg.batch_size)
+    for batch in loader:
+        x = batch["A"]
+        start = time.perf_counter()
+        y = model.translate(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - start
+        pred = codec.decode_output(x, y.cpu())
+        target = codec.decode_output(x, batch["B"])
+        psnr, ssim = M.psnr_per_image(pred, target), M.ssim_per_image(pred, target)
+        lp = M.lpips_per_image(lpips_net, pred.to(device), target.to(device)).cpu() if lpips_net else None
+        if distribution is not None:
+            distribution.update(target, pred)
+        for i, index in enumerate(batch["index"].tolist()):
+            row = {"index": index, "psnr": float(psnr[i]), "ssim": float(ssim[i])}
+            if lp is not None:
+                row["lpips"] = float(lp[i])
+            rows.append(row)
+        keep = max(0, cfg.grid_images - len(columns[0]))
+        for col, images in zip(columns, (codec.decode_input(x), pred, target)):
+            col.extend(images[:keep])
+
+    results: dict[str, float] = {"n_images": float(count), "ms_per_image": 1000 * seconds / count}
+    for name in ("psnr", "ssim", "lpips"):
+        values = [r[name] for r in rows if name in r]
+        if values:
+            results[name] = float(np.mean(values))
+            results[f"{name}_std"] = float(np.std(values))
+    tags = {"data_range": "1.0 (rgb in [0, 1])", "split": cfg.split, "dataset": str(data.source.root),
+            "color_space": f"{codec.color_space} (metrics computed in rgb)"}
+    if distribution is not None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = distribution.compute()
+        for w in caught:
+            print(f"imgtrans: warning: {w.message}", file=sys.stderr)
+        results.update(result.values)
+        tags.update(result.settings)
+
+    out = Path(tempfile.mkdtemp(prefix="imgtrans-eval-"))
+    with open(out / "per_image.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    Image.fromarray(grid_image(columns)).save(out / "grid.png")
+    (out / SAMPLES_DIR).mkdir()
+    for i, (inp, pred, target) in enumerate(zip(*columns)):
+        for kind, image in (("input", inp), ("output", pred), ("target", target)):
+            Image.fromarray(to_uint8(image)).save(out / SAMPLES_DIR / f"{kind}_{i:04d}.png")
+    return Evaluation(results, tags, unavailable, out)

@@ -1,0 +1,182 @@
+"""Metric math against references (no pretrained weights), and the evaluate / compare commands."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from mlflow.tracking import MlflowClient
+from skimage.metrics import structural_similarity
+
+from conftest import FAST
+from imgtrans import metrics as M
+from imgtrans.cli import main
+
+
+class RandomFeatures(torch.nn.Module):
+    """A fixed random feature extractor standing in for Inception."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        torch.manual_seed(123)
+        self.conv = torch.nn.Conv2d(3, dim, 5, stride=2)
+        self.num_features = dim
+
+    def forward(self, x):
+        return torch.tanh(self.conv(x.float())).mean((2, 3))
+
+
+def image_sets(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    real = torch.rand(n, 3, 32, 32, generator=g)
+    fake = (real * 0.7 + 0.3 * torch.rand(n, 3, 32, 32, generator=g)) ** 1.5
+    return real, fake
+
+
+def test_fid_matches_scipy_sqrtm():
+    real, fake = image_sets()
+    features = RandomFeatures()
+    dist = M.DistributionMetrics(features, kid_subset_size=40, kid_subsets=1)
+    dist.update(real, fake)
+    with pytest.warns(UserWarning, match="sample-size bias"):
+        result = dist.compute()
+    with torch.no_grad():
+        f1, f2 = features(real).double().numpy(), features(fake).double().numpy()
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean)
+    assert result.values["fid"] == pytest.approx(expected, rel=1e-4)
+    assert result.settings["fid_n_real"] == "40" and "fid_warning" in result.settings
+
+
+def test_kid_is_unbiased_mmd_with_one_subset():
+    real, fake = image_sets()
+    features = RandomFeatures()
+    dist = M.DistributionMetrics(features, kid_subset_size=40, kid_subsets=1)
+    dist.update(real, fake)
+    with pytest.warns(UserWarning):
+        kid = dist.compute().values["kid"]
+    with torch.no_grad():
+        x, y = features(real).double(), features(fake).double()
+    d = x.shape[1]
+
+    def k(a, b):
+        return (a @ b.T / d + 1) ** 3
+
+    m = x.shape[0]
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    mmd = ((kxx.sum() - kxx.diag().sum()) / (m * (m - 1)) + (kyy.sum() - kyy.diag().sum()) / (m * (m - 1))
+           - 2 * kxy.mean())
+    assert kid == pytest.approx(float(mmd), rel=1e-4)  # torchmetrics accumulates in float32
+
+
+def test_inception_score_of_uniform_logits_is_one():
+    class UniformLogits(torch.nn.Module):
+        num_features = 10
+
+        def forward(self, x):
+            return torch.zeros(x.shape[0], 10)
+
+    real, fake = image_sets(20)
+    dist = M.DistributionMetrics(RandomFeatures(), UniformLogits(), kid_subset_size=10, kid_subsets=2)
+    dist.update(real, fake)
+    with pytest.warns(UserWarning):
+        values = dist.compute().values
+    assert values["is"] == pytest.approx(1.0, abs=1e-3)  # torchmetrics adds an epsilon inside its log
+
+
+def test_psnr_known_values():
+    a = torch.full((2, 3, 16, 16), 0.4)
+    assert M.psnr_per_image(a, a + 0.1).tolist() == pytest.approx([20.0, 20.0], abs=1e-4)
+    assert M.psnr_per_image(a, a + 0.01)[0].item() == pytest.approx(40.0, abs=1e-3)
+
+
+def test_ssim_known_values_and_skimage_parity():
+    a = torch.full((1, 3, 32, 32), 0.3)
+    b = torch.full((1, 3, 32, 32), 0.6)
+    assert M.ssim_per_image(a, a).item() == pytest.approx(1.0, abs=1e-6)
+    c1 = (0.01 * 1.0) ** 2
+    constant = (2 * 0.3 * 0.6 + c1) / (0.3 ** 2 + 0.6 ** 2 + c1)  # σ = 0: only the luminance term remains
+    assert M.ssim_per_image(a, b).item() == pytest.approx(constant, abs=1e-6)
+    rng = np.random.default_rng(0)
+    x = rng.random((48, 48, 3)).astype(np.float32)
+    y = np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1).astype(np.float32)
+    reference = structural_similarity(x, y, data_range=1.0, channel_axis=2, gaussian_weights=True, sigma=1.5,
+                                      use_sample_covariance=False)
+    ours = M.ssim_per_image(torch.from_numpy(x).permute(2, 0, 1)[None], torch.from_numpy(y).permute(2, 0, 1)[None])
+    assert ours.item() == pytest.approx(reference, abs=2e-3)
+
+
+def test_lpips_math_with_random_backbone():
+    net = M.lpips_network(None)
+    real, fake = image_sets(4)
+    same = M.lpips_per_image(net, real, real)
+    assert torch.allclose(same, torch.zeros(4), atol=1e-6)
+    d1, d2 = M.lpips_per_image(net, real, fake), M.lpips_per_image(net, fake, real)
+    assert (d1 > 0).all() and torch.allclose(d1, d2, atol=1e-5)
+
+
+def test_weights_are_looked_up_without_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert M.weights_file(M.INCEPTION_FILE) is None
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / M.INCEPTION_FILE).write_bytes(b"x")
+    assert M.weights_file(M.INCEPTION_FILE) == tmp_path / "hub" / "checkpoints" / M.INCEPTION_FILE
+    assert M.weights_file(M.INCEPTION_FILE, str(tmp_path / "elsewhere.pth")) is None
+    message = M.missing_message("FID", M.INCEPTION_FILE, M.INCEPTION_URL, "", "inception_weights")
+    assert M.INCEPTION_FILE in message and "inception_weights=<path>" in message
+
+
+@pytest.mark.skipif(M.weights_file(M.ALEXNET_FILE) is None, reason="AlexNet weights not in the torch hub cache")
+def test_real_lpips_weights_load():
+    net = M.lpips_network(M.weights_file(M.ALEXNET_FILE))
+    real, fake = image_sets(2)
+    assert (M.lpips_per_image(net, real, fake) > 0).all()
+
+
+@pytest.mark.skipif(M.weights_file(M.INCEPTION_FILE) is None, reason="FID Inception weights not in the hub cache")
+def test_real_inception_features():
+    features = M.FidelityInception(M.weights_file(M.INCEPTION_FILE))
+    assert features(torch.rand(2, 3, 64, 64)).shape == (2, 2048)
+
+
+# --- evaluate and compare ------------------------------------------------------------
+
+def test_evaluate_and_compare_two_runs(facades, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    for gan_mode in ("vanilla", "lsgan"):
+        assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "2", "--gan-mode", gan_mode,
+                     "--experiment", "zoo"]) == 0
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("zoo")
+    run_ids = [r.info.run_id for r in client.search_runs([exp.experiment_id])]
+    for run_id in run_ids:
+        assert main(["evaluate", "--run-id", run_id, "--grid-images", "2"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("LPIPS unavailable") == 2 and M.INCEPTION_FILE in err  # said once per evaluation
+    run = client.get_run(run_ids[0])
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    assert metrics["test/n_images"] == 2 and "test/psnr_std" in metrics and "test/ssim" in metrics
+    assert "test/fid" not in metrics and "imgtrans.test.unavailable.fid" in run.data.tags
+    artifacts = {a.path for a in client.list_artifacts(run_ids[0], "evaluation/test")}
+    assert {"evaluation/test/per_image.csv", "evaluation/test/grid.png", "evaluation/test/samples"} <= artifacts
+
+    assert main(["compare", "--experiment", "zoo", "--output", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "gan_mode" in out and "lsgan" in out and "vanilla" in out and "± " in out
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64") == 2 * 4  # 2 rows × (input, 2 outputs, target)
+    csv_text = (tmp_path / "report" / "report.csv").read_text()
+    assert all(run_id in csv_text for run_id in run_ids)
+
+
+def test_evaluate_unknown_run(capsys):
+    assert main(["evaluate", "--run-id", "doesnotexist"]) == 2
+    assert "no MLflow run with id 'doesnotexist'" in capsys.readouterr().err
+
+
+def test_compare_without_evaluations(facades, capsys):
+    assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "1", "--experiment", "bare"]) == 0
+    assert main(["compare", "--experiment", "bare"]) == 2
+    assert "no evaluated runs" in capsys.readouterr().err
