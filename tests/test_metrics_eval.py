@@ -1,5 +1,6 @@
 """Metric math against references (no pretrained weights), and the evaluate / compare commands."""
 
+import mlflow
 import numpy as np
 import pytest
 import scipy.linalg
@@ -180,3 +181,31 @@ def test_compare_without_evaluations(facades, capsys):
     assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "1", "--experiment", "bare"]) == 0
     assert main(["compare", "--experiment", "bare"]) == 2
     assert "no evaluated runs" in capsys.readouterr().err
+
+
+def test_weight_files_in_the_hub_cache_enable_every_metric(facades, tmp_path, monkeypatch):
+    """Files with the libraries' names (here from random networks) make LPIPS/FID/KID/IS appear."""
+    import torchvision
+    from torch_fidelity import feature_extractor_inceptionv3 as fidelity
+
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(torchvision.models.alexnet().state_dict(), checkpoints / M.ALEXNET_FILE)
+    empty = tmp_path / "empty.pth"
+    torch.save({}, empty)
+    with monkeypatch.context() as patch:  # build one randomly initialised Inception to save its weights
+        patch.setattr(fidelity.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        random_inception = fidelity.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                                               feature_extractor_weights_path=str(empty))
+    torch.save(random_inception.state_dict(), checkpoints / M.INCEPTION_FILE)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "1"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    run_id = run.info.run_id
+    assert main(["evaluate", "--run-id", run_id, "--kid-subset-size", "2"]) == 0
+    run = MlflowClient().get_run(run_id)
+    for name in ("test/lpips", "test/fid", "test/kid", "test/kid_std", "test/is"):
+        assert name in run.data.metrics, name
+    assert run.data.tags["imgtrans.test.fid_n_real"] == "2"
+    assert not any(".unavailable." in k for k in run.data.tags)
