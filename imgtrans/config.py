@@ -66,6 +66,25 @@ class TrainConfig:
         return self.epochs or (self.n_epochs + self.n_epochs_decay)
 
 
+@dataclass
+class GANConfig(TrainConfig):
+    """Options shared by the adversarial models (pix2pix, CycleGAN, CUT, BicycleGAN, CGAN)."""
+
+    netG: Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"] = opt(
+        "unet", "generator; unet = U-Net as deep as the crop allows (unet_256 at 256 px, unet_128 at 128 px)")
+    netD: Literal["basic", "n_layers", "pixel"] = opt("basic", "discriminator: basic = 70×70 PatchGAN")
+    n_layers_D: int = opt(3, "PatchGAN layers when netD=n_layers")
+    num_D: int = opt(1, "discriminators at successively halved scales (multi-scale when > 1)")
+    ngf: int = opt(64, "generator filters in the first layer")
+    ndf: int = opt(64, "discriminator filters in the first layer")
+    norm: Literal["batch", "instance", "none"] = opt("batch", "normalisation layers")
+    gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("vanilla", "adversarial objective")
+    lambda_gp: float = opt(10.0, "gradient-penalty weight when gan_mode=wgangp")
+    dropout: bool = opt(True, "dropout in the generator")
+    init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = opt("normal", "weight initialisation")
+    init_gain: float = opt(0.02, "scale of the initialisation")
+
+
 def fields(cls_or_obj) -> list[dataclasses.Field]:
     """The options of a config class (ClassVars such as model_name are not options)."""
     return list(dataclasses.fields(cls_or_obj))

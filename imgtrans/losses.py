@@ -23,7 +23,10 @@ class GANLoss(nn.Module):
             raise ImgtransError(f"invalid gan_mode '{mode}'; valid values: {', '.join(GAN_MODES)}")
         self.mode = mode
 
-    def forward(self, prediction: torch.Tensor, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
+    def forward(self, prediction, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
+        """`prediction` is a patch map, or a list of them from a multi-scale discriminator (averaged)."""
+        if isinstance(prediction, (list, tuple)):
+            return sum(self(p, target_is_real, for_discriminator) for p in prediction) / len(prediction)
         prediction = prediction.float()
         if self.mode == "vanilla":
             target = torch.full_like(prediction, 1.0 if target_is_real else 0.0)
@@ -45,6 +48,23 @@ def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.T
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     out = discriminator(mixed)
-    (grad,) = torch.autograd.grad(out.float().sum(), mixed, create_graph=True)
+    total = sum(o.float().sum() for o in out) if isinstance(out, (list, tuple)) else out.float().sum()
+    (grad,) = torch.autograd.grad(total, mixed, create_graph=True)
     norms = grad.flatten(1).float().norm(2, dim=1)
     return weight * ((norms - target_norm) ** 2).mean()
+
+
+def patch_nce_loss(query: torch.Tensor, key: torch.Tensor, batch_size: int, temperature: float = 0.07) -> torch.Tensor:
+    """PatchNCE (Park et al. 2020): each query patch must pick its own key patch among the other patches of
+    the same image. query, key: (N·P, C) normalised embeddings of the same P locations per image."""
+    key = key.detach()
+    positives = (query * key).sum(1, keepdim=True)  # (N·P, 1)
+    q = query.view(batch_size, -1, query.shape[1])
+    k = key.view(batch_size, -1, key.shape[1])
+    negatives = torch.bmm(q, k.transpose(1, 2))  # (N, P, P)
+    patches = negatives.shape[1]
+    eye = torch.eye(patches, device=query.device, dtype=torch.bool)[None]
+    negatives = negatives.masked_fill(eye, -10.0).flatten(0, 1)  # a patch is not its own negative
+    logits = torch.cat([positives, negatives], 1) / temperature
+    target = torch.zeros(logits.shape[0], dtype=torch.long, device=query.device)
+    return F.cross_entropy(logits, target)

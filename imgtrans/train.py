@@ -230,7 +230,8 @@ class Trainer:
         metrics: dict[str, float] = {}
         with torch.random.fork_rng(devices=[]):
             model.eval()
-            if count and not model.unpaired:
+            has_targets = self.data.source.paired or self.data.source.layout == "colorization"
+            if count and has_targets:
                 psnrs, ssims = [], []
                 loader = make_loader(Subset(self.data.val, range(count)), batch_size=8)
                 for batch in loader:
@@ -240,6 +241,10 @@ class Trainer:
                     psnrs.append(psnr_per_image(pred, target))
                     ssims.append(ssim_per_image(pred, target))
                 metrics = {"val/psnr": torch.cat(psnrs).mean().item(), "val/ssim": torch.cat(ssims).mean().item()}
+            if count and hasattr(model, "validation_metrics"):
+                batch = next(iter(make_loader(Subset(self.data.val, range(min(count, 8))), batch_size=8)))
+                metrics.update(model.validation_metrics(batch))
+            if metrics:
                 self.tracker.log_metrics(metrics, self.step)
             rows = min(cfg.sample_images, len(self.data.val))
             if rows:

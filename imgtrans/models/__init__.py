@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from imgtrans.errors import ImgtransError
 from imgtrans.models.base import TranslationModel
+from imgtrans.models.bicyclegan import BicycleGAN
+from imgtrans.models.cgan import CGAN
+from imgtrans.models.cut import CUT, FastCUT
+from imgtrans.models.cvae import CVAE
+from imgtrans.models.cyclegan import CycleGAN
 from imgtrans.models.pix2pix import Pix2Pix
 
 MODELS: dict[str, type[TranslationModel]] = {
     "pix2pix": Pix2Pix,
+    "cyclegan": CycleGAN,
+    "cut": CUT,
+    "fastcut": FastCUT,
+    "bicyclegan": BicycleGAN,
+    "cvae": CVAE,
+    "cgan": CGAN,
 }
 
 

@@ -43,7 +43,27 @@ class PixelDiscriminator(nn.Module):
         return self.model(x)
 
 
-def build_discriminator(name: str, input_nc: int, *, ndf: int, n_layers: int, norm: str) -> nn.Module:
+class MultiscaleDiscriminator(nn.Module):
+    """`num_D` discriminators on the image downsampled ×1, ×2, …; returns a list of patch maps."""
+
+    def __init__(self, make, num_D: int):
+        super().__init__()
+        self.nets = nn.ModuleList(make() for _ in range(num_D))
+        self.down = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+
+    def forward(self, x):
+        outputs = []
+        for i, net in enumerate(self.nets):
+            if i:
+                x = self.down(x)
+            outputs.append(net(x))
+        return outputs
+
+
+def build_discriminator(name: str, input_nc: int, *, ndf: int, n_layers: int, norm: str, num_D: int = 1) -> nn.Module:
+    if num_D > 1:
+        return MultiscaleDiscriminator(
+            lambda: build_discriminator(name, input_nc, ndf=ndf, n_layers=n_layers, norm=norm), num_D)
     if name == "basic":
         return PatchDiscriminator(input_nc, ndf, 3, norm)
     if name == "n_layers":

@@ -21,8 +21,11 @@ class UnetGenerator(nn.Module):
     """
 
     def __init__(self, input_nc: int, output_nc: int, depth: int = 8, ngf: int = 64,
-                 norm: str = "batch", dropout: bool = True):
+                 norm: str = "batch", dropout: bool = True, nz: int = 0):
         super().__init__()
+        # nz > 0: a latent code z (N, nz) is broadcast and concatenated to the input of every encoder level
+        # (BicycleGAN's where_add=all).
+        self.nz = nz
         if depth < 5:
             raise ImgtransError(f"U-Net depth must be at least 5, got {depth}")
         make_norm, bias = norm_layer(norm)
@@ -32,7 +35,7 @@ class UnetGenerator(nn.Module):
         self.up = nn.ModuleList()
         for i in range(depth):
             layers: list[nn.Module] = [] if i == 0 else [nn.LeakyReLU(0.2, True)]
-            layers.append(nn.Conv2d(input_nc if i == 0 else ch[i - 1], ch[i], 4, 2, 1, bias=bias))
+            layers.append(nn.Conv2d((input_nc if i == 0 else ch[i - 1]) + nz, ch[i], 4, 2, 1, bias=bias))
             if 0 < i < depth - 1:
                 layers.append(make_norm(ch[i]))
             self.down.append(nn.Sequential(*layers))
@@ -47,15 +50,33 @@ class UnetGenerator(nn.Module):
                     layers.append(nn.Dropout(0.5))
             self.up.append(nn.Sequential(*layers))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         skips = []
         for down in self.down:
-            x = down(x)
+            x = down(with_code(x, z) if self.nz else x)
             skips.append(x)
         y = self.up[-1](skips[-1])
         for i in range(len(self.up) - 2, -1, -1):
             y = self.up[i](torch.cat([skips[i], y], 1))
         return y
+
+    def features(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+        """Encoder activations after the given levels (for PatchNCE); layer 0 is the input itself."""
+        out = [x] if 0 in layers else []
+        for i, down in enumerate(self.down, start=1):
+            if i > max(layers):
+                break
+            x = down(x)
+            if i in layers:
+                out.append(x)
+        return out
+
+    default_nce_layers = "0,1,2,3,4"
+
+
+def with_code(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Concatenate a latent code (N, nz), broadcast over H×W, to the channels of x."""
+    return torch.cat([x, z[:, :, None, None].to(x.dtype).expand(-1, -1, *x.shape[-2:])], 1)
 
 
 class ResnetBlock(nn.Module):
@@ -95,6 +116,20 @@ class ResnetGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def features(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+        """Activations after the given layers of the sequential model (layer 0: the padded input)."""
+        out = []
+        for i, layer in enumerate(self.model):
+            if i > max(layers):
+                break
+            x = layer(x)
+            if i in layers:
+                out.append(x)
+        return out
+
+    # The reference CUT choice: input, two downsamplings, and the first two residual blocks.
+    default_nce_layers = "0,4,8,12,16"
+
 
 def unet_depth(name: str, crop_size: int) -> int:
     if name == "unet_256":
@@ -109,7 +144,7 @@ def unet_depth(name: str, crop_size: int) -> int:
 
 
 def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm: str, dropout: bool,
-                    crop_size: int) -> nn.Module:
+                    crop_size: int, nz: int = 0) -> nn.Module:
     """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth."""
     if name not in GENERATORS:
         raise ImgtransError(f"invalid netG '{name}'; valid values: {', '.join(GENERATORS)}")
@@ -117,5 +152,7 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
         depth = unet_depth(name, crop_size)
         if crop_size % 2 ** depth:
             raise ImgtransError(f"netG={name} needs crop_size to be a multiple of {2 ** depth}, got {crop_size}")
-        return UnetGenerator(input_nc, output_nc, depth, ngf, norm, dropout)
+        return UnetGenerator(input_nc, output_nc, depth, ngf, norm, dropout, nz)
+    if nz:
+        raise ImgtransError(f"netG={name} cannot take a latent code at every layer; use a unet or where_add=input")
     return ResnetGenerator(input_nc, output_nc, 9 if name == "resnet_9blocks" else 6, ngf, norm, dropout)

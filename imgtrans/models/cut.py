@@ -1,0 +1,124 @@
+"""CUT and FastCUT (Park et al. 2020): one-sided unpaired translation with a patchwise contrastive loss.
+
+Works with ResNet and U-Net generators: the generators expose their encoder
+activations through `features(x, layers)`, so no hooks into fixed layer
+indices are needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+
+from imgtrans.config import GANConfig, opt
+from imgtrans.data.codec import Codec
+from imgtrans.errors import ImgtransError
+from imgtrans.losses import GANLoss, patch_nce_loss
+from imgtrans.models.base import TranslationModel
+from imgtrans.nets.layers import init_weights
+from imgtrans.nets.patch_sampler import PatchSampler
+
+
+@dataclass
+class CUTConfig(GANConfig):
+    model_name: ClassVar[str] = "cut"
+
+    netG: Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"] = opt(
+        "resnet_9blocks", "generator")
+    norm: Literal["batch", "instance", "none"] = opt("instance", "normalisation layers")
+    gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("lsgan", "adversarial objective")
+    dropout: bool = opt(False, "dropout in the generator")
+    init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = opt("xavier", "weight initialisation")
+    lambda_GAN: float = opt(1.0, "weight of the adversarial loss")
+    lambda_NCE: float = opt(1.0, "weight of the PatchNCE loss")
+    nce_idt: bool = opt(True, "also apply PatchNCE to G(B) vs B (identity)")
+    nce_layers: str = opt("", "comma-separated generator layers for PatchNCE; empty = the generator's default")
+    nce_T: float = opt(0.07, "PatchNCE temperature")
+    num_patches: int = opt(256, "patches sampled per layer and image")
+    netF_nc: int = opt(256, "width of the projection MLP")
+    flip_equivariance: bool = opt(False, "randomly flip inputs to enforce flip equivariance (FastCUT)")
+
+
+@dataclass
+class FastCUTConfig(CUTConfig):
+    model_name: ClassVar[str] = "fastcut"
+
+    lambda_NCE: float = opt(10.0, "weight of the PatchNCE loss")
+    nce_idt: bool = opt(False, "also apply PatchNCE to G(B) vs B (identity)")
+    flip_equivariance: bool = opt(True, "randomly flip inputs to enforce flip equivariance")
+
+
+class CUT(TranslationModel):
+    config_class = CUTConfig
+    unpaired = True
+
+    def __init__(self, cfg: CUTConfig, codec: Codec):
+        super().__init__(cfg, codec)
+        if codec.input_nc != codec.output_nc:
+            raise ImgtransError(f"{cfg.model_name} needs the same channel count on both sides; use color_space=rgb")
+        self.netG = self.build_G(codec.input_nc, codec.output_nc)
+        self.netD = self.build_D(codec.output_nc)
+        spec = cfg.nce_layers or self.netG.default_nce_layers
+        try:
+            self.layers = sorted({int(v) for v in spec.split(",") if v.strip()})
+        except ValueError:
+            raise ImgtransError(f"invalid nce_layers '{spec}'; expected comma-separated integers") from None
+        with torch.no_grad():
+            probe = self.netG.features(torch.zeros(1, codec.input_nc, cfg.crop_size, cfg.crop_size), self.layers)
+        if len(probe) != len(self.layers):
+            raise ImgtransError(f"nce_layers {spec} do not all exist in netG={cfg.netG}")
+        self.netF = init_weights(PatchSampler([f.shape[1] for f in probe], cfg.netF_nc), cfg.init_type, cfg.init_gain)
+        self.gan_loss = GANLoss(cfg.gan_mode)
+
+    def configure_optimizers(self) -> None:
+        self.optimizers = {"G": self.adam(self.netG), "D": self.adam(self.netD), "F": self.adam(self.netF)}
+
+    def generator(self):
+        return self.netG
+
+    def nce(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """PatchNCE between the encodings of the source image and of its translation."""
+        cfg = self.cfg
+        feat_q = self.netG.features(target, self.layers)
+        feat_k = self.netG.features(source, self.layers)
+        keys, ids = self.netF(feat_k, cfg.num_patches)
+        queries, _ = self.netF(feat_q, cfg.num_patches, ids)
+        return sum(patch_nce_loss(q, k, source.shape[0], cfg.nce_T) for q, k in zip(queries, keys)) / len(keys)
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        real_a, real_b = self.to_device(batch["A"]), self.to_device(batch["B"])
+        if cfg.flip_equivariance and torch.rand(()).item() < 0.5:
+            real_a, real_b = real_a.flip(-1), real_b.flip(-1)
+        with self.autocast():
+            both = torch.cat([real_a, real_b]) if cfg.nce_idt else real_a
+            out = self.netG(both)
+            fake_b = out[:real_a.shape[0]]
+            idt_b = out[real_a.shape[0]:] if cfg.nce_idt else None
+
+        self.set_requires_grad(self.netD, True)
+        with self.autocast():
+            loss_d, losses = self.discriminator_loss(self.netD, real_b, fake_b)
+        self.update(self.optimizers["D"], loss_d)
+
+        self.set_requires_grad(self.netD, False)
+        with self.autocast():
+            losses["G_GAN"] = self.adversarial_loss(self.netD, fake_b) * cfg.lambda_GAN
+            loss_g = losses["G_GAN"]
+            if cfg.lambda_NCE > 0:
+                losses["NCE"] = self.nce(real_a, fake_b) * cfg.lambda_NCE
+                nce_total = losses["NCE"]
+                if cfg.nce_idt:
+                    losses["NCE_Y"] = self.nce(real_b, idt_b) * cfg.lambda_NCE
+                    nce_total = (nce_total + losses["NCE_Y"]) * 0.5
+                loss_g = loss_g + nce_total
+        self.optimizers["F"].zero_grad(set_to_none=True)
+        self.update(self.optimizers["G"], loss_g)
+        self.scaler.step(self.optimizers["F"])
+        return losses
+
+
+class FastCUT(CUT):
+    config_class = FastCUTConfig

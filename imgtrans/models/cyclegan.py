@@ -1,0 +1,88 @@
+"""CycleGAN (Zhu et al. 2017): two generators and two discriminators, cycle-consistent on unpaired data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch.nn import functional as F
+
+from imgtrans.config import GANConfig, opt
+from imgtrans.data.codec import Codec
+from imgtrans.errors import ImgtransError
+from imgtrans.losses import GANLoss
+from imgtrans.models.base import TranslationModel
+from imgtrans.nets.image_pool import ImagePool
+
+
+@dataclass
+class CycleGANConfig(GANConfig):
+    model_name: ClassVar[str] = "cyclegan"
+
+    netG: Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"] = opt(
+        "resnet_9blocks", "generator for both directions")
+    norm: Literal["batch", "instance", "none"] = opt("instance", "normalisation layers")
+    gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("lsgan", "adversarial objective")
+    dropout: bool = opt(False, "dropout in the generators")
+    lambda_A: float = opt(10.0, "weight of the cycle loss A → B → A")
+    lambda_B: float = opt(10.0, "weight of the cycle loss B → A → B")
+    lambda_identity: float = opt(0.5, "identity loss weight, relative to lambda_A/B; 0 disables it")
+    pool_size: int = opt(50, "generated images kept for discriminator updates; 0 = none")
+
+
+class CycleGAN(TranslationModel):
+    config_class = CycleGANConfig
+    unpaired = True
+
+    def __init__(self, cfg: CycleGANConfig, codec: Codec):
+        super().__init__(cfg, codec)
+        if codec.input_nc != codec.output_nc:
+            raise ImgtransError("cyclegan needs the same channel count on both sides; use color_space=rgb")
+        nc = codec.input_nc
+        self.netG_A, self.netG_B = self.build_G(nc, nc), self.build_G(nc, nc)  # A→B, B→A
+        self.netD_A, self.netD_B = self.build_D(nc), self.build_D(nc)  # judge B, judge A
+        self.pool_A, self.pool_B = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)  # of fake A, fake B
+        self.gan_loss = GANLoss(cfg.gan_mode)
+
+    def configure_optimizers(self) -> None:
+        self.optimizers = {"G": self.adam(self.netG_A, self.netG_B), "D": self.adam(self.netD_A, self.netD_B)}
+
+    def generator(self):
+        return self.netG_A
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        real_a, real_b = self.to_device(batch["A"]), self.to_device(batch["B"])
+        self.set_requires_grad([self.netD_A, self.netD_B], False)
+        with self.autocast():
+            fake_b, fake_a = self.netG_A(real_a), self.netG_B(real_b)
+            rec_a, rec_b = self.netG_B(fake_b), self.netG_A(fake_a)
+            losses = {"G_A": self.adversarial_loss(self.netD_A, fake_b),
+                      "G_B": self.adversarial_loss(self.netD_B, fake_a),
+                      "cycle_A": F.l1_loss(rec_a.float(), real_a.float()) * cfg.lambda_A,
+                      "cycle_B": F.l1_loss(rec_b.float(), real_b.float()) * cfg.lambda_B}
+            if cfg.lambda_identity > 0:
+                losses["idt_A"] = F.l1_loss(self.netG_A(real_b).float(), real_b.float()) * cfg.lambda_B * \
+                    cfg.lambda_identity
+                losses["idt_B"] = F.l1_loss(self.netG_B(real_a).float(), real_a.float()) * cfg.lambda_A * \
+                    cfg.lambda_identity
+        self.update(self.optimizers["G"], sum(losses.values()))
+
+        self.set_requires_grad([self.netD_A, self.netD_B], True)
+        with self.autocast():
+            loss_d_a, parts_a = self.discriminator_loss(self.netD_A, real_b, self.pool_B.query(fake_b), "D_A")
+            loss_d_b, parts_b = self.discriminator_loss(self.netD_B, real_a, self.pool_A.query(fake_a), "D_B")
+        self.update(self.optimizers["D"], loss_d_a + loss_d_b)
+        losses.update(D_A=loss_d_a, D_B=loss_d_b)
+        return losses
+
+    @torch.no_grad()
+    def visuals(self, batch: dict) -> list[torch.Tensor]:
+        """A → B → A and B → A → B."""
+        real_a, real_b = self.to_device(batch["A"]), self.to_device(batch["B"])
+        with self.autocast():
+            fake_b, fake_a = self.netG_A(real_a), self.netG_B(real_b)
+            rec_a, rec_b = self.netG_B(fake_b), self.netG_A(fake_a)
+        decode = self.codec.decode_input
+        return [decode(t.float().cpu()) for t in (real_a, fake_b, rec_a, real_b, fake_a, rec_b)]

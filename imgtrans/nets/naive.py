@@ -1,0 +1,71 @@
+"""Skip-free networks of seed 000's baselines: the CVAE's decoder and the plain CGAN's nets."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def strided_convs(input_nc: int, widths: tuple[int, ...], kernel: int = 3) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    prev = input_nc
+    for width in widths:
+        layers += [nn.Conv2d(prev, width, kernel, 2, (kernel - 1) // 2), nn.LeakyReLU(0.2, True)]
+        prev = width
+    return nn.Sequential(*layers)
+
+
+def up_convs(input_nc: int, widths: tuple[int, ...], output_nc: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    prev = input_nc
+    for width in widths:
+        layers += [nn.ConvTranspose2d(prev, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        prev = width
+    layers += [nn.ConvTranspose2d(prev, output_nc, 4, 2, 1), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+class CodeDecoder(nn.Module):
+    """Decodes a latent code, conditioned on the input image: z → FC → (C, s/16, s/16) map, concatenated
+    with a skip-free encoding of the input, → 4 transposed convs. z=None decodes the mean (zeros), or,
+    with `noise_in_training`, draws z ~ N(0, 1) in training mode (a GAN generator's noise input)."""
+
+    def __init__(self, input_nc: int, output_nc: int, nz: int, crop_size: int, widths: tuple[int, ...],
+                 noise_in_training: bool = False):
+        super().__init__()
+        self.nz, self.cells = nz, crop_size // 2 ** len(widths)
+        self.noise_in_training = noise_in_training
+        self.size_multiple = 2 ** len(widths)
+        self.condition = strided_convs(input_nc, widths)
+        self.fc = nn.Linear(nz, widths[-1] * self.cells * self.cells)
+        self.up = up_convs(2 * widths[-1], tuple(reversed(widths[:-1])), output_nc)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        cond = self.condition(x)
+        if z is None:
+            z = torch.zeros(x.shape[0], self.nz, device=x.device, dtype=x.dtype)
+            if self.noise_in_training and self.training:
+                z.normal_()
+        code = self.fc(z).view(x.shape[0], -1, self.cells, self.cells)
+        # Inputs larger than the training crop (tiled inference) get the code map stretched to fit.
+        if code.shape[-2:] != cond.shape[-2:]:
+            code = nn.functional.interpolate(code, size=cond.shape[-2:], mode="nearest")
+        return self.up(torch.cat([cond, code.to(cond.dtype)], 1))
+
+
+class NaiveDiscriminator(nn.Module):
+    """4 strided convs with dropout, one logit per image (the sigmoid lives in the BCE loss)."""
+
+    def __init__(self, input_nc: int, ndf: int, dropout: float = 0.3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = input_nc
+        for i in range(4):
+            width = ndf * 2 ** i
+            layers += [nn.Conv2d(prev, width, 4, 2, 1), nn.LeakyReLU(0.2, True), nn.Dropout(dropout)]
+            prev = width
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(prev, 1)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
