@@ -47,9 +47,9 @@ class CodeDecoder(nn.Module):
             if self.noise_in_training and self.training:
                 z.normal_()
         code = self.fc(z).view(x.shape[0], -1, self.cells, self.cells)
-        # Inputs larger than the training crop (tiled inference) get the code map stretched to fit.
-        if code.shape[-2:] != cond.shape[-2:]:
-            code = nn.functional.interpolate(code, size=cond.shape[-2:], mode="nearest")
+        # Inputs of another size than the training crop get the code map stretched to fit; unconditionally,
+        # so that an exported graph keeps dynamic height and width (identity at the training size).
+        code = nn.functional.interpolate(code, size=cond.shape[-2:], mode="nearest")
         return self.up(torch.cat([cond, code.to(cond.dtype)], 1))
 
 

@@ -1,0 +1,161 @@
+"""CycleGAN, CUT/FastCUT, BicycleGAN, CVAE and CGAN on the shared loop."""
+
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from imgtrans import checkpoint
+from imgtrans.cli import main
+from imgtrans.data.codec import Codec
+from imgtrans.losses import patch_nce_loss
+from imgtrans.models import MODELS
+from imgtrans.models.bicyclegan import BicycleGAN, BicycleGANConfig
+from imgtrans.models.cut import CUT, CUTConfig
+from imgtrans.models.cvae import CVAE, CVAEConfig
+from imgtrans.nets.image_pool import ImagePool
+from imgtrans.onnx_export import export_model
+
+COMMON = ["--crop-size", "64", "--batch-size", "2", "--log-every", "1", "--val-images", "2", "--sample-images", "2",
+          "--no-progress"]
+SMALL = {
+    "cyclegan": ["--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks", "--pool-size", "2"],
+    "cut": ["--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks", "--num-patches", "16", "--netF-nc", "8"],
+    "fastcut": ["--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks", "--num-patches", "16", "--netF-nc", "8"],
+    "bicyclegan": ["--ngf", "4", "--ndf", "4", "--nef", "4", "--n-samples", "2"],
+    "cvae": ["--latent-dim", "8", "--hidden", "16"],
+    "cgan": ["--ngf", "4", "--ndf", "4", "--nz", "8"],
+}
+ZOO = list(SMALL)
+
+
+def train(model, dataset, *extra):
+    return main([model, "--dataset", str(dataset), *COMMON, *SMALL[model], *extra])
+
+
+def runs():
+    return mlflow.search_runs(search_all_experiments=True, output_format="list", order_by=["attributes.start_time ASC"])
+
+
+def test_every_model_is_an_entry_point():
+    text = (Path(__file__).resolve().parents[1] / "MLproject").read_text()
+    for name in ["pix2pix", *ZOO]:
+        assert f"\n  {name}:\n" in text
+        for common in ("dataset", "epochs", "max_steps", "batch_size", "crop_size", "seed", "device", "resume"):
+            assert f"--{common.replace('_', '-')} {{{common}}}" in text.split(f"\n  {name}:\n")[1].split("command:")[1]
+
+
+@pytest.mark.parametrize("model", ZOO)
+def test_two_step_run(model, facades):
+    assert train(model, facades, "--max-steps", "2") == 0
+    (run,) = runs()
+    assert run.info.status == "FINISHED" and run.data.tags["imgtrans.model"] == model
+    assert "val/psnr" in run.data.metrics and any(k.startswith("train/") for k in run.data.metrics)
+    if model == "bicyclegan":
+        assert "val/diversity_l1" in run.data.metrics
+
+
+@pytest.mark.parametrize("model", ZOO)
+def test_checkpoint_resumes_exactly(model, facades, tmp_path):
+    assert train(model, facades, "--max-steps", "3") == 0
+    assert train(model, facades, "--max-steps", "1") == 0
+    first = runs()[1].info.run_id
+    assert main([model, "--dataset", str(facades), "--resume", first, "--max-steps", "3", "--no-progress"]) == 0
+    straight, _, resumed = runs()
+    a = checkpoint.read(mlflow.artifacts.download_artifacts(run_id=straight.info.run_id,
+                                                            artifact_path="checkpoints/last.pt", dst_path=str(tmp_path / "a")))
+    b = checkpoint.read(mlflow.artifacts.download_artifacts(run_id=resumed.info.run_id,
+                                                            artifact_path="checkpoints/last.pt", dst_path=str(tmp_path / "b")))
+    assert a["position"] == b["position"]
+    for key, value in a["nets"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, b["nets"][key]), key
+
+
+@pytest.mark.parametrize("model", ["bicyclegan", "cvae", "cgan"])
+def test_paired_models_colorize_in_lab(model, aerial):
+    assert train(model, aerial, "--max-steps", "1", "--color-space", "lab") == 0
+    assert runs()[0].info.status == "FINISHED"
+
+
+def test_cut_with_unet_generator(facades):
+    assert train("cut", facades, "--max-steps", "1", "--netG", "unet", "--nce-layers", "0,2,4") == 0
+    assert runs()[0].info.status == "FINISHED"
+
+
+def test_cyclegan_identity_disabled(facades):
+    assert train("cyclegan", facades, "--max-steps", "1", "--lambda-identity", "0") == 0
+    assert train("cyclegan", facades, "--max-steps", "1") == 0
+    without, with_identity = runs()
+    assert "train/idt_A" not in without.data.metrics and "train/cycle_A" in without.data.metrics
+    assert with_identity.data.metrics["train/idt_A"] > 0
+
+
+def test_cyclegan_on_unpaired_folders(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    for side in "AB":
+        (tmp_path / f"train{side}").mkdir()
+        for i in range(4):
+            Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), np.uint8)).save(
+                tmp_path / f"train{side}" / f"{i}.png")
+    assert train("cyclegan", tmp_path, "--max-steps", "1") == 0
+    run = runs()[0]
+    assert "val/psnr" not in run.data.metrics  # no ground truth in truly unpaired data
+
+
+# --- unit behaviour ------------------------------------------------------------------
+
+def test_patch_nce_prefers_aligned_features():
+    torch.manual_seed(0)
+    keys = torch.nn.functional.normalize(torch.randn(2 * 16, 8), dim=1)
+    aligned = torch.nn.functional.normalize(keys + 0.1 * torch.randn_like(keys), dim=1)
+    shuffled = aligned[torch.randperm(aligned.shape[0])]
+    assert patch_nce_loss(aligned, keys, 2) < patch_nce_loss(shuffled, keys, 2)
+
+
+def test_image_pool():
+    torch.manual_seed(0)
+    assert torch.equal(ImagePool(0).query(torch.ones(2, 3, 4, 4)), torch.ones(2, 3, 4, 4))
+    pool = ImagePool(2)
+    first = torch.arange(2.0).view(2, 1, 1, 1).expand(2, 3, 4, 4)
+    assert torch.equal(pool.query(first), first)  # filling up: the new images come back
+    assert len(pool.images) == 2
+    seen = torch.cat([pool.query(torch.full((1, 3, 4, 4), 9.0)) for _ in range(40)])
+    values = set(seen[:, 0, 0, 0].tolist())
+    assert 9.0 in values and values & {0.0, 1.0}  # sometimes history, sometimes the new image
+    restored = ImagePool(2)
+    restored.set_extra_state(pool.get_extra_state())
+    assert all(torch.equal(a, b) for a, b in zip(restored.images, pool.images))
+
+
+def tiny_bicycle(where_add="input"):
+    torch.manual_seed(0)
+    cfg = BicycleGANConfig(crop_size=64, ngf=4, ndf=4, nef=4, where_add=where_add)
+    return BicycleGAN(cfg, Codec(False)).eval()
+
+
+@pytest.mark.parametrize("where_add", ["input", "all"])
+def test_bicyclegan_z_controls_the_output(where_add):
+    model = tiny_bicycle(where_add)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    z1, z2 = torch.randn(2, 8), torch.randn(2, 8)
+    with torch.no_grad():
+        assert torch.equal(model.generate(x, z1), model.generate(x, z1))
+        assert not torch.allclose(model.generate(x, z1), model.generate(x, z2))
+
+
+def test_exports_of_every_generator_type(tmp_path):
+    torch.manual_seed(0)
+    cvae = CVAE(CVAEConfig(crop_size=64, latent_dim=8, hidden=16), Codec(True, "lab")).eval()
+    cut_unet = CUT(CUTConfig(crop_size=64, ngf=4, ndf=4, netG="unet", num_patches=4, netF_nc=4), Codec(False)).eval()
+    for name, model in (("cvae", cvae), ("bicycle", tiny_bicycle("all")), ("cut", cut_unet)):
+        _, sidecar = export_model(model, tmp_path / name)
+        assert sidecar.parity_max_abs_error < 1e-4, name
+
+
+def test_all_models_registered():
+    assert set(MODELS) == {"pix2pix", *ZOO}
