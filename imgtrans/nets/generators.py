@@ -62,16 +62,21 @@ class UnetGenerator(nn.Module):
 
     def features(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
         """Encoder activations after the given levels (for PatchNCE); layer 0 is the input itself."""
-        out = [x] if 0 in layers else []
-        for i, down in enumerate(self.down, start=1):
-            if i > max(layers):
-                break
-            x = down(x)
-            if i in layers:
-                out.append(x)
-        return out
+        return ([x] if 0 in layers else []) + activations(self.down, x, layers, first_index=1)
 
     default_nce_layers = "0,1,2,3,4"
+
+
+def activations(modules, x: torch.Tensor, layers: list[int], first_index: int) -> list[torch.Tensor]:
+    """Run `modules` in sequence, keeping the outputs of those numbered in `layers`; stop after the last."""
+    out = []
+    for i, module in enumerate(modules, start=first_index):
+        if i > max(layers):
+            break
+        x = module(x)
+        if i in layers:
+            out.append(x)
+    return out
 
 
 def with_code(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -118,14 +123,7 @@ class ResnetGenerator(nn.Module):
 
     def features(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
         """Activations after the given layers of the sequential model (layer 0: the padded input)."""
-        out = []
-        for i, layer in enumerate(self.model):
-            if i > max(layers):
-                break
-            x = layer(x)
-            if i in layers:
-                out.append(x)
-        return out
+        return activations(self.model, x, layers, first_index=0)
 
     # The reference CUT choice: input, two downsamplings, and the first two residual blocks.
     default_nce_layers = "0,4,8,12,16"
