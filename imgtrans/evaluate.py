@@ -47,6 +47,18 @@ def grid_image(columns: list[list[torch.Tensor]]) -> np.ndarray:
     return np.concatenate(rows, 0)
 
 
+def pairwise_diversity(model, codec, x: torch.Tensor, lpips_net, device) -> torch.Tensor:
+    """Per input: mean distance between its outputs for `n_samples` random codes (LPIPS, else L1)."""
+    outs = model.samples(x, max(model.cfg.n_samples, 2), torch.Generator().manual_seed(0)).cpu()
+    rgb = [codec.decode_output(x, o) for o in outs]
+    pairs = [(i, j) for i in range(len(rgb)) for j in range(i + 1, len(rgb))]
+    if lpips_net is not None:
+        dist = [M.lpips_per_image(lpips_net, rgb[i].to(device), rgb[j].to(device)).cpu() for i, j in pairs]
+    else:
+        dist = [(rgb[i] - rgb[j]).abs().flatten(1).mean(1) for i, j in pairs]
+    return torch.stack(dist).mean(0)
+
+
 def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device) -> Evaluation:
     model = load_model(checkpoint, device)
     train_cfg = dataclasses.replace(model.cfg, dataset=cfg.dataset) if cfg.dataset else model.cfg
@@ -74,6 +86,9 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device) -> Eva
                                     "inception_weights")
         unavailable += [M.Unavailable(name, message) for name in ("fid", "kid", "is")]
 
+    has_targets = data.source.paired or data.source.layout == "colorization"
+    multimodal = hasattr(model, "samples")
+    diversity: list[torch.Tensor] = []
     rows, columns = [], [[], [], []]
     seconds = 0.0
     loader = make_loader(Subset(dataset, range(count)), batch_size=cfg.batch_size)
@@ -85,16 +100,20 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device) -> Eva
             torch.cuda.synchronize()
         seconds += time.perf_counter() - start
         pred = codec.decode_output(x, y.cpu())
-        target = codec.decode_output(x, batch["B"])
-        psnr, ssim = M.psnr_per_image(pred, target), M.ssim_per_image(pred, target)
-        lp = M.lpips_per_image(lpips_net, pred.to(device), target.to(device)).cpu() if lpips_net else None
+        target = codec.decode_output(x, batch["B"]) if has_targets else codec.decode_input(batch["B"])
         if distribution is not None:
             distribution.update(target, pred)
+        if multimodal:
+            diversity.append(pairwise_diversity(model, codec, x, lpips_net, device))
         for i, index in enumerate(batch["index"].tolist()):
-            row = {"index": index, "psnr": float(psnr[i]), "ssim": float(ssim[i])}
-            if lp is not None:
-                row["lpips"] = float(lp[i])
-            rows.append(row)
+            rows.append({"index": index})
+        if has_targets:  # per-image scores need ground truth; unpaired data only has distributions
+            psnr, ssim = M.psnr_per_image(pred, target), M.ssim_per_image(pred, target)
+            lp = M.lpips_per_image(lpips_net, pred.to(device), target.to(device)).cpu() if lpips_net else None
+            for i, row in enumerate(rows[-len(pred):]):
+                row.update(psnr=float(psnr[i]), ssim=float(ssim[i]))
+                if lp is not None:
+                    row["lpips"] = float(lp[i])
         keep = max(0, cfg.grid_images - len(columns[0]))
         for col, images in zip(columns, (codec.decode_input(x), pred, target)):
             col.extend(images[:keep])
@@ -105,6 +124,10 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device) -> Eva
         if values:
             results[name] = float(np.mean(values))
             results[f"{name}_std"] = float(np.std(values))
+    if diversity:
+        name = "diversity_lpips" if lpips_net is not None else "diversity_l1"
+        values = torch.cat(diversity)
+        results[name], results[f"{name}_std"] = float(values.mean()), float(values.std(unbiased=False))
     tags = {"data_range": "1.0 (rgb in [0, 1])", "split": cfg.split, "dataset": str(data.source.root),
             "color_space": f"{codec.color_space} (metrics computed in rgb)"}
     if distribution is not None:

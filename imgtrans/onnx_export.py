@@ -49,6 +49,7 @@ class Sidecar:
     parity_max_abs_error: float
     parity_shapes: list[list[int]]
     config: dict[str, Any]
+    z_dim: int = 0  # > 0: a second input "z" (N, z_dim), the latent code of multimodal generators
     value_range: tuple[float, float] = (-1.0, 1.0)
     eval_semantics: str = "eval mode: batch norm uses running statistics, dropout off"
     format: str = SIDECAR_FORMAT
@@ -92,17 +93,19 @@ def parity_shapes(input_nc: int, multiple: int) -> list[tuple[int, ...]]:
     return [(1, input_nc, base, base), (2, input_nc, base * 2, base), (1, input_nc, base, base * 3)]
 
 
-def to_onnx_bytes(net: torch.nn.Module, input_nc: int, multiple: int) -> bytes:
+def to_onnx_bytes(net: torch.nn.Module, input_nc: int, multiple: int, z_dim: int = 0) -> bytes:
     example = torch.randn(1, input_nc, max(multiple, 64), max(multiple, 64))
+    args = (example, torch.randn(1, z_dim)) if z_dim else (example,)
+    names = ["input", "z"] if z_dim else ["input"]
+    axes = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
+    if z_dim:
+        axes["z"] = {0: "batch"}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # The tracer's notes (constant Python branches, Slice folding) are about code we checked with parity.
         warnings.simplefilter("ignore")
         path = Path(tmp) / "model.onnx"
-        torch.onnx.export(
-            net, (example,), str(path), dynamo=False, opset_version=OPSET, input_names=["input"],
-            output_names=["output"], external_data=False,
-            dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
-                          "output": {0: "batch", 2: "height", 3: "width"}})
+        torch.onnx.export(net, args, str(path), dynamo=False, opset_version=OPSET, input_names=names,
+                          output_names=["output"], external_data=False, dynamic_axes=axes)
         return path.read_bytes()
 
 
@@ -116,8 +119,9 @@ def to_fp16(model_bytes: bytes) -> bytes:
     return half.model.SerializeToString()
 
 
-def check_parity(net: torch.nn.Module, model_bytes: bytes, shapes: list[tuple[int, ...]], seed: int = 0) -> float:
-    """Largest |ONNX Runtime − PyTorch| over random inputs of several shapes (CPU provider)."""
+def check_parity(net: torch.nn.Module, model_bytes: bytes, shapes: list[tuple[int, ...]], seed: int = 0,
+                 z_dim: int = 0) -> float:
+    """Largest |ONNX Runtime − PyTorch| over random inputs (and codes) of several shapes (CPU provider)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
@@ -125,9 +129,12 @@ def check_parity(net: torch.nn.Module, model_bytes: bytes, shapes: list[tuple[in
     worst = 0.0
     for shape in shapes:
         x = torch.rand(shape, generator=g) * 2 - 1
+        feeds = {"input": x}
+        if z_dim:
+            feeds["z"] = torch.randn(shape[0], z_dim, generator=g)
         with torch.no_grad():
-            expected = net(x).numpy()
-        got = session.run(None, {"input": x.numpy()})[0].astype(np.float32)
+            expected = net(*feeds.values()).numpy()
+        got = session.run(None, {k: v.numpy() for k, v in feeds.items()})[0].astype(np.float32)
         worst = max(worst, float(np.abs(got - expected).max()))
     return worst
 
@@ -139,12 +146,13 @@ def export_model(model, out_path: Path, *, precision: str = "fp32", source: str 
     net = model.generator().float().cpu().eval()
     codec: Codec = model.codec
     multiple = getattr(net, "size_multiple", 1)
-    model_bytes = to_onnx_bytes(net, codec.input_nc, multiple)
+    z_dim = getattr(net, "nz", 0)
+    model_bytes = to_onnx_bytes(net, codec.input_nc, multiple, z_dim)
     if precision == "fp16":
         model_bytes = to_fp16(model_bytes)
     onnx.checker.check_model(onnx.load_from_string(model_bytes))
     shapes = parity_shapes(codec.input_nc, multiple)
-    error = check_parity(net, model_bytes, shapes)
+    error = check_parity(net, model_bytes, shapes, z_dim=z_dim)
     if error > TOLERANCE[precision]:
         raise ImgtransError(f"ONNX export does not match PyTorch: max abs error {error:.2e} > "
                             f"{TOLERANCE[precision]:.0e} ({precision}); the model was not written")
@@ -155,7 +163,7 @@ def export_model(model, out_path: Path, *, precision: str = "fp32", source: str 
         output_channels=codec.output_nc, size_multiple=multiple,
         tile_size=max(multiple, 256 if multiple <= 256 else multiple), precision=precision, opset=OPSET,
         source=source, parity_max_abs_error=error, parity_shapes=[list(s) for s in shapes],
-        config=config_mod.to_dict(model.cfg))
+        config=config_mod.to_dict(model.cfg), z_dim=z_dim)
     out_path = out_path.with_suffix(".onnx")
     write_atomic(out_path, model_bytes)
     sidecar.save(sidecar_path(out_path))

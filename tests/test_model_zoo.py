@@ -152,10 +152,46 @@ def test_exports_of_every_generator_type(tmp_path):
     torch.manual_seed(0)
     cvae = CVAE(CVAEConfig(crop_size=64, latent_dim=8, hidden=16), Codec(True, "lab")).eval()
     cut_unet = CUT(CUTConfig(crop_size=64, ngf=4, ndf=4, netG="unet", num_patches=4, netF_nc=4), Codec(False)).eval()
-    for name, model in (("cvae", cvae), ("bicycle", tiny_bicycle("all")), ("cut", cut_unet)):
-        _, sidecar = export_model(model, tmp_path / name)
+    for name, model, z_dim in (("cvae", cvae, 8), ("bicycle", tiny_bicycle("all"), 8), ("cut", cut_unet, 0)):
+        path, sidecar = export_model(model, tmp_path / name)
         assert sidecar.parity_max_abs_error < 1e-4, name
+        assert sidecar.z_dim == z_dim, name
+    # The code is a real input of the graph; translate feeds the mean code (zeros) by default.
+    from imgtrans.infer.session import OnnxGenerator
+
+    bicycle = tiny_bicycle("input")
+    path, _ = export_model(bicycle, tmp_path / "bicycle_input")
+    session = OnnxGenerator(path, "cpu")
+    x, z = torch.rand(2, 3, 64, 64) * 2 - 1, torch.randn(2, 8)
+    with torch.no_grad():
+        assert abs(session(x.numpy(), z.numpy()) - bicycle.generate(x, z).numpy()).max() < 1e-4
+        assert abs(session(x.numpy()) - bicycle.generate(x, torch.zeros(2, 8)).numpy()).max() < 1e-4
 
 
 def test_all_models_registered():
     assert set(MODELS) == {"pix2pix", *ZOO}
+
+
+def test_evaluate_bicyclegan_reports_diversity(facades):
+    assert train("bicyclegan", facades, "--max-steps", "1") == 0
+    run_id = runs()[0].info.run_id
+    assert main(["evaluate", "--run-id", run_id, "--grid-images", "1"]) == 0
+    metrics = MlflowClient().get_run(run_id).data.metrics
+    assert metrics["test/diversity_l1"] >= 0 and "test/diversity_l1_std" in metrics and "test/psnr" in metrics
+
+
+def test_evaluate_on_truly_unpaired_data_skips_per_image_scores(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for side in "AB":
+            (tmp_path / f"{split}{side}").mkdir()
+            for i in range(3):
+                Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), np.uint8)).save(
+                    tmp_path / f"{split}{side}" / f"{i}.png")
+    assert train("cyclegan", tmp_path, "--max-steps", "1") == 0
+    run_id = runs()[0].info.run_id
+    assert main(["evaluate", "--run-id", run_id]) == 0
+    metrics = MlflowClient().get_run(run_id).data.metrics
+    assert metrics["test/n_images"] == 3 and "test/psnr" not in metrics

@@ -63,13 +63,18 @@ class OnnxGenerator:
         self.provider = self.session.get_providers()[0]
         self.on_gpu = self.provider in GPU_PROVIDERS
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
+    def __call__(self, x: np.ndarray, z: np.ndarray | None = None) -> np.ndarray:
+        """`z`: the latent code of multimodal generators; by default the mean code, zeros."""
+        feeds = {"input": np.ascontiguousarray(x, dtype=np.float32)}
+        if self.sidecar.z_dim:
+            feeds["z"] = np.zeros((x.shape[0], self.sidecar.z_dim), np.float32) if z is None else \
+                np.ascontiguousarray(z, dtype=np.float32)
         if not self.on_gpu:
-            return self.session.run(None, {"input": x})[0]
+            return self.session.run(None, feeds)[0]
         # IO binding: the output stays on the device until copied once, no intermediate host copies.
         binding = self.session.io_binding()
-        binding.bind_cpu_input("input", x)
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
         binding.bind_output("output", "cuda")
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
