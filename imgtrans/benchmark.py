@@ -168,23 +168,21 @@ def inference_rows(generators: list[str], tile: int, batches: list[int], precisi
     return rows
 
 
-def train_row(batch: int, steps: int, crop: int, device: torch.device) -> TrainRow:
-    """pix2pix training steps: plain (fp32 eager, default Adam) vs fast (our runtime defaults)."""
+def train_row(model_name: str, batch: int, steps: int, crop: int, device: torch.device) -> TrainRow:
+    """A model's real training step, plain (fp32 eager, per-tensor Adam — how the reference code runs)
+    vs fast (this suite's defaults on the device), from the same seed and data."""
+    from imgtrans.models import model_class
+
+    cls = model_class(model_name)
     results = {}
     for mode in ("plain", "fast"):
         torch.manual_seed(0)
-        cfg = Pix2PixConfig(crop_size=crop, batch_size=batch)
-        model = Pix2Pix(cfg, Codec(colorization=False))
-        if mode == "plain":
-            runtime = Runtime(device)
-            model.setup(runtime)
-            model.optimizers = {"G": torch.optim.Adam(model.netG.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)),
-                                "D": torch.optim.Adam(model.netD.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))}
-        else:
-            fast = device.type == "cuda"
-            runtime = Runtime(device, torch.bfloat16 if fast else None, channels_last=fast)
-            model.setup(runtime)
-            model.configure_optimizers()
+        cfg = cls.config_class(crop_size=crop, batch_size=batch)
+        model = cls(cfg, Codec(colorization=False))
+        fast = mode == "fast" and device.type == "cuda"
+        model.setup(Runtime(device, torch.bfloat16 if fast else None, channels_last=fast,
+                            fused_optimizers=mode == "fast"))
+        model.configure_optimizers()
         g = torch.Generator().manual_seed(1)
         batches = [{"A": torch.rand(batch, 3, crop, crop, generator=g) * 2 - 1,
                     "B": torch.rand(batch, 3, crop, crop, generator=g) * 2 - 1} for _ in range(4)]
@@ -194,15 +192,16 @@ def train_row(batch: int, steps: int, crop: int, device: torch.device) -> TrainR
 
         def step(i=[0]):
             out = model.training_step(batches[i[0] % len(batches)])
+            model.scaler.update()
             i[0] += 1
-            losses.append(float(out["G_L1"].detach()))
+            losses.append(float(sum(v.detach().float() for v in out.values())))
 
         times = time_calls(step, warmup=min(3, steps), repeats=steps, sync=device.type == "cuda")
         memory = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else float("nan")
         results[mode] = (statistics.median(times), losses, memory)
     (plain_t, plain_l, _), (fast_t, fast_l, memory) = results["plain"], results["fast"]
     rel = max(abs(a - b) / max(abs(a), 1e-8) for a, b in zip(plain_l, fast_l))
-    return TrainRow("pix2pix", batch, batch / plain_t, batch / fast_t, plain_t * 1e3, fast_t * 1e3, memory, rel)
+    return TrainRow(model_name, batch, batch / plain_t, batch / fast_t, plain_t * 1e3, fast_t * 1e3, memory, rel)
 
 
 def format_inference(rows: list[Row]) -> str:

@@ -203,7 +203,8 @@ def benchmark_command(cfg: config_mod.BenchmarkConfig, explicit, args) -> int:
         train_rows = []
         if cfg.train:
             steps = cfg.train_steps or (30 if gpu else 3)
-            train_rows = [benchmark.train_row(b, steps, cfg.tile, device)
+            models = listed(cfg.train_models, cfg.train_models, valid=tuple(MODELS))
+            train_rows = [benchmark.train_row(m, b, steps, cfg.tile, device) for m in models
                           for b in listed(cfg.train_batch_sizes, cfg.train_batch_sizes, int)]
         report = f"# imgtrans benchmark on {name} (torch {torch.__version__})\n\n" + \
             benchmark.format_inference(rows) + "\n"

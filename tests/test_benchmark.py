@@ -6,7 +6,7 @@ from imgtrans.cli import main
 
 def test_benchmark_command_prints_and_logs(capsys):
     code = main(["benchmark", "--generators", "unet_128", "--tile", "128", "--batch-sizes", "1,2",
-                 "--backends", "eager,ort-cpu", "--repeats", "1", "--train", "--train-batch-sizes", "1",
+                 "--backends", "eager,ort-cpu", "--repeats", "1", "--train", "--train-models", "pix2pix,cgan", "--train-batch-sizes", "1",
                  "--train-steps", "1", "--device", "cpu"])
     assert code == 0
     out = capsys.readouterr().out
@@ -18,6 +18,7 @@ def test_benchmark_command_prints_and_logs(capsys):
     assert metrics["bench/unet_128/eager/fp32/b1/tflops"] > 0
     # Plain and fast paths train the same model: same losses on CPU up to float noise.
     assert metrics["bench_train/pix2pix/b1/loss_max_rel_diff"] < 1e-3
+    assert metrics["bench_train/cgan/b1/fast_images_per_s"] > 0
 
 
 def test_flop_count_of_a_conv():

@@ -28,6 +28,7 @@ class Runtime:
     autocast_dtype: torch.dtype | None = None
     channels_last: bool = False
     compile: bool = False
+    fused_optimizers: bool = True
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -85,7 +86,8 @@ class TranslationModel(nn.Module):
     def adam(self, *nets: nn.Module, lr: float | None = None) -> torch.optim.Adam:
         params = [p for net in nets for p in net.parameters()]
         # Fused Adam is several times faster than the per-tensor loop, on CPU too.
-        return torch.optim.Adam(params, lr=lr or self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), fused=True)
+        return torch.optim.Adam(params, lr=lr or self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2),
+                                fused=self.runtime.fused_optimizers or None)
 
     def update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
