@@ -11,7 +11,6 @@ from imgtrans.errors import ImgtransError
 from imgtrans.losses import GANLoss
 from imgtrans.models.pix2pix import Pix2Pix
 from imgtrans.models.base import TranslationModel
-from imgtrans.nets.layers import init_weights
 from imgtrans.nets.naive import CodeDecoder, NaiveDiscriminator
 
 
@@ -39,7 +38,8 @@ class CGAN(Pix2Pix):
         widths = tuple(cfg.ngf * m for m in (1, 2, 4, 4))
         if cfg.crop_size % 16:
             raise ImgtransError(f"cgan needs crop_size to be a multiple of 16, got {cfg.crop_size}")
-        self.netG = init_weights(CodeDecoder(codec.input_nc, codec.output_nc, cfg.nz, cfg.crop_size, widths,
-                                             noise_in_training=True))
-        self.netD = init_weights(NaiveDiscriminator(codec.input_nc + codec.output_nc, cfg.ndf, cfg.dropout_D))
+        # PyTorch's default (Kaiming-uniform) init: these nets have no normalisation, and pix2pix's
+        # N(0, 0.02) init makes their activations vanish, so G starts (and stays) near a constant image.
+        self.netG = CodeDecoder(codec.input_nc, codec.output_nc, cfg.nz, cfg.crop_size, widths, noise_in_training=True)
+        self.netD = NaiveDiscriminator(codec.input_nc + codec.output_nc, cfg.ndf, cfg.dropout_D)
         self.gan_loss = GANLoss(cfg.gan_mode)

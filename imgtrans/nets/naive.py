@@ -54,7 +54,8 @@ class CodeDecoder(nn.Module):
 
 
 class NaiveDiscriminator(nn.Module):
-    """4 strided convs with dropout, one logit per image (the sigmoid lives in the BCE loss)."""
+    """4 strided convs with dropout and a 1-channel conv: one logit per 16×16-strided patch (the sigmoid
+    lives in the BCE loss). Judging patches, not the whole image, ties its verdict to the input's layout."""
 
     def __init__(self, input_nc: int, ndf: int, dropout: float = 0.3):
         super().__init__()
@@ -64,7 +65,7 @@ class NaiveDiscriminator(nn.Module):
             width = ndf * 2 ** i
             layers += [nn.Conv2d(prev, width, 4, 2, 1), nn.LeakyReLU(0.2, True), nn.Dropout(dropout)]
             prev = width
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(prev, 1)]
+        layers.append(nn.Conv2d(prev, 1, 3, 1, 1))
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
