@@ -22,11 +22,11 @@ WIDTHS = (32, 64, 128, 128)
 class CVAEConfig(TrainConfig):
     model_name: ClassVar[str] = "cvae"
 
-    batch_size: int = opt(64, "images per step")
+    batch_size: int = opt(16, "images per step (seed 000: 64)")
     lr: float = opt(1e-4, "Adam learning rate")
     beta1: float = opt(0.9, "Adam beta1")
     lr_policy: Literal["linear", "step", "cosine", "constant"] = opt("constant", "learning-rate schedule")
-    n_epochs: int = opt(100, "epochs at the initial learning rate")
+    n_epochs: int = opt(10, "epochs at the initial learning rate (seed 000: 10k steps of batch 64)")
     n_epochs_decay: int = opt(0, "epochs of linear decay to zero (linear policy)")
     latent_dim: int = opt(1024, "size of the Gaussian code")
     hidden: int = opt(2048, "width of the encoder's fully connected layer")
