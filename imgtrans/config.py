@@ -237,3 +237,18 @@ class CompareConfig:
     split: Literal["test", "val"] = opt("test", "whose evaluation to compare (as given to `evaluate`)")
     output: str = opt("", "also write report.md, report.csv and report.html into this folder")
     report_experiment: str = opt("imgtrans-reports", "experiment of the compare run when not started by `mlflow run`")
+
+
+@dataclass
+class StudyConfig:
+    action: Literal["run", "best"] = field(default="run", metadata={
+        "help": "run: optimise (add n_trials trials); best: print the best configuration", "positional": True})
+    spec: str = opt("", "a study spec (YAML), e.g. studies/pix2pix.yaml")
+    n_trials: int = opt(10, "trials this worker adds; start the command N times to run N workers")
+    storage: str = opt("", "Optuna storage: a SQLAlchemy URL, a journal file (*.log / *.journal), or a file "
+                           "path for SQLite; default studies/<study_name>.db")
+    study_name: str = field(default="", metadata={"help": "default: the spec file's name", "aliases": ["--study"]})
+    max_steps: int = opt(0, "per-trial step budget; 0 = the spec's budget")
+    retrain: bool = opt(False, "after the study, retrain the best config with the full budget and register it")
+    register_as: str = opt("", "registered model name for retrain; default: the study name")
+    experiment: str = opt("imgtrans-studies", "MLflow experiment when not started by `mlflow run`")

@@ -31,10 +31,10 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 class Tracker:
-    def __init__(self, experiment: str, run_name: str | None = None):
-        if "MLFLOW_RUN_ID" not in os.environ:
+    def __init__(self, experiment: str, run_name: str | None = None, nested: bool = False):
+        if "MLFLOW_RUN_ID" not in os.environ and not nested:
             mlflow.set_experiment(experiment)
-        self.run = mlflow.start_run(run_name=run_name,
+        self.run = mlflow.start_run(run_name=run_name, nested=nested,
                                     log_system_metrics=importlib.util.find_spec("psutil") is not None)
         self.run_id = self.run.info.run_id
         self.client = MlflowClient()
@@ -164,6 +164,13 @@ def run_summaries(experiment: str, run_ids: list[str], split: str):
         where = f"experiment '{experiment}'" if experiment else "the given runs"
         raise ImgtransError(f"no evaluated runs in {where}; run `mlflow run . -e evaluate -P run_id=<run id>` first")
     return summaries
+
+
+def register_champion(run_id: str, name: str) -> str:
+    """Register a run's generator in the model registry and point the alias @champion at it."""
+    version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    MlflowClient().set_registered_model_alias(name, "champion", version.version)
+    return version.version
 
 
 def download_checkpoint(run_id: str, dest: Path) -> Path:

@@ -51,6 +51,8 @@ class TrainResult:
     step: int
     checkpoint: Path
     val_metrics: dict[str, float]
+    model: TranslationModel
+    val_dataset: object
 
 
 def resolve_resume(cfg: TrainConfig, explicit: dict) -> tuple[TrainConfig, dict | None]:
@@ -73,8 +75,10 @@ def resolve_resume(cfg: TrainConfig, explicit: dict) -> tuple[TrainConfig, dict 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, tracker: Tracker, resume_payload: dict | None = None,
-                 progress: bool = True):
+                 progress: bool = True, on_validation=None):
+        """`on_validation(epoch, metrics)` is called after each validation (an Optuna study prunes there)."""
         self.cfg = cfg
+        self.on_validation = on_validation
         self.tracker = tracker
         self.resume_payload = resume_payload
         self.progress = progress
@@ -207,6 +211,8 @@ class Trainer:
             # Save before evaluating so the saved RNG state is the one training continues from.
             last_ckpt = self._checkpoint()
             val_metrics = self._evaluate(self.epoch)
+            if self.on_validation is not None:
+                self.on_validation(self.epoch, val_metrics)
             if epoch_done:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         bar.close()
@@ -214,7 +220,7 @@ class Trainer:
             last_ckpt = self._checkpoint()
         final = checkpoint.atomic_save(checkpoint.model_payload(self.model), self.workdir / "generator.pt")
         self.tracker.log_generator(final, config_mod.to_json(self.cfg))
-        return TrainResult(self.tracker.run_id, self.step, last_ckpt, val_metrics)
+        return TrainResult(self.tracker.run_id, self.step, last_ckpt, val_metrics, self.model, self.data.val)
 
     def _checkpoint(self) -> Path:
         position = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}

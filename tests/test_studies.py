@@ -1,0 +1,147 @@
+"""Optuna studies: spec validation, nested runs, pruning, failures, workers, continuation, retrain."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from imgtrans.cli import main
+from imgtrans.errors import ImgtransError
+from imgtrans.studies import load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = {"crop_size": 64, "ngf": 4, "ndf": 4, "batch_size": 2, "val_images": 2, "sample_images": 1,
+        "log_every": 1}
+
+
+def write_spec(tmp_path, dataset, **overrides) -> Path:
+    spec = {"model": "pix2pix", "dataset": str(dataset), "fixed": dict(FAST), "budget": {"max_steps": 2},
+            "objectives": [{"metric": "val/psnr", "direction": "maximize"}], "sampler": "random",
+            "pruner": "none", "search_space": {"lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+                                               "gan_mode": {"type": "categorical", "choices": ["vanilla", "lsgan"]}}}
+    spec.update(overrides)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def study(spec, storage, *extra):
+    return main(["study", "--spec", str(spec), "--storage", str(storage), "--study-name", "s", "--no-progress", *extra])
+
+
+def all_runs():
+    return mlflow.search_runs(search_all_experiments=True, output_format="list")
+
+
+def load(storage):
+    return optuna.load_study(study_name="s", storage=f"sqlite:///{storage}")
+
+
+@pytest.mark.parametrize("name", ["pix2pix", "cyclegan", "cut", "bicyclegan", "pix2pix-speed"])
+def test_shipped_specs_are_valid(name):
+    assert load_spec(REPO / "studies" / f"{name}.yaml").search_space
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"search_space": {"learning_rate": {"type": "float", "low": 0.1, "high": 1}}}, "unknown parameter 'learning_rate'"),
+    ({"search_space": {"lr": {"type": "float", "low": 1.0, "high": 0.1}}}, "low < high"),
+    ({"search_space": {"lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}}, "log scale needs low > 0"),
+    ({"search_space": {"gan_mode": {"type": "categorical", "choices": ["bce"]}}}, "valid values: vanilla"),
+    ({"model": "gan9000"}, "unknown model 'gan9000'"),
+    ({"pruner": "median", "objectives": [{"metric": "val/psnr", "direction": "maximize"},
+                                         {"metric": "infer/ms_per_image", "direction": "minimize"}]},
+     "pruning is off for multi-objective"),
+    ({"objectives": [{"metric": "val/psnr", "direction": "up"}]}, "maximize or minimize"),
+    ({"trials": 3}, "unknown key 'trials'"),
+])
+def test_spec_validation(tmp_path, change, message):
+    with pytest.raises(ImgtransError, match=message):
+        load_spec(write_spec(tmp_path, "synthetic-facades", **change))
+
+
+def test_three_trials_are_nested_runs_of_one_parent(facades, tmp_path, capsys):
+    storage = tmp_path / "s.db"
+    assert study(write_spec(tmp_path, facades), storage, "--n-trials", "3") == 0
+    runs = all_runs()
+    parents = [r for r in runs if r.info.run_name == "study-s"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 3
+    assert sorted(r.data.tags["optuna.trial"] for r in children) == ["0", "1", "2"]
+    assert all("trial.lr" in r.data.params and "val/psnr" in r.data.metrics for r in children)
+    parent = parents[0]
+    assert "best.lr" in parent.data.params and parent.data.metrics["study/complete"] == 3
+    artifacts = {a.path for a in MlflowClient().list_artifacts(parent.info.run_id, "study")}
+    assert {"study/best.yaml", "study/optimization_history.png", "study/parallel_coordinate.png"} <= artifacts
+    capsys.readouterr()
+    assert main(["study", "best", "--study", "s", "--storage", str(storage)]) == 0
+    best = yaml.safe_load(capsys.readouterr().out)
+    assert best["best_trial"] in (0, 1, 2) and best["config"]["model"] == "pix2pix" and "lr" in best["config"]
+
+
+def test_continuing_a_study_adds_trials(facades, tmp_path):
+    storage = tmp_path / "s.db"
+    spec = write_spec(tmp_path, facades)
+    assert study(spec, storage, "--n-trials", "1") == 0
+    assert study(spec, storage, "--n-trials", "2") == 0
+    assert [t.number for t in load(storage).trials] == [0, 1, 2]
+
+
+def test_pruned_trials_are_recorded(facades, tmp_path):
+    spec = write_spec(tmp_path, facades, pruner={"type": "threshold", "lower": 1000.0})
+    assert study(spec, tmp_path / "s.db", "--n-trials", "2") == 0
+    assert {t.state for t in load(tmp_path / "s.db").trials} == {optuna.trial.TrialState.PRUNED}
+    children = [r for r in all_runs() if r.info.run_name.startswith("trial-")]
+    assert {r.data.tags["optuna.state"] for r in children} == {"PRUNED"}
+    assert {r.info.status for r in children} == {"KILLED"}
+
+
+def test_a_failing_trial_does_not_stop_the_study(facades, tmp_path):
+    # unet_256 cannot be built at a 64 px crop: those trials crash inside the objective, the rest finish.
+    space = {"netG": {"type": "categorical", "choices": ["unet_256", "unet"]}}
+    spec = write_spec(tmp_path, facades, search_space=space, sampler="random", seed=1)
+    assert study(spec, tmp_path / "s.db", "--n-trials", "4") == 0
+    trials = load(tmp_path / "s.db").trials
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(trials) == 4 and failed and any(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert "crop_size" in failed[0].user_attrs["fail_reason"]
+    assert any(r.info.status == "FAILED" for r in all_runs() if r.info.run_name.startswith("trial-"))
+
+
+def test_two_concurrent_workers_share_one_study(facades, tmp_path):
+    storage, spec = tmp_path / "s.db", write_spec(tmp_path, facades)
+    assert study(spec, storage, "--n-trials", "0") == 0  # create the stores and the study once, then the workers
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "imgtrans", "study", "--spec", str(spec), "--storage", str(storage),
+           "--study-name", "s", "--n-trials", "2", "--no-progress"]
+    workers = [subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-2000:]
+    trials = load(storage).trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+def test_multi_objective_pareto_front(facades, tmp_path, capsys):
+    objectives = [{"metric": "val/psnr", "direction": "maximize"},
+                  {"metric": "infer/ms_per_image", "direction": "minimize"}]
+    spec = write_spec(tmp_path, facades, objectives=objectives, sampler="nsga2")
+    assert study(spec, tmp_path / "s.db", "--n-trials", "2") == 0
+    assert "pareto_front" in capsys.readouterr().out
+    assert len(load(tmp_path / "s.db").directions) == 2
+
+
+def test_retrain_registers_the_champion(facades, tmp_path):
+    spec = write_spec(tmp_path, facades, full_budget={"max_steps": 3})
+    assert study(spec, tmp_path / "s.db", "--n-trials", "1", "--retrain", "--register-as", "facade-model") == 0
+    version = MlflowClient().get_model_version_by_alias("facade-model", "champion")
+    assert mlflow.pyfunc.load_model("models:/facade-model@champion") is not None
+    retrain = [r for r in all_runs() if r.info.run_name == "retrain-s"]
+    assert retrain and version.run_id == retrain[0].info.run_id
