@@ -295,7 +295,6 @@ def study_command(cfg: config_mod.StudyConfig, explicit, args) -> int:
     import tempfile
     from pathlib import Path
 
-    import mlflow
     import optuna
     import yaml
 

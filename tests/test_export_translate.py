@@ -245,7 +245,7 @@ def test_16bit_scan_keeps_its_range(tmp_path):
 
 
 def test_list_file_input(tmp_path, exported):
-    scans = make_scans(tmp_path / "scans")
+    make_scans(tmp_path / "scans")
     listing = tmp_path / "todo.txt"
     listing.write_text("# two of three\nscans/big.tif\nscans/sub/small.png\n")
     assert run(exported, listing, tmp_path / "out") == 0

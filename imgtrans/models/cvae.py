@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
-from torch.nn import functional as F
 
 from imgtrans.config import TrainConfig, opt
 from imgtrans.data.codec import Codec
