@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import json
+
 from imgtrans import config as config_mod
 from imgtrans.cli import COMMANDS, flag
 
@@ -24,11 +26,12 @@ def _mlflow_type(tp) -> str:
 
 
 def _default(value) -> str:
+    """Numbers as they are; everything else double-quoted, so commas, colons or `true` stay strings."""
     if isinstance(value, bool):
-        return "true" if value else "false"
-    if value == "":
-        return '""'
-    return str(value)
+        return '"true"' if value else '"false"'
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value)
 
 
 def render() -> str:

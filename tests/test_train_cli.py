@@ -180,6 +180,21 @@ def test_mlproject_is_generated_from_configs():
     assert (REPO / "MLproject").read_text() == render(), "run: python -m imgtrans.project_file > MLproject"
 
 
+def test_mlproject_defaults_parse_back_to_the_config_defaults():
+    import yaml
+
+    from imgtrans.cli import COMMANDS
+    from imgtrans.config import field_types, fields, parse_value
+
+    project = yaml.safe_load((REPO / "MLproject").read_text())
+    for name, command in COMMANDS.items():
+        params = project["entry_points"][name]["parameters"]
+        types = field_types(command.config_class)
+        assert set(params) == {f.name for f in fields(command.config_class)}, name
+        for f in fields(command.config_class):
+            assert parse_value(f.name, types[f.name], params[f.name]["default"]) == f.default, (name, f.name)
+
+
 def test_mlflow_run_entry_point(facades, tmp_path):
     """`mlflow run . -e pix2pix` as a user types it, into this test's store."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
