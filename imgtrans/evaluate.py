@@ -86,7 +86,7 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device) -> Eva
                                     "inception_weights")
         unavailable += [M.Unavailable(name, message) for name in ("fid", "kid", "is")]
 
-    has_targets = data.source.paired or data.source.layout == "colorization"
+    has_targets = data.source.has_targets
     multimodal = hasattr(model, "samples")
     diversity: list[torch.Tensor] = []
     rows, columns = [], [[], [], []]

@@ -159,7 +159,7 @@ class Trainer:
         total = self.total_steps()
         bar = tqdm(total=total, initial=min(self.step, total), disable=not self.progress, unit="step",
                    dynamic_ncols=True)
-        sums: dict[str, float] = defaultdict(float)
+        sums: dict[str, torch.Tensor | float] = defaultdict(float)
         window_steps, window_images, window_wait = 0, 0, 0.0
         window_start = time.perf_counter()
         last_ckpt = None
@@ -178,17 +178,17 @@ class Trainer:
                 self.batch_in_epoch += 1
                 window_steps += 1
                 window_images += batch["A"].shape[0]
+                # Losses stay on the device until logged: converting each step would sync the GPU.
                 for name, value in losses.items():
-                    sums[name] += float(value.detach())
-                if not math.isfinite(sum(sums.values())):
-                    raise ImgtransError(f"training diverged at step {self.step}: a loss became NaN/inf "
-                                        f"({', '.join(k for k, v in sums.items() if not math.isfinite(v))}); "
-                                        "lower lr or change gan_mode")
+                    sums[name] = sums[name] + value.detach().float()
                 if self.step % self.cfg.log_every == 0 or self.step == total:
-                    if self.runtime.device.type == "cuda":
-                        torch.cuda.synchronize()
+                    means = {k: float(v) / window_steps for k, v in sums.items()}
+                    bad = [k for k, v in means.items() if not math.isfinite(v)]
+                    if bad:
+                        raise ImgtransError(f"training diverged by step {self.step}: {', '.join(bad)} became "
+                                            "NaN/inf; lower lr or change gan_mode")
                     elapsed = time.perf_counter() - window_start
-                    metrics = {f"train/{k}": v / window_steps for k, v in sums.items()}
+                    metrics = {f"train/{k}": v for k, v in means.items()}
                     metrics.update({
                         "time/step_s": elapsed / window_steps,
                         "time/images_per_s": window_images / elapsed,
@@ -236,8 +236,7 @@ class Trainer:
         metrics: dict[str, float] = {}
         with torch.random.fork_rng(devices=[]):
             model.eval()
-            has_targets = self.data.source.paired or self.data.source.layout == "colorization"
-            if count and has_targets:
+            if count and self.data.source.has_targets:
                 psnrs, ssims = [], []
                 loader = make_loader(Subset(self.data.val, range(count)), batch_size=8)
                 for batch in loader:

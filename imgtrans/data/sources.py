@@ -39,6 +39,11 @@ class Source:
     def paired(self) -> bool:
         return self.layout in ("aligned", "paired")
 
+    @property
+    def has_targets(self) -> bool:
+        """Whether every input has a ground-truth target (for PSNR/SSIM), even for unpaired models."""
+        return self.paired or self.layout == "colorization"
+
     def size(self, split: str) -> int:
         if self.paired:
             return len(self.pairs.get(split, []))
