@@ -211,3 +211,12 @@ def test_mlflow_run_entry_point(facades, tmp_path):
     assert "val/psnr" in run.data.metrics and run.data.params["max_steps"] == "2"
     assert "checkpoints" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
     assert mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").flavors["python_function"]
+
+
+def test_nan_loss_stops_with_a_clear_error(facades, monkeypatch, capsys):
+    from imgtrans.models.pix2pix import Pix2Pix
+
+    monkeypatch.setattr(Pix2Pix, "training_step", lambda self, batch: {"G_L1": torch.tensor(float("nan"))})
+    train(facades, "--max-steps", "3", expect=2)
+    assert "training diverged by step 1: G_L1 became NaN/inf" in one_line_error(capsys)
+    assert runs()[0].info.status == "FAILED"
