@@ -1,0 +1,1 @@
+"""Diffusion: model-free noise schedules and samplers (the diffusion models build on them)."""
