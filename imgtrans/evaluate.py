@@ -62,7 +62,7 @@ def pairwise_diversity(model, codec, x: torch.Tensor, lpips_net, device) -> torc
 def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device) -> Evaluation:
     model = load_model(checkpoint, device)
     train_cfg = dataclasses.replace(model.cfg, dataset=cfg.dataset) if cfg.dataset else model.cfg
-    data = build_data(train_cfg, unpaired=model.unpaired)
+    data = build_data(train_cfg, unpaired=model.unpaired, any_images=not getattr(train_cfg, "conditional", True))
     dataset = data.test if cfg.split == "test" else data.val
     count = min(cfg.max_images or len(dataset), len(dataset))
     if count == 0:

@@ -27,6 +27,8 @@ from imgtrans.errors import ImgtransError
 MAX_PARAM_LENGTH = 6000
 # MLflow's INFO lines (database set-up, system-metrics thread) drown our own output.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
+# Logging our own GeneratorModel class always triggers MLflow's generic CloudPickle caution.
+logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 

@@ -89,7 +89,7 @@ class Trainer:
     def _build(self) -> None:
         cfg = self.cfg
         cls = model_class(cfg.model_name)
-        self.data: Data = build_data(cfg, unpaired=cls.unpaired)
+        self.data: Data = build_data(cfg, unpaired=cls.unpaired, any_images=not getattr(cfg, "conditional", True))
         self.runtime = resolve_runtime(cfg)
         if self.runtime.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -241,7 +241,7 @@ class Trainer:
                 loader = make_loader(Subset(self.data.val, range(count)), batch_size=8)
                 for batch in loader:
                     x = batch["A"]
-                    pred = codec.decode_output(x, model.translate(x).cpu())
+                    pred = codec.decode_output(x, model.translate_for_validation(x).cpu())
                     target = codec.decode_output(x, batch["B"])
                     psnrs.append(psnr_per_image(pred, target))
                     ssims.append(ssim_per_image(pred, target))

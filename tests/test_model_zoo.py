@@ -27,6 +27,7 @@ SMALL = {
     "bicyclegan": ["--ngf", "4", "--ndf", "4", "--nef", "4", "--n-samples", "2"],
     "cvae": ["--latent-dim", "8", "--hidden", "16"],
     "cgan": ["--ngf", "4", "--ndf", "4", "--nz", "8"],
+    "diffusion": ["--base-channels", "8", "--channel-mults", "1,2", "--timesteps", "50", "--val-sample-steps", "2"],
 }
 ZOO = list(SMALL)
 
@@ -195,3 +196,20 @@ def test_evaluate_on_truly_unpaired_data_skips_per_image_scores(tmp_path):
     assert main(["evaluate", "--run-id", run_id]) == 0
     metrics = MlflowClient().get_run(run_id).data.metrics
     assert metrics["test/n_images"] == 3 and "test/psnr" not in metrics
+
+
+def test_unconditional_diffusion_on_a_plain_folder(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    for i in range(12):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), np.uint8)).save(tmp_path / f"{i}.png")
+    assert train("diffusion", tmp_path, "--max-steps", "2", "--conditional", "false", "--schedule", "signal_cosine",
+                 "--prediction", "v", "--sampler", "ddpm") == 0
+    run = runs()[0]
+    assert run.info.status == "FINISHED" and run.data.params["conditional"] == "False"
+
+
+def test_diffusion_rejects_a_bad_schedule(facades, capsys):
+    assert train("diffusion", facades, "--beta-start", "0.5", "--beta-end", "0.1", "--schedule", "linear") == 2
+    assert "monotonically" in capsys.readouterr().err

@@ -138,10 +138,11 @@ class Data:
     test: Dataset
 
 
-def build_data(cfg, *, unpaired: bool = False) -> Data:
-    """Datasets for a TrainConfig; `unpaired` models get A and B drawn independently."""
+def build_data(cfg, *, unpaired: bool = False, any_images: bool = False) -> Data:
+    """Datasets for a TrainConfig; `unpaired` models get A and B drawn independently; `any_images` models
+    (unconditional generators) also accept a plain folder, read like colorization data (B = the image)."""
     source = find_source(cfg.dataset, cfg.layout, cfg.direction)
-    colorization = source.layout == "colorization"
+    colorization = source.layout == "colorization" or (any_images and source.layout == "single")
     if cfg.color_space == "lab" and not colorization:
         raise ImgtransError(f"color_space=lab needs a colorization dataset, but {source.root} has layout "
                             f"'{source.layout}'; add layout=colorization or use color_space=rgb")

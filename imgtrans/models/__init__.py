@@ -9,6 +9,7 @@ from imgtrans.models.cgan import CGAN
 from imgtrans.models.cut import CUT, FastCUT
 from imgtrans.models.cvae import CVAE
 from imgtrans.models.cyclegan import CycleGAN
+from imgtrans.models.diffusion import Diffusion
 from imgtrans.models.pix2pix import Pix2Pix
 
 MODELS: dict[str, type[TranslationModel]] = {
@@ -19,6 +20,7 @@ MODELS: dict[str, type[TranslationModel]] = {
     "bicyclegan": BicycleGAN,
     "cvae": CVAE,
     "cgan": CGAN,
+    "diffusion": Diffusion,
 }
 
 

@@ -153,9 +153,13 @@ class TranslationModel(nn.Module):
             y = net(padded)
         return y[..., :h, :w].float()
 
+    def translate_for_validation(self, x: torch.Tensor) -> torch.Tensor:
+        """`translate` as used for per-epoch validation (samplers may take fewer steps there)."""
+        return self.translate(x)
+
     @torch.no_grad()
     def visuals(self, batch: dict) -> list[torch.Tensor]:
         """Columns of the sample grid as rgb [0, 1]: input | output | target."""
         x = batch["A"]
-        y = self.translate(x).cpu()
+        y = self.translate_for_validation(x).cpu()
         return [self.codec.decode_input(x), self.codec.decode_output(x, y), self.codec.decode_output(x, batch["B"])]

@@ -1,0 +1,131 @@
+"""Denoising diffusion (DDPM training, DDIM or DDPM sampling), conditional or unconditional.
+
+Conditional (Palette / SR3 style): the source image is concatenated to the
+noisy target at every step. Unconditional: the target alone (any folder of
+images). Sampling uses the EMA weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch.nn import functional as F
+
+from imgtrans.config import TrainConfig, opt
+from imgtrans.data.codec import Codec
+from imgtrans.diffusion.samplers import DDIMSampler, DDPMSampler
+from imgtrans.diffusion.schedules import NoiseSchedule, ScheduleConfig
+from imgtrans.errors import ImgtransError
+from imgtrans.models.base import TranslationModel
+from imgtrans.nets.diffusion_unet import DiffusionUNet
+from imgtrans.nets.layers import pad_to_multiple
+
+
+@dataclass
+class DiffusionConfig(TrainConfig):
+    model_name: ClassVar[str] = "diffusion"
+
+    crop_size: int = opt(64, "training crop size in pixels")
+    batch_size: int = opt(8, "images per step")
+    lr: float = opt(1e-4, "AdamW learning rate")
+    beta1: float = opt(0.9, "AdamW beta1")
+    weight_decay: float = opt(5e-5, "AdamW weight decay")
+    lr_policy: Literal["linear", "step", "cosine", "constant"] = opt("constant", "learning-rate schedule")
+    n_epochs: int = opt(10, "epochs at the initial learning rate")
+    n_epochs_decay: int = opt(0, "epochs of linear decay to zero (linear policy)")
+    conditional: bool = opt(True, "condition on the source image (false: generate from noise)")
+    schedule: Literal["linear", "scaled_linear", "cosine", "sigmoid", "signal_cosine"] = opt(
+        "cosine", "noise schedule")
+    timesteps: int = opt(1000, "diffusion steps T")
+    beta_start: float = opt(1e-4, "first β (linear, scaled_linear, sigmoid)")
+    beta_end: float = opt(0.02, "last β (linear, scaled_linear, sigmoid)")
+    min_signal_rate: float = opt(0.02, "signal_cosine: √ᾱ at the noisiest step")
+    max_signal_rate: float = opt(0.95, "signal_cosine: √ᾱ at the cleanest step")
+    prediction: Literal["eps", "v"] = opt("eps", "what the network predicts")
+    sampler: Literal["ddim", "ddpm"] = opt("ddim", "reverse process used for samples")
+    sample_steps: int = opt(50, "denoising steps when sampling")
+    val_sample_steps: int = opt(20, "denoising steps for the validation samples")
+    eta: float = opt(0.0, "DDIM stochasticity (0 = deterministic)")
+    base_channels: int = opt(64, "U-Net width at full resolution")
+    channel_mults: str = opt("1,2,4", "width multipliers per resolution level")
+    num_res_blocks: int = opt(2, "residual blocks per level")
+    attention_levels: str = opt("2", "levels (0 = full resolution) with self-attention")
+    dropout_rate: float = opt(0.0, "dropout in the residual blocks")
+    ema_decay: float = opt(0.999, "EMA decay of the sampling weights")
+
+
+def _ints(name: str, text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ImgtransError(f"invalid {name} '{text}'; expected comma-separated integers") from None
+
+
+class Diffusion(TranslationModel):
+    config_class = DiffusionConfig
+
+    def __init__(self, cfg: DiffusionConfig, codec: Codec):
+        super().__init__(cfg, codec)
+        self.schedule = NoiseSchedule(
+            ScheduleConfig(cfg.schedule, cfg.timesteps, cfg.beta_start, cfg.beta_end, cfg.min_signal_rate,
+                           cfg.max_signal_rate), cfg.prediction)
+        mults = _ints("channel_mults", cfg.channel_mults)
+        in_channels = codec.output_nc + (codec.input_nc if cfg.conditional else 0)
+        self.net = DiffusionUNet(in_channels, codec.output_nc, cfg.base_channels, mults, cfg.num_res_blocks,
+                                 _ints("attention_levels", cfg.attention_levels), cfg.dropout_rate)
+        if cfg.crop_size % self.net.size_multiple:
+            raise ImgtransError(f"crop_size must be a multiple of {self.net.size_multiple}, got {cfg.crop_size}")
+        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+
+    def configure_optimizers(self) -> None:
+        self.optimizers = {"net": torch.optim.AdamW(
+            self.net.parameters(), lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2),
+            weight_decay=self.cfg.weight_decay, fused=self.runtime.fused_optimizers or None)}
+
+    def generator(self):
+        return self.ema
+
+    def _input(self, x_t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        return torch.cat([x_t, cond.to(x_t.dtype)], 1) if self.cfg.conditional else x_t
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        x0 = self.to_device(batch["B"])
+        cond = self.to_device(batch["A"]) if self.cfg.conditional else None
+        t = torch.randint(0, self.schedule.timesteps, (x0.shape[0],), device=x0.device)
+        noise = torch.randn_like(x0)
+        x_t = self.schedule.add_noise(x0, noise, t)
+        with self.autocast():
+            out = self.net(self._input(x_t, cond), t)
+        loss = F.mse_loss(out.float(), self.schedule.target(x0, noise, t).float())
+        self.update(self.optimizers["net"], loss)
+        with torch.no_grad():
+            for ema, live in zip(self.ema.parameters(), self.net.parameters()):
+                ema.lerp_(live, 1 - self.cfg.ema_decay)
+        return {"mse": loss}
+
+    @torch.no_grad()
+    def sample(self, cond: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
+        """Images (network space) for each conditioning image (its content is ignored if unconditional)."""
+        cfg = self.cfg
+        cond = self.to_device(cond)
+        sampler = DDIMSampler(self.schedule, cfg.eta) if cfg.sampler == "ddim" else DDPMSampler(self.schedule)
+        sampler.set_timesteps(steps)
+        g = torch.Generator().manual_seed(seed)
+        shape = (cond.shape[0], self.codec.output_nc, *cond.shape[-2:])
+        x = torch.randn(shape, generator=g).to(cond.device)
+        for t in sampler.timesteps.tolist():
+            with self.autocast():
+                out = self.ema(self._input(x, cond), torch.full((x.shape[0],), t, device=x.device))
+            x = sampler.step(out.float(), t, x, generator=g)
+        return x.clamp(-1, 1)
+
+    @torch.no_grad()
+    def translate(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        padded, (h, w) = pad_to_multiple(x, self.ema.size_multiple)
+        return self.sample(padded, steps or self.cfg.sample_steps)[..., :h, :w].float()
+
+    def translate_for_validation(self, x: torch.Tensor) -> torch.Tensor:
+        return self.translate(x, self.cfg.val_sample_steps)
