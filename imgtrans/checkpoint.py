@@ -8,9 +8,7 @@ AMP-scaler states, every RNG state and the position in the data order.
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import torch
 from imgtrans import config as config_mod
 from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
+from imgtrans.files import atomic_write
 
 FORMAT = 1
 
@@ -40,16 +39,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_save(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def model_payload(model) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 from imgtrans import config as config_mod
 from imgtrans.errors import ImgtransError
 from imgtrans.models import MODELS
+from imgtrans.models.base import resolve_device
 
 
 @dataclass(frozen=True)
@@ -174,10 +175,8 @@ def benchmark_command(cfg: config_mod.BenchmarkConfig, explicit, args) -> int:
     from imgtrans import benchmark
     from imgtrans.tracking import Tracker
 
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ImgtransError("device=cuda was requested but no CUDA GPU is available; use device=auto or cpu")
-    gpu = cfg.device != "cpu" and torch.cuda.is_available()
-    device = torch.device("cuda" if gpu else "cpu")
+    device = resolve_device(cfg.device)
+    gpu = device.type == "cuda"
 
     def listed(text: str, default: str, cast=str, valid=None) -> list:
         items = [cast(x.strip()) for x in (default if text == "auto" else text).split(",") if x.strip()]
@@ -227,17 +226,13 @@ def evaluate_command(cfg: config_mod.EvaluateConfig, explicit, args) -> int:
     import tempfile
     from pathlib import Path
 
-    import torch
-
     from imgtrans.evaluate import evaluate
     from imgtrans.tracking import RunWriter, Tracker, generator_checkpoint
 
     if not cfg.run_id:
         raise ImgtransError("run_id is required: the training run to evaluate")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ImgtransError("device=cuda was requested but no CUDA GPU is available; use device=auto or cpu")
     target = RunWriter(cfg.run_id)
-    device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = resolve_device(cfg.device)
     ckpt = generator_checkpoint(f"runs:/{cfg.run_id}/model", Path(tempfile.mkdtemp(prefix="imgtrans-eval-")))
     result = evaluate(cfg, ckpt, device)
     prefix = "test" if cfg.split == "test" else "eval_val"

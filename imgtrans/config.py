@@ -85,6 +85,15 @@ class GANConfig(TrainConfig):
     init_gain: float = opt(0.02, "scale of the initialisation")
 
 
+@dataclass
+class InstanceNormGANConfig(GANConfig):
+    """The CycleGAN family's defaults (CycleGAN, CUT, BicycleGAN): instance norm, LSGAN, no dropout."""
+
+    norm: Literal["batch", "instance", "none"] = opt("instance", "normalisation layers")
+    gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("lsgan", "adversarial objective")
+    dropout: bool = opt(False, "dropout in the generator(s)")
+
+
 def fields(cls_or_obj) -> list[dataclasses.Field]:
     """The options of a config class (ClassVars such as model_name are not options)."""
     return list(dataclasses.fields(cls_or_obj))

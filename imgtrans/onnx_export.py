@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import torch
 
 from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
+from imgtrans.files import atomic_write_bytes
 
 OPSET = 17
 SIDECAR_FORMAT = "imgtrans-onnx/1"
@@ -59,7 +59,7 @@ class Sidecar:
         return Codec(**self.codec)
 
     def save(self, path: Path) -> None:
-        write_atomic(path, json.dumps(dataclasses.asdict(self), indent=2).encode())
+        atomic_write_bytes(path, json.dumps(dataclasses.asdict(self), indent=2).encode())
 
     @classmethod
     def load(cls, path: Path) -> "Sidecar":
@@ -74,18 +74,6 @@ class Sidecar:
 
 def sidecar_path(onnx_path: Path) -> Path:
     return onnx_path.with_suffix(".json")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def parity_shapes(input_nc: int, multiple: int) -> list[tuple[int, ...]]:
@@ -165,6 +153,6 @@ def export_model(model, out_path: Path, *, precision: str = "fp32", source: str 
         source=source, parity_max_abs_error=error, parity_shapes=[list(s) for s in shapes],
         config=config_mod.to_dict(model.cfg), z_dim=z_dim)
     out_path = out_path.with_suffix(".onnx")
-    write_atomic(out_path, model_bytes)
+    atomic_write_bytes(out_path, model_bytes)
     sidecar.save(sidecar_path(out_path))
     return out_path, sidecar

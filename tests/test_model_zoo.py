@@ -7,6 +7,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from conftest import random_rgb, write_image
 from imgtrans import checkpoint
 from imgtrans.cli import main
 from imgtrans.data.codec import Codec
@@ -94,15 +95,17 @@ def test_cyclegan_identity_disabled(facades):
     assert with_identity.data.metrics["train/idt_A"] > 0
 
 
-def test_cyclegan_on_unpaired_folders(tmp_path):
-    import numpy as np
-    from PIL import Image
+def write_unpaired(root: Path, splits: tuple[str, ...], count: int) -> Path:
+    """trainA/, trainB/ (and testA/, testB/ …) of random 64 px images."""
+    for split in splits:
+        for side in "AB":
+            for i in range(count):
+                write_image(root / f"{split}{side}" / f"{i}.png", random_rgb(64, 64, i))
+    return root
 
-    for side in "AB":
-        (tmp_path / f"train{side}").mkdir()
-        for i in range(4):
-            Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), np.uint8)).save(
-                tmp_path / f"train{side}" / f"{i}.png")
+
+def test_cyclegan_on_unpaired_folders(tmp_path):
+    write_unpaired(tmp_path, ("train",), 4)
     assert train("cyclegan", tmp_path, "--max-steps", "1") == 0
     run = runs()[0]
     assert "val/psnr" not in run.data.metrics  # no ground truth in truly unpaired data
@@ -182,15 +185,7 @@ def test_evaluate_bicyclegan_reports_diversity(facades):
 
 
 def test_evaluate_on_truly_unpaired_data_skips_per_image_scores(tmp_path):
-    import numpy as np
-    from PIL import Image
-
-    for split in ("train", "test"):
-        for side in "AB":
-            (tmp_path / f"{split}{side}").mkdir()
-            for i in range(3):
-                Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), np.uint8)).save(
-                    tmp_path / f"{split}{side}" / f"{i}.png")
+    write_unpaired(tmp_path, ("train", "test"), 3)
     assert train("cyclegan", tmp_path, "--max-steps", "1") == 0
     run_id = runs()[0].info.run_id
     assert main(["evaluate", "--run-id", run_id]) == 0

@@ -23,7 +23,7 @@ from imgtrans.data.images import IMAGE_EXTENSIONS, list_images
 from imgtrans.errors import ImgtransError
 from imgtrans.infer.io import OutputWriter, Scan, output_path_for, read_scan
 from imgtrans.infer.tiling import Translate, translate_bands
-from imgtrans.onnx_export import write_atomic
+from imgtrans.files import atomic_write_bytes
 
 MANIFEST = "manifest.csv"
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
@@ -142,4 +142,4 @@ def write_manifest(path: Path, outcomes: list[Outcome]) -> None:
     writer.writerow(["input", "output", "status", "seconds", "error"])
     for o in outcomes:
         writer.writerow([o.input, o.output, o.status, f"{o.seconds:.3f}", o.error])
-    write_atomic(path, buffer.getvalue().encode())
+    atomic_write_bytes(path, buffer.getvalue().encode())

@@ -35,13 +35,18 @@ class Runtime:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
-def resolve_runtime(cfg: TrainConfig) -> Runtime:
+def resolve_device(choice: str) -> torch.device:
+    """`auto` → the GPU when present; `cuda` without one is an error rather than a silent CPU run."""
     from imgtrans.errors import ImgtransError
 
-    if cfg.device == "cuda" and not torch.cuda.is_available():
+    if choice == "cuda" and not torch.cuda.is_available():
         raise ImgtransError("device=cuda was requested but no CUDA GPU is available; use device=auto or cpu")
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if use_cuda else "cpu")
+    return torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def resolve_runtime(cfg: TrainConfig) -> Runtime:
+    device = resolve_device(cfg.device)
+    use_cuda = device.type == "cuda"
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "fp32"

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from imgtrans.config import GANConfig, opt
+from imgtrans.config import InstanceNormGANConfig, opt
 from imgtrans.data.codec import Codec
 from imgtrans.losses import GANLoss
 from imgtrans.models.base import TranslationModel
@@ -23,13 +23,10 @@ from imgtrans.nets.layers import init_weights
 
 
 @dataclass
-class BicycleGANConfig(GANConfig):
+class BicycleGANConfig(InstanceNormGANConfig):
     model_name: ClassVar[str] = "bicyclegan"
 
     batch_size: int = opt(2, "images per step")
-    norm: Literal["batch", "instance", "none"] = opt("instance", "normalisation layers")
-    gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("lsgan", "adversarial objective")
-    dropout: bool = opt(False, "dropout in the generator")
     init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = opt("xavier", "weight initialisation")
     num_D: int = opt(2, "discriminators at successively halved scales")
     nz: int = opt(8, "latent code size")

@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from imgtrans.config import GANConfig, opt
+from imgtrans.config import InstanceNormGANConfig, opt
 from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
 from imgtrans.losses import GANLoss, patch_nce_loss
@@ -22,14 +22,11 @@ from imgtrans.nets.patch_sampler import PatchSampler
 
 
 @dataclass
-class CUTConfig(GANConfig):
+class CUTConfig(InstanceNormGANConfig):
     model_name: ClassVar[str] = "cut"
 
     netG: Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"] = opt(
         "resnet_9blocks", "generator")
-    norm: Literal["batch", "instance", "none"] = opt("instance", "normalisation layers")
-    gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("lsgan", "adversarial objective")
-    dropout: bool = opt(False, "dropout in the generator")
     init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = opt("xavier", "weight initialisation")
     lambda_GAN: float = opt(1.0, "weight of the adversarial loss")
     lambda_NCE: float = opt(1.0, "weight of the PatchNCE loss")

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 import torch
 from torch.nn import functional as F
 
-from imgtrans.config import GANConfig, opt
+from imgtrans.config import InstanceNormGANConfig, opt
 from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
 from imgtrans.losses import GANLoss
@@ -17,14 +17,11 @@ from imgtrans.nets.image_pool import ImagePool
 
 
 @dataclass
-class CycleGANConfig(GANConfig):
+class CycleGANConfig(InstanceNormGANConfig):
     model_name: ClassVar[str] = "cyclegan"
 
     netG: Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"] = opt(
         "resnet_9blocks", "generator for both directions")
-    norm: Literal["batch", "instance", "none"] = opt("instance", "normalisation layers")
-    gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("lsgan", "adversarial objective")
-    dropout: bool = opt(False, "dropout in the generators")
     lambda_A: float = opt(10.0, "weight of the cycle loss A → B → A")
     lambda_B: float = opt(10.0, "weight of the cycle loss B → A → B")
     lambda_identity: float = opt(0.5, "identity loss weight, relative to lambda_A/B; 0 disables it")
