@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 from imgtrans import config as config_mod
 from imgtrans.errors import ImgtransError
 from imgtrans.models import MODELS
+from imgtrans.models.dip import DIPConfig, DIPDiffusionConfig
 from imgtrans.models.base import resolve_device
 
 
@@ -88,6 +89,36 @@ def train_command(cfg, explicit: dict[str, Any], args: argparse.Namespace) -> in
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.val_metrics.items())
     print(f"imgtrans: {cfg.model_name} finished: run {result.run_id}, {result.step} steps"
           f"{', ' + metrics if metrics else ''}")
+    return 0
+
+
+def dip_command(cfg, explicit: dict[str, Any], args: argparse.Namespace) -> int:
+    """`dip` and `dip_diffusion`: per-image optimisation, not the Trainer's epochs over a dataset."""
+    from imgtrans.tracking import Tracker
+    from imgtrans.train import resolve_resume
+
+    cfg.validate()
+    cfg, payload = resolve_resume(cfg, explicit)
+    cfg.validate()
+    tracker = Tracker(cfg.experiment, run_name=cfg.model_name)
+    try:
+        if cfg.model_name == "dip_diffusion":
+            from imgtrans import dip_diffusion
+
+            metrics = dip_diffusion.run(cfg, tracker, payload, progress=not args.no_progress).metrics
+            summary = ", ".join(f"{k.split('/')[1]}={v:.4g}" for k, v in metrics.items())
+        else:
+            from imgtrans.restoration import DIPRunner
+
+            result = DIPRunner(cfg, tracker, resume_payload=payload, progress=not args.no_progress).fit()
+            summary = ", ".join(f"{k}={v:.4f}" for k, v in result.val_metrics.items())
+            if result.best_iteration is not None:
+                summary += f", best iteration {result.best_iteration}"
+    except BaseException as exc:
+        tracker.finish("FAILED", error=one_line(exc))
+        raise
+    tracker.finish()
+    print(f"imgtrans: {cfg.model_name} finished: run {tracker.run_id}" + (f", {summary}" if summary else ""))
     return 0
 
 
@@ -366,6 +397,9 @@ def _module_doc(cls) -> str:
 COMMANDS: dict[str, Command] = {
     **{name: Command(name, cls.config_class, train_command, f"train {name}: {_module_doc(cls)}")
        for name, cls in MODELS.items()},
+    "dip": Command("dip", DIPConfig, dip_command, "restore one image with Deep Image Prior (classic or progressive)"),
+    "dip_diffusion": Command("dip_diffusion", DIPDiffusionConfig, dip_command,
+                             "DIP output as the start of a trained diffusion model's reverse process (SDEdit)"),
     "export": Command("export", config_mod.ExportConfig, export_command,
                       "export a run's generator to ONNX (+ sidecar JSON) with a parity check"),
     "translate": Command("translate", config_mod.TranslateConfig, translate_command,

@@ -156,9 +156,14 @@ def validate(cfg: TrainConfig) -> None:
         raise ImgtransError("nothing to train: set epochs, n_epochs + n_epochs_decay or max_steps above 0")
     if cfg.color_space == "lab" and cfg.layout not in ("colorization", "auto"):
         raise ImgtransError("color_space=lab needs layout=colorization (gray→color pairs)")
+    check_types(cfg)
+
+
+def check_types(cfg) -> None:
+    """Every option holds a value of its declared type (and one of its choices)."""
+    types = field_types(type(cfg))
     for f in fields(cfg):
-        tp = field_types(type(cfg))[f.name]
-        parse_value(f.name, tp, getattr(cfg, f.name))
+        parse_value(f.name, types[f.name], getattr(cfg, f.name))
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

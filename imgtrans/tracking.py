@@ -56,6 +56,15 @@ class Tracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
+    def log_metric_series(self, series: dict[str, list[tuple[int, float]]]) -> None:
+        """Many steps of several metrics in a few requests (per-iteration curves)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, float(value), now, step) for key, points in series.items() for step, value in points]
+        for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
+            self.client.log_batch(self.run_id, metrics=metrics[start:start + 1000])
+
     def set_tags(self, tags: dict[str, Any]) -> None:
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
 

@@ -14,12 +14,17 @@ class Sampler:
         self.schedule = schedule
         self.timesteps = torch.arange(schedule.timesteps - 1, -1, -1)
 
-    def set_timesteps(self, steps: int) -> torch.Tensor:
-        """`steps` evenly spaced timesteps from the noisiest to t = 0, descending."""
+    def set_timesteps(self, steps: int, start: int | None = None) -> torch.Tensor:
+        """`steps` evenly spaced timesteps from `start` (default: the noisiest, T − 1) to t = 0, descending.
+        A later start denoises a partly noised image (SDEdit) instead of pure noise."""
         T = self.schedule.timesteps
-        if not 1 <= steps <= T:
-            raise ImgtransError(f"sample_steps must be between 1 and timesteps ({T}), got {steps}")
-        self.timesteps = torch.linspace(T - 1, 0, steps).round().long().unique_consecutive()
+        start = T - 1 if start is None else start
+        if not 0 <= start < T:
+            raise ImgtransError(f"the start timestep must be between 0 and {T - 1}, got {start}")
+        if not 1 <= steps <= start + 1:
+            raise ImgtransError(f"sample_steps must be between 1 and {start + 1} (timesteps from {start} down), "
+                                f"got {steps}")
+        self.timesteps = torch.linspace(start, 0, steps).round().long().unique_consecutive()
         return self.timesteps
 
     def previous(self, t: int) -> int:

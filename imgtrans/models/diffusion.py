@@ -107,15 +107,23 @@ class Diffusion(TranslationModel):
         return {"mse": loss}
 
     @torch.no_grad()
-    def sample(self, cond: torch.Tensor, steps: int, seed: int = 0) -> torch.Tensor:
-        """Images (network space) for each conditioning image (its content is ignored if unconditional)."""
+    def sample(self, cond: torch.Tensor, steps: int, seed: int = 0, start_from: torch.Tensor | None = None,
+               t_start: int | None = None) -> torch.Tensor:
+        """Images (network space) for each conditioning image (its content is ignored if unconditional).
+
+        With `start_from` (an estimate of the result, network space), sampling starts from that estimate
+        noised to step `t_start` instead of from pure noise (SDEdit), taking `steps` steps from there.
+        """
         cfg = self.cfg
         cond = self.to_device(cond)
         sampler = DDIMSampler(self.schedule, cfg.eta) if cfg.sampler == "ddim" else DDPMSampler(self.schedule)
-        sampler.set_timesteps(steps)
+        sampler.set_timesteps(steps, start=t_start)
         g = torch.Generator().manual_seed(seed)
         shape = (cond.shape[0], self.codec.output_nc, *cond.shape[-2:])
         x = torch.randn(shape, generator=g).to(cond.device)
+        if start_from is not None:
+            t = torch.full((shape[0],), int(sampler.timesteps[0]))
+            x = self.schedule.add_noise(self.to_device(start_from).float(), x, t)
         for t in sampler.timesteps.tolist():
             with self.autocast():
                 out = self.ema(self._input(x, cond), torch.full((x.shape[0],), t, device=x.device))

@@ -1,0 +1,187 @@
+"""Deep Image Prior: restore one image by fitting a randomly initialised network to it.
+
+`classic` fits the degraded image directly (Ulyanov et al. 2018) and relies on
+stopping early. `progressive` (seed 002) fits a sequence of targets — forward
+diffusion noisings x_i = √ᾱ_i·y + √(1 − ᾱ_i)·ε of the degraded image y — from
+the strongest noise to the weakest, stage i lasting
+E(i) = E_max·(1 − α·exp(−k·β_i)) iterations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from imgtrans.config import opt
+from imgtrans.diffusion.schedules import NoiseSchedule, ScheduleConfig
+from imgtrans.errors import ImgtransError
+from imgtrans.nets.dip import build_dip_net
+
+
+@dataclass
+class DIPConfig:
+    """Options of the `dip` entry point (the common ones keep their shared names)."""
+
+    model_name: ClassVar[str] = "dip"
+
+    # the image
+    image: str = opt("", "the image to restore; empty = test image `image_index` of `dataset`")
+    dataset: str = opt("synthetic-aerial", "where the image comes from when `image` is empty (its target side)")
+    image_index: int = opt(0, "which test image of `dataset` to restore")
+    noise_std: float = opt(0.1, "std of the Gaussian noise added to the image (0–1 scale); 0 = the image is "
+                                "already degraded")
+    clean: str = opt("", "a clean reference for an already-degraded image (for dip/psnr_clean)")
+    mask: str = opt("", "inpainting mask: an image, white where pixels are known; the loss ignores the rest")
+    crop_size: int = opt(0, "centre-crop the image to this size; 0 = the whole image")
+    output: str = opt("", "also write the restored image to this PNG file (the run keeps it as dip/restored.png)")
+    # the network and its input
+    net: Literal["skip", "unet", "resnet", "dncnn"] = opt("skip", "the network fitted to the image")
+    width: int = opt(128, "channels per layer")
+    depth: int = opt(5, "levels (skip ≥ 1, unet ≥ 5), residual blocks (resnet) or layers (dncnn)")
+    input_depth: int = opt(32, "channels of the fixed noise input")
+    reg_noise_std: float = opt(1 / 30, "std of the noise added to the input at every iteration")
+    # the optimisation
+    mode: Literal["classic", "progressive"] = opt("classic", "classic: fit the degraded image; progressive: "
+                                                            "fit its forward-diffusion noisings, strong to weak")
+    num_iter: int = opt(3000, "iterations in classic mode")
+    lr: float = opt(0.01, "Adam learning rate")
+    lambda_perceptual: float = opt(0.0, "weight of the VGG16 perceptual loss added to the MSE")
+    vgg_weights: str = opt("", "path of vgg16-397923af.pth; default: the torch hub cache")
+    schedule: Literal["linear", "scaled_linear", "sigmoid"] = opt("linear", "progressive: β schedule of the stages")
+    beta_min: float = opt(0.001, "progressive: β of the weakest-noise stage")
+    beta_max: float = opt(0.01, "progressive: β of the strongest-noise stage")
+    stages: int = opt(10, "progressive: number of targets, from strong to weak noise")
+    e_max: int = opt(600, "progressive: E_max in E(i) = E_max·(1 − α·exp(−k·β_i))")
+    e_alpha: float = opt(0.3, "progressive: α in E(i)")
+    e_k: float = opt(-100.0, "progressive: k in E(i); negative gives fewer iterations to noisier stages")
+    # the common options
+    epochs: int = opt(10, "snapshots over the run: sample grid, val/psnr, val/ssim and a checkpoint at each")
+    max_steps: int = opt(0, "stop after this many iterations; 0 = the mode's full schedule")
+    batch_size: int = opt(1, "noise-perturbed copies of the input per iteration (their losses are averaged)")
+    seed: int = opt(0, "random seed: network init, input noise, synthetic degradation")
+    device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
+    resume: str = opt("", "continue from an MLflow run id or a checkpoint path")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU")
+    channels_last: bool = opt(True, "channels_last memory format on CUDA")
+    compile: bool = opt(False, "torch.compile the network (CUDA)")
+    log_every: int = opt(50, "flush the per-iteration metrics to MLflow every this many iterations")
+    experiment: str = opt("imgtrans", "MLflow experiment when not started by `mlflow run`")
+
+    def validate(self) -> None:
+        from imgtrans.config import check_types
+
+        check_types(self)
+        for name in ("width", "depth", "input_depth", "num_iter", "epochs", "batch_size", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ImgtransError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("noise_std", "reg_noise_std", "lambda_perceptual", "max_steps", "crop_size", "image_index"):
+            if getattr(self, name) < 0:
+                raise ImgtransError(f"{name} must be zero or positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ImgtransError(f"lr must be positive, got {self.lr}")
+        if self.net == "unet" and self.depth < 5:
+            raise ImgtransError(f"net=unet needs depth of at least 5, got {self.depth}")
+        if self.mode == "progressive":
+            stage_plan(self)
+        if self.output:
+            out = Path(self.output).expanduser().resolve()
+            if out.suffix.lower() != ".png":
+                raise ImgtransError(f"output must be a .png file, got {self.output}")
+            if any(p and Path(p).expanduser().resolve() == out for p in (self.image, self.clean, self.mask)):
+                raise ImgtransError(f"output {self.output} would overwrite an input file; choose another path")
+
+    def total_iterations(self) -> int:
+        full = self.num_iter if self.mode == "classic" else sum(s.iterations for s in stage_plan(self))
+        return min(full, self.max_steps) if self.max_steps else full
+
+
+@dataclass
+class DIPDiffusionConfig(DIPConfig):
+    model_name: ClassVar[str] = "dip_diffusion"
+
+    diffusion_run: str = opt("", "MLflow run id of a trained `diffusion` model")
+    dataset: str = opt("", "where the image (and its condition) come from; empty = the diffusion run's dataset")
+    condition: str = opt("", "with `image` and a conditional model: the source image it is conditioned on")
+    num_iter: int = opt(500, "DIP iterations before handing over to the diffusion model")
+    t_start: int = opt(250, "diffusion step the DIP output is noised to (0 … timesteps − 1)")
+    sample_steps: int = opt(0, "denoising steps from pure noise; 0 = the diffusion model's own; the DIP start "
+                               "takes the same spacing over its shorter range")
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.diffusion_run:
+            raise ImgtransError("diffusion_run is required: the run id of a model trained with "
+                                "`mlflow run . -e diffusion`")
+        if self.t_start < 0 or self.sample_steps < 0:
+            raise ImgtransError("t_start and sample_steps must be zero or positive")
+
+
+@dataclass(frozen=True)
+class Stage:
+    beta: float
+    alpha_bar: float
+    iterations: int
+
+    @property
+    def noise_std(self) -> float:
+        return math.sqrt(1 - self.alpha_bar)
+
+
+def stage_plan(cfg: DIPConfig) -> list[Stage]:
+    """The progressive stages in the order they are fitted: strongest noise (largest ᾱ deficit) first."""
+    if cfg.stages < 2:
+        raise ImgtransError(f"stages must be at least 2 in progressive mode, got {cfg.stages}")
+    schedule = NoiseSchedule(ScheduleConfig(cfg.schedule, cfg.stages, cfg.beta_min, cfg.beta_max))
+    stages = []
+    for i in range(cfg.stages - 1, -1, -1):
+        beta = float(schedule.betas[i])
+        iterations = round(cfg.e_max * (1 - cfg.e_alpha * math.exp(-cfg.e_k * beta)))
+        if iterations < 1:
+            raise ImgtransError(f"progressive stage with β={beta:.4g} gets E={iterations} iterations; choose e_max, "
+                                "e_alpha and e_k so that e_alpha·exp(−e_k·β) < 1 for every β")
+        stages.append(Stage(beta, float(schedule.alphas_cumprod[i]), iterations))
+    return stages
+
+
+@dataclass
+class DIPState:
+    """What a run fits, fixed at the start and saved with every checkpoint (tensors in network space)."""
+
+    degraded: torch.Tensor  # (1, C, H, W) in [-1, 1]
+    clean: torch.Tensor | None
+    mask: torch.Tensor | None  # (1, 1, H, W), 1 where pixels are known
+    net_input: torch.Tensor  # (1, input_depth, H', W'), H', W' padded to the net's multiple
+    stage_noise: list[torch.Tensor] = field(default_factory=list)  # one ε per progressive stage
+
+
+class DeepImagePrior(nn.Module):
+    def __init__(self, cfg: DIPConfig, channels: int, perceptual: nn.Module | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.net = build_dip_net(cfg.net, cfg.input_depth, channels, width=cfg.width, depth=cfg.depth)
+        # Kept out of the state dict: the fixed VGG backbone is not part of what is fitted.
+        self._perceptual = [perceptual] if perceptual is not None and cfg.lambda_perceptual > 0 else []
+
+    @property
+    def size_multiple(self) -> int:
+        return self.net.size_multiple
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        if mask is not None:
+            output, target = output * mask, target * mask
+        parts = {"mse": F.mse_loss(output.float(), target.float())}
+        if self._perceptual:
+            parts["perceptual"] = self._perceptual[0](output, target)
+            parts["loss"] = parts["mse"] + self.cfg.lambda_perceptual * parts["perceptual"]
+        else:
+            parts["loss"] = parts["mse"]
+        return parts
+
+    def forward(self, net_input: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return self.net(net_input)[..., :height, :width]

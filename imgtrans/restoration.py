@@ -1,0 +1,412 @@
+"""The Deep Image Prior loop: one image, per-iteration PSNR, snapshots, checkpoints and exact resume.
+
+DIP optimises a network per image rather than over a dataset, so it has its
+own short loop instead of the Trainer's epochs over batches; it shares the
+Trainer's pieces (runtime, seeding, checkpoint and RNG helpers, resume
+resolution, tracking).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from imgtrans import checkpoint, config as config_mod
+from imgtrans.data.color import to_signed, to_unit
+from imgtrans.data.images import load_image
+from imgtrans.errors import ImgtransError
+from imgtrans.files import atomic_write
+from imgtrans.losses import VGG16_FILE, VGG16_URL, PerceptualLoss
+from imgtrans.metrics import missing_message, psnr_per_image, ssim_per_image, weights_file
+from imgtrans.models.base import resolve_runtime
+from imgtrans.models.dip import DeepImagePrior, DIPConfig, DIPState, stage_plan
+from imgtrans.nets.layers import pad_to_multiple
+from imgtrans.tracking import Tracker
+from imgtrans.train import git_commit, seed_everything
+
+INPUT_SCALE = 0.1  # DIP's input: uniform noise in [0, 0.1)
+
+
+# --- the image ---------------------------------------------------------------------
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
+
+
+def read_tensor(path: str, what: str) -> torch.Tensor:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ImgtransError(f"{what} file not found: {file}")
+    return _tensor(load_image(file))
+
+
+def dataset_image(dataset: str, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, target) of test image `index` of a paired or colorization dataset, rgb [0, 1], (1, 3, H, W)."""
+    from imgtrans.config import TrainConfig
+    from imgtrans.data.datasets import build_data
+
+    data = build_data(TrainConfig(dataset=dataset, preprocess="none"))
+    split = data.test if len(data.test) else data.val
+    if index >= len(split):
+        raise ImgtransError(f"image_index {index} is out of range: {dataset} has {len(split)} test images")
+    item = split[index]
+    return data.codec.decode_input(item["A"])[None], data.codec.decode_output(item["A"], item["B"])[None]
+
+
+def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if not size or (h <= size and w <= size):
+        return x
+    ch, cw = min(size, h), min(size, w)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return x[..., top:top + ch, left:left + cw]
+
+
+@dataclass
+class Images:
+    """rgb or gray [0, 1] tensors (1, C, H, W) of the same size; mask is (1, 1, H, W) with 1 = known."""
+
+    degraded: torch.Tensor
+    clean: torch.Tensor | None
+    mask: torch.Tensor | None
+    source: str
+
+
+def load_images(cfg: DIPConfig) -> Images:
+    if cfg.image:
+        image, source = read_tensor(cfg.image, "image"), cfg.image
+    else:
+        image, source = dataset_image(cfg.dataset, cfg.image_index)[1], f"{cfg.dataset} test image {cfg.image_index}"
+    image = centre_crop(image, cfg.crop_size)
+    clean = None
+    if cfg.noise_std > 0:
+        g = torch.Generator().manual_seed(cfg.seed)
+        clean, image = image, (image + cfg.noise_std * torch.randn(image.shape, generator=g)).clamp(0, 1)
+    elif cfg.clean:
+        clean = centre_crop(read_tensor(cfg.clean, "clean reference"), cfg.crop_size)
+    mask = None
+    if cfg.mask:
+        mask = (centre_crop(read_tensor(cfg.mask, "mask"), cfg.crop_size).mean(1, keepdim=True) > 0.5).float()
+    for name, other in (("clean reference", clean), ("mask", mask)):
+        if other is not None and other.shape[-2:] != image.shape[-2:]:
+            raise ImgtransError(f"the {name} is {tuple(other.shape[-2:])} but the image is "
+                                f"{tuple(image.shape[-2:])}; give files of the same size")
+    if clean is not None and clean.shape[1] != image.shape[1]:
+        clean = clean.mean(1, keepdim=True) if image.shape[1] == 1 else clean.expand(-1, 3, -1, -1)
+    return Images(image, clean, mask, source)
+
+
+def initial_state(cfg: DIPConfig, images: Images, size_multiple: int) -> DIPState:
+    g = torch.Generator().manual_seed(cfg.seed)
+    degraded = to_signed(images.degraded)
+    padded, _ = pad_to_multiple(degraded, size_multiple)
+    net_input = torch.rand((1, cfg.input_depth, *padded.shape[-2:]), generator=g) * INPUT_SCALE
+    stage_noise = ([torch.randn(degraded.shape, generator=g) for _ in stage_plan(cfg)]
+                   if cfg.mode == "progressive" else [])
+    clean = to_signed(images.clean) if images.clean is not None else None
+    return DIPState(degraded, clean, images.mask, net_input, stage_noise)
+
+
+def save_png(path: Path, image: torch.Tensor) -> Path:
+    """(1, C, H, W) in [0, 1] → 8-bit PNG, written atomically."""
+    array = (image[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    picture = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    return atomic_write(path, lambda fh: picture.save(fh, format="PNG"))
+
+
+# --- the loop ------------------------------------------------------------------------
+
+@dataclass
+class DIPResult:
+    run_id: str
+    step: int
+    restored: torch.Tensor  # rgb/gray [0, 1], (1, C, H, W)
+    val_metrics: dict[str, float]
+    best_iteration: int | None
+    seconds: float
+
+
+class DIPRunner:
+    def __init__(self, cfg: DIPConfig, tracker: Tracker, resume_payload: dict | None = None, progress: bool = True,
+                 on_validation=None):
+        self.cfg, self.tracker, self.resume_payload = cfg, tracker, resume_payload
+        self.progress, self.on_validation = progress, on_validation
+        self.workdir = Path(tempfile.mkdtemp(prefix="imgtrans-dip-"))
+
+    def _perceptual(self) -> PerceptualLoss | None:
+        cfg = self.cfg
+        if cfg.lambda_perceptual <= 0:
+            return None
+        weights = weights_file(VGG16_FILE, cfg.vgg_weights)
+        if weights is None:
+            message = missing_message("perceptual loss", VGG16_FILE, VGG16_URL, cfg.vgg_weights, "vgg_weights")
+            print(f"imgtrans: warning: {message}; training with lambda_perceptual=0", file=sys.stderr)
+            self.tracker.set_tags({"imgtrans.perceptual": f"disabled: {message}"})
+            self.cfg = dataclasses.replace(cfg, lambda_perceptual=0.0)
+            return None
+        self.tracker.set_tags({"imgtrans.perceptual": f"VGG16 from {weights}"})
+        return PerceptualLoss(weights)
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        self.runtime = resolve_runtime(cfg)
+        seed_everything(cfg.seed)
+        payload = self.resume_payload
+        if payload is None:
+            images = load_images(cfg)
+            self.source = images.source
+            channels = images.degraded.shape[1]
+        else:
+            self.source = payload["dip"]["source"]
+            channels = payload["dip"]["state"]["degraded"].shape[1]
+        perceptual = self._perceptual()
+        self.model = DeepImagePrior(self.cfg, channels, perceptual)
+        if payload is None:
+            self.state = initial_state(self.cfg, images, self.model.size_multiple)
+        else:
+            self.state = DIPState(**payload["dip"]["state"])
+        device, fmt = self.runtime.device, self.runtime.memory_format
+        self.model.to(device, memory_format=fmt)
+        if perceptual is not None:
+            perceptual.to(device)
+        if self.runtime.compile:
+            self.model.net.compile()
+        self.optimizer = torch.optim.Adam(self.model.net.parameters(), lr=self.cfg.lr)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.runtime.autocast_dtype == torch.float16)
+        self.step, self.history = 0, {"dip/psnr_noisy": [], "dip/psnr_clean": [], "train/loss": []}
+        self.best_psnr = torch.tensor(-float("inf"), device=device)
+        self.best_iteration = torch.tensor(-1, device=device)
+        self.best_image = torch.zeros_like(self.state.degraded, device=device)
+        if payload is not None:
+            checkpoint.restore_nets(self.model.net, payload, self.cfg.resume)
+            self.optimizer.load_state_dict(payload["optimizers"]["net"])
+            self.scaler.load_state_dict(payload["scaler"])
+            checkpoint.set_rng_state(payload["rng"])
+            self.step = payload["position"]["step"]
+            self.history = payload["dip"]["history"]
+            best = payload["dip"]["best"]
+            self.best_psnr = best["psnr"].to(device)
+            self.best_iteration = best["iteration"].to(device)
+            self.best_image = best["image"].to(device)
+
+    def _targets(self) -> list[tuple[int, torch.Tensor]]:
+        """(last iteration + 1, target) per stage, in network space on the device."""
+        device = self.runtime.device
+        y = self.state.degraded.to(device)
+        if self.cfg.mode == "classic":
+            return [(self.cfg.num_iter, y)]
+        targets, end = [], 0
+        for stage, noise in zip(stage_plan(self.cfg), self.state.stage_noise):
+            end += stage.iterations
+            targets.append((end, stage.alpha_bar ** 0.5 * y + stage.noise_std * noise.to(device)))
+        return targets
+
+    def _log_setup(self) -> None:
+        cfg = self.cfg
+        self.tracker.log_params({"model": cfg.model_name, **config_mod.to_dict(cfg)})
+        self.tracker.log_text(config_mod.to_json(cfg), "config.json")
+        h, w = self.state.degraded.shape[-2:]
+        self.tracker.set_tags({
+            "imgtrans.model": cfg.model_name,
+            "imgtrans.git_commit": git_commit(),
+            "imgtrans.device": torch.cuda.get_device_name(0) if self.runtime.device.type == "cuda" else "cpu",
+            "imgtrans.torch_version": torch.__version__,
+            "imgtrans.precision": str(self.runtime.autocast_dtype or "fp32").replace("torch.", ""),
+            "imgtrans.dip.image": self.source,
+            "imgtrans.dip.size": f"{w}x{h}",
+            "imgtrans.generator_params": sum(p.numel() for p in self.model.net.parameters()),
+        })
+        if cfg.mode == "progressive":
+            plan = stage_plan(cfg)
+            self.tracker.log_text("stage,beta,alpha_bar,noise_std,iterations\n" + "".join(
+                f"{i},{s.beta:.6g},{s.alpha_bar:.6g},{s.noise_std:.6g},{s.iterations}\n" for i, s in enumerate(plan)),
+                "dip/stages.csv")
+        if cfg.resume:
+            self.tracker.set_tags({"imgtrans.resumed_from": cfg.resume, "imgtrans.resumed_at_step": self.step})
+        if self.state.clean is not None:
+            clean, degraded = to_unit(self.state.clean), to_unit(self.state.degraded)
+            self.tracker.log_metrics({"dip/input_psnr_clean": psnr_per_image(degraded, clean).item()}, 0)
+
+    def fit(self) -> DIPResult:
+        self._build()
+        self._log_setup()
+        cfg, device = self.cfg, self.runtime.device
+        total = cfg.total_iterations()
+        full = cfg.num_iter if cfg.mode == "classic" else sum(s.iterations for s in stage_plan(cfg))
+        snapshots = sorted({max(1, round(full * k / cfg.epochs)) for k in range(1, cfg.epochs + 1)} | {total})
+        targets = self._targets()
+        h, w = self.state.degraded.shape[-2:]
+        net_input = self.state.net_input.to(device, memory_format=self.runtime.memory_format)
+        mask = self.state.mask.to(device) if self.state.mask is not None else None
+        degraded = self.state.degraded.to(device)
+        clean = self.state.clean.to(device) if self.state.clean is not None else None
+        window: dict[str, list[tuple[int, torch.Tensor]]] = {k: [] for k in self.history}
+        bar = tqdm(total=total, initial=min(self.step, total), disable=not self.progress, unit="it",
+                   dynamic_ncols=True)
+        started = time.perf_counter()
+        val_metrics: dict[str, float] = {}
+        current = None
+        self.model.train()
+        while self.step < total:
+            target = next(t for end, t in targets if self.step < end)
+            inputs = net_input.expand(cfg.batch_size, -1, -1, -1)
+            if cfg.reg_noise_std > 0:
+                inputs = inputs + cfg.reg_noise_std * torch.randn_like(inputs)
+            with self._autocast():
+                output = self.model(inputs, h, w)
+            losses = self.model.loss(output, target.expand(cfg.batch_size, -1, -1, -1), mask)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(losses["loss"]).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.step += 1
+            with torch.no_grad():
+                current = to_unit(output.detach().float().mean(0, keepdim=True).clamp(-1, 1))
+                known = current * mask if mask is not None else current
+                noisy_ref = to_unit(degraded) * mask if mask is not None else to_unit(degraded)
+                window["dip/psnr_noisy"].append((self.step, psnr_per_image(known, noisy_ref)[0]))
+                window["train/loss"].append((self.step, losses["loss"].detach()))
+                if clean is not None:
+                    psnr = psnr_per_image(current, to_unit(clean))[0]
+                    window["dip/psnr_clean"].append((self.step, psnr))
+                    better = psnr > self.best_psnr
+                    self.best_psnr = torch.where(better, psnr, self.best_psnr)
+                    self.best_iteration = torch.where(better, torch.tensor(self.step, device=device),
+                                                      self.best_iteration)
+                    self.best_image = torch.where(better, current, self.best_image)
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == total or self.step in snapshots:
+                self._flush(window)
+                bar.set_postfix({k.split("/")[1]: f"{v[-1][1]:.3g}" for k, v in self.history.items() if v},
+                                refresh=False)
+            if self.step in snapshots:
+                val_metrics = self._snapshot(current, snapshots.index(self.step))
+        bar.close()
+        seconds = time.perf_counter() - started
+        restored = self._finish(current.cpu() if current is not None else self._output(), seconds)
+        best = int(self.best_iteration) if clean is not None and int(self.best_iteration) > 0 else None
+        return DIPResult(self.tracker.run_id, self.step, restored, val_metrics, best, seconds)
+
+    def _autocast(self):
+        import contextlib
+
+        dtype = self.runtime.autocast_dtype
+        return torch.autocast(self.runtime.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+    def _flush(self, window: dict[str, list[tuple[int, torch.Tensor]]]) -> None:
+        series = {}
+        for key, points in window.items():
+            if points:
+                values = torch.stack([v.float() for _, v in points]).tolist()  # one device sync per window
+                series[key] = [(step, value) for (step, _), value in zip(points, values)]
+                self.history[key].extend(series[key])
+                points.clear()
+        if not np.isfinite([v for _, v in series.get("train/loss", [])]).all():
+            raise ImgtransError(f"DIP diverged by iteration {self.step}: the loss became NaN/inf; lower lr")
+        self.tracker.log_metric_series(series)
+
+    def _snapshot(self, current: torch.Tensor, index: int) -> dict[str, float]:
+        state = self.state
+        metrics = {}
+        if state.clean is not None:
+            clean = to_unit(state.clean).to(current.device)
+            metrics = {"val/psnr": psnr_per_image(current, clean).item(),
+                       "val/ssim": ssim_per_image(current, clean).item()}
+            self.tracker.log_metrics(metrics, self.step)
+        columns = [to_unit(state.degraded), current.cpu()] + ([to_unit(state.clean)] if state.clean is not None else [])
+        row = torch.cat([c.expand(-1, 3, -1, -1) if c.shape[1] == 1 else c for c in columns], -1)
+        image = (row[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        self.tracker.log_image(image, key="samples", step=index)
+        self._checkpoint()
+        if self.on_validation is not None:
+            self.on_validation(index, metrics)
+        return metrics
+
+    def _checkpoint(self) -> Path:
+        payload = {
+            "format": checkpoint.FORMAT,
+            "model": self.cfg.model_name,
+            "config": config_mod.to_dict(self.cfg),
+            "nets": self.model.net.state_dict(),
+            "optimizers": {"net": self.optimizer.state_dict()},
+            "scaler": self.scaler.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "position": {"step": self.step},
+            "dip": {"source": self.source, "state": dataclasses.asdict(self.state), "history": self.history,
+                    "best": {"psnr": self.best_psnr.cpu(), "iteration": self.best_iteration.cpu(),
+                             "image": self.best_image.cpu()}},
+        }
+        path = checkpoint.atomic_save(payload, self.workdir / "last.pt")
+        self.tracker.log_artifact(path, "checkpoints")
+        return path
+
+    @torch.no_grad()
+    def _output(self) -> torch.Tensor:
+        """The network's current image for the unperturbed input (batch-norm on its own statistics, as fitted)."""
+        h, w = self.state.degraded.shape[-2:]
+        with self._autocast():
+            output = self.model(self.state.net_input.to(self.runtime.device, memory_format=self.runtime.memory_format),
+                                h, w)
+        return to_unit(output.float().clamp(-1, 1)).cpu()
+
+    def _finish(self, restored: torch.Tensor, seconds: float) -> torch.Tensor:
+        """Log the restored image (the last iteration's output), the best one and the PSNR curve."""
+        cfg = self.cfg
+        files = [save_png(self.workdir / "restored.png", restored),
+                 save_png(self.workdir / "degraded.png", to_unit(self.state.degraded))]
+        summary = {"dip/seconds": seconds, "dip/iterations": float(self.step)}
+        if self.state.clean is not None:
+            clean = to_unit(self.state.clean)
+            summary.update({"dip/final_psnr_clean": psnr_per_image(restored, clean).item(),
+                            "dip/best_psnr_clean": float(self.best_psnr),
+                            "dip/best_iteration": float(self.best_iteration)})
+            files += [save_png(self.workdir / "best.png", self.best_image.cpu()),
+                      save_png(self.workdir / "clean.png", clean)]
+        self.tracker.log_metrics(summary, self.step)
+        if cfg.output:
+            save_png(Path(cfg.output).expanduser(), restored)
+        for path in files:
+            self.tracker.log_artifact(path, "dip")
+        self.tracker.log_artifact(self._plot_curve(), "dip")
+        if cfg.mode == "progressive":
+            self.tracker.set_tags({"imgtrans.dip.stage_iterations": ",".join(
+                str(s.iterations) for s in stage_plan(cfg))})
+        return restored
+
+    def _plot_curve(self) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, ax = plt.subplots(figsize=(8, 4.5))
+        for key, label in (("dip/psnr_noisy", "output vs degraded input"), ("dip/psnr_clean", "output vs clean")):
+            points = self.history[key]
+            if points:
+                ax.plot([s for s, _ in points], [v for _, v in points], label=label, linewidth=1)
+        if self.history["dip/psnr_clean"] and int(self.best_iteration) > 0:
+            ax.axvline(int(self.best_iteration), color="gray", linestyle=":",
+                       label=f"best: {float(self.best_psnr):.2f} dB at {int(self.best_iteration)}")
+        if self.cfg.mode == "progressive":
+            end = 0
+            for stage in stage_plan(self.cfg)[:-1]:
+                end += stage.iterations
+                ax.axvline(end, color="lightgray", linewidth=0.8)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(f"Deep Image Prior ({self.cfg.net}, {self.cfg.mode})")
+        ax.legend()
+        path = self.workdir / "psnr_curve.png"
+        figure.savefig(path, bbox_inches="tight", dpi=100)
+        plt.close(figure)
+        return path
