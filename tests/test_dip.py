@@ -1,0 +1,243 @@
+"""Deep Image Prior (classic and progressive), its perceptual loss, and DIP → diffusion."""
+
+import math
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import write_image
+from imgtrans import checkpoint
+from imgtrans.cli import main
+from imgtrans.diffusion.samplers import DDIMSampler
+from imgtrans.diffusion.schedules import NoiseSchedule, ScheduleConfig
+from imgtrans.errors import ImgtransError
+from imgtrans.losses import PerceptualLoss
+from imgtrans.models.dip import DeepImagePrior, DIPConfig, stage_plan
+from imgtrans.nets.dip import DIP_NETS, build_dip_net
+
+# A DIP run small enough for a CPU test: a 32 px crop and a narrow network.
+SMALL = ["--crop-size", "32", "--width", "8", "--depth", "3", "--input-depth", "8", "--log-every", "5",
+         "--no-progress"]
+
+
+def dip(dataset, *extra):
+    return main(["dip", "--dataset", str(dataset), *SMALL, *extra])
+
+
+def runs():
+    return mlflow.search_runs(search_all_experiments=True, output_format="list", order_by=["attributes.start_time ASC"])
+
+
+@pytest.mark.parametrize("name", DIP_NETS)
+def test_dip_nets_map_noise_to_an_image(name):
+    depth = 5 if name == "unet" else 3
+    net = build_dip_net(name, 8, 3, width=8, depth=depth)
+    out = net(torch.rand(2, 8, 64, 64) * 0.1)
+    assert out.shape == (2, 3, 64, 64) and out.abs().max() <= 1
+    assert 64 % net.size_multiple == 0
+
+
+def test_progressive_stages_follow_the_formula():
+    cfg = DIPConfig(mode="progressive", schedule="linear", beta_min=0.001, beta_max=0.01, stages=5, e_max=200,
+                    e_alpha=0.3, e_k=-100.0)
+    plan = stage_plan(cfg)
+    betas = np.linspace(0.001, 0.01, 5)[::-1]  # fitted strongest noise first
+    assert [s.beta for s in plan] == pytest.approx(betas)
+    assert [s.iterations for s in plan] == [round(200 * (1 - 0.3 * math.exp(100 * b))) for b in betas]
+    assert all(a.noise_std > b.noise_std for a, b in zip(plan, plan[1:]))  # strong → weak noise
+    assert plan[-1].alpha_bar == pytest.approx(1 - 0.001)
+    assert cfg.total_iterations() == sum(s.iterations for s in plan)
+    assert DIPConfig(mode="progressive", stages=5, e_max=200, max_steps=7).total_iterations() == 7
+
+
+def test_progressive_stage_parameters_that_give_no_iterations_are_rejected():
+    with pytest.raises(ImgtransError, match="e_alpha"):
+        DIPConfig(mode="progressive", e_alpha=0.9, e_k=-300.0).validate()
+    with pytest.raises(ImgtransError, match="beta_start"):
+        DIPConfig(mode="progressive", beta_min=0.02, beta_max=0.01).validate()
+
+
+def test_perceptual_loss_math_with_a_random_backbone(tmp_path):
+    torch.manual_seed(0)
+    loss = PerceptualLoss(None)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    y = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert loss(x, x).item() == 0 and loss(x, y).item() > 0
+    pred = x.clone().requires_grad_(True)
+    loss(pred, y).backward()
+    assert pred.grad.abs().sum() > 0
+    # Weights come from a torchvision VGG16 state-dict file; the same file gives the same loss.
+    from torchvision.models import vgg16
+
+    path = tmp_path / "vgg16.pth"
+    torch.save(vgg16().state_dict(), path)
+    a, b = PerceptualLoss(path), PerceptualLoss(path)
+    assert a(x, y).item() == b(x, y).item()
+    gray = torch.rand(1, 1, 32, 32)
+    assert a(gray, gray).item() == 0
+
+
+def test_mask_hides_unknown_pixels_from_the_loss():
+    model = DeepImagePrior(DIPConfig(net="dncnn", width=4, depth=3, input_depth=2), channels=1)
+    out = torch.zeros(1, 1, 4, 4)
+    target = torch.zeros(1, 1, 4, 4)
+    mask = torch.ones(1, 1, 4, 4)
+    mask[..., :2, :] = 0
+    target[..., :2, :] = 5.0  # only where the mask says unknown
+    assert model.loss(out, target, mask)["loss"].item() == 0
+    assert model.loss(out, target, None)["loss"].item() > 0
+
+
+def test_two_step_dip_run_logs_curves_and_images(aerial):
+    assert dip(aerial, "--max-steps", "2", "--epochs", "2") == 0
+    (run,) = runs()
+    client = MlflowClient()
+    assert run.info.status == "FINISHED" and run.data.tags["imgtrans.model"] == "dip"
+    for name in ("dip/psnr_noisy", "dip/psnr_clean", "train/loss", "val/psnr", "val/ssim", "dip/best_psnr_clean",
+                 "dip/best_iteration", "dip/input_psnr_clean"):
+        assert name in run.data.metrics, name
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "dip/psnr_clean")] == [1, 2]
+    files = {a.path for a in client.list_artifacts(run.info.run_id, "dip")}
+    assert {"dip/restored.png", "dip/best.png", "dip/degraded.png", "dip/clean.png", "dip/psnr_curve.png"} <= files
+    assert any(a.path.startswith("checkpoints") for a in client.list_artifacts(run.info.run_id))
+
+
+def test_dip_beats_the_noisy_input_within_a_few_hundred_iterations(aerial):
+    assert main(["dip", "--dataset", str(aerial), "--crop-size", "48", "--width", "32", "--depth", "4",
+                 "--input-depth", "16", "--max-steps", "300", "--epochs", "3", "--log-every", "50",
+                 "--noise-std", "0.15", "--no-progress"]) == 0
+    metrics = runs()[0].data.metrics
+    assert metrics["dip/best_psnr_clean"] > metrics["dip/input_psnr_clean"] + 1.0
+    assert 0 < metrics["dip/best_iteration"] <= 300
+
+
+def test_progressive_mode_runs_its_stages(aerial):
+    assert dip(aerial, "--mode", "progressive", "--stages", "3", "--e-max", "4", "--e-k", "-10") == 0
+    run = runs()[0]
+    expected = [round(4 * (1 - 0.3 * math.exp(10 * b))) for b in np.linspace(0.001, 0.01, 3)[::-1]]
+    assert run.data.metrics["dip/iterations"] == sum(expected)
+    assert run.data.tags["imgtrans.dip.stage_iterations"] == ",".join(map(str, expected))
+
+
+def test_dip_resumes_exactly(aerial, tmp_path):
+    def weights(run_id, where):
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoints/last.pt",
+                                                   dst_path=str(tmp_path / where))
+        return checkpoint.read(path)["nets"]
+
+    assert dip(aerial, "--max-steps", "6", "--epochs", "1", "--reg-noise-std", "0.05") == 0
+    assert dip(aerial, "--max-steps", "3", "--epochs", "1", "--reg-noise-std", "0.05") == 0
+    straight, first = [r.info.run_id for r in runs()]
+    assert main(["dip", "--resume", first, "--max-steps", "6", "--no-progress"]) == 0
+    resumed = runs()[-1]
+    assert resumed.data.params["max_steps"] == "6" and resumed.data.params["width"] == "8"
+    a, b = weights(straight, "a"), weights(resumed.info.run_id, "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_missing_vgg_weights_disable_the_perceptual_term(aerial, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    assert dip(aerial, "--max-steps", "2", "--lambda-perceptual", "0.1") == 0
+    run = runs()[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["lambda_perceptual"] == "0.0"
+    assert run.data.tags["imgtrans.perceptual"].startswith("disabled: perceptual loss unavailable")
+    assert "vgg16-397923af.pth" in capsys.readouterr().err
+
+
+def test_perceptual_term_uses_a_given_weights_file(aerial, tmp_path):
+    from torchvision.models import vgg16
+
+    path = tmp_path / "vgg.pth"
+    torch.save(vgg16().state_dict(), path)
+    assert dip(aerial, "--max-steps", "2", "--lambda-perceptual", "0.1", "--vgg-weights", str(path)) == 0
+    run = runs()[0]
+    assert run.data.params["lambda_perceptual"] == "0.1" and "VGG16" in run.data.tags["imgtrans.perceptual"]
+
+
+def test_own_image_with_mask_and_output_file(tmp_path):
+    rng = np.random.default_rng(0)
+    image = write_image(tmp_path / "in" / "noisy.png", rng.integers(0, 256, (40, 36), dtype=np.uint8))
+    mask = np.full((40, 36), 255, np.uint8)
+    mask[10:20, 10:20] = 0
+    mask_path = write_image(tmp_path / "in" / "mask.png", mask)
+    before = sorted(p.name for p in (tmp_path / "in").iterdir())
+    out = tmp_path / "out" / "restored.png"
+    assert main(["dip", "--image", str(image), "--noise-std", "0", "--mask", str(mask_path), "--output", str(out),
+                 *SMALL, "--crop-size", "0", "--max-steps", "2"]) == 0
+    from PIL import Image
+
+    with Image.open(out) as restored:
+        assert restored.size == (36, 40) and restored.mode == "L"
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == before
+    run = runs()[0]
+    assert "dip/psnr_noisy" in run.data.metrics and "dip/psnr_clean" not in run.data.metrics
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--image", "missing.png"], "image file not found"),
+    (["--net", "vgg"], "valid values: skip, unet, resnet, dncnn"),
+    (["--mode", "progressive", "--e-alpha", "2"], "e_alpha"),
+    (["--lr", "0"], "lr must be positive"),
+])
+def test_bad_dip_input_is_a_one_line_error(aerial, args, message, capsys):
+    assert dip(aerial, *args, "--max-steps", "2") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_output_may_not_overwrite_the_input(tmp_path, capsys):
+    image = write_image(tmp_path / "x.png", np.zeros((32, 32, 3), np.uint8))
+    assert main(["dip", "--image", str(image), "--output", str(image), *SMALL, "--max-steps", "1"]) == 2
+    assert "would overwrite an input file" in capsys.readouterr().err
+
+
+def test_sampling_from_a_noised_estimate_starts_at_t_start():
+    schedule = NoiseSchedule(ScheduleConfig("linear", 1000))
+    sampler = DDIMSampler(schedule)
+    steps = sampler.set_timesteps(13, start=249)
+    assert steps[0] == 249 and steps[-1] == 0 and len(steps) == 13
+    with pytest.raises(ImgtransError, match="between 1 and 250"):
+        sampler.set_timesteps(251, start=249)
+    # With an ideal denoiser for the image `point`, starting from its noised copy returns it.
+    point = torch.linspace(-1, 1, 16, dtype=torch.float64).view(1, 1, 4, 4)
+    x = schedule.add_noise(point, torch.randn(1, 1, 4, 4, dtype=torch.float64), torch.tensor([249]))
+    for t in steps.tolist():
+        ab = schedule.alpha_bar(torch.tensor([t]), x)
+        x = sampler.step((x - ab.sqrt() * point) / (1 - ab).sqrt(), t, x)
+    assert torch.allclose(x, point, atol=1e-6)
+
+
+def test_dip_diffusion_compares_the_dip_start_with_pure_noise(facades):
+    assert main(["diffusion", "--dataset", str(facades), "--crop-size", "32", "--batch-size", "2", "--max-steps", "1",
+                 "--base-channels", "8", "--channel-mults", "1,2", "--timesteps", "50", "--val-images", "1",
+                 "--sample-images", "1", "--val-sample-steps", "2", "--no-progress"]) == 0
+    diffusion_run = runs()[0].info.run_id
+    assert main(["dip_diffusion", "--diffusion-run", diffusion_run, *SMALL, "--num-iter", "2", "--t-start", "20",
+                 "--sample-steps", "10"]) == 0
+    run = runs()[-1]
+    metrics = run.data.metrics
+    assert run.info.status == "FINISHED" and run.data.tags["imgtrans.diffusion_run"] == diffusion_run
+    assert metrics["dip_diffusion/steps_from_noise"] == 10 and metrics["dip_diffusion/steps_from_dip"] == 4
+    for name in ("dip", "dip_diffusion", "noise_start"):
+        assert f"dip_diffusion/psnr_{name}" in metrics and f"dip_diffusion/ssim_{name}" in metrics
+    for name in ("time/dip_s", "time/diffusion_from_dip_s", "time/diffusion_from_noise_s", "dip/psnr_clean"):
+        assert name in metrics, name
+
+
+def test_dip_diffusion_needs_a_diffusion_run(capsys):
+    assert main(["dip_diffusion", *SMALL]) == 2
+    assert "diffusion_run is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["dip", "dip_diffusion"])
+def test_entry_points_take_the_common_parameters(name):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "MLproject").read_text()
+    command = text.split(f"\n  {name}:\n")[1].split("command:")[1].splitlines()[0]
+    for common in ("dataset", "epochs", "max_steps", "batch_size", "crop_size", "seed", "device", "resume"):
+        assert f"--{common.replace('_', '-')} {{{common}}}" in command
