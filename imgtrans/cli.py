@@ -349,6 +349,9 @@ def study_command(cfg: config_mod.StudyConfig, explicit, args) -> int:
     if not cfg.spec:
         raise ImgtransError("spec is required, e.g. spec=studies/pix2pix.yaml")
     spec = studies.load_spec(cfg.spec)
+    if cfg.retrain and spec.model == "dip":
+        raise ImgtransError("retrain registers a trained generator; dip restores one image and has none — "
+                            "rerun `imgtrans dip` with the best config from `imgtrans study best`")
     name = cfg.study_name or Path(cfg.spec).stem
     study = studies.open_study(spec, name, cfg.storage)
     study.set_user_attr("model", spec.model)

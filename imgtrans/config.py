@@ -65,6 +65,9 @@ class TrainConfig:
     def total_epochs(self) -> int:
         return self.epochs or (self.n_epochs + self.n_epochs_decay)
 
+    def validate(self) -> None:
+        validate(self)
+
 
 @dataclass
 class GANConfig(TrainConfig):

@@ -72,9 +72,15 @@ def _fail(path: Path, message: str):
     raise ImgtransError(f"{path}: {message}")
 
 
-def load_spec(path: str | Path) -> StudySpec:
+def config_classes() -> dict[str, type]:
+    """Every model a study can tune: the Trainer's models, and DIP (restoration of one image)."""
     from imgtrans.models import MODELS
+    from imgtrans.models.dip import DIPConfig
 
+    return {**{name: cls.config_class for name, cls in MODELS.items()}, DIPConfig.model_name: DIPConfig}
+
+
+def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     if not path.is_file():
         raise ImgtransError(f"study spec not found: {path}; see studies/*.yaml for examples")
@@ -88,9 +94,10 @@ def load_spec(path: str | Path) -> StudySpec:
     if unknown:
         _fail(path, f"unknown key '{unknown[0]}'; valid keys: {', '.join(sorted(TOP_LEVEL))}")
     model = data.get("model")
-    if model not in MODELS:
-        _fail(path, f"unknown model '{model}'; valid values: {', '.join(MODELS)}")
-    cfg_cls = MODELS[model].config_class
+    classes = config_classes()
+    if model not in classes:
+        _fail(path, f"unknown model '{model}'; valid values: {', '.join(classes)}")
+    cfg_cls = classes[model]
     types = config_mod.field_types(cfg_cls)
     options = {f.name for f in config_mod.fields(cfg_cls)}
 
@@ -142,6 +149,8 @@ def load_spec(path: str | Path) -> StudySpec:
             _fail(path, f"objective metric '{metric}' must be a val/<metric> or {INFERENCE_METRIC}")
         if direction not in ("maximize", "minimize"):
             _fail(path, f"objective direction must be maximize or minimize, got {direction!r}")
+        if metric == INFERENCE_METRIC and model == "dip":
+            _fail(path, f"{INFERENCE_METRIC} does not apply to dip, which restores one image and has no generator")
         objectives.append(Objective(metric, direction))
     sampler = data.get("sampler", "tpe")
     if sampler not in SAMPLERS:
@@ -212,13 +221,21 @@ def sample(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, A
 
 
 def trial_config(spec: StudySpec, params: dict[str, Any], budget: dict[str, Any], experiment: str):
-    from imgtrans.models import model_class
-
-    cls = model_class(spec.model).config_class
     values = {**spec.fixed, **params, **budget, "dataset": spec.dataset, "experiment": experiment}
-    cfg = config_mod.from_dict(cls, values)
-    config_mod.validate(cfg)
+    cfg = config_mod.from_dict(config_classes()[spec.model], values)
+    cfg.validate()
     return cfg
+
+
+def fit(cfg, tracker, on_validation):
+    """Train (or, for DIP, restore) with `cfg`; the result carries `val_metrics`."""
+    if cfg.model_name == "dip":
+        from imgtrans.restoration import DIPRunner
+
+        return DIPRunner(cfg, tracker, progress=False, on_validation=on_validation).fit()
+    from imgtrans.train import Trainer
+
+    return Trainer(cfg, tracker, progress=False, on_validation=on_validation).fit()
 
 
 @torch.no_grad()
@@ -239,7 +256,6 @@ def inference_ms_per_image(model, data, images: int = 8) -> float:
 def make_objective(spec: StudySpec, study_name: str, max_steps: int, experiment: str):
     from imgtrans.cli import one_line
     from imgtrans.tracking import Tracker
-    from imgtrans.train import Trainer
 
     budget = dict(spec.budget)
     if max_steps:
@@ -261,7 +277,7 @@ def make_objective(spec: StudySpec, study_name: str, max_steps: int, experiment:
                 raise optuna.TrialPruned(f"{first}={metrics[first]:.4g} at epoch {epoch}")
 
         try:
-            result = Trainer(cfg, tracker, progress=False, on_validation=report).fit()
+            result = fit(cfg, tracker, report)
             values = []
             for obj in spec.objectives:
                 if obj.metric == INFERENCE_METRIC:

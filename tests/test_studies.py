@@ -43,7 +43,7 @@ def load(storage):
     return optuna.load_study(study_name="s", storage=f"sqlite:///{storage}")
 
 
-@pytest.mark.parametrize("name", ["pix2pix", "cyclegan", "cut", "bicyclegan", "pix2pix-speed"])
+@pytest.mark.parametrize("name", ["pix2pix", "cyclegan", "cut", "bicyclegan", "pix2pix-speed", "diffusion", "dip"])
 def test_shipped_specs_are_valid(name):
     assert load_spec(REPO / "studies" / f"{name}.yaml").search_space
 
@@ -145,3 +145,26 @@ def test_retrain_registers_the_champion(facades, tmp_path):
     assert mlflow.pyfunc.load_model("models:/facade-model@champion") is not None
     retrain = [r for r in all_runs() if r.info.run_name == "retrain-s"]
     assert retrain and version.run_id == retrain[0].info.run_id
+
+
+def test_a_dip_study_tunes_restoration(aerial, tmp_path):
+    spec = write_spec(tmp_path, aerial, model="dip",
+                      fixed={"crop_size": 32, "width": 8, "depth": 3, "input_depth": 8, "epochs": 2},
+                      search_space={"lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+                                    "mode": {"type": "categorical", "choices": ["classic", "progressive"]}})
+    assert study(spec, tmp_path / "s.db", "--n-trials", "2", "--max-steps", "4") == 0
+    children = [r for r in all_runs() if "optuna.trial" in r.data.tags]
+    assert len(children) == 2 and all(r.data.tags["imgtrans.model"] == "dip" for r in children)
+    assert all("val/psnr" in r.data.metrics for r in children)
+    assert len([t for t in load(tmp_path / "s.db").trials if t.state.name == "COMPLETE"]) == 2
+
+
+def test_dip_studies_have_no_generator_to_time_or_register(aerial, tmp_path, capsys):
+    spec = write_spec(tmp_path, aerial, model="dip", fixed={}, search_space={
+        "lr": {"type": "float", "low": 1e-3, "high": 3e-2}})
+    assert study(spec, tmp_path / "s.db", "--retrain") == 2
+    assert "dip restores one image" in capsys.readouterr().err
+    with pytest.raises(ImgtransError, match="does not apply to dip"):
+        load_spec(write_spec(tmp_path, aerial, model="dip", fixed={}, pruner="none", search_space={
+            "lr": {"type": "float", "low": 1e-3, "high": 3e-2}}, objectives=[
+            {"metric": "val/psnr", "direction": "maximize"}, {"metric": "infer/ms_per_image", "direction": "minimize"}]))
