@@ -87,12 +87,16 @@ class PerceptualLoss(nn.Module):
 
     def __init__(self, weights=None):
         super().__init__()
-        from torchvision.models import vgg16
+        from torchvision.models.vgg import cfgs, make_layers
 
-        net = vgg16()
+        # Only the convolutional layers in use: building the whole VGG16 would initialise its 120 M-parameter
+        # classifier for nothing.
+        features = make_layers(cfgs["D"])[:max(self.LAYERS) + 1]
         if weights is not None:
-            net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        self.features = net.features[:max(self.LAYERS) + 1].eval().requires_grad_(False)
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            wanted = features.state_dict().keys()
+            features.load_state_dict({k: state[f"features.{k}"] for k in wanted})
+        self.features = features.eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 

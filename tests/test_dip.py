@@ -23,6 +23,16 @@ SMALL = ["--crop-size", "32", "--width", "8", "--depth", "3", "--input-depth", "
          "--no-progress"]
 
 
+def vgg16_file(folder):
+    """A file laid out like torchvision's vgg16-397923af.pth (features.* keys), with random weights."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    torch.manual_seed(1)
+    path = folder / "vgg16.pth"
+    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}, path)
+    return path
+
+
 def dip(dataset, *extra):
     return main(["dip", "--dataset", str(dataset), *SMALL, *extra])
 
@@ -70,12 +80,10 @@ def test_perceptual_loss_math_with_a_random_backbone(tmp_path):
     loss(pred, y).backward()
     assert pred.grad.abs().sum() > 0
     # Weights come from a torchvision VGG16 state-dict file; the same file gives the same loss.
-    from torchvision.models import vgg16
-
-    path = tmp_path / "vgg16.pth"
-    torch.save(vgg16().state_dict(), path)
+    path = vgg16_file(tmp_path)
     a, b = PerceptualLoss(path), PerceptualLoss(path)
     assert a(x, y).item() == b(x, y).item()
+    assert torch.equal(a.features[0].weight, torch.load(path)["features.0.weight"])
     gray = torch.rand(1, 1, 32, 32)
     assert a(gray, gray).item() == 0
 
@@ -149,10 +157,7 @@ def test_missing_vgg_weights_disable_the_perceptual_term(aerial, monkeypatch, tm
 
 
 def test_perceptual_term_uses_a_given_weights_file(aerial, tmp_path):
-    from torchvision.models import vgg16
-
-    path = tmp_path / "vgg.pth"
-    torch.save(vgg16().state_dict(), path)
+    path = vgg16_file(tmp_path)
     assert dip(aerial, "--max-steps", "2", "--lambda-perceptual", "0.1", "--vgg-weights", str(path)) == 0
     run = runs()[0]
     assert run.data.params["lambda_perceptual"] == "0.1" and "VGG16" in run.data.tags["imgtrans.perceptual"]

@@ -85,6 +85,8 @@ class DIPConfig:
                 raise ImgtransError(f"{name} must be zero or positive, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ImgtransError(f"lr must be positive, got {self.lr}")
+        if not self.image and not self.dataset and self.model_name == "dip":
+            raise ImgtransError("nothing to restore: give image=<file> or dataset=<folder or built-in name>")
         if self.net == "unet" and self.depth < 5:
             raise ImgtransError(f"net=unet needs depth of at least 5, got {self.depth}")
         if self.mode == "progressive":
