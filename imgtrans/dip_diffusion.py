@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imgtrans.data.color import to_unit
 from imgtrans.errors import ImgtransError
 from imgtrans.metrics import psnr_per_image, ssim_per_image
 from imgtrans.models.dip import DIPDiffusionConfig
@@ -104,9 +105,9 @@ def run(cfg: DIPDiffusionConfig, tracker: Tracker, resume_payload: dict | None =
     metrics = {"time/dip_s": dip.seconds, "time/dip_diffusion_s": dip.seconds + dip_diffusion_s,
                "time/diffusion_from_dip_s": dip_diffusion_s, "time/diffusion_from_noise_s": noise_s,
                "dip_diffusion/steps_from_dip": steps_from_dip, "dip_diffusion/steps_from_noise": steps}
-    columns = [state.degraded.add(1).div(2).expand(-1, 3, -1, -1), *results.values()]
+    columns = [to_unit(state.degraded).expand(-1, 3, -1, -1), *results.values()]
     if state.clean is not None:
-        clean = state.clean.add(1).div(2).expand(-1, 3, -1, -1)
+        clean = to_unit(state.clean).expand(-1, 3, -1, -1)
         columns.append(clean)
         for name, image in results.items():
             metrics[f"dip_diffusion/psnr_{name}"] = psnr_per_image(image, clean).item()

@@ -8,6 +8,7 @@ resolution, tracking).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import tempfile
@@ -18,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from imgtrans import checkpoint, config as config_mod
@@ -32,7 +32,7 @@ from imgtrans.models.base import resolve_runtime
 from imgtrans.models.dip import DeepImagePrior, DIPConfig, DIPState, stage_plan
 from imgtrans.nets.layers import pad_to_multiple
 from imgtrans.tracking import Tracker
-from imgtrans.train import git_commit, seed_everything
+from imgtrans.train import runtime_tags, seed_everything
 
 INPUT_SCALE = 0.1  # DIP's input: uniform noise in [0, 0.1)
 
@@ -51,11 +51,12 @@ def read_tensor(path: str, what: str) -> torch.Tensor:
 
 
 def dataset_image(dataset: str, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input, target) of test image `index` of a paired or colorization dataset, rgb [0, 1], (1, 3, H, W)."""
+    """(input, target) of test image `index` of a paired, colorization or plain image dataset, rgb [0, 1],
+    (1, 3, H, W); for a plain folder the input is the gray version."""
     from imgtrans.config import TrainConfig
     from imgtrans.data.datasets import build_data
 
-    data = build_data(TrainConfig(dataset=dataset, preprocess="none"))
+    data = build_data(TrainConfig(dataset=dataset, preprocess="none"), any_images=True)
     split = data.test if len(data.test) else data.val
     if index >= len(split):
         raise ImgtransError(f"image_index {index} is out of range: {dataset} has {len(split)} test images")
@@ -175,6 +176,10 @@ class DIPRunner:
             self.state = initial_state(self.cfg, images, self.model.size_multiple)
         else:
             self.state = DIPState(**payload["dip"]["state"])
+            expected = len(stage_plan(self.cfg)) if self.cfg.mode == "progressive" else 0
+            if len(self.state.stage_noise) != expected:
+                raise ImgtransError(f"checkpoint {self.cfg.resume} was made with another mode or number of stages; "
+                                    "resume with the mode and stages it was started with")
         device, fmt = self.runtime.device, self.runtime.memory_format
         self.model.to(device, memory_format=fmt)
         if perceptual is not None:
@@ -218,10 +223,7 @@ class DIPRunner:
         h, w = self.state.degraded.shape[-2:]
         self.tracker.set_tags({
             "imgtrans.model": cfg.model_name,
-            "imgtrans.git_commit": git_commit(),
-            "imgtrans.device": torch.cuda.get_device_name(0) if self.runtime.device.type == "cuda" else "cpu",
-            "imgtrans.torch_version": torch.__version__,
-            "imgtrans.precision": str(self.runtime.autocast_dtype or "fp32").replace("torch.", ""),
+            **runtime_tags(self.runtime),
             "imgtrans.dip.image": self.source,
             "imgtrans.dip.size": f"{w}x{h}",
             "imgtrans.generator_params": sum(p.numel() for p in self.model.net.parameters()),
@@ -298,8 +300,6 @@ class DIPRunner:
         return DIPResult(self.tracker.run_id, self.step, restored, val_metrics, best, seconds)
 
     def _autocast(self):
-        import contextlib
-
         dtype = self.runtime.autocast_dtype
         return torch.autocast(self.runtime.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 

@@ -25,7 +25,7 @@ from imgtrans.data.datasets import Data, EpochSampler, build_data, make_loader
 from imgtrans.errors import ImgtransError
 from imgtrans.metrics import psnr_per_image, ssim_per_image
 from imgtrans.models import model_class
-from imgtrans.models.base import TranslationModel, resolve_runtime
+from imgtrans.models.base import Runtime, TranslationModel, resolve_runtime
 from imgtrans.schedules import build_scheduler
 from imgtrans.tracking import Tracker, download_checkpoint
 
@@ -43,6 +43,19 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def runtime_tags(runtime: Runtime) -> dict[str, object]:
+    """Where and how a run computed, as MLflow tags."""
+    on_gpu = runtime.device.type == "cuda"
+    return {
+        "imgtrans.git_commit": git_commit(),
+        "imgtrans.device": torch.cuda.get_device_name(0) if on_gpu else platform.processor() or "cpu",
+        "imgtrans.torch_version": torch.__version__,
+        "imgtrans.precision": str(runtime.autocast_dtype or "fp32").replace("torch.", ""),
+        "imgtrans.channels_last": runtime.channels_last,
+        "imgtrans.compile": runtime.compile,
+    }
 
 
 @dataclass
@@ -131,12 +144,7 @@ class Trainer:
                   if any(True for _ in net.parameters())}
         self.tracker.set_tags({
             "imgtrans.model": cfg.model_name,
-            "imgtrans.git_commit": git_commit(),
-            "imgtrans.device": torch.cuda.get_device_name(0) if self.runtime.device.type == "cuda" else platform.processor() or "cpu",
-            "imgtrans.torch_version": torch.__version__,
-            "imgtrans.precision": str(self.runtime.autocast_dtype or "fp32").replace("torch.", ""),
-            "imgtrans.channels_last": self.runtime.channels_last,
-            "imgtrans.compile": self.runtime.compile,
+            **runtime_tags(self.runtime),
             "imgtrans.dataset_root": self.data.source.root,
             "imgtrans.dataset_layout": self.data.source.layout,
             "imgtrans.train_images": len(self.data.train),

@@ -43,7 +43,8 @@ def load(storage):
     return optuna.load_study(study_name="s", storage=f"sqlite:///{storage}")
 
 
-@pytest.mark.parametrize("name", ["pix2pix", "cyclegan", "cut", "bicyclegan", "pix2pix-speed", "diffusion", "dip"])
+@pytest.mark.parametrize("name", ["pix2pix", "cyclegan", "cut", "bicyclegan", "pix2pix-speed", "diffusion",
+                                  "dip"])
 def test_shipped_specs_are_valid(name):
     assert load_spec(REPO / "studies" / f"{name}.yaml").search_space
 
@@ -167,4 +168,5 @@ def test_dip_studies_have_no_generator_to_time_or_register(aerial, tmp_path, cap
     with pytest.raises(ImgtransError, match="does not apply to dip"):
         load_spec(write_spec(tmp_path, aerial, model="dip", fixed={}, pruner="none", search_space={
             "lr": {"type": "float", "low": 1e-3, "high": 3e-2}}, objectives=[
-            {"metric": "val/psnr", "direction": "maximize"}, {"metric": "infer/ms_per_image", "direction": "minimize"}]))
+            {"metric": "val/psnr", "direction": "maximize"},
+            {"metric": "infer/ms_per_image", "direction": "minimize"}]))
