@@ -246,3 +246,17 @@ def test_entry_points_take_the_common_parameters(name):
     command = text.split(f"\n  {name}:\n")[1].split("command:")[1].splitlines()[0]
     for common in ("dataset", "epochs", "max_steps", "batch_size", "crop_size", "seed", "device", "resume"):
         assert f"--{common.replace('_', '-')} {{{common}}}" in command
+
+
+def test_resume_refuses_another_stage_layout(aerial, capsys):
+    assert dip(aerial, "--mode", "progressive", "--stages", "3", "--e-max", "4", "--e-k", "-10", "--max-steps", "2") == 0
+    run_id = runs()[0].info.run_id
+    assert main(["dip", "--resume", run_id, "--stages", "4", "--no-progress"]) == 2
+    assert "another mode or number of stages" in capsys.readouterr().err
+
+
+def test_a_plain_folder_of_images_is_a_source(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "photos" / f"{i}.png", np.random.default_rng(i).integers(0, 256, (32, 32, 3), np.uint8))
+    assert dip(tmp_path / "photos", "--max-steps", "2") == 0
+    assert runs()[0].data.tags["imgtrans.dip.image"].endswith("test image 0")

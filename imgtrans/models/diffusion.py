@@ -54,7 +54,9 @@ class DiffusionConfig(TrainConfig):
     num_res_blocks: int = opt(2, "residual blocks per level")
     attention_levels: str = opt("2", "levels (0 = full resolution) with self-attention")
     dropout_rate: float = opt(0.0, "dropout in the residual blocks")
-    ema_decay: float = opt(0.999, "EMA decay of the sampling weights")
+    ema_decay: float = opt(0.999, "EMA decay of the sampling weights, warmed up as min(decay, (1+n)/(10+n)) "
+                                  "after n steps")
+    val_images: int = opt(16, "validation images for val/psnr and val/ssim each epoch, each fully sampled")
 
 
 def _ints(name: str, text: str) -> tuple[int, ...]:
@@ -79,6 +81,7 @@ class Diffusion(TranslationModel):
         if cfg.crop_size % self.net.size_multiple:
             raise ImgtransError(f"crop_size must be a multiple of {self.net.size_multiple}, got {cfg.crop_size}")
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
 
     def configure_optimizers(self) -> None:
         self.optimizers = {"net": torch.optim.AdamW(
@@ -102,8 +105,13 @@ class Diffusion(TranslationModel):
         loss = F.mse_loss(out.float(), self.schedule.target(x0, noise, t).float())
         self.update(self.optimizers["net"], loss)
         with torch.no_grad():
+            # Warm-up (as in diffusers' EMAModel): with a fixed 0.999 a short run would sample from weights
+            # still mostly at their random initialisation.
+            self.ema_updates += 1
+            n = self.ema_updates.float()
+            weight = 1 - torch.clamp((1 + n) / (10 + n), max=self.cfg.ema_decay)
             for ema, live in zip(self.ema.parameters(), self.net.parameters()):
-                ema.lerp_(live, 1 - self.cfg.ema_decay)
+                ema.lerp_(live, weight)
         return {"mse": loss}
 
     @torch.no_grad()
