@@ -49,6 +49,7 @@ class DiffusionConfig(TrainConfig):
     sample_steps: int = opt(50, "denoising steps when sampling")
     val_sample_steps: int = opt(20, "denoising steps for the validation samples")
     eta: float = opt(0.0, "DDIM stochasticity (0 = deterministic)")
+    clip_sample: bool = opt(True, "clip each sampling step's predicted clean image to [-1, 1]")
     base_channels: int = opt(64, "U-Net width at full resolution")
     channel_mults: str = opt("1,2,4", "width multipliers per resolution level")
     num_res_blocks: int = opt(2, "residual blocks per level")
@@ -124,7 +125,8 @@ class Diffusion(TranslationModel):
         """
         cfg = self.cfg
         cond = self.to_device(cond)
-        sampler = DDIMSampler(self.schedule, cfg.eta) if cfg.sampler == "ddim" else DDPMSampler(self.schedule)
+        sampler = (DDIMSampler(self.schedule, cfg.eta, cfg.clip_sample) if cfg.sampler == "ddim"
+                   else DDPMSampler(self.schedule, cfg.clip_sample))
         sampler.set_timesteps(steps, start=t_start)
         g = torch.Generator().manual_seed(seed)
         shape = (cond.shape[0], self.codec.output_nc, *cond.shape[-2:])
