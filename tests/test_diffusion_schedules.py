@@ -121,3 +121,19 @@ def test_set_timesteps_spacing():
 def test_bad_schedule_parameters_are_rejected(cfg, message):
     with pytest.raises(ImgtransError, match=message):
         NoiseSchedule(cfg)
+
+
+@pytest.mark.parametrize("sampler_cls", [DDIMSampler, DDPMSampler])
+def test_clip_sample_keeps_predictions_in_the_data_range(sampler_cls):
+    schedule = NoiseSchedule(ScheduleConfig("cosine", 100))
+    finals = {}
+    for clip in (True, False):
+        sampler = sampler_cls(schedule, clip_sample=clip)
+        sampler.set_timesteps(10)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 1, 8, 8, generator=g) * 3
+        for t in sampler.timesteps.tolist():
+            x = sampler.step(torch.zeros_like(x), t, x, generator=g)  # a useless ε predictor
+        finals[clip] = x
+    assert finals[True].abs().max() <= 1 + 1e-6
+    assert finals[False].abs().max() > 1
