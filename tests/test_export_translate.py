@@ -264,3 +264,13 @@ def test_export_command_from_a_run(facades, tmp_path, aerial):
     assert export_run.data.metrics["export/parity_max_abs_error"] < 1e-4
     assert "export" in {a.path for a in MlflowClient().list_artifacts(export_run.info.run_id)}
     assert main(["export", "--run-id", "feedbeef"]) == 2
+
+
+def test_results_are_ordinary_files_not_private_ones(tmp_path):
+    import os
+    import stat
+
+    from imgtrans.files import FILE_MODE, atomic_write_bytes
+
+    path = atomic_write_bytes(tmp_path / "out" / "x.bin", b"data")
+    assert stat.S_IMODE(os.stat(path).st_mode) == FILE_MODE == 0o666 & ~os.umask(os.umask(0))

@@ -10,7 +10,6 @@ GDAL no-data / metadata tags) are copied to the output unchanged.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from imgtrans.errors import ImgtransError
+from imgtrans.files import temp_file_beside
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
 # ModelPixelScale, ModelTiepoint (incl. GCPs), ModelTransformation, GeoKeyDirectory,
@@ -116,8 +116,7 @@ class OutputWriter:
 
     def __init__(self, path: Path, height: int, width: int, geo_tags: list[tuple]):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".part", dir=path.parent)
+        fd, tmp = temp_file_beside(path, suffix=path.suffix + ".part")
         os.close(fd)
         self.tmp = Path(tmp)
         self.is_tiff = path.suffix.lower() in TIFF_SUFFIXES
