@@ -272,5 +272,7 @@ def test_results_are_ordinary_files_not_private_ones(tmp_path):
 
     from imgtrans.files import FILE_MODE, atomic_write_bytes
 
+    umask = os.umask(0)
+    os.umask(umask)
     path = atomic_write_bytes(tmp_path / "out" / "x.bin", b"data")
-    assert stat.S_IMODE(os.stat(path).st_mode) == FILE_MODE == 0o666 & ~os.umask(os.umask(0))
+    assert stat.S_IMODE(os.stat(path).st_mode) == FILE_MODE == 0o666 & ~umask
