@@ -204,6 +204,50 @@ def train_row(model_name: str, batch: int, steps: int, crop: int, device: torch.
     return TrainRow(model_name, batch, batch / plain_t, batch / fast_t, plain_t * 1e3, fast_t * 1e3, memory, rel)
 
 
+@dataclass
+class SamplingRow:
+    size: int
+    precision: str
+    batch: int
+    steps: int
+    params_m: float
+    s_per_image: float
+
+    def key(self) -> str:
+        return f"bench_sample/{self.size}px/{self.precision}/b{self.batch}"
+
+
+def sampling_rows(sizes: list[int], precisions: list[str], batch: int, steps: int, channels: int,
+                  device: torch.device, repeats: int) -> list[SamplingRow]:
+    """Conditional diffusion sampling (the model's DDIM loop with its EMA net), seconds per image."""
+    from imgtrans.models.diffusion import Diffusion, DiffusionConfig
+
+    rows = []
+    for size in sizes:
+        torch.manual_seed(0)
+        model = Diffusion(DiffusionConfig(crop_size=size, base_channels=channels, channel_mults="1,2,4,4"),
+                          Codec(colorization=False))
+        params = sum(p.numel() for p in model.ema.parameters()) / 1e6
+        cond = torch.rand(batch, 3, size, size) * 2 - 1
+        for precision in precisions:
+            dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+            model.setup(Runtime(device, dtype, channels_last=device.type == "cuda"))
+            model.eval()
+            times = time_calls(lambda: model.sample(cond, steps), warmup=1, repeats=repeats,
+                               sync=device.type == "cuda")
+            rows.append(SamplingRow(size, precision, batch, steps, params, statistics.median(times) / batch))
+    return rows
+
+
+def format_sampling(rows: list[SamplingRow]) -> str:
+    lines = ["| diffusion sampling | precision | batch | DDIM steps | U-Net params (M) | s/image |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.size}×{r.size} | {r.precision} | {r.batch} | {r.steps} | {r.params_m:.1f} | "
+                     f"{r.s_per_image:.4f} |")
+    return "\n".join(lines)
+
+
 def format_inference(rows: list[Row]) -> str:
     lines = ["| generator | backend | precision | batch | images/s | p50 ms | p90 ms | TFLOP/s | of peak |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -224,8 +268,8 @@ def format_training(rows: list[TrainRow]) -> str:
     return "\n".join(lines)
 
 
-def as_metrics(rows: list[Row], train_rows: list[TrainRow]) -> dict[str, float]:
-    metrics = {}
+def as_metrics(rows: list[Row], train_rows: list[TrainRow], sampling: list[SamplingRow] = ()) -> dict[str, float]:
+    metrics = {f"{r.key()}/s_per_image": r.s_per_image for r in sampling}
     for r in rows:
         metrics[f"{r.key()}/images_per_s"] = r.images_per_s
         metrics[f"{r.key()}/p50_ms"] = r.p50_ms

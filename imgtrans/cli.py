@@ -236,13 +236,21 @@ def benchmark_command(cfg: config_mod.BenchmarkConfig, explicit, args) -> int:
             models = listed(cfg.train_models, cfg.train_models, valid=tuple(MODELS))
             train_rows = [benchmark.train_row(m, b, steps, cfg.tile, device) for m in models
                           for b in listed(cfg.train_batch_sizes, cfg.train_batch_sizes, int)]
+        sampling_rows = []
+        if cfg.sampling:
+            sampling_rows = benchmark.sampling_rows(
+                listed(cfg.sampling_sizes, cfg.sampling_sizes, int), precisions,
+                cfg.sampling_batch or (16 if gpu else 1), cfg.sampling_steps, cfg.sampling_channels, device,
+                repeats=3 if gpu else 1)
         report = f"# imgtrans benchmark on {name} (torch {torch.__version__})\n\n" + \
             benchmark.format_inference(rows) + "\n"
         if train_rows:
             report += "\n" + benchmark.format_training(train_rows) + "\n"
+        if sampling_rows:
+            report += "\n" + benchmark.format_sampling(sampling_rows) + "\n"
         if not gpu:
             report += "\nNo GPU here: the GPU targets were not measured; CPU figures are for ratios only.\n"
-        tracker.log_metrics(benchmark.as_metrics(rows, train_rows), step=0)
+        tracker.log_metrics(benchmark.as_metrics(rows, train_rows, sampling_rows), step=0)
         tracker.log_text(report, "benchmark.md")
     except BaseException as exc:
         tracker.finish("FAILED", error=one_line(exc))

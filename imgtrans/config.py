@@ -228,6 +228,12 @@ class BenchmarkConfig:
     train_models: str = opt("pix2pix,cyclegan", "comma-separated models for the training benchmark")
     train_batch_sizes: str = opt("1,16", "batch sizes for the training benchmark")
     train_steps: int = opt(0, "timed training steps; 0 = 30 on a GPU, 3 on a CPU")
+    sampling: bool = opt(False, "also time conditional diffusion sampling (DDIM, EMA net) per image")
+    sampling_sizes: str = opt("64,256", "comma-separated image sizes for the sampling benchmark")
+    sampling_steps: int = opt(50, "DDIM steps per sample")
+    sampling_channels: int = opt(64, "U-Net width for the sampling benchmark (64 with mults 1,2,4,4: 25 M "
+                                     "parameters, about the size of the speed targets)")
+    sampling_batch: int = opt(0, "images per sampling call; 0 = 16 on a GPU, 1 on a CPU")
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
     experiment: str = opt("imgtrans-benchmarks", "MLflow experiment when not started by `mlflow run`")
 

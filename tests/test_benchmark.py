@@ -31,3 +31,13 @@ def test_flop_count_of_a_conv():
 def test_invalid_backend_is_rejected(capsys):
     assert main(["benchmark", "--backends", "tpu"]) == 2
     assert "valid values: eager" in capsys.readouterr().err
+
+
+def test_diffusion_sampling_benchmark(capsys):
+    assert main(["benchmark", "--generators", "unet_128", "--tile", "128", "--batch-sizes", "1", "--backends", "eager",
+                 "--repeats", "1", "--sampling", "--sampling-sizes", "16,32", "--sampling-steps", "2",
+                 "--sampling-channels", "8", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "| 16×16 | fp32 | 1 | 2 |" in out and "| 32×32 | fp32 | 1 | 2 |" in out
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.data.metrics["bench_sample/32px/fp32/b1/s_per_image"] > 0

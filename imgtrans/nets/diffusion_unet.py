@@ -18,7 +18,8 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels // 4) or 1, channels)
+    """Up to 32 groups of at least 4 channels; any width works (the group count must divide it)."""
+    return nn.GroupNorm(math.gcd(min(32, channels // 4) or 1, channels), channels)
 
 
 class ResBlock(nn.Module):
