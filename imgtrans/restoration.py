@@ -8,7 +8,6 @@ resolution, tracking).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import sys
 import tempfile
@@ -180,22 +179,16 @@ class DIPRunner:
             if len(self.state.stage_noise) != expected:
                 raise ImgtransError(f"checkpoint {self.cfg.resume} was made with another mode or number of stages; "
                                     "resume with the mode and stages it was started with")
-        device, fmt = self.runtime.device, self.runtime.memory_format
-        self.model.to(device, memory_format=fmt)
-        if perceptual is not None:
-            perceptual.to(device)
-        if self.runtime.compile:
-            self.model.net.compile()
-        self.optimizer = torch.optim.Adam(self.model.net.parameters(), lr=self.cfg.lr)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.runtime.autocast_dtype == torch.float16)
+        device = self.runtime.device
+        self.model.setup(self.runtime)
         self.step, self.history = 0, {"dip/psnr_noisy": [], "dip/psnr_clean": [], "train/loss": []}
         self.best_psnr = torch.tensor(-float("inf"), device=device)
         self.best_iteration = torch.tensor(-1, device=device)
         self.best_image = torch.zeros_like(self.state.degraded, device=device)
         if payload is not None:
             checkpoint.restore_nets(self.model.net, payload, self.cfg.resume)
-            self.optimizer.load_state_dict(payload["optimizers"]["net"])
-            self.scaler.load_state_dict(payload["scaler"])
+            self.model.optimizer.load_state_dict(payload["optimizers"]["net"])
+            self.model.scaler.load_state_dict(payload["scaler"])
             checkpoint.set_rng_state(payload["rng"])
             self.step = payload["position"]["step"]
             self.history = payload["dip"]["history"]
@@ -247,7 +240,6 @@ class DIPRunner:
         full = cfg.num_iter if cfg.mode == "classic" else sum(s.iterations for s in stage_plan(cfg))
         snapshots = sorted({max(1, round(full * k / cfg.epochs)) for k in range(1, cfg.epochs + 1)} | {total})
         targets = self._targets()
-        h, w = self.state.degraded.shape[-2:]
         net_input = self.state.net_input.to(device, memory_format=self.runtime.memory_format)
         mask = self.state.mask.to(device) if self.state.mask is not None else None
         degraded = self.state.degraded.to(device)
@@ -261,16 +253,7 @@ class DIPRunner:
         self.model.train()
         while self.step < total:
             target = next(t for end, t in targets if self.step < end)
-            inputs = net_input.expand(cfg.batch_size, -1, -1, -1)
-            if cfg.reg_noise_std > 0:
-                inputs = inputs + cfg.reg_noise_std * torch.randn_like(inputs)
-            with self._autocast():
-                output = self.model(inputs, h, w)
-            losses = self.model.loss(output, target.expand(cfg.batch_size, -1, -1, -1), mask)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(losses["loss"]).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            output, losses = self.model.fit_step(net_input, target, mask)
             self.step += 1
             with torch.no_grad():
                 current = to_unit(output.detach().float().mean(0, keepdim=True).clamp(-1, 1))
@@ -298,10 +281,6 @@ class DIPRunner:
         restored = self._finish(current.cpu() if current is not None else self._output(), seconds)
         best = int(self.best_iteration) if clean is not None and int(self.best_iteration) > 0 else None
         return DIPResult(self.tracker.run_id, self.step, restored, val_metrics, best, seconds)
-
-    def _autocast(self):
-        dtype = self.runtime.autocast_dtype
-        return torch.autocast(self.runtime.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
     def _flush(self, window: dict[str, list[tuple[int, torch.Tensor]]]) -> None:
         series = {}
@@ -338,8 +317,8 @@ class DIPRunner:
             "model": self.cfg.model_name,
             "config": config_mod.to_dict(self.cfg),
             "nets": self.model.net.state_dict(),
-            "optimizers": {"net": self.optimizer.state_dict()},
-            "scaler": self.scaler.state_dict(),
+            "optimizers": {"net": self.model.optimizer.state_dict()},
+            "scaler": self.model.scaler.state_dict(),
             "rng": checkpoint.rng_state(),
             "position": {"step": self.step},
             "dip": {"source": self.source, "state": dataclasses.asdict(self.state), "history": self.history,
@@ -354,7 +333,7 @@ class DIPRunner:
     def _output(self) -> torch.Tensor:
         """The network's current image for the unperturbed input (batch-norm on its own statistics, as fitted)."""
         h, w = self.state.degraded.shape[-2:]
-        with self._autocast():
+        with self.runtime.autocast():
             output = self.model(self.state.net_input.to(self.runtime.device, memory_format=self.runtime.memory_format),
                                 h, w)
         return to_unit(output.float().clamp(-1, 1)).cpu()

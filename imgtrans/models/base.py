@@ -34,6 +34,11 @@ class Runtime:
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
 
 def resolve_device(choice: str) -> torch.device:
     """`auto` → the GPU when present; `cuda` without one is an error rather than a silent CPU run."""
@@ -80,10 +85,7 @@ class TranslationModel(nn.Module):
                 net.compile()
 
     def autocast(self):
-        dtype = self.runtime.autocast_dtype
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.runtime.device.type, dtype=dtype)
+        return self.runtime.autocast()
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.runtime.device, non_blocking=True, memory_format=self.runtime.memory_format)

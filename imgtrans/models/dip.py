@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from imgtrans.config import opt
 from imgtrans.diffusion.schedules import NoiseSchedule, ScheduleConfig
 from imgtrans.errors import ImgtransError
+from imgtrans.models.base import Runtime
 from imgtrans.nets.dip import build_dip_net
 
 
@@ -163,12 +164,43 @@ class DIPState:
 
 
 class DeepImagePrior(nn.Module):
+    """The fitted network, its loss and its optimisation step (`setup` first, then `fit_step`)."""
+
     def __init__(self, cfg: DIPConfig, channels: int, perceptual: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
         self.net = build_dip_net(cfg.net, cfg.input_depth, channels, width=cfg.width, depth=cfg.depth)
         # Kept out of the state dict: the fixed VGG backbone is not part of what is fitted.
         self._perceptual = [perceptual] if perceptual is not None and cfg.lambda_perceptual > 0 else []
+        self.runtime = Runtime(torch.device("cpu"))
+
+    def setup(self, runtime: Runtime) -> None:
+        """Move to the device, apply the fast-path switches, create the optimizer and AMP scaler."""
+        self.runtime = runtime
+        self.to(runtime.device, memory_format=runtime.memory_format)
+        for module in self._perceptual:
+            module.to(runtime.device)
+        if runtime.compile:
+            self.net.compile()
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr,
+                                          fused=runtime.fused_optimizers or None)
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.autocast_dtype == torch.float16)
+
+    def fit_step(self, net_input: torch.Tensor, target: torch.Tensor,
+                 mask: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One iteration on `batch_size` jittered copies of the input; returns the outputs and losses."""
+        cfg = self.cfg
+        inputs = net_input.expand(cfg.batch_size, -1, -1, -1)
+        if cfg.reg_noise_std > 0:
+            inputs = inputs + cfg.reg_noise_std * torch.randn_like(inputs)
+        with self.runtime.autocast():
+            output = self(inputs, *target.shape[-2:])
+        losses = self.loss(output, target.expand(cfg.batch_size, -1, -1, -1), mask)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["loss"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return output, losses
 
     @property
     def size_multiple(self) -> int:
