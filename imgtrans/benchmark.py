@@ -239,6 +239,56 @@ def sampling_rows(sizes: list[int], precisions: list[str], batch: int, steps: in
     return rows
 
 
+@dataclass
+class DIPRow:
+    size: int
+    precision: str
+    compiled: bool
+    ms_per_iteration: float
+
+    @property
+    def seconds_for_3000(self) -> float:
+        return self.ms_per_iteration * 3
+
+    def key(self) -> str:
+        return f"bench_dip/{self.size}px/{self.precision}{'/compile' if self.compiled else ''}"
+
+
+def dip_rows(size: int, precisions: list[str], compiled: list[bool], device: torch.device,
+             iterations: int) -> list[DIPRow]:
+    """DIP's optimisation step (default `skip` net, width 128) on a size×size image, ms per iteration.
+    The `dip` loop adds its per-iteration PSNR bookkeeping, which stays on the device."""
+    from imgtrans.models.dip import DeepImagePrior, DIPConfig
+
+    cfg = DIPConfig()
+    g = torch.Generator().manual_seed(0)
+    net_input = torch.rand(1, cfg.input_depth, size, size, generator=g) * 0.1
+    target = torch.rand(1, 3, size, size, generator=g) * 2 - 1
+    rows = []
+    for precision in precisions:
+        for compile_net in compiled:
+            torch.manual_seed(0)
+            model = DeepImagePrior(cfg, 3)
+            dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+            runtime = Runtime(device, dtype, channels_last=device.type == "cuda", compile=compile_net)
+            model.setup(runtime)
+            x = net_input.to(device, memory_format=runtime.memory_format)
+            y = target.to(device)
+            times = time_calls(lambda: model.fit_step(x, y, None), warmup=3 if compile_net else 1,
+                               repeats=iterations, sync=device.type == "cuda")
+            rows.append(DIPRow(size, precision, compile_net, statistics.median(times) * 1e3))
+    return rows
+
+
+def format_dip(rows: list[DIPRow]) -> str:
+    lines = ["| DIP (skip, width 128) | precision | compiled | ms/iteration | 3000 iterations (s) |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.size}×{r.size} | {r.precision} | {'yes' if r.compiled else 'no'} | "
+                     f"{r.ms_per_iteration:.1f} | {r.seconds_for_3000:.1f} |")
+    return "\n".join(lines)
+
+
 def format_sampling(rows: list[SamplingRow]) -> str:
     lines = ["| diffusion sampling | precision | batch | DDIM steps | U-Net params (M) | s/image |",
              "|---|---|---|---|---|---|"]
@@ -268,8 +318,10 @@ def format_training(rows: list[TrainRow]) -> str:
     return "\n".join(lines)
 
 
-def as_metrics(rows: list[Row], train_rows: list[TrainRow], sampling: list[SamplingRow] = ()) -> dict[str, float]:
+def as_metrics(rows: list[Row], train_rows: list[TrainRow], sampling: list[SamplingRow] = (),
+               dip: list[DIPRow] = ()) -> dict[str, float]:
     metrics = {f"{r.key()}/s_per_image": r.s_per_image for r in sampling}
+    metrics.update({f"{r.key()}/ms_per_iteration": r.ms_per_iteration for r in dip})
     for r in rows:
         metrics[f"{r.key()}/images_per_s"] = r.images_per_s
         metrics[f"{r.key()}/p50_ms"] = r.p50_ms

@@ -242,15 +242,21 @@ def benchmark_command(cfg: config_mod.BenchmarkConfig, explicit, args) -> int:
                 listed(cfg.sampling_sizes, cfg.sampling_sizes, int), precisions,
                 cfg.sampling_batch or (16 if gpu else 1), cfg.sampling_steps, cfg.sampling_channels, device,
                 repeats=3 if gpu else 1)
+        dip_rows = []
+        if cfg.dip:
+            dip_rows = benchmark.dip_rows(cfg.dip_size, precisions, [False, True] if gpu else [False], device,
+                                          cfg.dip_iterations or (50 if gpu else 3))
         report = f"# imgtrans benchmark on {name} (torch {torch.__version__})\n\n" + \
             benchmark.format_inference(rows) + "\n"
         if train_rows:
             report += "\n" + benchmark.format_training(train_rows) + "\n"
         if sampling_rows:
             report += "\n" + benchmark.format_sampling(sampling_rows) + "\n"
+        if dip_rows:
+            report += "\n" + benchmark.format_dip(dip_rows) + "\n"
         if not gpu:
             report += "\nNo GPU here: the GPU targets were not measured; CPU figures are for ratios only.\n"
-        tracker.log_metrics(benchmark.as_metrics(rows, train_rows, sampling_rows), step=0)
+        tracker.log_metrics(benchmark.as_metrics(rows, train_rows, sampling_rows, dip_rows), step=0)
         tracker.log_text(report, "benchmark.md")
     except BaseException as exc:
         tracker.finish("FAILED", error=one_line(exc))

@@ -234,6 +234,9 @@ class BenchmarkConfig:
     sampling_channels: int = opt(64, "U-Net width for the sampling benchmark (64 with mults 1,2,4,4: 25 M "
                                      "parameters, about the size of the speed targets)")
     sampling_batch: int = opt(0, "images per sampling call; 0 = 16 on a GPU, 1 on a CPU")
+    dip: bool = opt(False, "also time Deep Image Prior iterations (default skip net, width 128)")
+    dip_size: int = opt(512, "image size for the DIP benchmark")
+    dip_iterations: int = opt(0, "timed DIP iterations; 0 = 50 on a GPU, 3 on a CPU")
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
     experiment: str = opt("imgtrans-benchmarks", "MLflow experiment when not started by `mlflow run`")
 

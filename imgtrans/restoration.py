@@ -110,6 +110,10 @@ def initial_state(cfg: DIPConfig, images: Images, size_multiple: int) -> DIPStat
     g = torch.Generator().manual_seed(cfg.seed)
     degraded = to_signed(images.degraded)
     padded, _ = pad_to_multiple(degraded, size_multiple)
+    h, w = padded.shape[-2:]
+    if cfg.net == "skip" and (h // size_multiple) * (w // size_multiple) < 2:
+        raise ImgtransError(f"a {degraded.shape[-1]}×{degraded.shape[-2]} image is too small for net=skip with depth "
+                            f"{cfg.depth} (its deepest level would be 1×1); lower depth or use a larger image")
     net_input = torch.rand((1, cfg.input_depth, *padded.shape[-2:]), generator=g) * INPUT_SCALE
     stage_noise = ([torch.randn(degraded.shape, generator=g) for _ in stage_plan(cfg)]
                    if cfg.mode == "progressive" else [])

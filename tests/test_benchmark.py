@@ -41,3 +41,11 @@ def test_diffusion_sampling_benchmark(capsys):
     assert "| 16×16 | fp32 | 1 | 2 |" in out and "| 32×32 | fp32 | 1 | 2 |" in out
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert run.data.metrics["bench_sample/32px/fp32/b1/s_per_image"] > 0
+
+
+def test_dip_iteration_benchmark(capsys):
+    assert main(["benchmark", "--generators", "unet_128", "--tile", "128", "--batch-sizes", "1", "--backends", "eager",
+                 "--repeats", "1", "--dip", "--dip-size", "64", "--dip-iterations", "2", "--device", "cpu"]) == 0
+    assert "| 64×64 | fp32 | no |" in capsys.readouterr().out
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.data.metrics["bench_dip/64px/fp32/ms_per_iteration"] > 0
