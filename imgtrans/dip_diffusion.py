@@ -72,6 +72,9 @@ def run(cfg: DIPDiffusionConfig, tracker: Tracker, resume_payload: dict | None =
 
     device = resolve_device(cfg.device)
     model = load_diffusion(cfg.diffusion_run, device)
+    timesteps = model.schedule.timesteps
+    if cfg.t_start >= timesteps:
+        raise ImgtransError(f"t_start must be below the model's timesteps ({timesteps}), got {cfg.t_start}")
     if not cfg.image and not cfg.dataset:
         cfg = dataclasses.replace(cfg, dataset=model.cfg.dataset)
     cond_rgb = condition_image(cfg, model)
@@ -89,9 +92,6 @@ def run(cfg: DIPDiffusionConfig, tracker: Tracker, resume_payload: dict | None =
     start = codec.encode_target(restored)
     multiple = model.ema.size_multiple
     (cond_p, (h, w)), (start_p, _) = pad_to_multiple(cond, multiple), pad_to_multiple(start, multiple)
-    timesteps = model.schedule.timesteps
-    if cfg.t_start >= timesteps:
-        raise ImgtransError(f"t_start must be below the model's timesteps ({timesteps}), got {cfg.t_start}")
     steps = cfg.sample_steps or model.cfg.sample_steps
     steps_from_dip = max(1, round(steps * (cfg.t_start + 1) / timesteps))
 

@@ -234,6 +234,15 @@ def test_dip_diffusion_compares_the_dip_start_with_pure_noise(facades):
         assert name in metrics, name
 
 
+def test_dip_diffusion_checks_t_start_before_fitting(facades, capsys):
+    assert main(["diffusion", "--dataset", str(facades), "--crop-size", "32", "--batch-size", "2", "--max-steps", "1",
+                 "--base-channels", "8", "--channel-mults", "1,2", "--timesteps", "50", "--val-images", "0",
+                 "--sample-images", "0", "--no-progress"]) == 0
+    assert main(["dip_diffusion", "--diffusion-run", runs()[0].info.run_id, *SMALL, "--t-start", "50"]) == 2
+    assert "t_start must be below the model's timesteps (50)" in capsys.readouterr().err
+    assert "dip/psnr_clean" not in runs()[-1].data.metrics
+
+
 def test_dip_diffusion_needs_a_diffusion_run(capsys):
     assert main(["dip_diffusion", *SMALL]) == 2
     assert "diffusion_run is required" in capsys.readouterr().err
