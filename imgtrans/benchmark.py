@@ -280,42 +280,41 @@ def dip_rows(size: int, precisions: list[str], compiled: list[bool], device: tor
     return rows
 
 
-def format_dip(rows: list[DIPRow]) -> str:
-    lines = ["| DIP (skip, width 128) | precision | compiled | ms/iteration | 3000 iterations (s) |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r.size}×{r.size} | {r.precision} | {'yes' if r.compiled else 'no'} | "
-                     f"{r.ms_per_iteration:.1f} | {r.seconds_for_3000:.1f} |")
+def markdown_table(header: list[str], cells: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines)
+
+
+def format_dip(rows: list[DIPRow]) -> str:
+    return markdown_table(
+        ["DIP (skip, width 128)", "precision", "compiled", "ms/iteration", "3000 iterations (s)"],
+        [[f"{r.size}×{r.size}", r.precision, "yes" if r.compiled else "no", f"{r.ms_per_iteration:.1f}",
+          f"{r.seconds_for_3000:.1f}"] for r in rows])
 
 
 def format_sampling(rows: list[SamplingRow]) -> str:
-    lines = ["| diffusion sampling | precision | batch | DDIM steps | U-Net params (M) | s/image |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r.size}×{r.size} | {r.precision} | {r.batch} | {r.steps} | {r.params_m:.1f} | "
-                     f"{r.s_per_image:.4f} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["diffusion sampling", "precision", "batch", "DDIM steps", "U-Net params (M)", "s/image"],
+        [[f"{r.size}×{r.size}", r.precision, str(r.batch), str(r.steps), f"{r.params_m:.1f}",
+          f"{r.s_per_image:.4f}"] for r in rows])
 
 
 def format_inference(rows: list[Row]) -> str:
-    lines = ["| generator | backend | precision | batch | images/s | p50 ms | p90 ms | TFLOP/s | of peak |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        peak = f"{r.peak_fraction:.1%}" if r.peak_fraction is not None else "n/a"
-        lines.append(f"| {r.generator} | {r.backend} | {r.precision} | {r.batch} | {r.images_per_s:.1f} | "
-                     f"{r.p50_ms:.1f} | {r.p90_ms:.1f} | {r.tflops:.3f} | {peak} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["generator", "backend", "precision", "batch", "images/s", "p50 ms", "p90 ms", "TFLOP/s", "of peak"],
+        [[r.generator, r.backend, r.precision, str(r.batch), f"{r.images_per_s:.1f}", f"{r.p50_ms:.1f}",
+          f"{r.p90_ms:.1f}", f"{r.tflops:.3f}", f"{r.peak_fraction:.1%}" if r.peak_fraction is not None else "n/a"]
+         for r in rows])
 
 
 def format_training(rows: list[TrainRow]) -> str:
-    lines = ["| model | batch | plain img/s | fast img/s | ratio | plain ms/step | fast ms/step | peak MB | "
-             "max rel. loss diff |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r.model} | {r.batch} | {r.plain_images_per_s:.2f} | {r.fast_images_per_s:.2f} | "
-                     f"{r.ratio:.2f}× | {r.plain_ms_per_step:.1f} | {r.fast_ms_per_step:.1f} | "
-                     f"{r.peak_memory_mb:.0f} | {r.loss_max_rel_diff:.2e} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["model", "batch", "plain img/s", "fast img/s", "ratio", "plain ms/step", "fast ms/step", "peak MB",
+         "max rel. loss diff"],
+        [[r.model, str(r.batch), f"{r.plain_images_per_s:.2f}", f"{r.fast_images_per_s:.2f}", f"{r.ratio:.2f}×",
+          f"{r.plain_ms_per_step:.1f}", f"{r.fast_ms_per_step:.1f}", f"{r.peak_memory_mb:.0f}",
+          f"{r.loss_max_rel_diff:.2e}"] for r in rows])
 
 
 def as_metrics(rows: list[Row], train_rows: list[TrainRow], sampling: list[SamplingRow] = (),
