@@ -104,6 +104,20 @@ class FidelityInception(nn.Module):
         return self.net(images)[0].reshape(images.shape[0], -1)
 
 
+def kernel_inception_distance(features: nn.Module, real: torch.Tensor, fake: torch.Tensor, subset_size: int = 50,
+                              subsets: int = 100) -> tuple[float, float, int]:
+    """KID (unbiased MMD² with a cubic kernel) as mean, std over random subsets, and the subset size used
+    (capped at the number of images)."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    subset = min(subset_size, len(real), len(fake))
+    kid = KernelInceptionDistance(feature=features, subsets=subsets, subset_size=subset)
+    kid.update(real, real=True)
+    kid.update(fake, real=False)
+    mean, std = kid.compute()
+    return float(mean), float(std), subset
+
+
 @dataclass
 class DistributionResult:
     values: dict[str, float]
@@ -127,19 +141,16 @@ class DistributionMetrics:
     def compute(self) -> DistributionResult:
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.inception import InceptionScore
-        from torchmetrics.image.kid import KernelInceptionDistance
 
         real, fake = torch.cat(self.real), torch.cat(self.fake)
         n = min(len(real), len(fake))
-        subset = min(self.kid_subset_size, n)
         fid = FrechetInceptionDistance(feature=self.features, reset_real_features=True)
-        kid = KernelInceptionDistance(feature=self.features, subsets=self.kid_subsets, subset_size=subset)
-        for metric in (fid, kid):
-            metric.update(real, real=True)
-            metric.update(fake, real=False)
+        fid.update(real, real=True)
+        fid.update(fake, real=False)
         values = {"fid": float(fid.compute())}
-        kid_mean, kid_std = kid.compute()
-        values.update(kid=float(kid_mean), kid_std=float(kid_std))
+        kid_mean, kid_std, subset = kernel_inception_distance(self.features, real, fake, self.kid_subset_size,
+                                                              self.kid_subsets)
+        values.update(kid=kid_mean, kid_std=kid_std)
         if self.logits is not None:
             inception_score = InceptionScore(feature=self.logits, splits=min(10, len(fake)))
             inception_score.update(fake)

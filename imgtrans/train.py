@@ -7,6 +7,7 @@ import math
 import platform
 import random
 import subprocess
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -19,7 +20,7 @@ from torch.utils.data import Subset
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from imgtrans import checkpoint, config as config_mod
+from imgtrans import checkpoint, config as config_mod, metrics as M
 from imgtrans.config import TrainConfig
 from imgtrans.data.datasets import Data, EpochSampler, build_data, make_loader
 from imgtrans.errors import ImgtransError
@@ -122,6 +123,21 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.data.train) / cfg.batch_size)
         self.schedulers = {k: build_scheduler(o, cfg, self.steps_per_epoch) for k, o in self.model.optimizers.items()}
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.kid_features, self.kid_status = self._kid_features()
+
+    def _kid_features(self):
+        """Inception features for `val/kid`, for models that ask for it (diffusion, as in seed 000), when
+        the weights file is there; otherwise None and the message saying which file would enable it."""
+        cfg = self.cfg
+        if not self.model.validation_kid or not cfg.val_images:
+            return None, None
+        weights = M.weights_file(M.INCEPTION_FILE, cfg.inception_weights)
+        if weights is None:
+            message = M.missing_message("val/kid", M.INCEPTION_FILE, M.INCEPTION_URL, cfg.inception_weights,
+                                        "inception_weights")
+            print(f"imgtrans: warning: {message}", file=sys.stderr)
+            return None, f"unavailable: {message}"
+        return M.FidelityInception(weights).to(self.runtime.device).eval(), f"Inception from {weights}"
 
     def _restore(self, payload: dict) -> None:
         checkpoint.restore_nets(self.model, payload, self.cfg.resume)
@@ -153,6 +169,8 @@ class Trainer:
         })
         if cfg.resume:
             self.tracker.set_tags({"imgtrans.resumed_from": cfg.resume, "imgtrans.resumed_at_step": self.step})
+        if self.kid_status:
+            self.tracker.set_tags({"imgtrans.val_kid": self.kid_status})
 
     # --- the loop ------------------------------------------------------------
     def total_steps(self) -> int:
@@ -245,7 +263,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             model.eval()
             if count and self.data.source.has_targets:
-                psnrs, ssims = [], []
+                psnrs, ssims, preds, targets = [], [], [], []
                 loader = make_loader(Subset(self.data.val, range(count)), batch_size=8)
                 for batch in loader:
                     x = batch["A"]
@@ -253,7 +271,14 @@ class Trainer:
                     target = codec.decode_output(x, batch["B"])
                     psnrs.append(psnr_per_image(pred, target))
                     ssims.append(ssim_per_image(pred, target))
+                    preds.append(pred)
+                    targets.append(target)
                 metrics = {"val/psnr": torch.cat(psnrs).mean().item(), "val/ssim": torch.cat(ssims).mean().item()}
+                if self.kid_features is not None:
+                    device = self.runtime.device
+                    kid, kid_std, _ = M.kernel_inception_distance(
+                        self.kid_features, torch.cat(targets).to(device), torch.cat(preds).to(device))
+                    metrics.update({"val/kid": kid, "val/kid_std": kid_std})
             if count and hasattr(model, "validation_metrics"):
                 batch = next(iter(make_loader(Subset(self.data.val, range(min(count, 8))), batch_size=8)))
                 metrics.update(model.validation_metrics(batch))

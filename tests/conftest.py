@@ -57,3 +57,18 @@ def write_image(path: Path, array: np.ndarray) -> Path:
 
 def random_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def random_inception_file(path: Path) -> Path:
+    """A file laid out like torch-fidelity's FID Inception weights, from a randomly initialised network."""
+    import pytest as _pytest
+    from torch_fidelity import feature_extractor_inceptionv3 as fidelity
+
+    empty = path.parent / "empty.pth"
+    torch.save({}, empty)
+    with _pytest.MonkeyPatch.context() as patch:  # build one random Inception to save its weights
+        patch.setattr(fidelity.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        net = fidelity.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                                   feature_extractor_weights_path=str(empty))
+    torch.save(net.state_dict(), path)
+    return path

@@ -8,7 +8,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from skimage.metrics import structural_similarity
 
-from conftest import FAST
+from conftest import FAST, random_inception_file
 from imgtrans import metrics as M
 from imgtrans.cli import main
 
@@ -186,18 +186,11 @@ def test_compare_without_evaluations(facades, capsys):
 def test_weight_files_in_the_hub_cache_enable_every_metric(facades, tmp_path, monkeypatch):
     """Files with the libraries' names (here from random networks) make LPIPS/FID/KID/IS appear."""
     import torchvision
-    from torch_fidelity import feature_extractor_inceptionv3 as fidelity
 
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     torch.save(torchvision.models.alexnet().state_dict(), checkpoints / M.ALEXNET_FILE)
-    empty = tmp_path / "empty.pth"
-    torch.save({}, empty)
-    with monkeypatch.context() as patch:  # build one randomly initialised Inception to save its weights
-        patch.setattr(fidelity.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
-        random_inception = fidelity.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                                               feature_extractor_weights_path=str(empty))
-    torch.save(random_inception.state_dict(), checkpoints / M.INCEPTION_FILE)
+    random_inception_file(checkpoints / M.INCEPTION_FILE)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
 
     assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "1"]) == 0

@@ -208,3 +208,20 @@ def test_unconditional_diffusion_on_a_plain_folder(tmp_path):
 def test_diffusion_rejects_a_bad_schedule(facades, capsys):
     assert train("diffusion", facades, "--beta-start", "0.5", "--beta-end", "0.1", "--schedule", "linear") == 2
     assert "monotonically" in capsys.readouterr().err
+
+
+def test_diffusion_validation_reports_kid_when_inception_weights_exist(facades, tmp_path, monkeypatch, capsys):
+    from conftest import random_inception_file
+    from imgtrans import metrics as M
+
+    assert train("diffusion", facades, "--max-steps", "1") == 0
+    run = runs()[0]
+    assert "val/kid" not in run.data.metrics and "val/psnr" in run.data.metrics
+    assert run.data.tags["imgtrans.val_kid"].startswith("unavailable: val/kid unavailable")
+    assert M.INCEPTION_FILE in capsys.readouterr().err
+
+    weights = random_inception_file(tmp_path / "inception.pth")
+    assert train("diffusion", facades, "--max-steps", "1", "--inception-weights", str(weights)) == 0
+    run = runs()[-1]
+    assert "val/kid" in run.data.metrics and "val/kid_std" in run.data.metrics
+    assert run.data.tags["imgtrans.val_kid"] == f"Inception from {weights}"

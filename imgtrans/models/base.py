@@ -65,6 +65,8 @@ class TranslationModel(nn.Module):
     config_class: ClassVar[type[TrainConfig]] = TrainConfig
     # Whether the model learns from paired (input, target) data or two unpaired domains.
     unpaired: ClassVar[bool] = False
+    # Whether validation also reports val/kid (needs the Inception weights; config field inception_weights).
+    validation_kid: ClassVar[bool] = False
 
     def __init__(self, cfg: TrainConfig, codec: Codec):
         super().__init__()

@@ -57,7 +57,9 @@ class DiffusionConfig(TrainConfig):
     dropout_rate: float = opt(0.0, "dropout in the residual blocks")
     ema_decay: float = opt(0.999, "EMA decay of the sampling weights, warmed up as min(decay, (1+n)/(10+n)) "
                                   "after n steps")
-    val_images: int = opt(16, "validation images for val/psnr and val/ssim each epoch, each fully sampled")
+    val_images: int = opt(16, "validation images for val/psnr, val/ssim and val/kid each epoch, each fully sampled")
+    inception_weights: str = opt("", "path of weights-inception-2015-12-05-6726825d.pth for val/kid; default: the "
+                                     "torch hub cache (val/kid is skipped, with a warning, when absent)")
 
 
 def _ints(name: str, text: str) -> tuple[int, ...]:
@@ -69,6 +71,7 @@ def _ints(name: str, text: str) -> tuple[int, ...]:
 
 class Diffusion(TranslationModel):
     config_class = DiffusionConfig
+    validation_kid = True
 
     def __init__(self, cfg: DiffusionConfig, codec: Codec):
         super().__init__(cfg, codec)
