@@ -34,7 +34,7 @@ def choose_providers(choice: str) -> list[str]:
     if choice == "auto":
         order = ["tensorrt", "cuda", "cpu"] if _gpu_present() else ["cpu"]
     elif choice in PROVIDERS:
-        order = [choice, "cpu"]
+        order = list(dict.fromkeys([choice, "cpu"]))  # the CPU fallback, once
     else:
         raise ImgtransError(f"invalid provider '{choice}'; valid values: auto, {', '.join(PROVIDERS)}")
     chosen = [PROVIDERS[name] for name in order if PROVIDERS[name] in available]
