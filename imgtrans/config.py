@@ -21,7 +21,20 @@ def opt(default: Any, help: str) -> Any:
 
 
 @dataclass
-class TrainConfig:
+class RunConfig:
+    """How and where any training-like run computes and is tracked (the Trainer's models and DIP)."""
+
+    seed: int = opt(0, "random seed: same seed, same results on CPU (data order, initialisation, noise)")
+    device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
+    resume: str = opt("", "continue from an MLflow run id or a checkpoint path")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU")
+    channels_last: bool = opt(True, "channels_last memory format on CUDA")
+    compile: bool = opt(False, "torch.compile the networks (CUDA)")
+    experiment: str = opt("imgtrans", "MLflow experiment when not started by `mlflow run`")
+
+
+@dataclass
+class TrainConfig(RunConfig):
     """Options every training entry point shares."""
 
     # data
@@ -49,18 +62,11 @@ class TrainConfig:
     n_epochs_decay: int = opt(1, "epochs of linear decay to zero (linear policy)")
     lr_decay_iters: int = opt(50, "step policy: multiply lr by 0.1 every this many epochs")
     # run
-    seed: int = opt(0, "random seed: same seed, same data order, same losses on CPU")
-    device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
-    resume: str = opt("", "continue from an MLflow run id or a checkpoint path")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU")
-    channels_last: bool = opt(True, "channels_last memory format on CUDA")
-    compile: bool = opt(False, "torch.compile the networks (CUDA)")
     num_workers: int = opt(-1, "data loader workers; -1 = 4 on CUDA, 0 on CPU")
     log_every: int = opt(25, "log train/<loss> every this many steps")
     val_images: int = opt(40, "validation images for val/psnr and val/ssim each epoch; 0 = none")
     sample_images: int = opt(6, "rows in the per-epoch sample grid")
     checkpoint_every: int = opt(0, "also checkpoint every this many steps; 0 = at each epoch end only")
-    experiment: str = opt("imgtrans", "MLflow experiment when not started by `mlflow run`")
 
     def total_epochs(self) -> int:
         return self.epochs or (self.n_epochs + self.n_epochs_decay)

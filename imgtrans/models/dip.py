@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from imgtrans.config import opt
+from imgtrans.config import RunConfig, opt
 from imgtrans.diffusion.schedules import NoiseSchedule, ScheduleConfig
 from imgtrans.errors import ImgtransError
 from imgtrans.models.base import Runtime
@@ -26,7 +26,7 @@ from imgtrans.nets.dip import build_dip_net
 
 
 @dataclass
-class DIPConfig:
+class DIPConfig(RunConfig):
     """Options of the `dip` entry point (the common ones keep their shared names)."""
 
     model_name: ClassVar[str] = "dip"
@@ -61,18 +61,11 @@ class DIPConfig:
     e_max: int = opt(600, "progressive: E_max in E(i) = E_max·(1 − α·exp(−k·β_i))")
     e_alpha: float = opt(0.3, "progressive: α in E(i)")
     e_k: float = opt(-100.0, "progressive: k in E(i); negative gives fewer iterations to noisier stages")
-    # the common options
+    # the common options (seed, device, resume, precision, … come from RunConfig)
     epochs: int = opt(10, "snapshots over the run: sample grid, val/psnr, val/ssim and a checkpoint at each")
     max_steps: int = opt(0, "stop after this many iterations; 0 = the mode's full schedule")
     batch_size: int = opt(1, "noise-perturbed copies of the input per iteration (their losses are averaged)")
-    seed: int = opt(0, "random seed: network init, input noise, synthetic degradation")
-    device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
-    resume: str = opt("", "continue from an MLflow run id or a checkpoint path")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU")
-    channels_last: bool = opt(True, "channels_last memory format on CUDA")
-    compile: bool = opt(False, "torch.compile the network (CUDA)")
     log_every: int = opt(50, "flush the per-iteration metrics to MLflow every this many iterations")
-    experiment: str = opt("imgtrans", "MLflow experiment when not started by `mlflow run`")
 
     def validate(self) -> None:
         from imgtrans.config import check_types
