@@ -50,7 +50,7 @@ class TrainConfig(RunConfig):
     flip: bool = opt(True, "random horizontal flips during training")
     max_dataset_size: int = opt(0, "use at most this many training images; 0 = all")
     # schedule
-    epochs: int = opt(0, "epochs to train; 0 = n_epochs + n_epochs_decay")
+    epochs: int = opt(0, "epochs to train; 0 = n_epochs + n_epochs_decay (the linear schedule is scaled to fit)")
     max_steps: int = opt(0, "stop after this many optimisation steps; 0 = no cap")
     batch_size: int = opt(1, "images per step")
     lr: float = opt(2e-4, "Adam learning rate")

@@ -13,7 +13,12 @@ from imgtrans.config import TrainConfig
 def lr_factor(cfg: TrainConfig, epoch: float) -> float:
     """Multiplier of the initial lr after `epoch` (fractional) epochs."""
     if cfg.lr_policy == "linear":
-        return 1.0 - max(0.0, epoch - cfg.n_epochs) / max(cfg.n_epochs_decay, 1e-8) if cfg.n_epochs_decay else 1.0
+        if not cfg.n_epochs_decay:
+            return 1.0
+        # An explicit `epochs` stretches or shrinks the n_epochs + n_epochs_decay shape to fit, so that a longer
+        # run does not spend its extra epochs at lr 0.
+        epoch *= (cfg.n_epochs + cfg.n_epochs_decay) / cfg.total_epochs()
+        return 1.0 - max(0.0, epoch - cfg.n_epochs) / cfg.n_epochs_decay
     if cfg.lr_policy == "step":
         return 0.1 ** math.floor(epoch / cfg.lr_decay_iters)
     if cfg.lr_policy == "cosine":
