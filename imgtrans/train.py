@@ -211,8 +211,9 @@ class Trainer:
                     means = {k: float(v) / window_steps for k, v in sums.items()}
                     bad = [k for k, v in means.items() if not math.isfinite(v)]
                     if bad:
+                        hint = "lower lr or change gan_mode" if hasattr(self.cfg, "gan_mode") else "lower lr"
                         raise ImgtransError(f"training diverged by step {self.step}: {', '.join(bad)} became "
-                                            "NaN/inf; lower lr or change gan_mode")
+                                            f"NaN/inf; {hint}")
                     elapsed = time.perf_counter() - window_start
                     metrics = {f"train/{k}": v for k, v in means.items()}
                     metrics.update({

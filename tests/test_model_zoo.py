@@ -27,7 +27,7 @@ SMALL = {
     "fastcut": ["--ngf", "4", "--ndf", "4", "--netG", "resnet_6blocks", "--num-patches", "16", "--netF-nc", "8"],
     "bicyclegan": ["--ngf", "4", "--ndf", "4", "--nef", "4", "--n-samples", "2"],
     "cvae": ["--latent-dim", "8", "--hidden", "16"],
-    "cgan": ["--ngf", "4", "--ndf", "4", "--nz", "8"],
+    "cgan": ["--ndf", "4"],
     "diffusion": ["--base-channels", "8", "--channel-mults", "1,2", "--timesteps", "50", "--val-sample-steps", "2"],
 }
 ZOO = list(SMALL)

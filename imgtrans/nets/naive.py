@@ -27,14 +27,11 @@ def up_convs(input_nc: int, widths: tuple[int, ...], output_nc: int) -> nn.Seque
 
 class CodeDecoder(nn.Module):
     """Decodes a latent code, conditioned on the input image: z → FC → (C, s/16, s/16) map, concatenated
-    with a skip-free encoding of the input, → 4 transposed convs. z=None decodes the mean (zeros), or,
-    with `noise_in_training`, draws z ~ N(0, 1) in training mode (a GAN generator's noise input)."""
+    with a skip-free encoding of the input, → 4 transposed convs. z=None decodes the mean (zeros)."""
 
-    def __init__(self, input_nc: int, output_nc: int, nz: int, crop_size: int, widths: tuple[int, ...],
-                 noise_in_training: bool = False):
+    def __init__(self, input_nc: int, output_nc: int, nz: int, crop_size: int, widths: tuple[int, ...]):
         super().__init__()
         self.nz, self.cells = nz, crop_size // 2 ** len(widths)
-        self.noise_in_training = noise_in_training
         self.size_multiple = 2 ** len(widths)
         self.condition = strided_convs(input_nc, widths)
         self.fc = nn.Linear(nz, widths[-1] * self.cells * self.cells)
@@ -44,13 +41,38 @@ class CodeDecoder(nn.Module):
         cond = self.condition(x)
         if z is None:
             z = torch.zeros(x.shape[0], self.nz, device=x.device, dtype=x.dtype)
-            if self.noise_in_training and self.training:
-                z.normal_()
         code = self.fc(z).view(x.shape[0], -1, self.cells, self.cells)
         # Inputs of another size than the training crop get the code map stretched to fit; unconditionally,
         # so that an exported graph keeps dynamic height and width (identity at the training size).
         code = nn.functional.interpolate(code, size=cond.shape[-2:], mode="nearest")
         return self.up(torch.cat([cond, code.to(cond.dtype)], 1))
+
+
+class PixelwiseGenerator(nn.Module):
+    """Seed 000's CGAN generator: a per-pixel dense layer (1×1 conv) with batch norm, dropout and ReLU, a
+    stride-2 transposed conv and a 2× upsampling to work at 4× the input size, two stride-1 transposed
+    convs, and a stride-4 conv back to the input size. No code vector and no skips: each output pixel sees
+    only a small window of the input, and the dropout is the only noise."""
+
+    size_multiple = 1
+
+    def __init__(self, input_nc: int, output_nc: int, widths: tuple[int, int, int, int], dropout: float = 0.45):
+        super().__init__()
+        w1, w2, w3, w4 = widths
+
+        def block(conv: nn.Module, width: int) -> list[nn.Module]:
+            return [conv, nn.BatchNorm2d(width), nn.ReLU(True)]
+
+        self.model = nn.Sequential(
+            nn.Conv2d(input_nc, w1, 1), nn.BatchNorm2d(w1), nn.Dropout(dropout), nn.ReLU(True),
+            *block(nn.ConvTranspose2d(w1, w2, 4, 2, 1), w2),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            *block(nn.ConvTranspose2d(w2, w3, 3, 1, 1), w3),
+            *block(nn.ConvTranspose2d(w3, w4, 3, 1, 1), w4),
+            nn.Conv2d(w4, output_nc, 4, 4), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
 
 
 class NaiveDiscriminator(nn.Module):
