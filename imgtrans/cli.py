@@ -325,7 +325,7 @@ def compare_command(cfg: config_mod.CompareConfig, explicit, args) -> int:
         tracker.log_artifact(path, "report")
     tracker.finish()
     print(markdown(runs, title))
-    print(f"imgtrans: report logged to run {tracker.run_id} (report/report.md, .csv, .html)"
+    print(f"imgtrans: report logged to run {tracker.run_id} ({', '.join('report/' + p.name for p in paths)})"
           + (f" and written to {folder}" if cfg.output else ""))
     return 0
 

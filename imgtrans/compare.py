@@ -13,6 +13,12 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image, ImageDraw
+
+from imgtrans.files import atomic_write_bytes
+
+SHEET_FILE = "samples.jpg"
+
 METRICS = [("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("lpips", "LPIPS ↓"), ("fid", "FID ↓"), ("kid", "KID ↓"),
            ("is", "IS ↑")]
 KEY_PARAMS = ["dataset", "netG", "netD", "gan_mode", "norm", "lambda_L1", "ngf", "ndf", "color_space",
@@ -78,12 +84,47 @@ def settings_notes(runs: list[RunSummary]) -> list[str]:
     return notes
 
 
-def markdown(runs: list[RunSummary], title: str) -> str:
+def markdown(runs: list[RunSummary], title: str, sheet: str | None = None) -> str:
+    """`sheet`: file name of the side-by-side image written next to the report, linked when given."""
     header, rows = table(runs)
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", *[f"- {note}" for note in settings_notes(runs)]]
+    if sheet:
+        columns = ", ".join(["input", *[r.name for r in runs_with_samples(runs)], "target"])
+        lines += ["", f"![The same test inputs, translated by each run]({sheet})", "",
+                  f"Columns: {columns}."]
     return "\n".join(lines) + "\n"
+
+
+def runs_with_samples(runs: list[RunSummary]) -> list[RunSummary]:
+    return [r for r in runs if r.samples.get("output")]
+
+
+def sample_sheet(runs: list[RunSummary], padding: int = 2, header: int = 14) -> bytes | None:
+    """One JPEG of the shared test inputs: input | each run's output | target, a row per input, each
+    column headed by its run name. None when no run kept sample images."""
+    with_samples = runs_with_samples(runs)
+    if not with_samples:
+        return None
+    first = with_samples[0]
+    count = min(len(r.samples["output"]) for r in with_samples)
+    columns = [("input", first.samples["input"]), *[(r.name, r.samples["output"]) for r in with_samples],
+               ("target", first.samples["target"])]
+    tiles = [[Image.open(io.BytesIO(png)).convert("RGB") for png in images[:count]] for _, images in columns]
+    w = max(t.width for column in tiles for t in column)
+    h = max(t.height for column in tiles for t in column)
+    sheet = Image.new("RGB", (len(columns) * (w + padding) + padding, header + count * (h + padding) + padding),
+                      "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, ((name, _), column) in enumerate(zip(columns, tiles)):
+        x = padding + c * (w + padding)
+        draw.text((x, 1), name[: max(w // 6, 1)], fill="black")
+        for r, tile in enumerate(column):
+            sheet.paste(tile, (x, header + padding + r * (h + padding)))
+    buffer = io.BytesIO()
+    sheet.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def csv_text(runs: list[RunSummary]) -> str:
@@ -111,7 +152,7 @@ def html_page(runs: list[RunSummary], title: str) -> str:
     for row in rows:
         parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
     parts.append("</table><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in settings_notes(runs)) + "</ul>")
-    with_samples = [r for r in runs if r.samples.get("output")]
+    with_samples = runs_with_samples(runs)
     if with_samples:
         first = with_samples[0]
         count = min(len(r.samples["output"]) for r in with_samples)
@@ -128,11 +169,11 @@ def html_page(runs: list[RunSummary], title: str) -> str:
 
 
 def write_reports(runs: list[RunSummary], title: str, folder: Path) -> list[Path]:
+    """report.md, report.csv, report.html and, when the runs kept sample images, samples.jpg."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"report.md": markdown(runs, title), "report.csv": csv_text(runs), "report.html": html_page(runs, title)}
-    paths = []
-    for name, text in files.items():
-        path = folder / name
-        path.write_text(text, encoding="utf-8")
-        paths.append(path)
-    return paths
+    sheet = sample_sheet(runs)
+    files = {"report.md": markdown(runs, title, SHEET_FILE if sheet else None).encode(),
+             "report.csv": csv_text(runs).encode(), "report.html": html_page(runs, title).encode()}
+    if sheet:
+        files[SHEET_FILE] = sheet
+    return [atomic_write_bytes(folder / name, data) for name, data in files.items()]

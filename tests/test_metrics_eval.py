@@ -6,6 +6,7 @@ import pytest
 import scipy.linalg
 import torch
 from mlflow.tracking import MlflowClient
+from PIL import Image
 from skimage.metrics import structural_similarity
 
 from conftest import FAST, random_inception_file
@@ -168,6 +169,9 @@ def test_evaluate_and_compare_two_runs(facades, tmp_path, capsys, monkeypatch):
     assert "gan_mode" in out and "lsgan" in out and "vanilla" in out and "± " in out
     html = (tmp_path / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64") == 2 * 4  # 2 rows × (input, 2 outputs, target)
+    sheet = Image.open(tmp_path / "report" / "samples.jpg")
+    assert sheet.size == (2 + 4 * (64 + 2), 14 + 2 + 2 * (64 + 2))  # 4 columns of 64 px tiles, a header, 2 rows
+    assert "](samples.jpg)" in (tmp_path / "report" / "report.md").read_text()
     csv_text = (tmp_path / "report" / "report.csv").read_text()
     assert all(run_id in csv_text for run_id in run_ids)
 
