@@ -60,7 +60,7 @@ def table(runs: list[RunSummary]) -> tuple[list[str], list[list[str]]]:
     for r in runs:
         rows.append([
             f"{r.name} ({r.run_id[:8]})", r.model, *[r.params.get(k, "") for k in params],
-            f"{r.generator_params / 1e6:.2f}" if r.generator_params else "n/a",
+            f"{r.generator_params / 1e6:.3g}" if r.generator_params else "n/a",
             f"{r.train_minutes:.1f}" if r.train_minutes is not None else "n/a",
             f"{r.metrics['ms_per_image']:.2f}" if "ms_per_image" in r.metrics else "n/a",
             f"{int(r.metrics['n_images'])}" if "n_images" in r.metrics else "n/a",
