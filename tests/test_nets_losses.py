@@ -6,6 +6,7 @@ from imgtrans.losses import GANLoss, gradient_penalty
 from imgtrans.nets.discriminators import build_discriminator
 from imgtrans.nets.generators import build_generator
 from imgtrans.nets.layers import init_weights, pad_to_multiple
+from imgtrans.nets.naive import PixelwiseGenerator
 
 
 @pytest.mark.parametrize("name,size", [("unet", 64), ("unet_128", 128), ("unet_256", 256),
@@ -112,3 +113,18 @@ def test_pad_to_multiple_keeps_size_information():
     padded, size = pad_to_multiple(x, 32)
     assert padded.shape[-2:] == (64, 96) and size == (50, 70)
     assert torch.equal(padded[..., :50, :70], x)
+
+
+def test_cgan_generator_is_local_and_keeps_the_input_size():
+    """Seed 000's per-pixel generator has no global path: changing one corner of the input leaves the
+    far corner of the output as it was."""
+    torch.manual_seed(0)
+    net = PixelwiseGenerator(3, 3, (3, 3, 2, 1)).eval()
+    x = torch.rand(1, 3, 40, 56) * 2 - 1
+    changed = x.clone()
+    changed[..., :8, :8] = -changed[..., :8, :8]
+    with torch.no_grad():
+        out, out_changed = net(x), net(changed)
+    assert out.shape == (1, 3, 40, 56)
+    assert torch.equal(out[..., 20:, 28:], out_changed[..., 20:, 28:])
+    assert not torch.equal(out[..., :8, :8], out_changed[..., :8, :8])
