@@ -23,7 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from imgtrans.data.codec import Codec
-from imgtrans.models.base import Runtime
+from imgtrans.models.base import AUTOCAST_DTYPES, Runtime
 from imgtrans.models.pix2pix import Pix2Pix, Pix2PixConfig
 
 # Dense peak TFLOP/s by (GPU name fragment, precision), from the vendors' data sheets.
@@ -112,7 +112,7 @@ def bench_torch(net, generator, tile, batches, precisions, device, compiled, war
     rows = []
     runnable = torch.compile(net) if compiled else net
     for precision in precisions:
-        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        dtype = AUTOCAST_DTYPES[precision]
         for batch in batches:
             x = torch.randn(batch, 3, tile, tile, device=device)
             if device.type == "cuda":
@@ -230,7 +230,7 @@ def sampling_rows(sizes: list[int], precisions: list[str], batch: int, steps: in
         params = sum(p.numel() for p in model.ema.parameters()) / 1e6
         cond = torch.rand(batch, 3, size, size) * 2 - 1
         for precision in precisions:
-            dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+            dtype = AUTOCAST_DTYPES[precision]
             model.setup(Runtime(device, dtype, channels_last=device.type == "cuda"))
             model.eval()
             times = time_calls(lambda: model.sample(cond, steps), warmup=1, repeats=repeats,
@@ -269,7 +269,7 @@ def dip_rows(size: int, precisions: list[str], compiled: list[bool], device: tor
         for compile_net in compiled:
             torch.manual_seed(0)
             model = DeepImagePrior(cfg, 3)
-            dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+            dtype = AUTOCAST_DTYPES[precision]
             runtime = Runtime(device, dtype, channels_last=device.type == "cuda", compile=compile_net)
             model.setup(runtime)
             x = net_input.to(device, memory_format=runtime.memory_format)

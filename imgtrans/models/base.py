@@ -49,14 +49,17 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
 
 
+# The autocast dtype of each `precision` (fp32: none).
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def resolve_runtime(cfg: TrainConfig) -> Runtime:
     device = resolve_device(cfg.device)
     use_cuda = device.type == "cuda"
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "fp32"
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return Runtime(device, dtype, channels_last=cfg.channels_last and use_cuda, compile=cfg.compile and use_cuda)
+    return Runtime(device, AUTOCAST_DTYPES[precision], channels_last=cfg.channels_last and use_cuda, compile=cfg.compile and use_cuda)
 
 
 class TranslationModel(nn.Module):
