@@ -91,33 +91,39 @@ def markdown(runs: list[RunSummary], title: str, sheet: str | None = None) -> st
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", *[f"- {note}" for note in settings_notes(runs)]]
     if sheet:
-        columns = ", ".join(["input", *[r.name for r in runs_with_samples(runs)], "target"])
+        columns = ", ".join(heading for heading, _, _ in side_by_side(runs))
         lines += ["", f"![The same test inputs, translated by each run]({sheet})", "",
                   f"Columns: {columns}."]
     return "\n".join(lines) + "\n"
 
 
-def runs_with_samples(runs: list[RunSummary]) -> list[RunSummary]:
-    return [r for r in runs if r.samples.get("output")]
+def side_by_side(runs: list[RunSummary]) -> list[tuple[str, str, list[bytes]]]:
+    """Columns of the shared test inputs, as (heading, model, PNGs of equal count): input, the output of
+    every run that kept samples, target (model "" for those two). Empty when no run kept samples."""
+    with_samples = [r for r in runs if r.samples.get("output")]
+    if not with_samples:
+        return []
+    first = with_samples[0]
+    count = min(len(r.samples["output"]) for r in with_samples)
+    return [("input", "", first.samples["input"][:count]),
+            *[(r.name, r.model, r.samples["output"][:count]) for r in with_samples],
+            ("target", "", first.samples["target"][:count])]
 
 
 def sample_sheet(runs: list[RunSummary], padding: int = 2, header: int = 14) -> bytes | None:
     """One JPEG of the shared test inputs: input | each run's output | target, a row per input, each
     column headed by its run name. None when no run kept sample images."""
-    with_samples = runs_with_samples(runs)
-    if not with_samples:
+    columns = side_by_side(runs)
+    if not columns:
         return None
-    first = with_samples[0]
-    count = min(len(r.samples["output"]) for r in with_samples)
-    columns = [("input", first.samples["input"]), *[(r.name, r.samples["output"]) for r in with_samples],
-               ("target", first.samples["target"])]
-    tiles = [[Image.open(io.BytesIO(png)).convert("RGB") for png in images[:count]] for _, images in columns]
+    tiles = [[Image.open(io.BytesIO(png)).convert("RGB") for png in images] for _, _, images in columns]
     w = max(t.width for column in tiles for t in column)
     h = max(t.height for column in tiles for t in column)
+    count = len(tiles[0])
     sheet = Image.new("RGB", (len(columns) * (w + padding) + padding, header + count * (h + padding) + padding),
                       "white")
     draw = ImageDraw.Draw(sheet)
-    for c, ((name, _), column) in enumerate(zip(columns, tiles)):
+    for c, ((name, _, _), column) in enumerate(zip(columns, tiles)):
         x = padding + c * (w + padding)
         draw.text((x, 1), name[: max(w // 6, 1)], fill="black")
         for r, tile in enumerate(column):
@@ -152,17 +158,14 @@ def html_page(runs: list[RunSummary], title: str) -> str:
     for row in rows:
         parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
     parts.append("</table><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in settings_notes(runs)) + "</ul>")
-    with_samples = runs_with_samples(runs)
-    if with_samples:
-        first = with_samples[0]
-        count = min(len(r.samples["output"]) for r in with_samples)
-        parts.append("<h2>The same test inputs, translated by each run</h2><table><tr><th>input</th>")
-        parts += [f"<th>{html.escape(r.name)}<br>{html.escape(r.model)}</th>" for r in with_samples]
-        parts.append("<th>target</th></tr>")
-        for i in range(count):
-            cells = [_img(first.samples["input"][i])] + [_img(r.samples["output"][i]) for r in with_samples]
-            cells.append(_img(first.samples["target"][i]))
-            parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    columns = side_by_side(runs)
+    if columns:
+        parts.append("<h2>The same test inputs, translated by each run</h2><table><tr>")
+        parts += [f"<th>{html.escape(heading)}" + (f"<br>{html.escape(model)}" if model else "") + "</th>"
+                  for heading, model, _ in columns]
+        parts.append("</tr>")
+        for row in zip(*(images for _, _, images in columns)):
+            parts.append("<tr>" + "".join(f"<td>{_img(png)}</td>" for png in row) + "</tr>")
         parts.append("</table>")
     parts.append("</body></html>")
     return "".join(parts)
