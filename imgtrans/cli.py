@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from imgtrans import config as config_mod
-from imgtrans.errors import ImgtransError
+from imgtrans.errors import ImgtransError, one_line
 from imgtrans.models import MODELS
 from imgtrans.models.dip import DIPConfig, DIPDiffusionConfig
 from imgtrans.models.base import resolve_device
@@ -58,13 +58,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def config_from_args(cls: type, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The config, and the values that differ from the defaults (what the user asked for)."""
-    types = config_mod.field_types(cls)
     values = {}
     for f in config_mod.fields(cls):
         raw = getattr(args, f.name)
         if raw is None:
             raw = getattr(args, f"{f.name}_positional", None)
-        values[f.name] = f.default if raw is None else config_mod.parse_value(f.name, types[f.name], raw)
+        values[f.name] = f.default if raw is None else config_mod.parse_option(cls, f.name, raw)
     cfg = cls(**values)
     defaults = cls()
     explicit = {k: v for k, v in values.items() if v != getattr(defaults, k)}
@@ -440,18 +439,6 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_arguments(p, command.config_class)
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
-
-
-def one_line(exc: BaseException) -> str:
-    """The user-facing message; errors raised in loader workers arrive wrapped in a traceback."""
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    last = lines[-1]
-    prefix = "imgtrans.errors.ImgtransError: "
-    if last.startswith(prefix):
-        return last[len(prefix):]
-    return last if len(lines) > 1 and isinstance(exc, ImgtransError) else lines[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,13 +2,15 @@
 
 A field's type says how it is parsed (``Literal`` fields list their valid
 values), its metadata carries the help text shown by ``--help`` and written
-into the MLproject file.
+into the MLproject file, and numbers declare their valid range with it
+(``opt(0.5, "Adam beta1", ge=0, lt=1)``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,15 +18,24 @@ from typing import Any, Literal
 from imgtrans.errors import ImgtransError
 
 
-def opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+          "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def opt(default: Any, help: str, **bounds: float) -> Any:
+    """An option with its help text and, for numbers, its valid range: ge, gt, le, lt (as in `0 <= x < 1`)."""
+    unknown = set(bounds) - set(BOUNDS)
+    if unknown:
+        raise TypeError(f"unknown bound {sorted(unknown)[0]}; use {', '.join(BOUNDS)}")
+    return field(default=default, metadata={"help": help, "bounds": bounds})
 
 
 @dataclass
 class RunConfig:
     """How and where any training-like run computes and is tracked (the Trainer's models and DIP)."""
 
-    seed: int = opt(0, "random seed: same seed, same results on CPU (data order, initialisation, noise)")
+    seed: int = opt(0, "random seed: same seed, same results on CPU (data order, initialisation, noise)",
+                     ge=0, lt=2 ** 32)
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
     resume: str = opt("", "continue from an MLflow run id or a checkpoint path")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU")
@@ -43,30 +54,31 @@ class TrainConfig(RunConfig):
         "auto", "how the dataset folder is organised; auto detects A/B, trainA/trainB and A|B images")
     direction: Literal["AtoB", "BtoA"] = opt("AtoB", "which side of a pair is the input")
     color_space: Literal["rgb", "lab"] = opt("rgb", "lab: predict a,b from L (colorization layout only)")
-    load_size: int = opt(0, "resize images to this size before cropping; 0 = crop_size * 286/256")
-    crop_size: int = opt(128, "training crop size in pixels")
+    load_size: int = opt(0, "resize images to this size before cropping; 0 = crop_size * 286/256", ge=0)
+    crop_size: int = opt(128, "training crop size in pixels", ge=1)
     preprocess: Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"] = opt(
         "resize_and_crop", "training-time resizing and cropping, as in the reference code")
     flip: bool = opt(True, "random horizontal flips during training")
-    max_dataset_size: int = opt(0, "use at most this many training images; 0 = all")
+    max_dataset_size: int = opt(0, "use at most this many training images; 0 = all", ge=0)
     # schedule
-    epochs: int = opt(0, "epochs to train; 0 = n_epochs + n_epochs_decay (the linear schedule is scaled to fit)")
-    max_steps: int = opt(0, "stop after this many optimisation steps; 0 = no cap")
-    batch_size: int = opt(1, "images per step")
-    lr: float = opt(2e-4, "Adam learning rate")
-    beta1: float = opt(0.5, "Adam beta1")
-    beta2: float = opt(0.999, "Adam beta2")
+    epochs: int = opt(0, "epochs to train; 0 = n_epochs + n_epochs_decay (the linear schedule is scaled to fit)",
+                       ge=0)
+    max_steps: int = opt(0, "stop after this many optimisation steps; 0 = no cap", ge=0)
+    batch_size: int = opt(1, "images per step", ge=1)
+    lr: float = opt(2e-4, "Adam learning rate", gt=0)
+    beta1: float = opt(0.5, "Adam beta1", ge=0, lt=1)
+    beta2: float = opt(0.999, "Adam beta2", ge=0, lt=1)
     lr_policy: Literal["linear", "step", "cosine", "constant"] = opt(
         "linear", "learning-rate schedule: linear keeps lr for n_epochs then decays to 0 over n_epochs_decay")
-    n_epochs: int = opt(1, "epochs at the initial learning rate (linear policy)")
-    n_epochs_decay: int = opt(1, "epochs of linear decay to zero (linear policy)")
-    lr_decay_iters: int = opt(50, "step policy: multiply lr by 0.1 every this many epochs")
+    n_epochs: int = opt(1, "epochs at the initial learning rate (linear policy)", ge=0)
+    n_epochs_decay: int = opt(1, "epochs of linear decay to zero (linear policy)", ge=0)
+    lr_decay_iters: int = opt(50, "step policy: multiply lr by 0.1 every this many epochs", ge=1)
     # run
-    num_workers: int = opt(-1, "data loader workers; -1 = 4 on CUDA, 0 on CPU")
-    log_every: int = opt(25, "log train/<loss> every this many steps")
-    val_images: int = opt(40, "validation images for val/psnr and val/ssim each epoch; 0 = none")
-    sample_images: int = opt(6, "rows in the per-epoch sample grid")
-    checkpoint_every: int = opt(0, "also checkpoint every this many steps; 0 = at each epoch end only")
+    num_workers: int = opt(-1, "data loader workers; -1 = 4 on CUDA, 0 on CPU", ge=-1)
+    log_every: int = opt(25, "log train/<loss> every this many steps", ge=1)
+    val_images: int = opt(40, "validation images for val/psnr and val/ssim each epoch; 0 = none", ge=0)
+    sample_images: int = opt(6, "rows in the per-epoch sample grid", ge=0)
+    checkpoint_every: int = opt(0, "also checkpoint every this many steps; 0 = at each epoch end only", ge=0)
 
     def total_epochs(self) -> int:
         return self.epochs or (self.n_epochs + self.n_epochs_decay)
@@ -82,16 +94,16 @@ class GANConfig(TrainConfig):
     netG: Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"] = opt(
         "unet", "generator; unet = U-Net as deep as the crop allows (unet_256 at 256 px, unet_128 at 128 px)")
     netD: Literal["basic", "n_layers", "pixel"] = opt("basic", "discriminator: basic = 70×70 PatchGAN")
-    n_layers_D: int = opt(3, "PatchGAN layers when netD=n_layers")
-    num_D: int = opt(1, "discriminators at successively halved scales (multi-scale when > 1)")
-    ngf: int = opt(64, "generator filters in the first layer")
-    ndf: int = opt(64, "discriminator filters in the first layer")
+    n_layers_D: int = opt(3, "PatchGAN layers when netD=n_layers", ge=1)
+    num_D: int = opt(1, "discriminators at successively halved scales (multi-scale when > 1)", ge=1)
+    ngf: int = opt(64, "generator filters in the first layer", ge=1)
+    ndf: int = opt(64, "discriminator filters in the first layer", ge=1)
     norm: Literal["batch", "instance", "none"] = opt("batch", "normalisation layers")
     gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("vanilla", "adversarial objective")
-    lambda_gp: float = opt(10.0, "gradient-penalty weight when gan_mode=wgangp")
+    lambda_gp: float = opt(10.0, "gradient-penalty weight when gan_mode=wgangp", ge=0)
     dropout: bool = opt(True, "dropout in the generator")
     init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = opt("normal", "weight initialisation")
-    init_gain: float = opt(0.02, "scale of the initialisation")
+    init_gain: float = opt(0.02, "scale of the initialisation", gt=0)
 
 
 @dataclass
@@ -149,30 +161,42 @@ def parse_value(name: str, tp, raw: Any) -> Any:
     raise ImgtransError(f"invalid value '{raw}' for {name}; expected {kind}")
 
 
+def bounds_of(cls, name: str) -> dict[str, float]:
+    """A field's declared range; an override that only changes the default keeps its parent's range."""
+    for klass in cls.__mro__:
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and f.metadata.get("bounds"):
+            return f.metadata["bounds"]
+    return {}
+
+
+def check_range(name: str, value: Any, bounds: dict[str, float]) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ImgtransError(f"invalid value {value} for {name}; expected a finite number")
+    if any(not BOUNDS[key][1](value, bound) for key, bound in bounds.items()):
+        valid = " and ".join(f"{BOUNDS[key][0]} {bound}" for key, bound in bounds.items())
+        raise ImgtransError(f"invalid value {value} for {name}; it must be {valid}")
+
+
+def parse_option(cls, name: str, raw: Any) -> Any:
+    """`raw` as the typed value of option `name` of config class `cls`, within its declared range."""
+    value = parse_value(name, field_types(cls)[name], raw)
+    check_range(name, value, bounds_of(cls, name))
+    return value
+
+
 def validate(cfg: TrainConfig) -> None:
-    positive = ["batch_size", "crop_size", "log_every"]
-    non_negative = ["epochs", "max_steps", "n_epochs", "n_epochs_decay", "load_size", "val_images",
-                    "sample_images", "checkpoint_every", "max_dataset_size"]
-    for name in positive:
-        if getattr(cfg, name) <= 0:
-            raise ImgtransError(f"{name} must be positive, got {getattr(cfg, name)}")
-    for name in non_negative:
-        if getattr(cfg, name) < 0:
-            raise ImgtransError(f"{name} must be zero or positive, got {getattr(cfg, name)}")
-    if cfg.lr <= 0:
-        raise ImgtransError(f"lr must be positive, got {cfg.lr}")
+    check_types(cfg)
     if cfg.total_epochs() <= 0 and cfg.max_steps <= 0:
         raise ImgtransError("nothing to train: set epochs, n_epochs + n_epochs_decay or max_steps above 0")
     if cfg.color_space == "lab" and cfg.layout not in ("colorization", "auto"):
         raise ImgtransError("color_space=lab needs layout=colorization (gray→color pairs)")
-    check_types(cfg)
 
 
 def check_types(cfg) -> None:
-    """Every option holds a value of its declared type (and one of its choices)."""
-    types = field_types(type(cfg))
+    """Every option holds a value of its declared type, one of its choices, within its range."""
     for f in fields(cfg):
-        parse_value(f.name, types[f.name], getattr(cfg, f.name))
+        parse_option(type(cfg), f.name, getattr(cfg, f.name))
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -182,8 +206,7 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 def from_dict(cls, values: dict[str, Any]):
     """Rebuild a config, ignoring keys a newer or older version does not know."""
     known = {f.name for f in fields(cls)}
-    types = field_types(cls)
-    return cls(**{k: parse_value(k, types[k], v) for k, v in values.items() if k in known})
+    return cls(**{k: parse_option(cls, k, v) for k, v in values.items() if k in known})
 
 
 def to_json(cfg: TrainConfig) -> str:
@@ -214,35 +237,37 @@ class TranslateConfig:
     output: str = field(default="", metadata={"help": "output folder (must not be inside the input folder)",
                                                 "positional": True})
     model: str = opt("", "an exported .onnx model, with its .json sidecar beside it")
-    tile: int = opt(0, "tile size in pixels; 0 = the model's recommended size")
-    overlap: int = opt(32, "overlap between tiles in pixels, blended with a raised-cosine window")
-    batch_size: int = opt(8, "tiles per inference call")
+    tile: int = opt(0, "tile size in pixels; 0 = the model's recommended size", ge=0)
+    overlap: int = opt(32, "overlap between tiles in pixels, blended with a raised-cosine window", ge=0)
+    batch_size: int = opt(8, "tiles per inference call", ge=1)
     provider: Literal["auto", "tensorrt", "cuda", "cpu"] = opt(
         "auto", "ONNX Runtime execution provider; auto = TensorRT → CUDA → CPU as available")
+    output_bits: Literal["auto", "8", "16"] = opt(
+        "auto", "bits per channel of the results; auto = 16 for 16-bit or float inputs, 8 otherwise (JPEG: always 8)")
 
 
 @dataclass
 class BenchmarkConfig:
     generators: str = opt("unet_256,resnet_9blocks", "comma-separated generators to time")
-    tile: int = opt(256, "tile size in pixels")
+    tile: int = opt(256, "tile size in pixels", ge=1)
     batch_sizes: str = opt("auto", "comma-separated batch sizes; auto = 1,8,16,32,64 on a GPU, 1,4 on a CPU")
     backends: str = opt("auto", "comma-separated: eager, compile, ort-cpu, ort-cuda, ort-tensorrt; "
                                 "auto = all that apply to this machine")
     precisions: str = opt("auto", "comma-separated: fp32, fp16, bf16; auto = all three on a GPU, fp32 on a CPU")
-    repeats: int = opt(0, "timed calls per figure; 0 = 20 on a GPU, 5 on a CPU")
+    repeats: int = opt(0, "timed calls per figure; 0 = 20 on a GPU, 5 on a CPU", ge=0)
     train: bool = opt(False, "also time training steps, plain vs fast path")
     train_models: str = opt("pix2pix,cyclegan", "comma-separated models for the training benchmark")
     train_batch_sizes: str = opt("1,16", "batch sizes for the training benchmark")
-    train_steps: int = opt(0, "timed training steps; 0 = 30 on a GPU, 3 on a CPU")
+    train_steps: int = opt(0, "timed training steps; 0 = 30 on a GPU, 3 on a CPU", ge=0)
     sampling: bool = opt(False, "also time conditional diffusion sampling (DDIM, EMA net) per image")
     sampling_sizes: str = opt("64,256", "comma-separated image sizes for the sampling benchmark")
-    sampling_steps: int = opt(50, "DDIM steps per sample")
+    sampling_steps: int = opt(50, "DDIM steps per sample", ge=1)
     sampling_channels: int = opt(64, "U-Net width for the sampling benchmark (64 with mults 1,2,4,4: 25 M "
-                                     "parameters, about the size of the speed targets)")
-    sampling_batch: int = opt(0, "images per sampling call; 0 = 16 on a GPU, 1 on a CPU")
+                                     "parameters, about the size of the speed targets)", ge=1)
+    sampling_batch: int = opt(0, "images per sampling call; 0 = 16 on a GPU, 1 on a CPU", ge=0)
     dip: bool = opt(False, "also time Deep Image Prior iterations (default skip net, width 128)")
-    dip_size: int = opt(512, "image size for the DIP benchmark")
-    dip_iterations: int = opt(0, "timed DIP iterations; 0 = 50 on a GPU, 3 on a CPU")
+    dip_size: int = opt(512, "image size for the DIP benchmark", ge=1)
+    dip_iterations: int = opt(0, "timed DIP iterations; 0 = 50 on a GPU, 3 on a CPU", ge=0)
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
     experiment: str = opt("imgtrans-benchmarks", "MLflow experiment when not started by `mlflow run`")
 
@@ -252,13 +277,13 @@ class EvaluateConfig:
     run_id: str = opt("", "the training run to evaluate; test/<metric> results are logged to it")
     split: Literal["test", "val"] = opt("test", "which split of the run's dataset to translate")
     dataset: str = opt("", "evaluate on this dataset (a folder of pairs) instead of the run's own")
-    max_images: int = opt(0, "evaluate at most this many images; 0 = all")
-    batch_size: int = opt(8, "images per inference batch")
-    grid_images: int = opt(8, "inputs kept as images (grid, and the side-by-side page of `compare`)")
+    max_images: int = opt(0, "evaluate at most this many images; 0 = all", ge=0)
+    batch_size: int = opt(8, "images per inference batch", ge=1)
+    grid_images: int = opt(8, "inputs kept as images (grid, and the side-by-side page of `compare`)", ge=0)
     inception_weights: str = opt("", "path of weights-inception-2015-12-05-6726825d.pth (FID, KID, IS); "
                                      "default: the torch hub cache")
     lpips_weights: str = opt("", "path of alexnet-owt-7be5be79.pth (LPIPS); default: the torch hub cache")
-    kid_subset_size: int = opt(50, "KID subset size (capped at the number of images)")
+    kid_subset_size: int = opt(50, "KID subset size (capped at the number of images)", ge=2)
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
 
 
@@ -276,11 +301,11 @@ class StudyConfig:
     action: Literal["run", "best"] = field(default="run", metadata={
         "help": "run: optimise (add n_trials trials); best: print the best configuration", "positional": True})
     spec: str = opt("", "a study spec (YAML), e.g. studies/pix2pix.yaml")
-    n_trials: int = opt(10, "trials this worker adds; start the command N times to run N workers")
+    n_trials: int = opt(10, "trials this worker adds; start the command N times to run N workers", ge=1)
     storage: str = opt("", "Optuna storage: a SQLAlchemy URL, a journal file (*.log / *.journal), or a file "
                            "path for SQLite; default studies/<study_name>.db")
     study_name: str = field(default="", metadata={"help": "default: the spec file's name", "aliases": ["--study"]})
-    max_steps: int = opt(0, "per-trial step budget; 0 = the spec's budget")
+    max_steps: int = opt(0, "per-trial step budget; 0 = the spec's budget", ge=0)
     retrain: bool = opt(False, "after the study, retrain the best config with the full budget and register it")
     register_as: str = opt("", "registered model name for retrain; default: the study name")
     experiment: str = opt("imgtrans-studies", "MLflow experiment when not started by `mlflow run`")

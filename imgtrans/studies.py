@@ -34,7 +34,7 @@ import torch
 import yaml
 
 from imgtrans import config as config_mod
-from imgtrans.errors import ImgtransError
+from imgtrans.errors import ImgtransError, one_line
 
 TOP_LEVEL = {"model", "dataset", "fixed", "budget", "full_budget", "objectives", "sampler", "pruner", "seed",
              "search_space", "description"}
@@ -254,7 +254,6 @@ def inference_ms_per_image(model, data, images: int = 8) -> float:
 
 
 def make_objective(spec: StudySpec, study_name: str, max_steps: int, experiment: str):
-    from imgtrans.cli import one_line
     from imgtrans.tracking import Tracker
 
     budget = dict(spec.budget)

@@ -49,6 +49,15 @@ def aerial(tmp_path_factory) -> Path:
     return root
 
 
+def one_line_error(capsys) -> str:
+    """The single `imgtrans: error: …` line a failed command printed (and nothing after it, no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("imgtrans: error: ")]
+    assert len(lines) == 1 and err.strip().endswith(lines[0]), err
+    return lines[0]
+
+
 def write_image(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)

@@ -186,7 +186,7 @@ def test_own_image_with_mask_and_output_file(tmp_path):
     (["--image", "missing.png"], "image file not found"),
     (["--net", "vgg"], "valid values: skip, unet, resnet, dncnn"),
     (["--mode", "progressive", "--e-alpha", "2"], "e_alpha"),
-    (["--lr", "0"], "lr must be positive"),
+    (["--lr", "0"], "for lr; it must be > 0"),
     (["--depth", "5"], "too small for net=skip with depth 5"),
 ])
 def test_bad_dip_input_is_a_one_line_error(aerial, args, message, capsys):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import FAST, random_rgb, write_image
+from conftest import FAST, one_line_error, random_rgb, write_image
 from imgtrans import checkpoint
 from imgtrans.cli import main
 from imgtrans.project_file import render
@@ -118,14 +118,6 @@ def test_aligned_real_layout(tmp_path):
 
 
 # --- bad input: one line, exit 2, run FAILED --------------------------------
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("imgtrans: error: ")]
-    assert len(lines) == 1 and err.strip().endswith(lines[0]), err
-    return lines[0]
-
 
 def test_missing_dataset(tmp_path, capsys):
     train(tmp_path / "nowhere", expect=2)

@@ -29,15 +29,15 @@ class BicycleGANConfig(InstanceNormGANConfig):
     batch_size: int = opt(2, "images per step")
     init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = opt("xavier", "weight initialisation")
     num_D: int = opt(2, "discriminators at successively halved scales")
-    nz: int = opt(8, "latent code size")
+    nz: int = opt(8, "latent code size", ge=1)
     netE: Literal["resnet", "conv"] = opt("resnet", "encoder of B into z")
-    nef: int = opt(64, "encoder filters in the first layer")
+    nef: int = opt(64, "encoder filters in the first layer", ge=1)
     where_add: Literal["input", "all"] = opt("input", "where z enters G: its input only, or every encoder level")
     shared_D: bool = opt(False, "one discriminator for both cycles instead of two")
-    lambda_L1: float = opt(10.0, "weight of the L1 reconstruction of B")
-    lambda_kl: float = opt(0.01, "weight of the KL term on the encoded z")
-    lambda_z: float = opt(0.5, "weight of the latent regression |E(G(A, z)) − z|")
-    n_samples: int = opt(5, "outputs drawn per input at validation, for the diversity score and grids")
+    lambda_L1: float = opt(10.0, "weight of the L1 reconstruction of B", ge=0)
+    lambda_kl: float = opt(0.01, "weight of the KL term on the encoded z", ge=0)
+    lambda_z: float = opt(0.5, "weight of the latent regression |E(G(A, z)) − z|", ge=0)
+    n_samples: int = opt(5, "outputs drawn per input at validation, for the diversity score and grids", ge=1)
 
 
 class ZeroCodeGenerator(nn.Module):

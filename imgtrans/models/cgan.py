@@ -18,13 +18,13 @@ class CGANConfig(TrainConfig):
     model_name: ClassVar[str] = "cgan"
 
     beta1: float = opt(0.9, "Adam beta1")
-    ngf: int = opt(3, "generator filters in the first layer (seed 000: 3, then 3, 2, 1)")
-    ndf: int = opt(32, "discriminator filters in the first layer")
-    dropout_G: float = opt(0.45, "dropout after the generator's dense layer (its only noise)")
-    dropout_D: float = opt(0.3, "dropout after each discriminator conv")
+    ngf: int = opt(3, "generator filters in the first layer (seed 000: 3, then 3, 2, 1)", ge=1)
+    ndf: int = opt(32, "discriminator filters in the first layer", ge=1)
+    dropout_G: float = opt(0.45, "dropout after the generator's dense layer (its only noise)", ge=0, lt=1)
+    dropout_D: float = opt(0.3, "dropout after each discriminator conv", ge=0, lt=1)
     gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("vanilla", "adversarial objective (BCE)")
-    lambda_gp: float = opt(10.0, "gradient-penalty weight when gan_mode=wgangp")
-    lambda_L1: float = opt(0.0, "weight of an L1 term (0 in the baseline)")
+    lambda_gp: float = opt(10.0, "gradient-penalty weight when gan_mode=wgangp", ge=0)
+    lambda_L1: float = opt(0.0, "weight of an L1 term (0 in the baseline)", ge=0)
 
 
 class CGAN(Pix2Pix):

@@ -28,13 +28,13 @@ class CUTConfig(InstanceNormGANConfig):
     netG: Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"] = opt(
         "resnet_9blocks", "generator")
     init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = opt("xavier", "weight initialisation")
-    lambda_GAN: float = opt(1.0, "weight of the adversarial loss")
-    lambda_NCE: float = opt(1.0, "weight of the PatchNCE loss")
+    lambda_GAN: float = opt(1.0, "weight of the adversarial loss", ge=0)
+    lambda_NCE: float = opt(1.0, "weight of the PatchNCE loss", ge=0)
     nce_idt: bool = opt(True, "also apply PatchNCE to G(B) vs B (identity)")
     nce_layers: str = opt("", "comma-separated generator layers for PatchNCE; empty = the generator's default")
-    nce_T: float = opt(0.07, "PatchNCE temperature")
-    num_patches: int = opt(256, "patches sampled per layer and image")
-    netF_nc: int = opt(256, "width of the projection MLP")
+    nce_T: float = opt(0.07, "PatchNCE temperature", gt=0)
+    num_patches: int = opt(256, "patches sampled per layer and image", ge=1)
+    netF_nc: int = opt(256, "width of the projection MLP", ge=1)
     flip_equivariance: bool = opt(False, "randomly flip inputs to enforce flip equivariance (FastCUT)")
 
 

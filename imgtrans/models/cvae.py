@@ -27,9 +27,9 @@ class CVAEConfig(TrainConfig):
     lr_policy: Literal["linear", "step", "cosine", "constant"] = opt("constant", "learning-rate schedule")
     n_epochs: int = opt(10, "epochs at the initial learning rate (seed 000: 10k steps of batch 64)")
     n_epochs_decay: int = opt(0, "epochs of linear decay to zero (linear policy)")
-    latent_dim: int = opt(1024, "size of the Gaussian code")
-    hidden: int = opt(2048, "width of the encoder's fully connected layer")
-    kl_weight: float = opt(1.0, "weight of the KL term")
+    latent_dim: int = opt(1024, "size of the Gaussian code", ge=1)
+    hidden: int = opt(2048, "width of the encoder's fully connected layer", ge=1)
+    kl_weight: float = opt(1.0, "weight of the KL term", ge=0)
     recon: Literal["l1", "l2"] = opt("l2", "reconstruction loss, summed over pixels (l2 = sum of squares)")
 
 

@@ -18,7 +18,7 @@ from imgtrans.models.base import TranslationModel
 class Pix2PixConfig(GANConfig):
     model_name: ClassVar[str] = "pix2pix"
 
-    lambda_L1: float = opt(100.0, "weight of the L1 term")
+    lambda_L1: float = opt(100.0, "weight of the L1 term", ge=0)
 
 
 class Pix2Pix(TranslationModel):

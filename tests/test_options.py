@@ -1,0 +1,70 @@
+"""Every numeric option declares its valid range next to the field; values outside it are one-line errors."""
+
+import typing
+
+import pytest
+
+from conftest import FAST, one_line_error
+from imgtrans import config as config_mod
+from imgtrans.cli import COMMANDS, main
+from imgtrans.errors import ImgtransError
+
+# Options any real number suits: the stage-length formula's α and k (dip) take either sign.
+UNBOUNDED = {"e_alpha", "e_k"}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_numeric_option_declares_its_range(command):
+    cls = COMMANDS[command].config_class
+    types = config_mod.field_types(cls)
+    missing = [f.name for f in config_mod.fields(cls) if types[f.name] in (int, float)
+               and f.name not in UNBOUNDED and not config_mod.bounds_of(cls, f.name)]
+    assert not missing, f"{command}: declare ge/gt/le/lt for {missing}"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_default_is_in_its_range(command):
+    cls = COMMANDS[command].config_class
+    config_mod.check_types(cls())
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--lr", "nan", "invalid value nan for lr; expected a finite number"),
+    ("--lr", "0", "invalid value 0.0 for lr; it must be > 0"),
+    ("--beta1", "1.5", "invalid value 1.5 for beta1; it must be >= 0 and < 1"),
+    ("--ngf", "0", "invalid value 0 for ngf; it must be >= 1"),
+    ("--num-D", "0", "invalid value 0 for num_D; it must be >= 1"),
+    ("--n-layers-D", "-1", "invalid value -1 for n_layers_D; it must be >= 1"),
+    ("--batch-size", "-2", "invalid value -2 for batch_size; it must be >= 1"),
+])
+def test_out_of_range_option_is_one_line(facades, capsys, flag, value, expected):
+    assert main(["pix2pix", "--dataset", str(facades), *FAST, flag, value]) == 2
+    assert one_line_error(capsys) == f"imgtrans: error: {expected}"
+
+
+def test_an_override_keeps_its_parents_range():
+    from imgtrans.models.bicyclegan import BicycleGANConfig
+
+    assert BicycleGANConfig.__dataclass_fields__["batch_size"].default == 2
+    with pytest.raises(ImgtransError, match="batch_size"):
+        config_mod.parse_option(BicycleGANConfig, "batch_size", 0)
+
+
+def test_checkpoint_configs_are_range_checked_too():
+    from imgtrans.models.pix2pix import Pix2PixConfig
+
+    with pytest.raises(ImgtransError, match="beta2"):
+        config_mod.from_dict(Pix2PixConfig, {"beta2": 1.0})
+
+
+def test_translate_and_benchmark_options_are_checked(capsys):
+    assert main(["translate", "in", "out", "--model", "m.onnx", "--overlap", "-4"]) == 2
+    assert "overlap" in one_line_error(capsys)
+    assert main(["benchmark", "--tile", "0"]) == 2
+    assert "tile" in one_line_error(capsys)
+
+
+def test_bounds_are_known_keywords():
+    with pytest.raises(TypeError):
+        config_mod.opt(1, "x", min=0)
+    assert typing.get_type_hints(config_mod.opt)
