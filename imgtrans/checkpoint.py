@@ -8,6 +8,7 @@ AMP-scaler states, every RNG state and the position in the data order.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
 from imgtrans.files import atomic_write
 
-FORMAT = 1
+FORMAT = 2
+CHECKSUM = "sha256"
 
 
 def rng_state() -> dict[str, Any]:
@@ -38,8 +40,40 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_save(obj: Any, path: Path) -> Path:
-    return atomic_write(path, lambda fh: torch.save(obj, fh))
+def checksum(payload: dict[str, Any]) -> str:
+    """SHA-256 over every value of the payload: tensor bytes with their dtype and shape, everything else by repr."""
+    digest = hashlib.sha256()
+
+    def feed(obj: Any) -> None:
+        if isinstance(obj, torch.Tensor):
+            flat = obj.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"tensor {flat.dtype} {tuple(obj.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy())
+        elif isinstance(obj, np.ndarray):
+            digest.update(f"array {obj.dtype} {obj.shape}".encode())
+            digest.update(np.ascontiguousarray(obj).tobytes())
+        elif isinstance(obj, dict):
+            digest.update(b"{")
+            for key in sorted(obj, key=repr):
+                feed(key)
+                feed(obj[key])
+            digest.update(b"}")
+        elif isinstance(obj, (list, tuple)):
+            digest.update(b"[")
+            for item in obj:
+                feed(item)
+            digest.update(b"]")
+        else:
+            digest.update(repr(obj).encode())
+
+    feed({k: v for k, v in payload.items() if k != CHECKSUM})
+    return digest.hexdigest()
+
+
+def atomic_save(payload: dict[str, Any], path: Path) -> Path:
+    """Save with the payload's checksum, so that `read` refuses a damaged file."""
+    payload = {**payload, CHECKSUM: checksum(payload)}
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def model_payload(model) -> dict[str, Any]:
@@ -74,6 +108,9 @@ def read(path: Path | str) -> dict[str, Any]:
         raise ImgtransError(f"cannot read checkpoint {path}: {exc}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ImgtransError(f"{path} is not an imgtrans checkpoint (format {FORMAT})")
+    if payload.get(CHECKSUM) != checksum(payload):
+        raise ImgtransError(f"checkpoint {path} is damaged: its contents do not match its checksum; resume from "
+                            "another checkpoint or run")
     return payload
 
 

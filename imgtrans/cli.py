@@ -46,6 +46,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         help_text = f.metadata.get("help", "")
         if choices:
             help_text += f" ({'|'.join(choices)})"
+        bounds = config_mod.bounds_of(cls, f.name)
+        if bounds:
+            help_text += f" ({config_mod.describe_range(bounds)})"
         if f.metadata.get("positional"):
             parser.add_argument(f"{f.name}_positional", nargs="?", default=None, metavar=f.name.upper(),
                                 help=f"{help_text} (or {flag(f.name)})")
@@ -73,18 +76,13 @@ def config_from_args(cls: type, args: argparse.Namespace) -> tuple[Any, dict[str
 # --- commands ------------------------------------------------------------------
 
 def train_command(cfg, explicit: dict[str, Any], args: argparse.Namespace) -> int:
-    from imgtrans.tracking import Tracker
+    from imgtrans.tracking import tracked_run
     from imgtrans.train import Trainer, resolve_resume
 
     config_mod.validate(cfg)
     cfg, payload = resolve_resume(cfg, explicit)
-    tracker = Tracker(cfg.experiment, run_name=cfg.model_name)
-    try:
+    with tracked_run(cfg.experiment, run_name=cfg.model_name) as tracker:
         result = Trainer(cfg, tracker, resume_payload=payload, progress=not args.no_progress).fit()
-    except BaseException as exc:
-        tracker.finish("FAILED", error=one_line(exc))
-        raise
-    tracker.finish()
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.val_metrics.items())
     print(f"imgtrans: {cfg.model_name} finished: run {result.run_id}, {result.step} steps"
           f"{', ' + metrics if metrics else ''}")
@@ -93,14 +91,13 @@ def train_command(cfg, explicit: dict[str, Any], args: argparse.Namespace) -> in
 
 def dip_command(cfg, explicit: dict[str, Any], args: argparse.Namespace) -> int:
     """`dip` and `dip_diffusion`: per-image optimisation, not the Trainer's epochs over a dataset."""
-    from imgtrans.tracking import Tracker
+    from imgtrans.tracking import tracked_run
     from imgtrans.train import resolve_resume
 
     cfg.validate()
     cfg, payload = resolve_resume(cfg, explicit)
     cfg.validate()
-    tracker = Tracker(cfg.experiment, run_name=cfg.model_name)
-    try:
+    with tracked_run(cfg.experiment, run_name=cfg.model_name) as tracker:
         if cfg.model_name == "dip_diffusion":
             from imgtrans import dip_diffusion
 
@@ -113,29 +110,23 @@ def dip_command(cfg, explicit: dict[str, Any], args: argparse.Namespace) -> int:
             summary = ", ".join(f"{k}={v:.4f}" for k, v in result.val_metrics.items())
             if result.best_iteration is not None:
                 summary += f", best iteration {result.best_iteration}"
-    except BaseException as exc:
-        tracker.finish("FAILED", error=one_line(exc))
-        raise
-    tracker.finish()
     print(f"imgtrans: {cfg.model_name} finished: run {tracker.run_id}" + (f", {summary}" if summary else ""))
     return 0
 
 
 def export_command(cfg: config_mod.ExportConfig, explicit, args) -> int:
-    import tempfile
     from pathlib import Path
 
     from imgtrans.checkpoint import load_model
+    from imgtrans.files import scratch_dir
     from imgtrans.onnx_export import export_model
-    from imgtrans.tracking import Tracker, generator_checkpoint
+    from imgtrans.tracking import generator_checkpoint, tracked_run
 
     if bool(cfg.run_id) == bool(cfg.model_uri):
         raise ImgtransError("give exactly one of run_id or model_uri")
     source = cfg.model_uri or f"runs:/{cfg.run_id}/model"
-    tracker = Tracker(cfg.experiment, run_name="export")
-    try:
-        ckpt = generator_checkpoint(source, Path(tempfile.mkdtemp(prefix="imgtrans-export-")))
-        model = load_model(ckpt)
+    with tracked_run(cfg.experiment, run_name="export") as tracker, scratch_dir("export") as tmp:
+        model = load_model(generator_checkpoint(source, tmp))
         name = cfg.output or f"export/{model.cfg.model_name}-{cfg.run_id or 'model'}"
         if cfg.precision == "fp16" and not cfg.output:
             name += "-fp16"
@@ -144,10 +135,6 @@ def export_command(cfg: config_mod.ExportConfig, explicit, args) -> int:
                             "onnx_path": str(path)})
         tracker.log_metrics({"export/parity_max_abs_error": sidecar.parity_max_abs_error}, step=0)
         tracker.log_onnx(path)
-    except BaseException as exc:
-        tracker.finish("FAILED", error=one_line(exc))
-        raise
-    tracker.finish()
     print(f"imgtrans: exported {source} to {path} (parity max abs error {sidecar.parity_max_abs_error:.2e}, "
           f"{sidecar.precision}, opset {sidecar.opset})")
     return 0
@@ -203,7 +190,7 @@ def benchmark_command(cfg: config_mod.BenchmarkConfig, explicit, args) -> int:
     import torch
 
     from imgtrans import benchmark
-    from imgtrans.tracking import Tracker
+    from imgtrans.tracking import tracked_run
 
     device = resolve_device(cfg.device)
     gpu = device.type == "cuda"
@@ -224,8 +211,7 @@ def benchmark_command(cfg: config_mod.BenchmarkConfig, explicit, args) -> int:
     precisions = listed(cfg.precisions, "fp32,fp16,bf16" if gpu else "fp32", valid=("fp32", "fp16", "bf16"))
     repeats = cfg.repeats or (20 if gpu else 5)
     name = torch.cuda.get_device_name(0) if gpu else (platform.processor() or "cpu")
-    tracker = Tracker(cfg.experiment, run_name="benchmark")
-    try:
+    with tracked_run(cfg.experiment, run_name="benchmark") as tracker:
         tracker.log_params({**config_mod.to_dict(cfg), "device_name": name, "torch": torch.__version__})
         rows = benchmark.inference_rows(generators, cfg.tile, batches, precisions, backends, device,
                                         warmup=3 if gpu else 1, repeats=repeats)
@@ -257,28 +243,26 @@ def benchmark_command(cfg: config_mod.BenchmarkConfig, explicit, args) -> int:
             report += "\nNo GPU here: the GPU targets were not measured; CPU figures are for ratios only.\n"
         tracker.log_metrics(benchmark.as_metrics(rows, train_rows, sampling_rows, dip_rows), step=0)
         tracker.log_text(report, "benchmark.md")
-    except BaseException as exc:
-        tracker.finish("FAILED", error=one_line(exc))
-        raise
-    tracker.finish()
     print(report)
     return 0
 
 
 def evaluate_command(cfg: config_mod.EvaluateConfig, explicit, args) -> int:
     import os
-    import tempfile
-    from pathlib import Path
 
     from imgtrans.evaluate import evaluate
-    from imgtrans.tracking import RunWriter, Tracker, generator_checkpoint
+    from imgtrans.files import scratch_dir
+    from imgtrans.tracking import RunWriter, generator_checkpoint, tracked_run
 
     if not cfg.run_id:
         raise ImgtransError("run_id is required: the training run to evaluate")
     target = RunWriter(cfg.run_id)
     device = resolve_device(cfg.device)
-    ckpt = generator_checkpoint(f"runs:/{cfg.run_id}/model", Path(tempfile.mkdtemp(prefix="imgtrans-eval-")))
-    result = evaluate(cfg, ckpt, device)
+    with scratch_dir("evaluate") as tmp:
+        ckpt = generator_checkpoint(f"runs:/{cfg.run_id}/model", tmp / "model")
+        (tmp / "results").mkdir()
+        result = evaluate(cfg, ckpt, device, tmp / "results")
+        target.log_artifacts(result.artifacts, f"evaluation/{cfg.split}")
     prefix = "test" if cfg.split == "test" else "eval_val"
     metrics = {f"{prefix}/{k}": v for k, v in result.metrics.items()}
     tags = {f"imgtrans.{prefix}.{k}": v for k, v in result.tags.items()}
@@ -288,12 +272,10 @@ def evaluate_command(cfg: config_mod.EvaluateConfig, explicit, args) -> int:
         tags[f"imgtrans.{prefix}.unavailable.{missing.metric}"] = missing.message
     target.log_metrics(metrics)
     target.set_tags(tags)
-    target.log_artifacts(result.artifacts, f"evaluation/{cfg.split}")
     if "MLFLOW_RUN_ID" in os.environ and os.environ["MLFLOW_RUN_ID"] != cfg.run_id:
-        tracker = Tracker("imgtrans")
-        tracker.set_tags({"imgtrans.evaluated_run": cfg.run_id})
-        tracker.log_metrics(metrics, step=0)
-        tracker.finish()
+        with tracked_run("") as tracker:
+            tracker.set_tags({"imgtrans.evaluated_run": cfg.run_id})
+            tracker.log_metrics(metrics, step=0)
     width = max(len(k) for k in metrics)
     for key, value in metrics.items():
         if not key.endswith("_std"):
@@ -304,25 +286,24 @@ def evaluate_command(cfg: config_mod.EvaluateConfig, explicit, args) -> int:
 
 
 def compare_command(cfg: config_mod.CompareConfig, explicit, args) -> int:
-    import tempfile
+    from contextlib import nullcontext
     from pathlib import Path
 
     from imgtrans.compare import markdown, write_reports
-    from imgtrans.tracking import Tracker, run_summaries
+    from imgtrans.files import scratch_dir
+    from imgtrans.tracking import run_summaries, tracked_run
 
     run_ids = [r.strip() for r in cfg.run_ids.split(",") if r.strip()]
-    if not cfg.experiment and not run_ids:
-        raise ImgtransError("give an experiment name or run_ids to compare")
     runs = run_summaries(cfg.experiment, run_ids, cfg.split)
-    title = f"imgtrans comparison: {cfg.experiment or 'selected runs'} ({cfg.split} split, {len(runs)} runs)"
-    folder = Path(cfg.output) if cfg.output else Path(tempfile.mkdtemp(prefix="imgtrans-compare-"))
-    paths = write_reports(runs, title, folder)
-    tracker = Tracker(cfg.report_experiment, run_name="compare")
-    tracker.log_params({"experiment": cfg.experiment, "run_ids": ",".join(r.run_id for r in runs),
-                        "split": cfg.split})
-    for path in paths:
-        tracker.log_artifact(path, "report")
-    tracker.finish()
+    title = f"imgtrans comparison: {cfg.experiment or ('selected runs' if run_ids else 'current experiment')} " \
+            f"({cfg.split} split, {len(runs)} runs)"
+    with tracked_run(cfg.report_experiment, run_name="compare") as tracker, \
+            (nullcontext(Path(cfg.output)) if cfg.output else scratch_dir("compare")) as folder:
+        paths = write_reports(runs, title, folder)
+        tracker.log_params({"experiment": cfg.experiment, "run_ids": ",".join(r.run_id for r in runs),
+                            "split": cfg.split})
+        for path in paths:
+            tracker.log_artifact(path, "report")
     print(markdown(runs, title))
     print(f"imgtrans: report logged to run {tracker.run_id} ({', '.join('report/' + p.name for p in paths)})"
           + (f" and written to {folder}" if cfg.output else ""))
@@ -442,31 +423,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from imgtrans import interrupts
+    from imgtrans.files import sweep_scratch
+
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        if args.command is None:
-            parser.print_help()
-            return 2
-        command = COMMANDS[args.command]
-        cfg, explicit = config_from_args(command.config_class, args)
-        return command.run(cfg, explicit, args)
+        with interrupts.handled():
+            args = parser.parse_args(argv)
+            if args.command is None:
+                parser.print_help()
+                return 2
+            sweep_scratch()
+            command = COMMANDS[args.command]
+            cfg, explicit = config_from_args(command.config_class, args)
+            return command.run(cfg, explicit, args)
     except ImgtransError as exc:
         message = one_line(exc)
-        _fail_run(message)
+        _end_run("FAILED", message)
         print(f"imgtrans: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        _fail_run("interrupted")
-        print("imgtrans: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        _end_run("KILLED", interrupts.reason(exc))
+        print(f"imgtrans: {interrupts.reason(exc)}", file=sys.stderr)
+        return interrupts.exit_code(exc)
     except Exception as exc:  # a bug, not bad input: keep the traceback
-        _fail_run(f"{type(exc).__name__}: {exc}")
+        _end_run("FAILED", f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
         return 1
 
 
-def _fail_run(message: str) -> None:
-    from imgtrans.tracking import fail_active_run
+def _end_run(status: str, message: str) -> None:
+    """A run that ended before its command's own run could (e.g. a bad option under `mlflow run`)."""
+    from imgtrans.tracking import end_active_run
 
-    fail_active_run(message)
+    end_active_run(status, message)

@@ -41,7 +41,7 @@ class RunConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU")
     channels_last: bool = opt(True, "channels_last memory format on CUDA")
     compile: bool = opt(False, "torch.compile the networks (CUDA)")
-    experiment: str = opt("imgtrans", "MLflow experiment when not started by `mlflow run`")
+    experiment: str = opt("", "MLflow experiment; empty = the current one: MLFLOW_EXPERIMENT_NAME / _ID, else Default (as `mlflow run`)")
 
 
 @dataclass
@@ -174,8 +174,11 @@ def check_range(name: str, value: Any, bounds: dict[str, float]) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise ImgtransError(f"invalid value {value} for {name}; expected a finite number")
     if any(not BOUNDS[key][1](value, bound) for key, bound in bounds.items()):
-        valid = " and ".join(f"{BOUNDS[key][0]} {bound}" for key, bound in bounds.items())
-        raise ImgtransError(f"invalid value {value} for {name}; it must be {valid}")
+        raise ImgtransError(f"invalid value {value} for {name}; it must be {describe_range(bounds)}")
+
+
+def describe_range(bounds: dict[str, float]) -> str:
+    return " and ".join(f"{BOUNDS[key][0]} {bound}" for key, bound in bounds.items())
 
 
 def parse_option(cls, name: str, raw: Any) -> Any:
@@ -227,7 +230,7 @@ class ExportConfig:
     model_uri: str = opt("", "or a model URI instead of run_id, e.g. models:/aerial-colorizer@champion")
     output: str = opt("", "the .onnx file to write; default export/<model>-<run id>.onnx")
     precision: Literal["fp32", "fp16"] = opt("fp32", "fp16 keeps normalisation layers in fp32")
-    experiment: str = opt("imgtrans", "MLflow experiment of the export run when not started by `mlflow run`")
+    experiment: str = opt("", "MLflow experiment; empty = the current one: MLFLOW_EXPERIMENT_NAME / _ID, else Default (as `mlflow run`)")
 
 
 @dataclass
@@ -269,7 +272,7 @@ class BenchmarkConfig:
     dip_size: int = opt(512, "image size for the DIP benchmark", ge=1)
     dip_iterations: int = opt(0, "timed DIP iterations; 0 = 50 on a GPU, 3 on a CPU", ge=0)
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
-    experiment: str = opt("imgtrans-benchmarks", "MLflow experiment when not started by `mlflow run`")
+    experiment: str = opt("", "MLflow experiment; empty = the current one: MLFLOW_EXPERIMENT_NAME / _ID, else Default (as `mlflow run`)")
 
 
 @dataclass
@@ -289,11 +292,12 @@ class EvaluateConfig:
 
 @dataclass
 class CompareConfig:
-    experiment: str = opt("", "compare the evaluated runs of this experiment (name)")
+    experiment: str = opt("", "compare the evaluated runs of this experiment (name); empty = the current experiment "
+                                   "unless run_ids are given")
     run_ids: str = opt("", "comma-separated run ids to compare (alone, or to narrow the experiment)")
     split: Literal["test", "val"] = opt("test", "whose evaluation to compare (as given to `evaluate`)")
     output: str = opt("", "also write report.md, report.csv and report.html into this folder")
-    report_experiment: str = opt("imgtrans-reports", "experiment of the compare run when not started by `mlflow run`")
+    report_experiment: str = opt("", "experiment of the compare run itself; empty = the current experiment")
 
 
 @dataclass
@@ -308,4 +312,4 @@ class StudyConfig:
     max_steps: int = opt(0, "per-trial step budget; 0 = the spec's budget", ge=0)
     retrain: bool = opt(False, "after the study, retrain the best config with the full budget and register it")
     register_as: str = opt("", "registered model name for retrain; default: the study name")
-    experiment: str = opt("imgtrans-studies", "MLflow experiment when not started by `mlflow run`")
+    experiment: str = opt("", "MLflow experiment; empty = the current one: MLFLOW_EXPERIMENT_NAME / _ID, else Default (as `mlflow run`)")

@@ -11,16 +11,15 @@ wall times are logged side by side.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from imgtrans.data.color import to_unit
 from imgtrans.errors import ImgtransError
+from imgtrans.files import scratch_dir
 from imgtrans.metrics import psnr_per_image, ssim_per_image
 from imgtrans.models.dip import DIPDiffusionConfig
 from imgtrans.nets.layers import pad_to_multiple
@@ -31,8 +30,8 @@ from imgtrans.tracking import Tracker, generator_checkpoint
 def load_diffusion(run_id: str, device: torch.device):
     from imgtrans.checkpoint import load_model
 
-    model = load_model(generator_checkpoint(f"runs:/{run_id}/model", Path(tempfile.mkdtemp(prefix="imgtrans-dd-"))),
-                       device)
+    with scratch_dir("diffusion-model") as tmp:
+        model = load_model(generator_checkpoint(f"runs:/{run_id}/model", tmp), device)
     if model.cfg.model_name != "diffusion":
         raise ImgtransError(f"run {run_id} holds a {model.cfg.model_name} model; diffusion_run needs a diffusion run")
     return model

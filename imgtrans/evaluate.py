@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ def pairwise_diversity(model, codec, x: torch.Tensor, lpips_net, device) -> torc
     return torch.stack(dist).mean(0)
 
 
-def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device) -> Evaluation:
+def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: Path) -> Evaluation:
     model = load_model(checkpoint, device)
     train_cfg = dataclasses.replace(model.cfg, dataset=cfg.dataset) if cfg.dataset else model.cfg
     data = build_data(train_cfg, unpaired=model.unpaired, any_images=not getattr(train_cfg, "conditional", True))
@@ -139,7 +138,6 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device) -> Eva
         results.update(result.values)
         tags.update(result.settings)
 
-    out = Path(tempfile.mkdtemp(prefix="imgtrans-eval-"))
     with open(out / "per_image.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -1,11 +1,20 @@
-"""Writing files so that a crash never leaves a half-written one: write beside it, then rename."""
+"""Files that are complete or absent: written beside their place, then renamed, never interrupted halfway;
+and scratch folders that go away with the job that made them, however it ends."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Iterator
+
+from imgtrans import interrupts
+
+SCRATCH_PREFIX = "imgtrans-"
+OWNER_FILE = ".owner"
 
 
 def _file_mode() -> int:
@@ -28,16 +37,52 @@ def temp_file_beside(path: Path, suffix: str = "") -> tuple[int, str]:
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Call `write(file)` on a temporary file in the same folder, then rename it to `path`."""
-    fd, tmp = temp_file_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with interrupts.held():
+        fd, tmp = temp_file_beside(path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     return path
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     return atomic_write(path, lambda fh: fh.write(data))
+
+
+@contextmanager
+def scratch_dir(purpose: str) -> Iterator[Path]:
+    """A temporary folder for one job, removed when the block ends. While it exists its owner file is locked,
+    so the folder of a process killed with -9 is recognised (unlocked) and removed by `sweep_scratch`."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{SCRATCH_PREFIX}{purpose}-"))
+    owner = os.open(staging / OWNER_FILE, os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(owner, fcntl.LOCK_EX)
+    path = staging.with_name(staging.name[1:])
+    os.rename(staging, path)  # visible under the swept name only once locked
+    try:
+        yield path
+    finally:
+        os.close(owner)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_scratch() -> list[Path]:
+    """Remove the scratch folders of imgtrans processes that died without cleaning up; returns them."""
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        try:
+            owner = os.open(path / OWNER_FILE, os.O_RDWR)
+        except OSError:  # not a folder of ours, or already gone
+            continue
+        try:
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # locked: its process is alive
+            continue
+        finally:
+            os.close(owner)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed

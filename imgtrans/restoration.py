@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from imgtrans import checkpoint, config as config_mod
+from imgtrans import checkpoint, config as config_mod, interrupts
 from imgtrans.data.color import to_signed, to_unit
 from imgtrans.data.images import load_image
 from imgtrans.errors import ImgtransError
-from imgtrans.files import atomic_write
+from imgtrans.files import atomic_write, scratch_dir
 from imgtrans.losses import VGG16_FILE, VGG16_URL, PerceptualLoss
 from imgtrans.metrics import missing_message, psnr_per_image, ssim_per_image, weights_file
 from imgtrans.models.base import resolve_runtime
@@ -145,7 +144,7 @@ class DIPRunner:
                  on_validation=None):
         self.cfg, self.tracker, self.resume_payload = cfg, tracker, resume_payload
         self.progress, self.on_validation = progress, on_validation
-        self.workdir = Path(tempfile.mkdtemp(prefix="imgtrans-dip-"))
+        self.workdir: Path | None = None
 
     def _perceptual(self) -> PerceptualLoss | None:
         cfg = self.cfg
@@ -237,6 +236,11 @@ class DIPRunner:
             self.tracker.log_metrics({"dip/input_psnr_clean": psnr_per_image(degraded, clean).item()}, 0)
 
     def fit(self) -> DIPResult:
+        """Fit to the end. An interrupt (Ctrl-C, SIGTERM) is taken between two iterations, after a checkpoint."""
+        with scratch_dir("dip") as self.workdir, interrupts.deferred():
+            return self._fit()
+
+    def _fit(self) -> DIPResult:
         self._build()
         self._log_setup()
         cfg, device = self.cfg, self.runtime.device
@@ -254,6 +258,11 @@ class DIPRunner:
         started = time.perf_counter()
         val_metrics: dict[str, float] = {}
         current = None
+
+        def save() -> None:
+            self._flush(window)
+            self._checkpoint()
+
         self.model.train()
         while self.step < total:
             target = next(t for end, t in targets if self.step < end)
@@ -280,6 +289,7 @@ class DIPRunner:
                                 refresh=False)
             if self.step in snapshots:
                 val_metrics = self._snapshot(current, snapshots.index(self.step))
+            interrupts.stop_if_pending(save, f"iteration {self.step}", self.tracker.run_id)
         bar.close()
         seconds = time.perf_counter() - started
         restored = self._finish(current.cpu() if current is not None else self._output(), seconds)

@@ -11,18 +11,22 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import socket
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import mlflow
 import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.default_experiment import DEFAULT_EXPERIMENT_ID
 
-from imgtrans.errors import ImgtransError
+from imgtrans import interrupts
+from imgtrans.errors import ImgtransError, one_line
 
 MAX_PARAM_LENGTH = 6000
 # MLflow's INFO lines (database set-up, system-metrics thread) drown our own output.
@@ -33,9 +37,13 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 class Tracker:
+    """One MLflow run: in `experiment`, or when that is empty in the current experiment, the one `mlflow run`
+    also uses (MLFLOW_EXPERIMENT_NAME / MLFLOW_EXPERIMENT_ID, else Default)."""
+
     def __init__(self, experiment: str, run_name: str | None = None, nested: bool = False):
         if "MLFLOW_RUN_ID" not in os.environ and not nested:
-            mlflow.set_experiment(experiment)
+            name, experiment_id = experiment_choice(experiment)
+            mlflow.set_experiment(name, experiment_id=experiment_id)  # creates a named one that is missing
         self.run = mlflow.start_run(run_name=run_name, nested=nested,
                                     log_system_metrics=importlib.util.find_spec("psutil") is not None)
         self.run_id = self.run.info.run_id
@@ -73,7 +81,8 @@ class Tracker:
         mlflow.log_image(image, key=key, step=step)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        mlflow.log_artifact(str(path), artifact_path)
+        with interrupts.held():  # a half-copied checkpoint in the store would replace the last good one
+            mlflow.log_artifact(str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         mlflow.log_text(text, artifact_file)
@@ -104,6 +113,21 @@ class Tracker:
         if error:
             mlflow.set_tag("error", error[:5000])
         mlflow.end_run(status)
+
+
+@contextmanager
+def tracked_run(experiment: str, run_name: str | None = None, nested: bool = False) -> Iterator[Tracker]:
+    """A run that ends FINISHED, KILLED with the interrupt (Ctrl-C, SIGTERM), or FAILED with the one-line reason."""
+    tracker = Tracker(experiment, run_name=run_name, nested=nested)
+    try:
+        yield tracker
+    except KeyboardInterrupt as exc:
+        tracker.finish("KILLED", error=interrupts.reason(exc))
+        raise
+    except BaseException as exc:
+        tracker.finish("FAILED", error=one_line(exc))
+        raise
+    tracker.finish()
 
 
 class RunWriter:
@@ -138,15 +162,14 @@ def run_summaries(experiment: str, run_ids: list[str], split: str):
 
     client = MlflowClient()
     prefix = "test/" if split == "test" else "eval_val/"
-    if experiment:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            raise ImgtransError(f"no MLflow experiment named '{experiment}' in {mlflow.get_tracking_uri()}")
-        runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+    if run_ids and not experiment:
+        runs = [RunWriter(run_id).run for run_id in run_ids]
+    else:
+        experiment_id = experiment_id_of(experiment)
+        runs = client.search_runs([experiment_id], order_by=["attributes.start_time ASC"])
+        experiment = experiment or client.get_experiment(experiment_id).name
         if run_ids:
             runs = [r for r in runs if r.info.run_id in run_ids]
-    else:
-        runs = [RunWriter(run_id).run for run_id in run_ids]
     summaries = []
     for run in runs:
         metrics = {k[len(prefix):]: v for k, v in run.data.metrics.items() if k.startswith(prefix)}
@@ -175,6 +198,42 @@ def run_summaries(experiment: str, run_ids: list[str], split: str):
         where = f"experiment '{experiment}'" if experiment else "the given runs"
         raise ImgtransError(f"no evaluated runs in {where}; run `mlflow run . -e evaluate -P run_id=<run id>` first")
     return summaries
+
+
+def experiment_choice(experiment: str) -> tuple[str | None, str | None]:
+    """(name, None) or (None, id): `experiment`, else the current one — MLFLOW_EXPERIMENT_NAME, then
+    MLFLOW_EXPERIMENT_ID, then Default, as `mlflow run` chooses."""
+    name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    return (name, None) if name else (None, os.environ.get("MLFLOW_EXPERIMENT_ID") or DEFAULT_EXPERIMENT_ID)
+
+
+def experiment_id_of(experiment: str) -> str:
+    """The id of an existing experiment: `experiment`, or the current one when it is empty."""
+    name, experiment_id = experiment_choice(experiment)
+    if experiment_id:
+        return experiment_id
+    found = MlflowClient().get_experiment_by_name(name)
+    if found is None:
+        raise ImgtransError(f"no MLflow experiment named '{name}' in {mlflow.get_tracking_uri()}")
+    return found.experiment_id
+
+
+def store_uri() -> str:
+    return mlflow.get_tracking_uri()
+
+
+def fail_runs_of_dead_trial(study_name: str, number: int, reason: str) -> None:
+    """Mark the MLflow runs that a dead study worker left RUNNING — the trial's and its parent — FAILED."""
+    client = MlflowClient()
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.`optuna.trial` = '{number}' and attributes.status = 'RUNNING'")
+    for run in runs:
+        if run.data.tags.get("optuna.study") != study_name:
+            continue
+        client.set_tag(run.info.run_id, "optuna.state", "FAIL")
+        for run_id in filter(None, (run.info.run_id, run.data.tags.get("mlflow.parentRunId"))):
+            client.set_tag(run_id, "error", reason)
+            client.set_terminated(run_id, "FAILED")
 
 
 def register_champion(run_id: str, name: str) -> str:
@@ -212,18 +271,46 @@ def generator_checkpoint(model_uri: str, dest: Path) -> Path:
     return found[0]
 
 
-def fail_active_run(message: str) -> None:
-    """Mark the active (or `mlflow run`-created) run FAILED with the reason, if there is one."""
+def end_stale_run(run_id: str) -> bool:
+    """Mark a RUNNING run KILLED when the process that ran it (on this host) is gone, e.g. killed with -9."""
+    run = MlflowClient().get_run(run_id)
+    tags = run.data.tags
+    if run.info.status != "RUNNING" or tags.get("imgtrans.host") != socket.gethostname():
+        return False
+    if not process_gone(tags.get("imgtrans.pid", "")):
+        return False
+    client = MlflowClient()
+    client.set_tag(run_id, "error", f"stale: process {tags['imgtrans.pid']} on {tags['imgtrans.host']} ended "
+                                    "without finishing the run (killed); resumed from its last checkpoint")
+    client.set_terminated(run_id, "KILLED")
+    return True
+
+
+def process_gone(pid: str) -> bool:
+    """Whether no process `pid` runs on this host (a reused pid counts as alive: the run then stays RUNNING)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):  # no pid recorded, or alive under another user
+        return False
+    return False
+
+
+def end_active_run(status: str, message: str) -> None:
+    """End the active (or `mlflow run`-created) run, if one is still open, with this status and reason."""
     run_id = mlflow.active_run().info.run_id if mlflow.active_run() else os.environ.get("MLFLOW_RUN_ID")
     if not run_id:
         return
     try:
         client = MlflowClient()
+        if client.get_run(run_id).info.status != "RUNNING":
+            return
         client.set_tag(run_id, "error", message[:5000])
         if mlflow.active_run():
-            mlflow.end_run("FAILED")
+            mlflow.end_run(status)
         else:
-            client.set_terminated(run_id, "FAILED")
+            client.set_terminated(run_id, status)
     except MlflowException:
         pass
 

@@ -4,11 +4,12 @@ validation, sample grids and tracking."""
 from __future__ import annotations
 
 import math
+import os
 import platform
 import random
+import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -20,15 +21,16 @@ from torch.utils.data import Subset
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from imgtrans import checkpoint, config as config_mod, metrics as M
+from imgtrans import checkpoint, config as config_mod, interrupts, metrics as M
 from imgtrans.config import TrainConfig
 from imgtrans.data.datasets import Data, EpochSampler, build_data, make_loader
 from imgtrans.errors import ImgtransError
+from imgtrans.files import scratch_dir
 from imgtrans.metrics import psnr_per_image, ssim_per_image
 from imgtrans.models import model_class
 from imgtrans.models.base import Runtime, TranslationModel, resolve_runtime
 from imgtrans.schedules import build_scheduler
-from imgtrans.tracking import Tracker, download_checkpoint
+from imgtrans.tracking import Tracker, download_checkpoint, end_stale_run
 
 
 def seed_everything(seed: int) -> None:
@@ -56,6 +58,9 @@ def runtime_tags(runtime: Runtime) -> dict[str, object]:
         "imgtrans.precision": str(runtime.autocast_dtype or "fp32").replace("torch.", ""),
         "imgtrans.channels_last": runtime.channels_last,
         "imgtrans.compile": runtime.compile,
+        # With the pid, a RUNNING run whose process is gone (killed with -9) is recognised as stale.
+        "imgtrans.host": socket.gethostname(),
+        "imgtrans.pid": os.getpid(),
     }
 
 
@@ -63,7 +68,6 @@ def runtime_tags(runtime: Runtime) -> dict[str, object]:
 class TrainResult:
     run_id: str
     step: int
-    checkpoint: Path
     val_metrics: dict[str, float]
     model: TranslationModel
     val_dataset: object
@@ -80,7 +84,9 @@ def resolve_resume(cfg: TrainConfig, explicit: dict) -> tuple[TrainConfig, dict 
     elif "/" in ref or ref.endswith(".pt"):
         raise ImgtransError(f"checkpoint not found: {path}")
     else:
-        payload = checkpoint.read(download_checkpoint(ref, Path(tempfile.mkdtemp(prefix="imgtrans-resume-"))))
+        with scratch_dir("resume") as tmp:
+            payload = checkpoint.read(download_checkpoint(ref, tmp))
+        end_stale_run(ref)
     if payload["model"] != cfg.model_name:
         raise ImgtransError(f"cannot resume {cfg.model_name} from a {payload['model']} checkpoint ({ref})")
     merged = {**payload["config"], **explicit, "resume": ref}
@@ -96,7 +102,7 @@ class Trainer:
         self.tracker = tracker
         self.resume_payload = resume_payload
         self.progress = progress
-        self.workdir = Path(tempfile.mkdtemp(prefix="imgtrans-run-"))
+        self.workdir: Path | None = None
 
     # --- set-up ------------------------------------------------------------
 
@@ -151,6 +157,11 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = pos["step"], pos["epoch"], pos["batch_in_epoch"]
         if self.batch_in_epoch >= self.steps_per_epoch:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        if self.step >= self.total_steps():
+            limit = f"max_steps={self.cfg.max_steps}" if self.cfg.max_steps else \
+                f"{self.cfg.total_epochs()} epochs of {self.steps_per_epoch} steps"
+            raise ImgtransError(f"nothing left to train: the checkpoint {self.cfg.resume} is at step {self.step} and "
+                                f"this run stops at step {self.total_steps()} ({limit}); raise max_steps or epochs")
 
     def _log_setup(self) -> None:
         cfg, model = self.cfg, self.model
@@ -178,6 +189,11 @@ class Trainer:
         return min(by_epochs, self.cfg.max_steps) if self.cfg.max_steps else by_epochs
 
     def fit(self) -> TrainResult:
+        """Train to the end. An interrupt (Ctrl-C, SIGTERM) is taken between two steps, after a checkpoint."""
+        with scratch_dir("run") as self.workdir, interrupts.deferred():
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         self._build()
         if self.resume_payload is not None:
             self._restore(self.resume_payload)
@@ -188,7 +204,6 @@ class Trainer:
         sums: dict[str, torch.Tensor | float] = defaultdict(float)
         window_steps, window_images, window_wait = 0, 0, 0.0
         window_start = time.perf_counter()
-        last_ckpt = None
         val_metrics: dict[str, float] = {}
         while self.step < total:
             self.sampler.set_position(self.epoch, self.batch_in_epoch * self.cfg.batch_size)
@@ -230,30 +245,33 @@ class Trainer:
                     window_start = time.perf_counter()
                 bar.update(1)
                 if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
-                    last_ckpt = self._checkpoint()
+                    self._checkpoint()
+                self._stop_if_interrupted()
                 if self.step >= total:
                     break
                 fetch_start = time.perf_counter()
             epoch_done = self.batch_in_epoch >= self.steps_per_epoch
             # Save before evaluating so the saved RNG state is the one training continues from.
-            last_ckpt = self._checkpoint()
+            self._checkpoint()
             val_metrics = self._evaluate(self.epoch)
             if self.on_validation is not None:
                 self.on_validation(self.epoch, val_metrics)
+            self._stop_if_interrupted()
             if epoch_done:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         bar.close()
-        if last_ckpt is None:
-            last_ckpt = self._checkpoint()
         final = checkpoint.atomic_save(checkpoint.model_payload(self.model), self.workdir / "generator.pt")
         self.tracker.log_generator(final, config_mod.to_json(self.cfg))
-        return TrainResult(self.tracker.run_id, self.step, last_ckpt, val_metrics, self.model, self.data.val)
+        return TrainResult(self.tracker.run_id, self.step, val_metrics, self.model, self.data.val)
 
-    def _checkpoint(self) -> Path:
+    def _checkpoint(self) -> None:
         position = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
         path = checkpoint.save_training(self.workdir / "last.pt", self.model, self.schedulers, position)
         self.tracker.log_artifact(path, "checkpoints")
-        return path
+
+    def _stop_if_interrupted(self) -> None:
+        """Between two steps the state is whole: saved there, `--resume <run id>` continues exactly."""
+        interrupts.stop_if_pending(self._checkpoint, f"step {self.step}", self.tracker.run_id)
 
     # --- validation ----------------------------------------------------------
     @torch.no_grad()

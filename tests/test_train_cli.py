@@ -144,6 +144,27 @@ def test_corrupt_image(tmp_path, capsys):
     assert runs()[0].info.status == "FAILED"
 
 
+def test_unreadable_image_found_first_by_layout_detection(tmp_path, capsys):
+    write_image(tmp_path / "train" / "b.png", random_rgb(64, 64))
+    (tmp_path / "train" / "a.png").write_bytes(b"not a png")
+    train(tmp_path, expect=2)
+    assert "cannot read image" in (line := one_line_error(capsys)) and "a.png" in line
+
+
+def test_crop_larger_than_the_images(facades, capsys):
+    train(facades, "--preprocess", "crop", "--crop-size", "512", expect=2)
+    assert "crop_size 512 is larger than a" in one_line_error(capsys)
+
+
+def test_mixed_sizes_without_preprocessing(tmp_path, capsys):
+    for split, sizes in (("train", [(64, 64), (48, 32)]), ("val", [(64, 64)])):
+        for i, (h, w) in enumerate(sizes):
+            for side in ("A", "B"):
+                write_image(tmp_path / split / side / f"{i}.png", random_rgb(h, w, i))
+    train(tmp_path, "--preprocess", "none", "--val-images", "0", "--sample-images", "0", expect=2)
+    assert "images of different sizes" in one_line_error(capsys)
+
+
 def test_mismatched_folders(tmp_path, capsys):
     write_image(tmp_path / "train" / "A" / "a.png", random_rgb(8, 8))
     write_image(tmp_path / "train" / "B" / "b.png", random_rgb(8, 8))
@@ -188,21 +209,32 @@ def test_mlproject_defaults_parse_back_to_the_config_defaults():
 
 
 def test_mlflow_run_entry_point(facades, tmp_path):
-    """`mlflow run . -e pix2pix` as a user types it, into this test's store."""
+    """`mlflow run . -e pix2pix` as a user types it, into this test's store, and into the same experiment as
+    `imgtrans pix2pix` (both: the current one, Default unless MLFLOW_EXPERIMENT_NAME says otherwise)."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     params = ["dataset", str(facades), "max_steps", "2", "ngf", "4", "ndf", "4", "crop_size", "64",
               "val_images", "2"]
-    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "pix2pix", "--env-manager", "local",
-           "--experiment-name", "quick"]
+    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "pix2pix", "--env-manager", "local"]
     for key, value in zip(params[::2], params[1::2]):
         cmd += ["-P", f"{key}={value}"]
     done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    (run,) = runs()
+    train(facades, "--max-steps", "1")
+    run, plain = runs()
+    assert run.info.experiment_id == plain.info.experiment_id == "0"
     assert run.info.status == "FINISHED"
     assert "val/psnr" in run.data.metrics and run.data.params["max_steps"] == "2"
     assert "checkpoints" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
     assert mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").flavors["python_function"]
+
+
+def test_runs_follow_the_experiment_the_user_names(facades, monkeypatch):
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "facades-study")
+    train(facades, "--max-steps", "1")
+    train(facades, "--max-steps", "1", "--experiment", "other")
+    named, other = runs()
+    assert MlflowClient().get_experiment(named.info.experiment_id).name == "facades-study"
+    assert MlflowClient().get_experiment(other.info.experiment_id).name == "other"
 
 
 def test_nan_loss_stops_with_a_clear_error(facades, monkeypatch, capsys):

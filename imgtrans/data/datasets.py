@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from imgtrans import interrupts
 from imgtrans.data import transforms
 from imgtrans.data.codec import Codec
 from imgtrans.data.images import as_channels, load_image
@@ -182,7 +183,18 @@ def _unpaired_lists(source: Source, split: str) -> tuple[list[Path], list[Path]]
     raise ImgtransError(f"this model needs two image domains, but {source.root} has layout '{source.layout}'")
 
 
+def collate(samples: list[dict]) -> dict:
+    """The default batching, with images of different sizes (preprocess=none) as a one-line error."""
+    sizes = sorted({tuple(s["A"].shape[-2:]) for s in samples} | {tuple(s["B"].shape[-2:]) for s in samples})
+    if len(sizes) > 1:
+        (h1, w1), (h2, w2) = sizes[:2]
+        raise ImgtransError(f"images of different sizes ({w1}×{h1} and {w2}×{h2}) in one batch; use batch_size=1, "
+                            "or a preprocess that crops or resizes to one size (e.g. resize_and_crop)")
+    return default_collate(samples)
+
+
 def make_loader(dataset: Dataset, *, batch_size: int, sampler: Sampler | None = None, shuffle: bool = False,
                 num_workers: int = 0, pin_memory: bool = False, drop_last: bool = False) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, num_workers=num_workers,
-                      pin_memory=pin_memory, drop_last=drop_last, persistent_workers=False)
+                      pin_memory=pin_memory, drop_last=drop_last, persistent_workers=False, collate_fn=collate,
+                      worker_init_fn=interrupts.ignore_in_worker if num_workers else None)

@@ -75,8 +75,11 @@ def detect_layout(root: Path) -> str:
     if not images:
         raise ImgtransError(f"no images found in {folder}; expected train/val/test folders, A/B, trainA/trainB "
                             "or image files")
-    with Image.open(images[0]) as first:
-        width, height = first.size
+    try:
+        with Image.open(images[0]) as first:
+            width, height = first.size
+    except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise ImgtransError(f"cannot read image {images[0]}: {exc}; fix or remove the file") from None
     return "aligned" if width == 2 * height else "single"
 
 

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from imgtrans.errors import ImgtransError
+
 
 @dataclass(frozen=True)
 class Geometry:
@@ -35,12 +37,15 @@ def plan(height: int, width: int, *, preprocess: str, load_size: int, crop_size:
         resize = h, w = new_h, target_w
     crop = None
     if preprocess in ("resize_and_crop", "crop", "scale_width_and_crop"):
-        ch, cw = min(crop_size, h), min(crop_size, w)
+        if h < crop_size or w < crop_size:
+            raise ImgtransError(f"crop_size {crop_size} is larger than a {width}×{height} image"
+                                f"{f' resized to {w}×{h}' if resize else ''}; lower crop_size, raise load_size "
+                                "or use preprocess=resize_and_crop")
         if rng is None:
-            top, left = (h - ch) // 2, (w - cw) // 2
+            top, left = (h - crop_size) // 2, (w - crop_size) // 2
         else:
-            top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        crop = (top, left, ch, cw)
+            top, left = int(rng.integers(0, h - crop_size + 1)), int(rng.integers(0, w - crop_size + 1))
+        crop = (top, left, crop_size, crop_size)
     elif preprocess == "none" or preprocess == "scale_width":
         # Networks need sizes divisible by 4 at least; trim the remainder like the reference.
         th, tw = h - h % 4, w - w % 4

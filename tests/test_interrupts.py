@@ -1,0 +1,176 @@
+"""Interrupts, kills and leftovers, with real processes: SIGTERM/SIGINT end a run KILLED after a checkpoint it
+resumes from exactly; a run killed with -9 is recognised as stale; no temporary folder outlives its command."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import FAST, one_line_error
+from imgtrans import checkpoint, interrupts
+from imgtrans.cli import main
+from imgtrans.errors import ImgtransError
+from imgtrans.files import SCRATCH_PREFIX, atomic_write, scratch_dir, sweep_scratch
+
+# Long enough that the process is still training when the signal comes (3 steps per epoch on the tiny set).
+LONG = ["--epochs", "100", "--val-images", "0", "--sample-images", "0"]
+
+
+def start_training(dataset: Path, tmp_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "TMPDIR": str(tmp_path)}
+    return subprocess.Popen([sys.executable, "-m", "imgtrans", "pix2pix", "--dataset", str(dataset), *FAST, *LONG],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(proc: subprocess.Popen, step: int, timeout: float = 120) -> str:
+    """The run id once its process has logged `step` (FAST logs every step)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+        if runs:
+            history = MlflowClient().get_metric_history(runs[0].info.run_id, "train/G_L1")
+            if history and max(m.step for m in history) >= step:
+                return runs[0].info.run_id
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"training did not reach step {step} in {timeout}s")
+
+
+def saved_checkpoint(run_id: str, tmp_path: Path) -> dict:
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoints/last.pt",
+                                               dst_path=str(tmp_path / "downloads" / run_id))
+    return checkpoint.read(path)
+
+
+def scratch_left(folder: Path) -> list[Path]:
+    return sorted(folder.glob(f"{SCRATCH_PREFIX}*")) + sorted(folder.glob(f".{SCRATCH_PREFIX}*"))
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_checkpoints_and_ends_the_run_killed(facades, tmp_path, signum, code):
+    proc = start_training(facades, tmp_path)
+    run_id = wait_for_step(proc, 2)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err and f"continue with --resume {run_id}" in err
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error"] == f"interrupted ({signal.Signals(signum).name})"
+    assert saved_checkpoint(run_id, tmp_path)["position"]["step"] >= 2
+    assert not scratch_left(tmp_path)
+
+
+def test_resume_after_sigterm_is_exact(facades, tmp_path):
+    proc = start_training(facades, tmp_path)
+    run_id = wait_for_step(proc, 2)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    stopped_at = saved_checkpoint(run_id, tmp_path)["position"]["step"]
+    end = ["--max-steps", str(stopped_at + 2)]
+    assert main(["pix2pix", "--resume", run_id, *end, "--no-progress"]) == 0
+    assert main(["pix2pix", "--dataset", str(facades), *FAST, *LONG, *end]) == 0
+    resumed, straight = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                           order_by=["attributes.start_time ASC"])[1:]
+    a, b = saved_checkpoint(resumed.info.run_id, tmp_path), saved_checkpoint(straight.info.run_id, tmp_path)
+    assert a["position"] == b["position"]
+    for name, tensor in a["nets"].items():
+        assert torch.equal(tensor, b["nets"][name]), name
+
+
+def test_a_run_killed_with_sigkill_is_marked_stale_when_resumed(facades, tmp_path, monkeypatch):
+    proc = start_training(facades, tmp_path)
+    run_id = wait_for_step(proc, 4)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert MlflowClient().get_run(run_id).info.status == "RUNNING"
+    assert scratch_left(tmp_path)  # nothing could clean up after -9 …
+    step = saved_checkpoint(run_id, tmp_path)["position"]["step"]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert main(["pix2pix", "--resume", run_id, "--max-steps", str(step + 1), "--no-progress"]) == 0
+    assert not scratch_left(tmp_path)  # … so the next command swept it
+    stale = MlflowClient().get_run(run_id)
+    assert stale.info.status == "KILLED" and "stale" in stale.data.tags["error"]
+
+
+def test_resuming_past_the_end_is_an_error(facades, tmp_path, capsys):
+    assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "3"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert main(["pix2pix", "--resume", run.info.run_id, "--max-steps", "2", "--no-progress"]) == 2
+    assert "nothing left to train: the checkpoint" in one_line_error(capsys)
+
+
+def test_no_scratch_folder_outlives_its_command(facades, tmp_path, monkeypatch):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "2"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert main(["pix2pix", "--resume", run.info.run_id, "--max-steps", "3", "--no-progress"]) == 0
+    assert main(["export", "--run-id", run.info.run_id, "--output", str(tmp_path / "g.onnx")]) == 0
+    assert main(["evaluate", "--run-id", run.info.run_id, "--max-images", "2"]) == 0
+    assert main(["compare", "--no-progress"]) == 0
+    assert main(["pix2pix", "--dataset", str(tmp_path / "missing"), *FAST]) == 2
+    assert list(scratch.iterdir()) == []
+
+
+def test_sweep_removes_only_folders_whose_process_died(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code = ("import os, signal; from imgtrans.files import scratch_dir; "
+            "held = scratch_dir('dead'); held.__enter__(); os.kill(os.getpid(), signal.SIGKILL)")
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, "TMPDIR": str(tmp_path)}, timeout=60)
+    (dead,) = scratch_left(tmp_path)
+    with scratch_dir("alive") as alive:
+        assert sweep_scratch() == [dead]
+        assert alive.is_dir()
+    assert not scratch_left(tmp_path)
+
+
+def test_an_interrupt_never_leaves_a_half_written_file(tmp_path):
+    path = tmp_path / "state.pt"
+    atomic_write(path, lambda fh: torch.save({"old": 1}, fh))
+    state = {"weights": torch.randn(256, 256)}
+
+    def write(fh):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while the file is being written
+        torch.save(state, fh)
+
+    with interrupts.handled(), pytest.raises(interrupts.Interrupted) as caught:
+        atomic_write(path, write)
+    assert caught.value.exit_code == 130
+    assert torch.equal(torch.load(path)["weights"], state["weights"])
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+def test_a_deferred_loop_gets_the_interrupt_at_its_safe_point():
+    saved = []
+    with interrupts.handled(), pytest.raises(interrupts.Interrupted):
+        with interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            saved.append("still running")  # the first signal waits for the loop's check
+            interrupts.stop_if_pending(lambda: saved.append("checkpoint"), "step 1", "run")
+    assert saved == ["still running", "checkpoint"]
+
+
+def test_a_damaged_checkpoint_is_refused(facades, tmp_path, capsys):
+    assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "2"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    path = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoints/last.pt",
+                                                    dst_path=str(tmp_path / "ckpt")))
+    checkpoint.read(path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit inside the weights
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImgtransError, match="is damaged"):
+        checkpoint.read(path)
+    assert main(["pix2pix", "--resume", str(path), "--max-steps", "4", "--no-progress"]) == 2
+    assert "is damaged" in one_line_error(capsys)
