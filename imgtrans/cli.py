@@ -141,47 +141,9 @@ def export_command(cfg: config_mod.ExportConfig, explicit, args) -> int:
 
 
 def translate_command(cfg: config_mod.TranslateConfig, explicit, args) -> int:
-    import os
-    import time
-    from pathlib import Path
+    from imgtrans.infer.command import translate_archive_command
 
-    from imgtrans.infer.archive import MANIFEST, run_archive
-    from imgtrans.infer.session import OnnxGenerator
-
-    for name in ("input", "output", "model"):
-        if not getattr(cfg, name):
-            raise ImgtransError(f"{name} is required (see `imgtrans translate --help`)")
-    generator = OnnxGenerator(Path(cfg.model), cfg.provider)
-    side = generator.sidecar
-    tile = cfg.tile or side.tile_size
-    if tile % side.size_multiple:
-        raise ImgtransError(f"tile must be a multiple of {side.size_multiple} for this model, got {tile}")
-    if not 0 <= cfg.overlap < tile:
-        raise ImgtransError(f"overlap must be between 0 and tile ({tile}), got {cfg.overlap}")
-    print(f"imgtrans: translating with {generator.provider}, tiles {tile}px, overlap {cfg.overlap}px",
-          file=sys.stderr)
-    started = time.perf_counter()
-    outcomes = run_archive(Path(cfg.input), Path(cfg.output), translate=generator, codec=side.codec_obj,
-                           tile=tile, overlap=cfg.overlap, batch_size=cfg.batch_size,
-                           progress=not args.no_progress)
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
-    elapsed = time.perf_counter() - started
-    if "MLFLOW_RUN_ID" in os.environ:
-        from imgtrans.tracking import Tracker
-
-        tracker = Tracker("imgtrans")
-        tracker.log_params({"provider": generator.provider, "tile": tile, "overlap": cfg.overlap})
-        tracker.log_metrics({f"translate/{k}": v for k, v in counts.items()} |
-                            {"translate/images_per_s": counts["done"] / max(elapsed, 1e-9)}, step=0)
-        tracker.log_artifact(Path(cfg.output) / MANIFEST)
-        tracker.finish("FAILED" if counts["failed"] else "FINISHED")
-    print(f"imgtrans: {counts['done']} translated, {counts['skipped']} already done, {counts['failed']} failed "
-          f"in {elapsed:.1f}s; manifest: {Path(cfg.output) / MANIFEST}")
-    if counts["failed"]:
-        print(f"imgtrans: error: {counts['failed']} file(s) could not be translated; see the manifest",
-              file=sys.stderr)
-        return 1
-    return 0
+    return translate_archive_command(cfg, progress=not args.no_progress)
 
 
 def benchmark_command(cfg: config_mod.BenchmarkConfig, explicit, args) -> int:

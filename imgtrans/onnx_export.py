@@ -65,11 +65,20 @@ class Sidecar:
     def load(cls, path: Path) -> "Sidecar":
         if not path.is_file():
             raise ImgtransError(f"sidecar {path} not found next to the ONNX model; re-export it with `imgtrans export`")
-        data = json.loads(path.read_text())
-        if data.get("format") != SIDECAR_FORMAT:
-            raise ImgtransError(f"{path} is not an imgtrans sidecar ({SIDECAR_FORMAT})")
+        redo = "re-export the model with `imgtrans export`"
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as exc:  # invalid JSON or not UTF-8
+            raise ImgtransError(f"sidecar {path} is corrupt ({exc}); {redo}") from None
+        if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+            raise ImgtransError(f"{path} is not an imgtrans sidecar ({SIDECAR_FORMAT}); {redo}")
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            sidecar = cls(**{k: v for k, v in data.items() if k in known})
+            sidecar.codec_obj  # a codec that is not one fails here rather than mid-archive
+        except TypeError as exc:  # fields missing, or a bad codec
+            raise ImgtransError(f"sidecar {path} is incomplete ({exc}); {redo}") from None
+        return sidecar
 
 
 def sidecar_path(onnx_path: Path) -> Path:

@@ -1,15 +1,18 @@
-"""Shared fixtures: an isolated MLflow store and data cache per test, and tiny datasets."""
+"""Shared fixtures: an isolated MLflow store and data cache per test, tiny datasets, a tiny exported model."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 
 from imgtrans.data import synthetic
+from imgtrans.data.codec import Codec
 
 TINY_COUNTS = {"train": 6, "val": 2, "test": 2}
 # Flags that make a training run take a second or two on a CPU.
@@ -81,3 +84,62 @@ def random_inception_file(path: Path) -> Path:
                                                    feature_extractor_weights_path=str(empty))
     torch.save(net.state_dict(), path)
     return path
+
+
+# --- a tiny exported model and archives of scans for `translate` ------------------------
+
+def tiny_model(netG="unet", norm="batch", codec=Codec(True, "lab")):
+    from imgtrans.models.pix2pix import Pix2Pix, Pix2PixConfig
+
+    torch.manual_seed(0)
+    model = Pix2Pix(Pix2PixConfig(netG=netG, ngf=4, ndf=4, crop_size=64, norm=norm), codec)
+    # Non-trivial running statistics, so eval-mode batch norm is really exercised.
+    model.train()
+    with torch.no_grad():
+        model.netG(torch.randn(4, codec.input_nc, 64, 64))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    """A tiny Lab colorizer exported to ONNX, with its sidecar."""
+    from imgtrans.onnx_export import export_model
+
+    path, _ = export_model(tiny_model(), tmp_path_factory.mktemp("export") / "lab")
+    return path
+
+
+def make_scans(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    (root / "sub").mkdir(parents=True)
+    tifffile.imwrite(root / "big.tif", (rng.random((300, 200)) * 255).astype(np.uint8))
+    Image.fromarray((rng.random((70, 50)) * 255).astype(np.uint8)).save(root / "sub" / "small.png")
+    Image.fromarray((rng.random((40, 90, 3)) * 255).astype(np.uint8)).save(root / "color.jpg")
+    return root
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_translate(model: Path, source: Path, out: Path, *extra: str) -> int:
+    from imgtrans.cli import main
+
+    return main(["translate", str(source), str(out), "--model", str(model), "--no-progress", *extra])
+
+
+def interrupt_translation(monkeypatch, on_call: int, check=lambda: None) -> None:
+    """Ctrl-C when the `on_call`-th scan starts; `check()` runs as each one starts."""
+    from imgtrans.infer import archive
+
+    real, calls = archive.translate_scan, {"n": 0}
+
+    def translate_scan(*args, **kwargs):
+        calls["n"] += 1
+        check()
+        if calls["n"] == on_call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(archive, "translate_scan", translate_scan)

@@ -1,8 +1,5 @@
 """ONNX export and tiled, resumable archive translation."""
 
-import hashlib
-from pathlib import Path
-
 import mlflow
 import numpy as np
 import onnx
@@ -12,32 +9,15 @@ import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import FAST
+from conftest import FAST, interrupt_translation, make_scans, run_translate, tiny_model, tree_digest
 from imgtrans.cli import main
 from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
-from imgtrans.infer import archive
+from imgtrans.infer.archive import MANIFEST
 from imgtrans.infer.io import read_scan
 from imgtrans.infer.session import OnnxGenerator
 from imgtrans.infer.tiling import blend_window, tile_starts, translate_bands
-from imgtrans.models.pix2pix import Pix2Pix, Pix2PixConfig
 from imgtrans.onnx_export import Sidecar, export_model, sidecar_path
-
-
-def tiny_model(netG="unet", norm="batch", codec=Codec(True, "lab")) -> Pix2Pix:
-    torch.manual_seed(0)
-    model = Pix2Pix(Pix2PixConfig(netG=netG, ngf=4, ndf=4, crop_size=64, norm=norm), codec)
-    # Non-trivial running statistics, so eval-mode batch norm is really exercised.
-    model.train()
-    with torch.no_grad():
-        model.netG(torch.randn(4, codec.input_nc, 64, 64))
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Path:
-    path, _ = export_model(tiny_model(), tmp_path_factory.mktemp("export") / "lab")
-    return path
 
 
 # --- export -------------------------------------------------------------------
@@ -147,29 +127,11 @@ def test_local_network_agrees_away_from_seams_and_blends_smoothly():
 
 # --- archives ----------------------------------------------------------------------
 
-def make_scans(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    (root / "sub").mkdir(parents=True)
-    tifffile.imwrite(root / "big.tif", (rng.random((300, 200)) * 255).astype(np.uint8))
-    Image.fromarray((rng.random((70, 50)) * 255).astype(np.uint8)).save(root / "sub" / "small.png")
-    Image.fromarray((rng.random((40, 90, 3)) * 255).astype(np.uint8)).save(root / "color.jpg")
-    return root
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def run(exported, scans, out, *extra):
-    return main(["translate", str(scans), str(out), "--model", str(exported), "--no-progress", *extra])
-
-
 def test_archive_outputs_match_input_sizes_and_report_corrupt_files(tmp_path, exported, capsys):
     scans = make_scans(tmp_path / "scans")
     (scans / "bad.png").write_bytes(b"\x89PNG broken")
     before = tree_digest(scans)
-    assert run(exported, scans, tmp_path / "out") == 1
+    assert run_translate(exported, scans, tmp_path / "out") == 1
     assert tree_digest(scans) == before  # the input folder is untouched
     out = tmp_path / "out"
     assert tifffile.imread(out / "big.tif").shape == (300, 200, 3)
@@ -184,23 +146,14 @@ def test_archive_outputs_match_input_sizes_and_report_corrupt_files(tmp_path, ex
 
 def test_interrupted_archive_resumes_with_nothing_lost(tmp_path, exported, monkeypatch):
     scans = make_scans(tmp_path / "scans")
-    assert run(exported, scans, tmp_path / "reference") == 0
+    assert run_translate(exported, scans, tmp_path / "reference") == 0
 
-    real = archive.translate_scan
-    calls = {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(archive, "translate_scan", interrupted)
-    assert run(exported, scans, tmp_path / "out") == 130
+    interrupt_translation(monkeypatch, on_call=2)
+    assert run_translate(exported, scans, tmp_path / "out") == 130
     done_first = {p.name for p in (tmp_path / "out").rglob("*") if p.is_file()}
-    assert len(done_first) == 1 and not list((tmp_path / "out").rglob("*.part"))
-    monkeypatch.setattr(archive, "translate_scan", real)
-    assert run(exported, scans, tmp_path / "out") == 0
+    assert done_first == {"big.tif", MANIFEST} and not list((tmp_path / "out").rglob("*.part"))
+    monkeypatch.undo()
+    assert run_translate(exported, scans, tmp_path / "out") == 0
     manifest = (tmp_path / "out" / "manifest.csv").read_text()
     assert manifest.count(",skipped,") == 1 and manifest.count(",done,") == 2
     ref, out = tree_digest(tmp_path / "reference"), tree_digest(tmp_path / "out")
@@ -210,7 +163,7 @@ def test_interrupted_archive_resumes_with_nothing_lost(tmp_path, exported, monke
 
 def test_output_inside_input_is_refused(tmp_path, exported, capsys):
     scans = make_scans(tmp_path / "scans")
-    assert run(exported, scans, scans / "out") == 2
+    assert run_translate(exported, scans, scans / "out") == 2
     assert "inside the input folder" in capsys.readouterr().err
     assert not (scans / "out").exists()
 
@@ -226,7 +179,7 @@ def test_geotiff_georeferencing_is_kept(tmp_path, exported):
     ]
     tifffile.imwrite(scans / "ortho.tif", (np.random.default_rng(0).random((90, 130)) * 65535).astype(np.uint16),
                      extratags=geo)
-    assert run(exported, scans, tmp_path / "out") == 0
+    assert run_translate(exported, scans, tmp_path / "out") == 0
     with tifffile.TiffFile(tmp_path / "out" / "ortho.tif") as tif:
         tags = tif.pages[0].tags
         assert tif.pages[0].shape == (90, 130, 3)
@@ -248,7 +201,7 @@ def test_list_file_input(tmp_path, exported):
     make_scans(tmp_path / "scans")
     listing = tmp_path / "todo.txt"
     listing.write_text("# two of three\nscans/big.tif\nscans/sub/small.png\n")
-    assert run(exported, listing, tmp_path / "out") == 0
+    assert run_translate(exported, listing, tmp_path / "out") == 0
     assert (tmp_path / "out" / "scans" / "big.tif").exists() and not (tmp_path / "out" / "scans" / "color.jpg").exists()
 
 

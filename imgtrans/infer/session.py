@@ -26,21 +26,27 @@ def _gpu_present() -> bool:
         return False
 
 
-def choose_providers(choice: str) -> list[str]:
-    """`auto`: TensorRT → CUDA → CPU among those this onnxruntime build offers (GPU ones only with a GPU)."""
+def usable_providers() -> list[str]:
+    """Our provider names, best first, that this onnxruntime build offers (GPU ones only with a GPU)."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    if choice == "auto":
-        order = ["tensorrt", "cuda", "cpu"] if _gpu_present() else ["cpu"]
-    elif choice in PROVIDERS:
-        order = list(dict.fromkeys([choice, "cpu"]))  # the CPU fallback, once
-    else:
+    names = list(PROVIDERS) if _gpu_present() else ["cpu"]
+    return [name for name in names if PROVIDERS[name] in available]
+
+
+def choose_providers(choice: str) -> list[str]:
+    """`auto`: TensorRT → CUDA → CPU, whichever are usable. A named provider must be usable: a GPU one
+    that is not is an error, never a silent fallback to the CPU. The providers after the first are
+    onnxruntime's fallback for single operators the first does not implement."""
+    usable = usable_providers()
+    if choice != "auto" and choice not in PROVIDERS:
         raise ImgtransError(f"invalid provider '{choice}'; valid values: auto, {', '.join(PROVIDERS)}")
-    chosen = [PROVIDERS[name] for name in order if PROVIDERS[name] in available]
-    if choice not in ("auto", "cpu") and PROVIDERS[choice] not in chosen:
-        raise ImgtransError(f"provider {choice} is not available in this onnxruntime build ({', '.join(available)})")
-    return chosen
+    if choice != "auto" and choice not in usable:
+        raise ImgtransError(f"provider {choice} is not available on this machine (available: {', '.join(usable)}); "
+                            "use --provider cpu or auto")
+    first = 0 if choice == "auto" else usable.index(choice)
+    return [PROVIDERS[name] for name in usable[first:]]
 
 
 class OnnxGenerator:
@@ -56,11 +62,15 @@ class OnnxGenerator:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        providers = choose_providers(provider)
         try:
-            self.session = ort.InferenceSession(str(model_path), options, providers=choose_providers(provider))
+            self.session = ort.InferenceSession(str(model_path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ImgtransError(f"cannot load ONNX model {model_path}: {exc}") from None
         self.provider = self.session.get_providers()[0]
+        if provider != "auto" and self.provider != PROVIDERS[provider]:
+            raise ImgtransError(f"provider {provider} could not be started for {model_path} (onnxruntime fell back "
+                                f"to {self.provider}); use --provider cpu or auto")
         self.on_gpu = self.provider in GPU_PROVIDERS
 
     def __call__(self, x: np.ndarray, z: np.ndarray | None = None) -> np.ndarray:

@@ -1,0 +1,239 @@
+"""`translate` on real archives: output collisions, what "already done" means, interrupted and killed runs,
+16-bit and float scans, a corrupt sidecar and a GPU provider that is not there (issue #13)."""
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from conftest import interrupt_translation, make_scans, run_translate, tree_digest
+from imgtrans.data import images
+from imgtrans.errors import ImgtransError
+from imgtrans.infer import archive, session
+from imgtrans.infer import io as infer_io
+from imgtrans.infer.archive import MANIFEST
+from imgtrans.onnx_export import sidecar_path
+
+
+def manifest_rows(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / MANIFEST, newline="") as fh:
+        return {row["output"]: row for row in csv.DictReader(fh)}
+
+
+def statuses(out: Path) -> dict[str, str]:
+    return {output: row["status"] for output, row in manifest_rows(out).items()}
+
+
+def one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imgtrans: error: "), lines
+    return lines[0]
+
+
+def outputs(out: Path) -> dict[str, str]:
+    digest = tree_digest(out)
+    digest.pop(MANIFEST)
+    return digest
+
+
+# --- collisions ---------------------------------------------------------------------------
+
+def test_two_inputs_with_one_output_are_refused_naming_both(tmp_path, exported, capsys):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(scans / "scan.png")
+    Image.fromarray(np.full((40, 40), 200, np.uint8)).save(scans / "scan.bmp")
+    assert run_translate(exported, scans, tmp_path / "out") == 2
+    line = one_error_line(capsys)
+    assert "scan.png" in line and "scan.bmp" in line
+    assert not (tmp_path / "out").exists()  # refused before anything was translated
+
+
+@pytest.mark.parametrize("listing,expected", [
+    ("scans/big.tif\nscans/./big.tif\n", "listed twice"),
+    ("a/x.png\nb/x.png\n", "a/x.png and"),  # both outside the list's folder: outputs named after the file only
+], ids=["same-file", "same-name"])
+def test_list_file_entries_with_one_output_are_refused(tmp_path, exported, capsys, listing, expected):
+    make_scans(tmp_path / "scans")
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / folder / "x.png")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "todo.txt").write_text("".join(f"../{line}\n" for line in listing.splitlines()))
+    assert run_translate(exported, lists / "todo.txt", tmp_path / "out") == 2
+    assert expected in one_error_line(capsys)
+
+
+def test_output_folder_holding_the_input_folder_is_refused(tmp_path, exported, capsys):
+    scans = make_scans(tmp_path / "archive" / "scans")
+    (scans / ".notes.part").write_text("the owner's, not ours")
+    assert run_translate(exported, scans, tmp_path / "archive") == 2
+    assert "contains the input folder" in one_error_line(capsys)
+    assert (scans / ".notes.part").exists()
+
+
+# --- what "already done" means ----------------------------------------------------------------
+
+def test_manifest_records_each_input_and_reruns_skip_only_what_it_vouches_for(tmp_path, exported):
+    scans = make_scans(tmp_path / "scans")
+    out = tmp_path / "out"
+    assert run_translate(exported, scans, out) == 0
+    rows = manifest_rows(out)
+    big = rows["big.tif"]
+    stat = (scans / "big.tif").stat()
+    assert big["input"] == str((scans / "big.tif").absolute())
+    assert (int(big["input_size"]), int(big["input_mtime_ns"])) == (stat.st_size, stat.st_mtime_ns)
+    assert run_translate(exported, scans, out) == 0
+    assert run_translate(exported, scans, out) == 0  # skipped records keep what makes them skippable
+    assert set(statuses(out).values()) == {"skipped"}
+    assert manifest_rows(out)["big.tif"]["input_mtime_ns"] == big["input_mtime_ns"]
+
+
+def test_changed_input_is_translated_again(tmp_path, exported):
+    scans = make_scans(tmp_path / "scans")
+    out = tmp_path / "out"
+    assert run_translate(exported, scans, out) == 0
+    before = outputs(out)
+    Image.fromarray(np.full((70, 50), 30, np.uint8)).save(scans / "sub" / "small.png")
+    os.utime(scans / "sub" / "small.png", ns=(1, 1))
+    assert run_translate(exported, scans, out) == 0
+    assert statuses(out) == {"big.tif": "skipped", "color.jpg": "skipped", "sub/small.png": "done"}
+    assert outputs(out)["sub/small.png"] != before["sub/small.png"]
+
+
+def test_output_without_a_manifest_record_is_replaced(tmp_path, exported):
+    scans = make_scans(tmp_path / "scans")
+    assert run_translate(exported, scans, tmp_path / "reference") == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "big.tif").write_bytes(b"left over by something else")
+    assert run_translate(exported, scans, out) == 0
+    assert set(statuses(out).values()) == {"done"}
+    assert outputs(out) == outputs(tmp_path / "reference")
+
+
+# --- interrupted and killed runs ------------------------------------------------------------------
+
+def test_interrupted_run_records_what_it_finished(tmp_path, exported, monkeypatch):
+    scans = make_scans(tmp_path / "scans")
+    out = tmp_path / "out"
+    interrupt_translation(monkeypatch, on_call=3)
+    assert run_translate(exported, scans, out) == 130
+    assert statuses(out) == {"big.tif": "done", "color.jpg": "done"}
+    monkeypatch.undo()
+    assert run_translate(exported, scans, out) == 0
+    assert statuses(out) == {"big.tif": "skipped", "color.jpg": "skipped", "sub/small.png": "done"}
+
+
+def test_manifest_is_saved_during_the_run_not_only_at_its_end(tmp_path, exported, monkeypatch):
+    """What a `kill -9`, which runs no cleanup, would find on disk."""
+    scans = make_scans(tmp_path / "scans")
+    out = tmp_path / "out"
+    monkeypatch.setattr(archive, "MANIFEST_SAVE_EVERY_S", 0.0)
+    on_disk = []
+
+    def look_at_the_manifest():
+        on_disk.append(set(statuses(out)) if (out / MANIFEST).exists() else set())
+
+    interrupt_translation(monkeypatch, on_call=3, check=look_at_the_manifest)
+    run_translate(exported, scans, out)
+    assert on_disk == [set(), {"big.tif"}, {"big.tif", "color.jpg"}]
+
+
+def test_temporary_files_of_a_killed_run_are_removed(tmp_path, exported):
+    scans = make_scans(tmp_path / "scans")
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    stale = [out / ".big.tif.k2j4x8ab.tif.part", out / "sub" / ".small.png.0a9s8d7f.png.part",
+             out / ".manifest.csv.x81kq0zz"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    assert run_translate(exported, scans, out) == 0
+    assert sorted(p.name for p in out.rglob(".*")) == []
+    assert set(outputs(out)) == {"big.tif", "color.jpg", "sub/small.png"}
+
+
+# --- 16-bit and float scans ------------------------------------------------------------------------
+
+def test_16bit_rgb_tiff_keeps_its_precision(tmp_path):
+    values = np.arange(4 * 5 * 3, dtype=np.uint16).reshape(4, 5, 3) * 1001 + 7  # not multiples of 257
+    tifffile.imwrite(tmp_path / "rgb16.tif", values, photometric="rgb")
+    np.testing.assert_array_equal(images.load_image(tmp_path / "rgb16.tif"), values / np.float32(65535))
+
+
+def test_16bit_rgb_png_keeps_its_precision(tmp_path):
+    values = np.arange(4 * 5 * 3, dtype=np.uint16).reshape(4, 5, 3) * 1001 + 7
+    (tmp_path / "rgb16.png").write_bytes(infer_io.png16_bytes(values))
+    np.testing.assert_array_equal(images.read_pixels(tmp_path / "rgb16.png"), values)
+    np.testing.assert_array_equal(images.load_image(tmp_path / "rgb16.png"), values / np.float32(65535))
+
+
+def test_float_rgb_tiff_is_read_as_unit_range_clipped(tmp_path):
+    values = np.repeat(np.array([[-0.5, 0.25], [0.5, 2.0]], np.float32)[..., None], 3, axis=-1)
+    tifffile.imwrite(tmp_path / "f.tif", values, photometric="rgb")
+    np.testing.assert_array_equal(images.load_image(tmp_path / "f.tif"), np.clip(values, 0, 1))
+
+
+@pytest.fixture
+def scans16(tmp_path) -> Path:
+    scans = make_scans(tmp_path / "scans16")  # 8-bit TIFF, PNG and JPEG ...
+    gray = (np.random.default_rng(3).random((60, 70)) * 65535).astype(np.uint16)
+    tifffile.imwrite(scans / "gray16.tif", gray)  # ... and 16-bit ones
+    Image.fromarray(gray).save(scans / "gray16.png")
+    return scans
+
+
+def test_16bit_scans_give_16bit_results_by_default(tmp_path, exported, scans16):
+    assert run_translate(exported, scans16, tmp_path / "auto") == 0
+    assert run_translate(exported, scans16, tmp_path / "eight", "--output-bits", "8") == 0
+    for name in ("gray16.tif", "gray16.png"):
+        auto = images.read_pixels(tmp_path / "auto" / name)
+        eight = images.read_pixels(tmp_path / "eight" / name)
+        assert auto.dtype == np.uint16 and eight.dtype == np.uint8 and auto.shape == eight.shape == (60, 70, 3)
+        assert np.abs(auto / 257.0 - eight).max() <= 1
+    assert images.read_pixels(tmp_path / "auto" / "big.tif").dtype == np.uint8  # 8-bit scan, 8-bit result
+
+
+def test_output_bits_16_widens_8bit_scans_but_jpeg_stays_8bit(tmp_path, exported):
+    scans = make_scans(tmp_path / "scans")
+    assert run_translate(exported, scans, tmp_path / "out", "--output-bits", "16") == 0
+    assert tifffile.imread(tmp_path / "out" / "big.tif").dtype == np.uint16
+    assert images.read_pixels(tmp_path / "out" / "sub" / "small.png").dtype == np.uint16
+    assert Image.open(tmp_path / "out" / "color.jpg").mode == "RGB"
+
+
+# --- the model and the provider -------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"format": "imgtrans-onnx/1", "model": "x"}'],
+                         ids=["invalid", "not-an-object", "incomplete"])
+def test_corrupt_sidecar_is_one_line_saying_to_re_export(tmp_path, exported, capsys, text):
+    model = tmp_path / "m.onnx"
+    shutil.copy(exported, model)
+    sidecar_path(model).write_text(text)
+    scans = make_scans(tmp_path / "scans")
+    assert run_translate(model, scans, tmp_path / "out") == 2
+    line = one_error_line(capsys)
+    assert str(sidecar_path(model)) in line and "re-export" in line
+
+
+def test_gpu_provider_without_a_gpu_is_refused(tmp_path, exported, capsys, monkeypatch):
+    monkeypatch.setattr(session, "_gpu_present", lambda: False)
+    scans = make_scans(tmp_path / "scans")
+    assert run_translate(exported, scans, tmp_path / "out", "--provider", "cuda") == 2
+    line = one_error_line(capsys)
+    assert "cuda" in line and "--provider cpu or auto" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where CUDA cannot start")
+def test_provider_that_onnxruntime_cannot_start_is_refused(exported, monkeypatch):
+    monkeypatch.setattr(session, "usable_providers", lambda: ["cuda", "cpu"])  # as if a GPU were there
+    with pytest.raises(ImgtransError, match="provider cuda could not be started"):
+        session.OnnxGenerator(exported, "cuda")
