@@ -273,80 +273,9 @@ def compare_command(cfg: config_mod.CompareConfig, explicit, args) -> int:
 
 
 def study_command(cfg: config_mod.StudyConfig, explicit, args) -> int:
-    import json
-    import tempfile
-    from pathlib import Path
-
-    import optuna
-    import yaml
-
     from imgtrans import studies
-    from imgtrans.tracking import Tracker, register_champion
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if cfg.action == "best":
-        if not cfg.study_name:
-            raise ImgtransError("give the study with --study (and its --storage)")
-        try:
-            study = optuna.load_study(study_name=cfg.study_name,
-                                      storage=studies.resolve_storage(cfg.storage, cfg.study_name))
-        except KeyError:
-            raise ImgtransError(f"no study named '{cfg.study_name}' in the storage; check --storage") from None
-        info = studies.summary(study)
-        if "best_params" not in info and "pareto_front" not in info:
-            raise ImgtransError(f"study '{cfg.study_name}' has no completed trial yet")
-        attrs = study.user_attrs
-        if "best_params" in info and "model" in attrs:
-            info["config"] = {"model": attrs["model"], "dataset": attrs.get("dataset"), **attrs.get("fixed", {}),
-                              **info["best_params"]}
-        print(yaml.safe_dump(json.loads(json.dumps(info, default=str)), sort_keys=False), end="")
-        return 0
-
-    if not cfg.spec:
-        raise ImgtransError("spec is required, e.g. spec=studies/pix2pix.yaml")
-    spec = studies.load_spec(cfg.spec)
-    if cfg.retrain and spec.model == "dip":
-        raise ImgtransError("retrain registers a trained generator; dip restores one image and has none — "
-                            "rerun `imgtrans dip` with the best config from `imgtrans study best`")
-    name = cfg.study_name or Path(cfg.spec).stem
-    study = studies.open_study(spec, name, cfg.storage)
-    study.set_user_attr("model", spec.model)
-    study.set_user_attr("dataset", spec.dataset)
-    study.set_user_attr("fixed", spec.fixed)
-    parent = Tracker(cfg.experiment, run_name=f"study-{name}")
-    try:
-        parent.set_tags({"optuna.study": name, "imgtrans.model": f"study:{spec.model}"})
-        parent.log_params({"spec": cfg.spec, "n_trials": cfg.n_trials, "study_name": name, "model": spec.model,
-                           "sampler": spec.sampler, "pruner": spec.pruner["type"],
-                           "objectives": ",".join(f"{o.metric}:{o.direction}" for o in spec.objectives)})
-        objective = studies.make_objective(spec, name, cfg.max_steps, cfg.experiment)
-        study.optimize(objective, n_trials=cfg.n_trials, catch=(Exception,))
-        info = studies.summary(study)
-        parent.log_metrics({f"study/{k}": v for k, v in info.items() if isinstance(v, (int, float))}, step=0)
-        if "best_params" in info:
-            parent.log_params({f"best.{k}": v for k, v in info["best_params"].items()})
-        parent.log_text(yaml.safe_dump(json.loads(json.dumps(info, default=str)), sort_keys=False), "study/best.yaml")
-        folder = Path(tempfile.mkdtemp(prefix="imgtrans-study-"))
-        for path in studies.save_plots(study, spec, folder):
-            parent.log_artifact(path, "study")
-        if cfg.retrain:
-            if "best_params" not in info:
-                raise ImgtransError("retrain needs a single-objective study with a completed trial")
-            from imgtrans.train import Trainer
-
-            retrain_cfg = studies.trial_config(spec, info["best_params"], spec.full_budget, cfg.experiment)
-            child = Tracker(cfg.experiment, run_name=f"retrain-{name}", nested=True)
-            result = Trainer(retrain_cfg, child, progress=not args.no_progress).fit()
-            child.finish()
-            version = register_champion(result.run_id, cfg.register_as or name)
-            parent.set_tags({"optuna.champion": f"models:/{cfg.register_as or name}@champion (v{version})"})
-    except BaseException as exc:
-        parent.finish("FAILED", error=one_line(exc))
-        raise
-    parent.finish()
-    print(yaml.safe_dump(json.loads(json.dumps(info, default=str)), sort_keys=False), end="")
-    print(f"imgtrans: study '{name}': {len(study.trials)} trials in total; parent run {parent.run_id}")
-    return 0
+    return studies.command(cfg, progress=not args.no_progress)
 
 
 def _module_doc(cls) -> str:

@@ -1,0 +1,119 @@
+"""Study workers as real processes (started at once, one killed), failed trials in one line, malformed specs."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from test_studies import REPO, all_runs, load, study, write_spec
+
+HEARTBEAT = {"interval": 1, "grace_period": 5}
+
+
+def start_worker(spec, storage, n_trials: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "imgtrans", "study", "--spec", str(spec), "--storage", str(storage),
+           "--study-name", "s", "--n-trials", str(n_trials), "--no-progress"]
+    return subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=spec.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_ok(*workers: subprocess.Popen) -> None:
+    for worker in workers:
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err[-3000:]
+
+
+def running_trial_of(storage, worker: subprocess.Popen) -> int | None:
+    """The trial `worker` runs now (with its MLflow run started), read-only: the stores may still be created."""
+    try:
+        with closing(sqlite3.connect(f"file:{storage}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT t.number FROM trials t JOIN trial_user_attributes a USING (trial_id) "
+                             "WHERE t.state = 'RUNNING' AND a.key = 'worker' AND a.value_json LIKE ?",
+                             (f'"%:{worker.pid}"',)).fetchone()
+    except sqlite3.OperationalError:  # no database or no tables yet
+        return None
+    return row[0] if row else None
+
+
+def test_three_workers_started_at_once_one_killed_leave_no_running_trial(facades, tmp_path):
+    """The issue's acceptance: fresh stores, three workers started at once, one killed with -9 mid-trial."""
+    spec, storage = write_spec(tmp_path, facades, seed=7, heartbeat=HEARTBEAT), tmp_path / "s.db"
+    victim, *others = [start_worker(spec, storage, 1) for _ in range(3)]
+    deadline = time.monotonic() + 90
+    while (killed := running_trial_of(storage, victim)) is None:
+        assert victim.poll() is None and time.monotonic() < deadline, victim.communicate()[1][-3000:]
+        time.sleep(0.1)
+    victim.kill()
+    victim.wait()
+    time.sleep(HEARTBEAT["grace_period"] + 1)
+    others.append(start_worker(spec, storage, 1))  # its trial starts after the grace period: reclaims the stale one
+    wait_ok(*others)
+
+    trials = load(storage).trials
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
+    assert trials[killed].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == trials[killed].params
+    originals = [t for t in trials if "failed_trial" not in t.system_attrs]
+    assert len(originals) == 3 and len({t.params["lr"] for t in originals}) == 3
+    runs = all_runs()
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    seeds = [r.data.params["sampler_seed"] for r in runs if r.info.run_name == "study-s"]
+    assert len(set(seeds)) == 4 and seeds.count("7") == 1  # only the study's creator uses the spec's seed
+    dead = [r for r in runs if r.data.tags.get("optuna.trial") == str(killed)
+            and r.data.tags.get("error") == "worker died (heartbeat lost)"]
+    assert len(dead) == 1 and dead[0].info.status == "FAILED"
+    parent = MlflowClient().get_run(dead[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FAILED" and parent.data.tags["error"] == "worker died (heartbeat lost)"
+
+
+def test_failed_trials_are_one_line_each_and_a_study_of_only_failures_fails(facades, tmp_path, capfd):
+    # unet_256 cannot be built at a 64 px crop: every trial crashes inside the objective.
+    spec = write_spec(tmp_path, facades, search_space={"netG": {"type": "categorical", "choices": ["unet_256"]}})
+    assert study(spec, tmp_path / "s.db", "--n-trials", "2") == 2
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert [line.split(":")[1] for line in lines[:2]] == [" trial 0 failed", " trial 1 failed"]
+    assert lines[-1].startswith("imgtrans: error: all 2 trials failed; first reason: ") and "crop" in lines[-1]
+    client = MlflowClient()
+    trials = [r for r in all_runs() if r.info.run_name.startswith("trial-")]
+    assert len(trials) == 2 and all(r.info.status == "FAILED" for r in trials)
+    traceback_file = client.download_artifacts(trials[0].info.run_id, "error/traceback.txt", str(tmp_path))
+    assert "Traceback" in Path(traceback_file).read_text()
+    parent = next(r for r in all_runs() if r.info.run_name == "study-s")
+    assert parent.info.status == "FAILED" and parent.data.tags["error"].startswith("all 2 trials failed")
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"search_space": {"lr": 0.001}}, "search_space.lr: expected a mapping"),
+    ({"search_space": {"lr": [1e-4, 1e-3]}}, "search_space.lr: expected a mapping"),
+    ({"search_space": {"lr": {"type": "float", "low": 1e-5, "high": 1e-3, "lgo": True}}}, "unknown key 'lgo'"),
+    ({"search_space": {"ngf": {"type": "int", "low": 4.5, "high": 8}}}, "needs integers"),
+    ({"objectives": "val/psnr"}, "objectives: expected a list"),
+    ({"objectives": ["val/psnr"]}, "objectives[0]: expected a mapping"),
+    ({"objectives": [{"direction": "maximize"}]}, "objectives[0]: needs a metric"),
+    ({"objectives": [{"metric": 3, "direction": "maximize"}]}, "objectives[0]: needs a metric"),
+    ({"model": ["pix2pix"]}, "unknown model"),
+    ({"seed": "abc"}, "seed: expected an integer"),
+    ({"pruner": {"type": "threshold", "lower": "x"}}, "pruner.lower: expected a number"),
+    ({"pruner": {"type": "median", "n_startup_trials": -1}}, "pruner.n_startup_trials: expected an integer"),
+    ({"heartbeat": 5}, "heartbeat: expected a mapping"),
+    ({"heartbeat": {"interval": 0}}, "heartbeat.interval: expected an integer >= 1"),
+    ({"heartbeat": {"interval": 10, "grace_period": 5}}, "grace_period must be longer than"),
+    ({"fixed": {"crop_size": -64}}, "fixed: invalid value -64 for crop_size; it must be >= 1"),
+    ({"search_space": {"lr": {"type": "float", "low": -1.0, "high": 1.0}}}, "search_space.lr: invalid value -1.0"),
+])
+def test_malformed_specs_are_one_line_errors(tmp_path, capsys, change, message):
+    spec = write_spec(tmp_path, "synthetic-facades", **change)
+    assert study(spec, tmp_path / "s.db") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"imgtrans: error: {spec}: ") and message in err and len(err.strip().splitlines()) == 1
