@@ -1,5 +1,6 @@
 """Study workers as real processes (started at once, one killed), failed trials in one line, malformed specs."""
 
+import getpass
 import os
 import sqlite3
 import subprocess
@@ -17,10 +18,10 @@ from test_studies import REPO, all_runs, load, study, write_spec
 HEARTBEAT = {"interval": 1, "grace_period": 5}
 
 
-def start_worker(spec, storage, n_trials: int) -> subprocess.Popen:
+def start_worker(spec, storage, n_trials: int, tmp: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "imgtrans", "study", "--spec", str(spec), "--storage", str(storage),
            "--study-name", "s", "--n-trials", str(n_trials), "--no-progress"]
-    return subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=spec.parent,
+    return subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp)}, cwd=spec.parent,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -45,7 +46,9 @@ def running_trial_of(storage, worker: subprocess.Popen) -> int | None:
 def test_three_workers_started_at_once_one_killed_leave_no_running_trial(facades, tmp_path):
     """The issue's acceptance: fresh stores, three workers started at once, one killed with -9 mid-trial."""
     spec, storage = write_spec(tmp_path, facades, seed=7, heartbeat=HEARTBEAT), tmp_path / "s.db"
-    victim, *others = [start_worker(spec, storage, 1) for _ in range(3)]
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    victim, *others = [start_worker(spec, storage, 1, tmp) for _ in range(3)]
     deadline = time.monotonic() + 90
     while (killed := running_trial_of(storage, victim)) is None:
         assert victim.poll() is None and time.monotonic() < deadline, victim.communicate()[1][-3000:]
@@ -53,8 +56,11 @@ def test_three_workers_started_at_once_one_killed_leave_no_running_trial(facades
     victim.kill()
     victim.wait()
     time.sleep(HEARTBEAT["grace_period"] + 1)
-    others.append(start_worker(spec, storage, 1))  # its trial starts after the grace period: reclaims the stale one
+    others.append(start_worker(spec, storage, 1, tmp))  # its trial starts after the grace period: reclaims the stale one
     wait_ok(*others)
+    # Nothing of ours is left, the killed worker's scratch folder included (the last worker swept it); torch's
+    # fused Adam creates its kernel cache folder once, shared by every later process and not growing per trial.
+    assert [p.name for p in tmp.iterdir()] in ([], [f"torchinductor_{getpass.getuser()}"])
 
     trials = load(storage).trials
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
