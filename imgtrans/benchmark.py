@@ -22,9 +22,14 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from imgtrans import config as config_mod
+from imgtrans.config import BenchmarkConfig
 from imgtrans.data.codec import Codec
-from imgtrans.models.base import AUTOCAST_DTYPES, Runtime
+from imgtrans.errors import ImgtransError
+from imgtrans.models import MODELS
 from imgtrans.models.pix2pix import Pix2Pix, Pix2PixConfig
+from imgtrans.nets.layers import count_parameters
+from imgtrans.runtime import AUTOCAST_DTYPES, Runtime, resolve_device
 
 # Dense peak TFLOP/s by (GPU name fragment, precision), from the vendors' data sheets.
 PEAK_TFLOPS = {
@@ -227,7 +232,7 @@ def sampling_rows(sizes: list[int], precisions: list[str], batch: int, steps: in
         torch.manual_seed(0)
         model = Diffusion(DiffusionConfig(crop_size=size, base_channels=channels, channel_mults="1,2,4,4"),
                           Codec(colorization=False))
-        params = sum(p.numel() for p in model.ema.parameters()) / 1e6
+        params = count_parameters(model.ema) / 1e6
         cond = torch.rand(batch, 3, size, size) * 2 - 1
         for precision in precisions:
             dtype = AUTOCAST_DTYPES[precision]
@@ -258,7 +263,7 @@ def dip_rows(size: int, precisions: list[str], compiled: list[bool], device: tor
              iterations: int) -> list[DIPRow]:
     """DIP's optimisation step (default `skip` net, width 128) on a size×size image, ms per iteration.
     The `dip` loop adds its per-iteration PSNR bookkeeping, which stays on the device."""
-    from imgtrans.models.dip import DeepImagePrior, DIPConfig
+    from imgtrans.dip.model import DeepImagePrior, DIPConfig
 
     cfg = DIPConfig()
     g = torch.Generator().manual_seed(0)
@@ -332,3 +337,59 @@ def as_metrics(rows: list[Row], train_rows: list[TrainRow], sampling: list[Sampl
                 metrics[f"bench_train/{t.model}/b{t.batch}/{field.name}"] = getattr(t, field.name)
         metrics[f"bench_train/{t.model}/b{t.batch}/ratio"] = t.ratio
     return metrics
+
+
+def benchmark_command(cfg: BenchmarkConfig, explicit: dict, progress: bool) -> int:
+    """`imgtrans benchmark`: the tables asked for, printed and logged to MLflow."""
+    import platform
+
+    from imgtrans.nets.generators import GENERATORS
+    from imgtrans.tracking import tracked_run
+
+    device = resolve_device(cfg.device)
+    gpu = device.type == "cuda"
+
+    def listed(text: str, default: str, cast=str, valid=None) -> list:
+        items = [cast(x.strip()) for x in (default if text == "auto" else text).split(",") if x.strip()]
+        bad = [x for x in items if valid is not None and x not in valid]
+        if bad:
+            raise ImgtransError(f"invalid value '{bad[0]}'; valid values: {', '.join(valid)}")
+        return items
+
+    generators = listed(cfg.generators, cfg.generators, valid=GENERATORS)
+    batches = listed(cfg.batch_sizes, "1,8,16,32,64" if gpu else "1,4", int)
+    backends = listed(cfg.backends, "eager,compile,ort-cuda,ort-tensorrt" if gpu else "eager,ort-cpu",
+                      valid=("eager", "compile", "ort-cpu", "ort-cuda", "ort-tensorrt"))
+    precisions = listed(cfg.precisions, "fp32,fp16,bf16" if gpu else "fp32", valid=("fp32", "fp16", "bf16"))
+    repeats = cfg.repeats or (20 if gpu else 5)
+    name = torch.cuda.get_device_name(0) if gpu else (platform.processor() or "cpu")
+    with tracked_run(cfg.experiment, run_name="benchmark") as tracker:
+        tracker.log_params({**config_mod.to_dict(cfg), "device_name": name, "torch": torch.__version__})
+        inference = inference_rows(generators, cfg.tile, batches, precisions, backends, device,
+                                   warmup=3 if gpu else 1, repeats=repeats)
+        training = []
+        if cfg.train:
+            steps = cfg.train_steps or (30 if gpu else 3)
+            models = listed(cfg.train_models, cfg.train_models, valid=tuple(MODELS))
+            training = [train_row(m, b, steps, cfg.tile, device) for m in models
+                        for b in listed(cfg.train_batch_sizes, cfg.train_batch_sizes, int)]
+        sampling = []
+        if cfg.sampling:
+            sampling = sampling_rows(
+                listed(cfg.sampling_sizes, cfg.sampling_sizes, int), precisions,
+                cfg.sampling_batch or (16 if gpu else 1), cfg.sampling_steps, cfg.sampling_channels, device,
+                repeats=3 if gpu else 1)
+        dip = []
+        if cfg.dip:
+            dip = dip_rows(cfg.dip_size, precisions, [False, True] if gpu else [False], device,
+                           cfg.dip_iterations or (50 if gpu else 3))
+        report = f"# imgtrans benchmark on {name} (torch {torch.__version__})\n\n" + format_inference(inference) + "\n"
+        for rows, table in ((training, format_training), (sampling, format_sampling), (dip, format_dip)):
+            if rows:
+                report += "\n" + table(rows) + "\n"
+        if not gpu:
+            report += "\nNo GPU here: the GPU targets were not measured; CPU figures are for ratios only.\n"
+        tracker.log_metrics(as_metrics(inference, training, sampling, dip), step=0)
+        tracker.log_text(report, "benchmark.md")
+    print(report)
+    return 0

@@ -77,16 +77,20 @@ def atomic_save(payload: dict[str, Any], path: Path) -> Path:
 
 
 def model_payload(model) -> dict[str, Any]:
+    """What a model needs to be used: its name, config, codec (None for DIP, which has no data codec), weights."""
     return {
         "format": FORMAT,
         "model": model.cfg.model_name,
         "config": config_mod.to_dict(model.cfg),
-        "codec": dataclasses.asdict(model.codec),
+        "codec": dataclasses.asdict(model.codec) if model.codec is not None else None,
         "nets": model.state_dict(),
     }
 
 
-def save_training(path: Path, model, schedulers: dict, position: dict[str, int]) -> Path:
+def save_training(path: Path, model, schedulers: dict, position: dict[str, int],
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Everything to continue exactly: the model payload, `model.optimizers`, the lr schedulers, the AMP
+    scaler, every RNG state, the position in the run, and a run kind's own `extra` state."""
     payload = model_payload(model)
     payload.update(
         optimizers={k: o.state_dict() for k, o in model.optimizers.items()},
@@ -94,8 +98,22 @@ def save_training(path: Path, model, schedulers: dict, position: dict[str, int])
         scaler=model.scaler.state_dict(),
         rng=rng_state(),
         position=position,
+        **(extra or {}),
     )
     return atomic_save(payload, path)
+
+
+def restore_training(model, schedulers: dict, payload: dict[str, Any]) -> dict[str, int]:
+    """Load what `save_training` saved back into the model, its optimizers, schedulers, scaler and the RNGs;
+    returns the position."""
+    restore_nets(model, payload, model.cfg.resume)
+    for name, state in payload["optimizers"].items():
+        model.optimizers[name].load_state_dict(state)
+    for name, state in payload["schedulers"].items():
+        schedulers[name].load_state_dict(state)
+    model.scaler.load_state_dict(payload["scaler"])
+    set_rng_state(payload["rng"])
+    return payload["position"]
 
 
 def read(path: Path | str) -> dict[str, Any]:
@@ -126,7 +144,7 @@ def restore_nets(model, payload: dict[str, Any], source: str) -> None:
 def load_model(path: Path | str, device: str | torch.device = "cpu"):
     """Rebuild a trained model for inference from a checkpoint alone (eval mode)."""
     from imgtrans.models import model_class
-    from imgtrans.models.base import Runtime
+    from imgtrans.runtime import Runtime
 
     payload = read(path)
     cls = model_class(payload["model"])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from imgtrans.config import CompareConfig
 from imgtrans.files import atomic_write_bytes
 
 SHEET_FILE = "samples.jpg"
@@ -180,3 +181,27 @@ def write_reports(runs: list[RunSummary], title: str, folder: Path) -> list[Path
     if sheet:
         files[SHEET_FILE] = sheet
     return [atomic_write_bytes(folder / name, data) for name, data in files.items()]
+
+
+def compare_command(cfg: CompareConfig, explicit: dict, progress: bool) -> int:
+    """`imgtrans compare`: the report across evaluated runs, printed, logged and optionally written."""
+    from contextlib import nullcontext
+
+    from imgtrans.files import scratch_dir
+    from imgtrans.tracking import run_summaries, tracked_run
+
+    run_ids = [r.strip() for r in cfg.run_ids.split(",") if r.strip()]
+    runs = run_summaries(cfg.experiment, run_ids, cfg.split)
+    title = f"imgtrans comparison: {cfg.experiment or ('selected runs' if run_ids else 'current experiment')} " \
+            f"({cfg.split} split, {len(runs)} runs)"
+    with tracked_run(cfg.report_experiment, run_name="compare") as tracker, \
+            (nullcontext(Path(cfg.output)) if cfg.output else scratch_dir("compare")) as folder:
+        paths = write_reports(runs, title, folder)
+        tracker.log_params({"experiment": cfg.experiment, "run_ids": ",".join(r.run_id for r in runs),
+                            "split": cfg.split})
+        for path in paths:
+            tracker.log_artifact(path, "report")
+    print(markdown(runs, title))
+    print(f"imgtrans: report logged to run {tracker.run_id} ({', '.join('report/' + p.name for p in paths)})"
+          + (f" and written to {folder}" if cfg.output else ""))
+    return 0

@@ -13,13 +13,14 @@ import json
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from imgtrans.errors import ImgtransError
 
-
 BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+EXPERIMENT_HELP = ("MLflow experiment; empty = the current one: MLFLOW_EXPERIMENT_NAME / _ID, else Default "
+                   "(as `mlflow run`)")
 
 
 def opt(default: Any, help: str, **bounds: float) -> Any:
@@ -41,7 +42,13 @@ class RunConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU")
     channels_last: bool = opt(True, "channels_last memory format on CUDA")
     compile: bool = opt(False, "torch.compile the networks (CUDA)")
-    experiment: str = opt("", "MLflow experiment; empty = the current one: MLFLOW_EXPERIMENT_NAME / _ID, else Default (as `mlflow run`)")
+    experiment: str = opt("", EXPERIMENT_HELP)
+
+    # The entry point whose options these are (set by each run kind's config).
+    model_name: ClassVar[str] = ""
+
+    def validate(self) -> None:
+        check_types(self)
 
 
 @dataclass
@@ -216,7 +223,7 @@ def to_json(cfg: TrainConfig) -> str:
     return json.dumps({"model": model_name_of(cfg), **to_dict(cfg)}, indent=2, sort_keys=True)
 
 
-def model_name_of(cfg: TrainConfig) -> str:
+def model_name_of(cfg) -> str:
     return getattr(type(cfg), "model_name", "")
 
 
@@ -230,7 +237,7 @@ class ExportConfig:
     model_uri: str = opt("", "or a model URI instead of run_id, e.g. models:/aerial-colorizer@champion")
     output: str = opt("", "the .onnx file to write; default export/<model>-<run id>.onnx")
     precision: Literal["fp32", "fp16"] = opt("fp32", "fp16 keeps normalisation layers in fp32")
-    experiment: str = opt("", "MLflow experiment; empty = the current one: MLFLOW_EXPERIMENT_NAME / _ID, else Default (as `mlflow run`)")
+    experiment: str = opt("", EXPERIMENT_HELP)
 
 
 @dataclass
@@ -272,7 +279,7 @@ class BenchmarkConfig:
     dip_size: int = opt(512, "image size for the DIP benchmark", ge=1)
     dip_iterations: int = opt(0, "timed DIP iterations; 0 = 50 on a GPU, 3 on a CPU", ge=0)
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
-    experiment: str = opt("", "MLflow experiment; empty = the current one: MLFLOW_EXPERIMENT_NAME / _ID, else Default (as `mlflow run`)")
+    experiment: str = opt("", EXPERIMENT_HELP)
 
 
 @dataclass
@@ -312,4 +319,4 @@ class StudyConfig:
     max_steps: int = opt(0, "per-trial step budget; 0 = the spec's budget", ge=0)
     retrain: bool = opt(False, "after the study, retrain the best config with the full budget and register it")
     register_as: str = opt("", "registered model name for retrain; default: the study name")
-    experiment: str = opt("", "MLflow experiment; empty = the current one: MLFLOW_EXPERIMENT_NAME / _ID, else Default (as `mlflow run`)")
+    experiment: str = opt("", EXPERIMENT_HELP)

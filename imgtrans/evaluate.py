@@ -24,6 +24,7 @@ from imgtrans import metrics as M
 from imgtrans.checkpoint import load_model
 from imgtrans.config import EvaluateConfig
 from imgtrans.data.datasets import build_data, make_loader
+from imgtrans.data.images import to_uint8
 from imgtrans.errors import ImgtransError
 
 SAMPLES_DIR = "samples"
@@ -35,10 +36,6 @@ class Evaluation:
     tags: dict[str, str]
     unavailable: list[M.Unavailable]
     artifacts: Path
-
-
-def to_uint8(rgb: torch.Tensor) -> np.ndarray:
-    return (rgb.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def grid_image(columns: list[list[torch.Tensor]]) -> np.ndarray:
@@ -61,7 +58,7 @@ def pairwise_diversity(model, codec, x: torch.Tensor, lpips_net, device) -> torc
 def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: Path) -> Evaluation:
     model = load_model(checkpoint, device)
     train_cfg = dataclasses.replace(model.cfg, dataset=cfg.dataset) if cfg.dataset else model.cfg
-    data = build_data(train_cfg, unpaired=model.unpaired, any_images=not getattr(train_cfg, "conditional", True))
+    data = build_data(train_cfg, unpaired=model.unpaired, any_images=not model.is_conditional(train_cfg))
     dataset = data.test if cfg.split == "test" else data.val
     count = min(cfg.max_images or len(dataset), len(dataset))
     if count == 0:
@@ -86,7 +83,6 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
         unavailable += [M.Unavailable(name, message) for name in ("fid", "kid", "is")]
 
     has_targets = data.source.has_targets
-    multimodal = hasattr(model, "samples")
     diversity: list[torch.Tensor] = []
     rows, columns = [], [[], [], []]
     seconds = 0.0
@@ -102,7 +98,7 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
         target = codec.decode_output(x, batch["B"]) if has_targets else codec.decode_input(batch["B"])
         if distribution is not None:
             distribution.update(target, pred)
-        if multimodal:
+        if model.multimodal:
             diversity.append(pairwise_diversity(model, codec, x, lpips_net, device))
         for i, index in enumerate(batch["index"].tolist()):
             rows.append({"index": index})
@@ -148,3 +144,42 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
         for kind, image in (("input", inp), ("output", pred), ("target", target)):
             Image.fromarray(to_uint8(image)).save(out / SAMPLES_DIR / f"{kind}_{i:04d}.png")
     return Evaluation(results, tags, unavailable, out)
+
+
+def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int:
+    """`imgtrans evaluate`: test metrics of a run, logged to that run."""
+    import os
+
+    from imgtrans.files import scratch_dir
+    from imgtrans.runtime import resolve_device
+    from imgtrans.tracking import RunWriter, generator_checkpoint, tracked_run
+
+    if not cfg.run_id:
+        raise ImgtransError("run_id is required: the training run to evaluate")
+    target = RunWriter(cfg.run_id)
+    device = resolve_device(cfg.device)
+    with scratch_dir("evaluate") as tmp:
+        ckpt = generator_checkpoint(f"runs:/{cfg.run_id}/model", tmp / "model")
+        (tmp / "results").mkdir()
+        result = evaluate(cfg, ckpt, device, tmp / "results")
+        target.log_artifacts(result.artifacts, f"evaluation/{cfg.split}")
+    prefix = "test" if cfg.split == "test" else "eval_val"
+    metrics = {f"{prefix}/{k}": v for k, v in result.metrics.items()}
+    tags = {f"imgtrans.{prefix}.{k}": v for k, v in result.tags.items()}
+    for message in dict.fromkeys(m.message for m in result.unavailable):
+        print(f"imgtrans: warning: {message}", file=sys.stderr)
+    for missing in result.unavailable:
+        tags[f"imgtrans.{prefix}.unavailable.{missing.metric}"] = missing.message
+    target.log_metrics(metrics)
+    target.set_tags(tags)
+    if "MLFLOW_RUN_ID" in os.environ and os.environ["MLFLOW_RUN_ID"] != cfg.run_id:
+        with tracked_run("") as tracker:
+            tracker.set_tags({"imgtrans.evaluated_run": cfg.run_id})
+            tracker.log_metrics(metrics, step=0)
+    width = max(len(k) for k in metrics)
+    for key, value in metrics.items():
+        if not key.endswith("_std"):
+            std = metrics.get(f"{key}_std")
+            print(f"{key:<{width}}  {value:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
+    print(f"imgtrans: logged {len(metrics)} metrics and evaluation/{cfg.split}/ to run {cfg.run_id}")
+    return 0

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import json
 import math
-import hashlib
 import os
 import socket
 import sys
@@ -50,6 +50,7 @@ from imgtrans import config as config_mod
 from imgtrans import interrupts
 from imgtrans.errors import ImgtransError, one_line
 from imgtrans.files import scratch_dir
+from imgtrans.runs import RUNS
 
 TOP_LEVEL = {"model", "dataset", "fixed", "budget", "full_budget", "objectives", "sampler", "pruner", "seed",
              "heartbeat", "search_space", "description"}
@@ -105,23 +106,14 @@ def _fail(path: Path, message: str) -> NoReturn:
     raise ImgtransError(f"{path}: {message}")
 
 
-def config_classes() -> dict[str, type]:
-    """Every model a study can tune: the Trainer's models, and DIP (restoration of one image)."""
-    from imgtrans.models import MODELS
-    from imgtrans.models.dip import DIPConfig
-
-    return {**{name: cls.config_class for name, cls in MODELS.items()}, DIPConfig.model_name: DIPConfig}
-
-
 def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     data = _mapping(path, "the top level", _read_yaml(path))
     _check_keys(path, "", data, TOP_LEVEL)
     model = data.get("model")
-    classes = config_classes()
-    if not isinstance(model, str) or model not in classes:
-        _fail(path, f"unknown model '{model}'; valid values: {', '.join(classes)}")
-    cfg_cls = classes[model]
+    if not isinstance(model, str) or model not in RUNS:
+        _fail(path, f"unknown model '{model}'; valid values: {', '.join(RUNS)}")
+    cfg_cls = RUNS[model].config_class
     dataset = data.get("dataset", "synthetic-facades")
     if not isinstance(dataset, str) or not dataset:
         _fail(path, f"dataset: expected a dataset name or folder, got {dataset!r}")
@@ -247,8 +239,9 @@ def _objectives(path: Path, model: str, objectives: Any) -> list[Objective]:
             _fail(path, f"{where}: needs a metric, val/<metric> or {INFERENCE_METRIC}, got {metric!r}")
         if direction not in ("maximize", "minimize"):
             _fail(path, f"{where}: direction must be maximize or minimize, got {direction!r}")
-        if metric == INFERENCE_METRIC and model == "dip":
-            _fail(path, f"{INFERENCE_METRIC} does not apply to dip, which restores one image and has no generator")
+        if metric == INFERENCE_METRIC and not RUNS[model].trains_generator:
+            _fail(path, f"{INFERENCE_METRIC} does not apply to {model}, which {RUNS[model].instead_of_a_generator} "
+                        "and has no generator")
         result.append(Objective(metric, direction))
     return result
 
@@ -418,26 +411,16 @@ def sample(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, A
 
 def trial_config(spec: StudySpec, params: dict[str, Any], budget: dict[str, Any], experiment: str):
     values = {**spec.fixed, **params, **budget, "dataset": spec.dataset, "experiment": experiment}
-    cfg = config_mod.from_dict(config_classes()[spec.model], values)
+    cfg = config_mod.from_dict(RUNS[spec.model].config_class, values)
     cfg.validate()
     return cfg
 
 
-def fit(cfg, tracker, on_validation):
-    """Train (or, for DIP, restore) with `cfg`; the result carries `val_metrics`."""
-    if cfg.model_name == "dip":
-        from imgtrans.restoration import DIPRunner
-
-        return DIPRunner(cfg, tracker, progress=False, on_validation=on_validation).fit()
-    from imgtrans.train import Trainer
-
-    return Trainer(cfg, tracker, progress=False, on_validation=on_validation).fit()
-
-
 @torch.no_grad()
 def inference_ms_per_image(model, data, images: int = 8) -> float:
-    from imgtrans.data.datasets import make_loader
     from torch.utils.data import Subset
+
+    from imgtrans.data.datasets import make_loader
 
     batch = next(iter(make_loader(Subset(data, range(min(images, len(data)))), batch_size=images)))
     model.eval()
@@ -494,7 +477,9 @@ def make_objective(spec: StudySpec, study_name: str, max_steps: int, experiment:
                 raise optuna.TrialPruned(f"{first}={metrics[first]:.4g} at epoch {epoch}")
 
         try:
-            values = objective_values(spec, fit(trial_config(spec, params, budget, experiment), tracker, report))
+            cfg = trial_config(spec, params, budget, experiment)
+            result = RUNS[spec.model].create(cfg, tracker, progress=False, on_validation=report).fit()
+            values = objective_values(spec, result)
         except optuna.TrialPruned as exc:
             tracker.set_tags({"optuna.state": "PRUNED", "optuna.pruned": str(exc)})
             tracker.finish("KILLED")
@@ -584,7 +569,7 @@ def as_yaml(info: dict[str, Any]) -> str:
 # --- commands --------------------------------------------------------------------------------------------
 
 
-def command(cfg: config_mod.StudyConfig, progress: bool) -> int:
+def study_command(cfg: config_mod.StudyConfig, explicit: dict, progress: bool) -> int:
     """`imgtrans study` (add trials) and `imgtrans study best`."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: our one line, not Optuna's traceback
     return best_command(cfg) if cfg.action == "best" else run_command(cfg, progress)
@@ -615,9 +600,10 @@ def run_command(cfg: config_mod.StudyConfig, progress: bool) -> int:
     if not cfg.spec:
         raise ImgtransError("spec is required, e.g. spec=studies/pix2pix.yaml")
     spec = load_spec(cfg.spec)
-    if cfg.retrain and spec.model == "dip":
-        raise ImgtransError("retrain registers a trained generator; dip restores one image and has none — "
-                            "rerun `imgtrans dip` with the best config from `imgtrans study best`")
+    if cfg.retrain and not RUNS[spec.model].trains_generator:
+        raise ImgtransError(f"retrain registers a trained generator; {spec.model} "
+                            f"{RUNS[spec.model].instead_of_a_generator} and has none — rerun `imgtrans {spec.model}` "
+                            "with the best config from `imgtrans study best`")
     name = cfg.study_name or Path(cfg.spec).stem
     location = resolve_storage(cfg.storage, name)
     with ExitStack() as stack:  # the parent run outlives the locks
@@ -658,12 +644,11 @@ def retrain_best(spec: StudySpec, info: dict[str, Any], name: str, cfg: config_m
                  progress: bool) -> None:
     """Train the best configuration with the full budget and register it as `<name>@champion`."""
     from imgtrans.tracking import register_champion, tracked_run
-    from imgtrans.train import Trainer
 
     if "best_params" not in info:
         raise ImgtransError("retrain needs a single-objective study with a completed trial")
     retrain_cfg = trial_config(spec, info["best_params"], spec.full_budget, cfg.experiment)
     with tracked_run(cfg.experiment, run_name=f"retrain-{name}", nested=True) as child:
-        result = Trainer(retrain_cfg, child, progress=progress).fit()
+        result = RUNS[spec.model].create(retrain_cfg, child, progress=progress).fit()
     version = register_champion(result.run_id, cfg.register_as or name)
     parent.set_tags({"optuna.champion": f"models:/{cfg.register_as or name}@champion (v{version})"})

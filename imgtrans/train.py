@@ -4,64 +4,33 @@ validation, sample grids and tracking."""
 from __future__ import annotations
 
 import math
-import os
-import platform
-import random
-import socket
-import subprocess
 import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Subset
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from imgtrans import checkpoint, config as config_mod, interrupts, metrics as M
+from imgtrans import checkpoint, interrupts
+from imgtrans import config as config_mod
+from imgtrans import metrics as M
 from imgtrans.config import TrainConfig
 from imgtrans.data.datasets import Data, EpochSampler, build_data, make_loader
+from imgtrans.data.images import to_uint8
 from imgtrans.errors import ImgtransError
 from imgtrans.files import scratch_dir
+from imgtrans.lr_schedules import build_scheduler
 from imgtrans.metrics import psnr_per_image, ssim_per_image
 from imgtrans.models import model_class
-from imgtrans.models.base import Runtime, TranslationModel, resolve_runtime
-from imgtrans.schedules import build_scheduler
-from imgtrans.tracking import Tracker, download_checkpoint, end_stale_run
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def runtime_tags(runtime: Runtime) -> dict[str, object]:
-    """Where and how a run computed, as MLflow tags."""
-    on_gpu = runtime.device.type == "cuda"
-    return {
-        "imgtrans.git_commit": git_commit(),
-        "imgtrans.device": torch.cuda.get_device_name(0) if on_gpu else platform.processor() or "cpu",
-        "imgtrans.torch_version": torch.__version__,
-        "imgtrans.precision": str(runtime.autocast_dtype or "fp32").replace("torch.", ""),
-        "imgtrans.channels_last": runtime.channels_last,
-        "imgtrans.compile": runtime.compile,
-        # With the pid, a RUNNING run whose process is gone (killed with -9) is recognised as stale.
-        "imgtrans.host": socket.gethostname(),
-        "imgtrans.pid": os.getpid(),
-    }
+from imgtrans.models.base import TranslationModel
+from imgtrans.nets.layers import count_parameters
+from imgtrans.runs import Validation, log_setup
+from imgtrans.runtime import resolve_runtime, seed_everything
+from imgtrans.tracking import Tracker
 
 
 @dataclass
@@ -72,30 +41,15 @@ class TrainResult:
     model: TranslationModel
     val_dataset: object
 
-
-def resolve_resume(cfg: TrainConfig, explicit: dict) -> tuple[TrainConfig, dict | None]:
-    """With `resume`, the checkpoint's config is used, updated by the options the user set explicitly."""
-    ref = cfg.resume
-    if not ref:
-        return cfg, None
-    path = Path(ref).expanduser()
-    if path.exists():
-        payload = checkpoint.read(path)
-    elif "/" in ref or ref.endswith(".pt"):
-        raise ImgtransError(f"checkpoint not found: {path}")
-    else:
-        with scratch_dir("resume") as tmp:
-            payload = checkpoint.read(download_checkpoint(ref, tmp))
-        end_stale_run(ref)
-    if payload["model"] != cfg.model_name:
-        raise ImgtransError(f"cannot resume {cfg.model_name} from a {payload['model']} checkpoint ({ref})")
-    merged = {**payload["config"], **explicit, "resume": ref}
-    return config_mod.from_dict(type(cfg), merged), payload
+    def summary(self) -> str:
+        return ", ".join([f"{self.step} steps", *(f"{k}={v:.4f}" for k, v in self.val_metrics.items())])
 
 
 class Trainer:
+    """The run kind of every model in `models.MODELS` (see `runs`)."""
+
     def __init__(self, cfg: TrainConfig, tracker: Tracker, resume_payload: dict | None = None,
-                 progress: bool = True, on_validation=None):
+                 progress: bool = True, on_validation: Validation | None = None):
         """`on_validation(epoch, metrics)` is called after each validation (an Optuna study prunes there)."""
         self.cfg = cfg
         self.on_validation = on_validation
@@ -109,7 +63,7 @@ class Trainer:
     def _build(self) -> None:
         cfg = self.cfg
         cls = model_class(cfg.model_name)
-        self.data: Data = build_data(cfg, unpaired=cls.unpaired, any_images=not getattr(cfg, "conditional", True))
+        self.data: Data = build_data(cfg, unpaired=cls.unpaired, any_images=not cls.is_conditional(cfg))
         self.runtime = resolve_runtime(cfg)
         if self.runtime.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -132,28 +86,22 @@ class Trainer:
         self.kid_features, self.kid_status = self._kid_features()
 
     def _kid_features(self):
-        """Inception features for `val/kid`, for models that ask for it (diffusion, as in seed 000), when
-        the weights file is there; otherwise None and the message saying which file would enable it."""
+        """Inception features for `val/kid`, for models that ask for it (diffusion, as the “Comparison of
+        Generative Models” report does), when the weights file is there; otherwise None and the message saying
+        which file would enable it."""
         cfg = self.cfg
         if not self.model.validation_kid or not cfg.val_images:
             return None, None
-        weights = M.weights_file(M.INCEPTION_FILE, cfg.inception_weights)
+        given = self.model.inception_weights
+        weights = M.weights_file(M.INCEPTION_FILE, given)
         if weights is None:
-            message = M.missing_message("val/kid", M.INCEPTION_FILE, M.INCEPTION_URL, cfg.inception_weights,
-                                        "inception_weights")
+            message = M.missing_message("val/kid", M.INCEPTION_FILE, M.INCEPTION_URL, given, "inception_weights")
             print(f"imgtrans: warning: {message}", file=sys.stderr)
             return None, f"unavailable: {message}"
         return M.FidelityInception(weights).to(self.runtime.device).eval(), f"Inception from {weights}"
 
     def _restore(self, payload: dict) -> None:
-        checkpoint.restore_nets(self.model, payload, self.cfg.resume)
-        for name, state in payload["optimizers"].items():
-            self.model.optimizers[name].load_state_dict(state)
-        for name, state in payload["schedulers"].items():
-            self.schedulers[name].load_state_dict(state)
-        self.model.scaler.load_state_dict(payload["scaler"])
-        checkpoint.set_rng_state(payload["rng"])
-        pos = payload["position"]
+        pos = checkpoint.restore_training(self.model, self.schedulers, payload)
         self.step, self.epoch, self.batch_in_epoch = pos["step"], pos["epoch"], pos["batch_in_epoch"]
         if self.batch_in_epoch >= self.steps_per_epoch:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
@@ -164,22 +112,15 @@ class Trainer:
                                 f"this run stops at step {self.total_steps()} ({limit}); raise max_steps or epochs")
 
     def _log_setup(self) -> None:
-        cfg, model = self.cfg, self.model
-        self.tracker.log_params({"model": cfg.model_name, **config_mod.to_dict(cfg)})
-        self.tracker.log_text(config_mod.to_json(cfg), "config.json")
-        params = {name: sum(p.numel() for p in net.parameters()) for name, net in model.named_children()
-                  if any(True for _ in net.parameters())}
-        self.tracker.set_tags({
-            "imgtrans.model": cfg.model_name,
-            **runtime_tags(self.runtime),
+        model = self.model
+        params = {name: count_parameters(net) for name, net in model.named_children() if count_parameters(net)}
+        log_setup(self.tracker, self.cfg, self.runtime, self.step, {
             "imgtrans.dataset_root": self.data.source.root,
             "imgtrans.dataset_layout": self.data.source.layout,
             "imgtrans.train_images": len(self.data.train),
-            "imgtrans.generator_params": sum(p.numel() for p in model.generator().parameters()),
+            "imgtrans.generator_params": count_parameters(model.generator()),
             **{f"imgtrans.params.{k}": v for k, v in params.items()},
         })
-        if cfg.resume:
-            self.tracker.set_tags({"imgtrans.resumed_from": cfg.resume, "imgtrans.resumed_at_step": self.step})
         if self.kid_status:
             self.tracker.set_tags({"imgtrans.val_kid": self.kid_status})
 
@@ -226,9 +167,8 @@ class Trainer:
                     means = {k: float(v) / window_steps for k, v in sums.items()}
                     bad = [k for k, v in means.items() if not math.isfinite(v)]
                     if bad:
-                        hint = "lower lr or change gan_mode" if hasattr(self.cfg, "gan_mode") else "lower lr"
                         raise ImgtransError(f"training diverged by step {self.step}: {', '.join(bad)} became "
-                                            f"NaN/inf; {hint}")
+                                            f"NaN/inf; {self.model.divergence_hint}")
                     elapsed = time.perf_counter() - window_start
                     metrics = {f"train/{k}": v for k, v in means.items()}
                     metrics.update({
@@ -298,7 +238,7 @@ class Trainer:
                     kid, kid_std, _ = M.kernel_inception_distance(
                         self.kid_features, torch.cat(targets).to(device), torch.cat(preds).to(device))
                     metrics.update({"val/kid": kid, "val/kid_std": kid_std})
-            if count and hasattr(model, "validation_metrics"):
+            if count:
                 batch = next(iter(make_loader(Subset(self.data.val, range(min(count, 8))), batch_size=8)))
                 metrics.update(model.validation_metrics(batch))
             if metrics:
@@ -308,7 +248,6 @@ class Trainer:
                 batch = next(iter(make_loader(Subset(self.data.val, range(rows)), batch_size=rows)))
                 columns = model.visuals(batch)
                 grid = make_grid(torch.stack(columns, 1).flatten(0, 1), nrow=len(columns), padding=2, pad_value=1.0)
-                image = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-                self.tracker.log_image(image, key="samples", step=epoch)
+                self.tracker.log_image(to_uint8(grid), key="samples", step=epoch)
             model.train()
         return metrics

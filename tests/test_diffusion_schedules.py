@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from imgtrans.diffusion.samplers import DDIMSampler, DDPMSampler
-from imgtrans.diffusion.schedules import SCHEDULES, NoiseSchedule, ScheduleConfig
+from imgtrans.diffusion.noise_schedules import SCHEDULES, NoiseSchedule, ScheduleConfig
 from imgtrans.errors import ImgtransError
 
 

@@ -12,11 +12,11 @@ from conftest import write_image
 from imgtrans import checkpoint
 from imgtrans.cli import main
 from imgtrans.diffusion.samplers import DDIMSampler
-from imgtrans.diffusion.schedules import NoiseSchedule, ScheduleConfig
+from imgtrans.diffusion.noise_schedules import NoiseSchedule, ScheduleConfig
 from imgtrans.errors import ImgtransError
 from imgtrans.losses import PerceptualLoss
-from imgtrans.models.dip import DeepImagePrior, DIPConfig, stage_plan
-from imgtrans.nets.dip import DIP_NETS, build_dip_net
+from imgtrans.dip.model import DeepImagePrior, DIPConfig, stage_plan
+from imgtrans.dip.nets import DIP_NETS, build_dip_net
 
 # A DIP run small enough for a CPU test: a 32 px crop and a narrow network.
 SMALL = ["--crop-size", "32", "--width", "8", "--depth", "3", "--input-depth", "8", "--log-every", "5",

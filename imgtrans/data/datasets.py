@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from imgtrans import interrupts
+from imgtrans.config import TrainConfig
 from imgtrans.data import transforms
 from imgtrans.data.codec import Codec
 from imgtrans.data.images import as_channels, load_image
@@ -170,6 +171,11 @@ def build_data(cfg, *, unpaired: bool = False, any_images: bool = False) -> Data
             datasets[split] = PairedDataset(limit(items) if split == "train" else items, codec,
                                             augment(split == "train"), cfg.direction)
     return Data(source, codec, datasets["train"], datasets["val"], datasets["test"])
+
+
+def whole_images(dataset: str) -> Data:
+    """A dataset's images at their stored size, neither resized nor cropped (for restoring one image)."""
+    return build_data(TrainConfig(dataset=dataset, preprocess="none"), any_images=True)
 
 
 def _unpaired_lists(source: Source, split: str) -> tuple[list[Path], list[Path]]:

@@ -1,4 +1,5 @@
-"""Reading image files, whatever their bit depth or mode: the one reader of training and `translate`.
+"""Reading image files, whatever their bit depth or mode: the one reader of training and `translate`;
+and `to_uint8`, the way back from a result tensor to 8-bit pixels.
 
 `read_pixels` keeps the file's own type — uint8, uint16 or float — so 16-bit
 images keep their precision (gray and colour, PNG and TIFF) and float TIFFs
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from imgtrans.errors import ImgtransError
@@ -70,6 +72,11 @@ def read_pixels(path: Path, memmap: bool = False) -> np.ndarray:
 def load_image(path: Path) -> np.ndarray:
     """Float32 array in [0, 1] of shape (H, W, C) with C = 1 (gray) or 3 (colour)."""
     return to_float(read_pixels(path))
+
+
+def to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    """(C, H, W) values in [0, 1] → (H, W, C) 8-bit pixels, rounded."""
+    return (rgb.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
 def _read_tiff(path: Path, memmap: bool) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from imgtrans.diffusion.schedules import NoiseSchedule
+from imgtrans.diffusion.noise_schedules import NoiseSchedule
 from imgtrans.errors import ImgtransError
 
 

@@ -36,7 +36,7 @@ def log_to_mlflow_run(cfg: TranslateConfig, provider: str, tile: int, counts: di
     tracker.finish("FAILED" if counts["failed"] else "FINISHED")
 
 
-def translate_archive_command(cfg: TranslateConfig, progress: bool) -> int:
+def translate_command(cfg: TranslateConfig, explicit: dict, progress: bool) -> int:
     """Exit status: 0, or 1 when some file could not be translated."""
     for name in ("input", "output", "model"):
         if not getattr(cfg, name):

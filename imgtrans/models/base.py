@@ -1,4 +1,4 @@
-"""The small protocol every model implements, and the runtime plumbing they share.
+"""The small protocol every model implements.
 
 A model owns its networks, optimizers and losses. The Trainer calls
 `training_step(batch)` (which performs the model's own optimizer updates and
@@ -8,8 +8,6 @@ sample grids. Models never touch MLflow, argument parsing or the file system.
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -18,48 +16,7 @@ from torch import nn
 from imgtrans.config import TrainConfig
 from imgtrans.data.codec import Codec
 from imgtrans.nets.layers import pad_to_multiple
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how the model computes: device, autocast dtype, memory format, compilation."""
-
-    device: torch.device
-    autocast_dtype: torch.dtype | None = None
-    channels_last: bool = False
-    compile: bool = False
-    fused_optimizers: bool = True
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.channels_last else torch.contiguous_format
-
-    def autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
-
-def resolve_device(choice: str) -> torch.device:
-    """`auto` → the GPU when present; `cuda` without one is an error rather than a silent CPU run."""
-    from imgtrans.errors import ImgtransError
-
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ImgtransError("device=cuda was requested but no CUDA GPU is available; use device=auto or cpu")
-    return torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
-
-
-# The autocast dtype of each `precision` (fp32: none).
-AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_runtime(cfg: TrainConfig) -> Runtime:
-    device = resolve_device(cfg.device)
-    use_cuda = device.type == "cuda"
-    precision = cfg.precision
-    if precision == "auto":
-        precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "fp32"
-    return Runtime(device, AUTOCAST_DTYPES[precision], channels_last=cfg.channels_last and use_cuda, compile=cfg.compile and use_cuda)
+from imgtrans.runtime import Runtime
 
 
 class TranslationModel(nn.Module):
@@ -68,8 +25,12 @@ class TranslationModel(nn.Module):
     config_class: ClassVar[type[TrainConfig]] = TrainConfig
     # Whether the model learns from paired (input, target) data or two unpaired domains.
     unpaired: ClassVar[bool] = False
-    # Whether validation also reports val/kid (needs the Inception weights; config field inception_weights).
+    # Whether validation also reports val/kid, with the Inception weights at `inception_weights`.
     validation_kid: ClassVar[bool] = False
+    # Whether one input has many outputs, drawn with `samples` (evaluation then scores their diversity).
+    multimodal: ClassVar[bool] = False
+    # What to try when a loss becomes NaN/inf.
+    divergence_hint: ClassVar[str] = "lower lr"
 
     def __init__(self, cfg: TrainConfig, codec: Codec):
         super().__init__()
@@ -112,43 +73,21 @@ class TranslationModel(nn.Module):
             for p in net.parameters():
                 p.requires_grad_(flag)
 
-    # --- shared GAN pieces (for models whose config is a GANConfig) --------------
-    def build_G(self, input_nc: int, output_nc: int, **overrides) -> nn.Module:
-        from imgtrans.nets.generators import build_generator
-        from imgtrans.nets.layers import init_weights
-
-        cfg = self.cfg
-        kwargs = dict(ngf=cfg.ngf, norm=cfg.norm, dropout=cfg.dropout, crop_size=cfg.crop_size) | overrides
-        return init_weights(build_generator(kwargs.pop("netG", cfg.netG), input_nc, output_nc, **kwargs),
-                            cfg.init_type, cfg.init_gain)
-
-    def build_D(self, input_nc: int, **overrides) -> nn.Module:
-        from imgtrans.nets.discriminators import build_discriminator
-        from imgtrans.nets.layers import init_weights
-
-        cfg = self.cfg
-        kwargs = dict(ndf=cfg.ndf, n_layers=cfg.n_layers_D, norm=cfg.norm, num_D=cfg.num_D) | overrides
-        return init_weights(build_discriminator(kwargs.pop("netD", cfg.netD), input_nc, **kwargs),
-                            cfg.init_type, cfg.init_gain)
-
-    def discriminator_loss(self, net: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                           prefix: str = "D") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(D(real) vs 1 + D(fake) vs 0) / 2, plus the WGAN-GP penalty when gan_mode=wgangp."""
-        from imgtrans.losses import gradient_penalty
-
-        fake = fake.detach()
-        parts = {f"{prefix}_real": self.gan_loss(net(real), True), f"{prefix}_fake": self.gan_loss(net(fake), False)}
-        total = (parts[f"{prefix}_real"] + parts[f"{prefix}_fake"]) * 0.5
-        if self.cfg.gan_mode == "wgangp":
-            parts[f"{prefix}_gp"] = gradient_penalty(net, real, fake, self.cfg.lambda_gp)
-            total = total + parts[f"{prefix}_gp"]
-        return total, parts
-
-    def adversarial_loss(self, net: nn.Module, fake: torch.Tensor) -> torch.Tensor:
-        """The generator's term: make `net` call `fake` real."""
-        return self.gan_loss(net(fake), True, for_discriminator=False)
-
     # --- protocol ----------------------------------------------------------
+    @classmethod
+    def is_conditional(cls, cfg: TrainConfig) -> bool:
+        """Whether outputs follow an input image; if not, the data is targets alone (any folder of images)."""
+        return True
+
+    @property
+    def inception_weights(self) -> str:
+        """The Inception weights file given for val/kid; "" = look in the torch hub cache."""
+        return ""
+
+    def configure_optimizers(self) -> None:
+        """Fill `self.optimizers` (name → optimizer); called after `setup`."""
+        raise NotImplementedError
+
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
@@ -168,6 +107,14 @@ class TranslationModel(nn.Module):
     def translate_for_validation(self, x: torch.Tensor) -> torch.Tensor:
         """`translate` as used for per-epoch validation (samplers may take fewer steps there)."""
         return self.translate(x)
+
+    def samples(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, N, C, H, W): n outputs per input, for multimodal models."""
+        raise NotImplementedError
+
+    def validation_metrics(self, batch: dict) -> dict[str, float]:
+        """Model-specific `val/<name>` scores on a validation batch, beside val/psnr and val/ssim."""
+        return {}
 
     @torch.no_grad()
     def visuals(self, batch: dict) -> list[torch.Tensor]:

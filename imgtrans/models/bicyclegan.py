@@ -14,9 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from imgtrans.config import InstanceNormGANConfig, opt
-from imgtrans.data.codec import Codec
-from imgtrans.losses import GANLoss
-from imgtrans.models.base import TranslationModel
+from imgtrans.models.gan import GANModel
 from imgtrans.nets.encoders import build_encoder, kl_divergence, reparameterize
 from imgtrans.nets.generators import with_code
 from imgtrans.nets.layers import init_weights
@@ -57,11 +55,12 @@ class ZeroCodeGenerator(nn.Module):
         return self.model(with_code(x, z))
 
 
-class BicycleGAN(TranslationModel):
+class BicycleGAN(GANModel):
     config_class = BicycleGANConfig
+    multimodal = True
 
-    def __init__(self, cfg: BicycleGANConfig, codec: Codec):
-        super().__init__(cfg, codec)
+    def build_nets(self) -> None:
+        cfg, codec = self.cfg, self.codec
         if cfg.where_add == "all":
             self.netG = self.build_G(codec.input_nc, codec.output_nc, nz=cfg.nz)
         else:
@@ -70,7 +69,6 @@ class BicycleGAN(TranslationModel):
         self.netD2 = None if cfg.shared_D else self.build_D(codec.output_nc)
         self.netE = init_weights(build_encoder(cfg.netE, codec.output_nc, cfg.nz, nef=cfg.nef, norm=cfg.norm),
                                  cfg.init_type, cfg.init_gain)
-        self.gan_loss = GANLoss(cfg.gan_mode)
 
     def configure_optimizers(self) -> None:
         discriminators = [self.netD] + ([self.netD2] if self.netD2 is not None else [])

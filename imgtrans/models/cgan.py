@@ -1,4 +1,5 @@
-"""The plain conditional GAN of seed 000: no L1 term, no U-Net skips — the weak reference baseline."""
+"""The plain conditional GAN of the project report “A Comparison of Generative Models for Image
+Translation” (NPTU, 2023): no L1 term, no U-Net skips — the weak reference baseline."""
 
 from __future__ import annotations
 
@@ -6,9 +7,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from imgtrans.config import TrainConfig, opt
-from imgtrans.data.codec import Codec
-from imgtrans.losses import GANLoss
-from imgtrans.models.base import TranslationModel
 from imgtrans.models.pix2pix import Pix2Pix
 from imgtrans.nets.naive import NaiveDiscriminator, PixelwiseGenerator
 
@@ -18,7 +16,8 @@ class CGANConfig(TrainConfig):
     model_name: ClassVar[str] = "cgan"
 
     beta1: float = opt(0.9, "Adam beta1")
-    ngf: int = opt(3, "generator filters in the first layer (seed 000: 3, then 3, 2, 1)", ge=1)
+    ngf: int = opt(3, "generator filters in the first layer (the “Comparison of Generative Models” report: 3, "
+                      "then 3, 2, 1)", ge=1)
     ndf: int = opt(32, "discriminator filters in the first layer", ge=1)
     dropout_G: float = opt(0.45, "dropout after the generator's dense layer (its only noise)", ge=0, lt=1)
     dropout_D: float = opt(0.3, "dropout after each discriminator conv", ge=0, lt=1)
@@ -28,13 +27,12 @@ class CGANConfig(TrainConfig):
 
 
 class CGAN(Pix2Pix):
-    """pix2pix's training step with seed 000's skip-free dense/upsampling generator."""
+    """pix2pix's training step with that report's skip-free dense/upsampling generator."""
 
     config_class = CGANConfig
 
-    def __init__(self, cfg: CGANConfig, codec: Codec):
-        TranslationModel.__init__(self, cfg, codec)
+    def build_nets(self) -> None:
+        cfg, codec = self.cfg, self.codec
         widths = (cfg.ngf, cfg.ngf, -(-2 * cfg.ngf // 3), -(-cfg.ngf // 3))
         self.netG = PixelwiseGenerator(codec.input_nc, codec.output_nc, widths, cfg.dropout_G)
         self.netD = NaiveDiscriminator(codec.input_nc + codec.output_nc, cfg.ndf, cfg.dropout_D)
-        self.gan_loss = GANLoss(cfg.gan_mode)

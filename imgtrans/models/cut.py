@@ -13,10 +13,9 @@ from typing import ClassVar, Literal
 import torch
 
 from imgtrans.config import InstanceNormGANConfig, opt
-from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
-from imgtrans.losses import GANLoss, patch_nce_loss
-from imgtrans.models.base import TranslationModel
+from imgtrans.losses import patch_nce_loss
+from imgtrans.models.gan import GANModel
 from imgtrans.nets.layers import init_weights
 from imgtrans.nets.patch_sampler import PatchSampler
 
@@ -47,12 +46,12 @@ class FastCUTConfig(CUTConfig):
     flip_equivariance: bool = opt(True, "randomly flip inputs to enforce flip equivariance")
 
 
-class CUT(TranslationModel):
+class CUT(GANModel):
     config_class = CUTConfig
     unpaired = True
 
-    def __init__(self, cfg: CUTConfig, codec: Codec):
-        super().__init__(cfg, codec)
+    def build_nets(self) -> None:
+        cfg, codec = self.cfg, self.codec
         if codec.input_nc != codec.output_nc:
             raise ImgtransError(f"{cfg.model_name} needs the same channel count on both sides; use color_space=rgb")
         self.netG = self.build_G(codec.input_nc, codec.output_nc)
@@ -67,7 +66,6 @@ class CUT(TranslationModel):
         if len(probe) != len(self.layers):
             raise ImgtransError(f"nce_layers {spec} do not all exist in netG={cfg.netG}")
         self.netF = init_weights(PatchSampler([f.shape[1] for f in probe], cfg.netF_nc), cfg.init_type, cfg.init_gain)
-        self.gan_loss = GANLoss(cfg.gan_mode)
 
     def configure_optimizers(self) -> None:
         self.optimizers = {"G": self.adam(self.netG), "D": self.adam(self.netD), "F": self.adam(self.netF)}

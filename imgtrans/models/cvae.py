@@ -1,4 +1,5 @@
-"""Conditional VAE (seed 000): encode (input, target) to a Gaussian code, decode it with the input."""
+"""Conditional VAE of the project report “A Comparison of Generative Models for Image Translation”
+(NPTU, 2023): encode (input, target) to a Gaussian code, decode it with the input."""
 
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ WIDTHS = (32, 64, 128, 128)
 class CVAEConfig(TrainConfig):
     model_name: ClassVar[str] = "cvae"
 
-    batch_size: int = opt(16, "images per step (seed 000: 64)")
-    lr: float = opt(5e-4, "Adam learning rate (seed 000: 1e-4 in its table, 2e-3 in its text)")
+    batch_size: int = opt(16, "images per step (the “Comparison of Generative Models” report: 64)")
+    lr: float = opt(5e-4, "Adam learning rate (the “Comparison of Generative Models” report: 1e-4 in its table, "
+                          "2e-3 in its text)")
     beta1: float = opt(0.9, "Adam beta1")
     lr_policy: Literal["linear", "step", "cosine", "constant"] = opt("constant", "learning-rate schedule")
-    n_epochs: int = opt(10, "epochs at the initial learning rate (seed 000: 10k steps of batch 64)")
+    n_epochs: int = opt(10, "epochs at the initial learning rate (the “Comparison of Generative Models” report: "
+                            "10k steps of batch 64)")
     n_epochs_decay: int = opt(0, "epochs of linear decay to zero (linear policy)")
     latent_dim: int = opt(1024, "size of the Gaussian code", ge=1)
     hidden: int = opt(2048, "width of the encoder's fully connected layer", ge=1)

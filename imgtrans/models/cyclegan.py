@@ -9,10 +9,8 @@ import torch
 from torch.nn import functional as F
 
 from imgtrans.config import InstanceNormGANConfig, opt
-from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
-from imgtrans.losses import GANLoss
-from imgtrans.models.base import TranslationModel
+from imgtrans.models.gan import GANModel
 from imgtrans.nets.image_pool import ImagePool
 
 
@@ -28,19 +26,18 @@ class CycleGANConfig(InstanceNormGANConfig):
     pool_size: int = opt(50, "generated images kept for discriminator updates; 0 = none", ge=0)
 
 
-class CycleGAN(TranslationModel):
+class CycleGAN(GANModel):
     config_class = CycleGANConfig
     unpaired = True
 
-    def __init__(self, cfg: CycleGANConfig, codec: Codec):
-        super().__init__(cfg, codec)
+    def build_nets(self) -> None:
+        cfg, codec = self.cfg, self.codec
         if codec.input_nc != codec.output_nc:
             raise ImgtransError("cyclegan needs the same channel count on both sides; use color_space=rgb")
         nc = codec.input_nc
         self.netG_A, self.netG_B = self.build_G(nc, nc), self.build_G(nc, nc)  # A→B, B→A
         self.netD_A, self.netD_B = self.build_D(nc), self.build_D(nc)  # judge B, judge A
         self.pool_A, self.pool_B = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)  # of fake A, fake B
-        self.gan_loss = GANLoss(cfg.gan_mode)
 
     def configure_optimizers(self) -> None:
         self.optimizers = {"G": self.adam(self.netG_A, self.netG_B), "D": self.adam(self.netD_A, self.netD_B)}

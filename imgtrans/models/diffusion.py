@@ -16,8 +16,8 @@ from torch.nn import functional as F
 
 from imgtrans.config import TrainConfig, opt
 from imgtrans.data.codec import Codec
+from imgtrans.diffusion.noise_schedules import NoiseSchedule, ScheduleConfig
 from imgtrans.diffusion.samplers import DDIMSampler, DDPMSampler
-from imgtrans.diffusion.schedules import NoiseSchedule, ScheduleConfig
 from imgtrans.errors import ImgtransError
 from imgtrans.models.base import TranslationModel
 from imgtrans.nets.diffusion_unet import DiffusionUNet
@@ -86,6 +86,14 @@ class Diffusion(TranslationModel):
             raise ImgtransError(f"crop_size must be a multiple of {self.net.size_multiple}, got {cfg.crop_size}")
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+
+    @classmethod
+    def is_conditional(cls, cfg: DiffusionConfig) -> bool:
+        return cfg.conditional
+
+    @property
+    def inception_weights(self) -> str:
+        return self.cfg.inception_weights
 
     def configure_optimizers(self) -> None:
         self.optimizers = {"net": torch.optim.AdamW(

@@ -9,9 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from imgtrans.config import GANConfig, opt
-from imgtrans.data.codec import Codec
-from imgtrans.losses import GANLoss
-from imgtrans.models.base import TranslationModel
+from imgtrans.models.gan import GANModel
 
 
 @dataclass
@@ -21,16 +19,15 @@ class Pix2PixConfig(GANConfig):
     lambda_L1: float = opt(100.0, "weight of the L1 term", ge=0)
 
 
-class Pix2Pix(TranslationModel):
+class Pix2Pix(GANModel):
     """Also the base of the plain conditional GAN: D sees (input, output) pairs."""
 
     config_class = Pix2PixConfig
 
-    def __init__(self, cfg: Pix2PixConfig, codec: Codec):
-        super().__init__(cfg, codec)
+    def build_nets(self) -> None:
+        codec = self.codec
         self.netG = self.build_G(codec.input_nc, codec.output_nc)
         self.netD = self.build_D(codec.input_nc + codec.output_nc)
-        self.gan_loss = GANLoss(cfg.gan_mode)
 
     def configure_optimizers(self) -> None:
         self.optimizers = {"G": self.adam(self.netG), "D": self.adam(self.netD)}

@@ -1,4 +1,5 @@
-"""Skip-free networks of seed 000's baselines: the CVAE's decoder and the plain CGAN's nets."""
+"""Skip-free networks of the baselines in the project report “A Comparison of Generative Models for Image
+Translation” (NPTU, 2023): the CVAE's decoder and the plain CGAN's nets."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ class CodeDecoder(nn.Module):
 
 
 class PixelwiseGenerator(nn.Module):
-    """Seed 000's CGAN generator: a per-pixel dense layer (1×1 conv) with batch norm, dropout and ReLU, a
+    """That report's CGAN generator: a per-pixel dense layer (1×1 conv) with batch norm, dropout and ReLU, a
     stride-2 transposed conv and a 2× upsampling to work at 4× the input size, two stride-1 transposed
     convs, and a stride-4 conv back to the input size. No code vector and no skips: each output pixel sees
     only a small window of the input, and the dropout is the only noise."""

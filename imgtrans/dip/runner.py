@@ -16,93 +16,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from imgtrans import checkpoint, config as config_mod, interrupts
+from imgtrans import checkpoint, interrupts
 from imgtrans.data.color import to_signed, to_unit
-from imgtrans.data.images import load_image
+from imgtrans.data.images import to_uint8
+from imgtrans.dip.images import Images, load_images, save_png
+from imgtrans.dip.model import DeepImagePrior, DIPConfig, DIPState, stage_plan
 from imgtrans.errors import ImgtransError
-from imgtrans.files import atomic_write, scratch_dir
+from imgtrans.files import scratch_dir
 from imgtrans.losses import VGG16_FILE, VGG16_URL, PerceptualLoss
 from imgtrans.metrics import missing_message, psnr_per_image, ssim_per_image, weights_file
-from imgtrans.models.base import resolve_runtime
-from imgtrans.models.dip import DeepImagePrior, DIPConfig, DIPState, stage_plan
-from imgtrans.nets.layers import pad_to_multiple
+from imgtrans.nets.layers import count_parameters, pad_to_multiple
+from imgtrans.runs import Validation, log_setup
+from imgtrans.runtime import resolve_runtime, seed_everything
 from imgtrans.tracking import Tracker
-from imgtrans.train import runtime_tags, seed_everything
 
 INPUT_SCALE = 0.1  # DIP's input: uniform noise in [0, 0.1)
-
-
-# --- the image ---------------------------------------------------------------------
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
-
-
-def read_tensor(path: str, what: str) -> torch.Tensor:
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ImgtransError(f"{what} file not found: {file}")
-    return _tensor(load_image(file))
-
-
-def dataset_image(dataset: str, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input, target) of test image `index` of a paired, colorization or plain image dataset, rgb [0, 1],
-    (1, 3, H, W); for a plain folder the input is the gray version."""
-    from imgtrans.config import TrainConfig
-    from imgtrans.data.datasets import build_data
-
-    data = build_data(TrainConfig(dataset=dataset, preprocess="none"), any_images=True)
-    split = data.test if len(data.test) else data.val
-    if index >= len(split):
-        raise ImgtransError(f"image_index {index} is out of range: {dataset} has {len(split)} test images")
-    item = split[index]
-    return data.codec.decode_input(item["A"])[None], data.codec.decode_output(item["A"], item["B"])[None]
-
-
-def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    if not size or (h <= size and w <= size):
-        return x
-    ch, cw = min(size, h), min(size, w)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return x[..., top:top + ch, left:left + cw]
-
-
-@dataclass
-class Images:
-    """rgb or gray [0, 1] tensors (1, C, H, W) of the same size; mask is (1, 1, H, W) with 1 = known."""
-
-    degraded: torch.Tensor
-    clean: torch.Tensor | None
-    mask: torch.Tensor | None
-    source: str
-
-
-def load_images(cfg: DIPConfig) -> Images:
-    if cfg.image:
-        image, source = read_tensor(cfg.image, "image"), cfg.image
-    else:
-        image, source = dataset_image(cfg.dataset, cfg.image_index)[1], f"{cfg.dataset} test image {cfg.image_index}"
-    image = centre_crop(image, cfg.crop_size)
-    clean = None
-    if cfg.noise_std > 0:
-        g = torch.Generator().manual_seed(cfg.seed)
-        clean, image = image, (image + cfg.noise_std * torch.randn(image.shape, generator=g)).clamp(0, 1)
-    elif cfg.clean:
-        clean = centre_crop(read_tensor(cfg.clean, "clean reference"), cfg.crop_size)
-    mask = None
-    if cfg.mask:
-        mask = (centre_crop(read_tensor(cfg.mask, "mask"), cfg.crop_size).mean(1, keepdim=True) > 0.5).float()
-    for name, other in (("clean reference", clean), ("mask", mask)):
-        if other is not None and other.shape[-2:] != image.shape[-2:]:
-            raise ImgtransError(f"the {name} is {tuple(other.shape[-2:])} but the image is "
-                                f"{tuple(image.shape[-2:])}; give files of the same size")
-    if clean is not None and clean.shape[1] != image.shape[1]:
-        clean = clean.mean(1, keepdim=True) if image.shape[1] == 1 else clean.expand(-1, 3, -1, -1)
-    return Images(image, clean, mask, source)
 
 
 def initial_state(cfg: DIPConfig, images: Images, size_multiple: int) -> DIPState:
@@ -120,13 +50,6 @@ def initial_state(cfg: DIPConfig, images: Images, size_multiple: int) -> DIPStat
     return DIPState(degraded, clean, images.mask, net_input, stage_noise)
 
 
-def save_png(path: Path, image: torch.Tensor) -> Path:
-    """(1, C, H, W) in [0, 1] → 8-bit PNG, written atomically."""
-    array = (image[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-    picture = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-    return atomic_write(path, lambda fh: picture.save(fh, format="PNG"))
-
-
 # --- the loop ------------------------------------------------------------------------
 
 @dataclass
@@ -138,10 +61,18 @@ class DIPResult:
     best_iteration: int | None
     seconds: float
 
+    def summary(self) -> str:
+        parts = [f"{k}={v:.4f}" for k, v in self.val_metrics.items()]
+        if self.best_iteration is not None:
+            parts.append(f"best iteration {self.best_iteration}")
+        return ", ".join(parts)
+
 
 class DIPRunner:
+    """The run kind of `dip` (see `runs`); its snapshots are the validations."""
+
     def __init__(self, cfg: DIPConfig, tracker: Tracker, resume_payload: dict | None = None, progress: bool = True,
-                 on_validation=None):
+                 on_validation: Validation | None = None):
         self.cfg, self.tracker, self.resume_payload = cfg, tracker, resume_payload
         self.progress, self.on_validation = progress, on_validation
         self.workdir: Path | None = None
@@ -189,11 +120,7 @@ class DIPRunner:
         self.best_iteration = torch.tensor(-1, device=device)
         self.best_image = torch.zeros_like(self.state.degraded, device=device)
         if payload is not None:
-            checkpoint.restore_nets(self.model.net, payload, self.cfg.resume)
-            self.model.optimizer.load_state_dict(payload["optimizers"]["net"])
-            self.model.scaler.load_state_dict(payload["scaler"])
-            checkpoint.set_rng_state(payload["rng"])
-            self.step = payload["position"]["step"]
+            self.step = checkpoint.restore_training(self.model, {}, payload)["step"]
             self.history = payload["dip"]["history"]
             best = payload["dip"]["best"]
             self.best_psnr = best["psnr"].to(device)
@@ -214,23 +141,17 @@ class DIPRunner:
 
     def _log_setup(self) -> None:
         cfg = self.cfg
-        self.tracker.log_params({"model": cfg.model_name, **config_mod.to_dict(cfg)})
-        self.tracker.log_text(config_mod.to_json(cfg), "config.json")
         h, w = self.state.degraded.shape[-2:]
-        self.tracker.set_tags({
-            "imgtrans.model": cfg.model_name,
-            **runtime_tags(self.runtime),
+        log_setup(self.tracker, cfg, self.runtime, self.step, {
             "imgtrans.dip.image": self.source,
             "imgtrans.dip.size": f"{w}x{h}",
-            "imgtrans.generator_params": sum(p.numel() for p in self.model.net.parameters()),
+            "imgtrans.generator_params": count_parameters(self.model.net),
         })
         if cfg.mode == "progressive":
             plan = stage_plan(cfg)
             self.tracker.log_text("stage,beta,alpha_bar,noise_std,iterations\n" + "".join(
                 f"{i},{s.beta:.6g},{s.alpha_bar:.6g},{s.noise_std:.6g},{s.iterations}\n" for i, s in enumerate(plan)),
                 "dip/stages.csv")
-        if cfg.resume:
-            self.tracker.set_tags({"imgtrans.resumed_from": cfg.resume, "imgtrans.resumed_at_step": self.step})
         if self.state.clean is not None:
             clean, degraded = to_unit(self.state.clean), to_unit(self.state.degraded)
             self.tracker.log_metrics({"dip/input_psnr_clean": psnr_per_image(degraded, clean).item()}, 0)
@@ -318,30 +239,19 @@ class DIPRunner:
             self.tracker.log_metrics(metrics, self.step)
         columns = [to_unit(state.degraded), current.cpu()] + ([to_unit(state.clean)] if state.clean is not None else [])
         row = torch.cat([c.expand(-1, 3, -1, -1) if c.shape[1] == 1 else c for c in columns], -1)
-        image = (row[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        self.tracker.log_image(image, key="samples", step=index)
+        self.tracker.log_image(to_uint8(row[0]), key="samples", step=index)
         self._checkpoint()
         if self.on_validation is not None:
             self.on_validation(index, metrics)
         return metrics
 
-    def _checkpoint(self) -> Path:
-        payload = {
-            "format": checkpoint.FORMAT,
-            "model": self.cfg.model_name,
-            "config": config_mod.to_dict(self.cfg),
-            "nets": self.model.net.state_dict(),
-            "optimizers": {"net": self.model.optimizer.state_dict()},
-            "scaler": self.model.scaler.state_dict(),
-            "rng": checkpoint.rng_state(),
-            "position": {"step": self.step},
-            "dip": {"source": self.source, "state": dataclasses.asdict(self.state), "history": self.history,
-                    "best": {"psnr": self.best_psnr.cpu(), "iteration": self.best_iteration.cpu(),
-                             "image": self.best_image.cpu()}},
-        }
-        path = checkpoint.atomic_save(payload, self.workdir / "last.pt")
+    def _checkpoint(self) -> None:
+        state = {"source": self.source, "state": dataclasses.asdict(self.state), "history": self.history,
+                 "best": {"psnr": self.best_psnr.cpu(), "iteration": self.best_iteration.cpu(),
+                          "image": self.best_image.cpu()}}
+        path = checkpoint.save_training(self.workdir / "last.pt", self.model, {}, {"step": self.step},
+                                        extra={"dip": state})
         self.tracker.log_artifact(path, "checkpoints")
-        return path
 
     @torch.no_grad()
     def _output(self) -> torch.Tensor:

@@ -25,8 +25,10 @@ class ScheduleConfig:
     timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    min_signal_rate: float = 0.02  # signal_cosine: √ᾱ at the noisiest step (seed 000)
-    max_signal_rate: float = 0.95  # signal_cosine: √ᾱ at the cleanest step
+    # signal_cosine: √ᾱ at the noisiest and at the cleanest step, as in the project report “A Comparison of
+    # Generative Models for Image Translation”
+    min_signal_rate: float = 0.02
+    max_signal_rate: float = 0.95
     cosine_offset: float = 0.008  # cosine: Nichol & Dhariwal's s
 
 

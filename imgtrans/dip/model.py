@@ -1,10 +1,10 @@
 """Deep Image Prior: restore one image by fitting a randomly initialised network to it.
 
 `classic` fits the degraded image directly (Ulyanov et al. 2018) and relies on
-stopping early. `progressive` (seed 002) fits a sequence of targets — forward
-diffusion noisings x_i = √ᾱ_i·y + √(1 − ᾱ_i)·ε of the degraded image y — from
-the strongest noise to the weakest, stage i lasting
-E(i) = E_max·(1 − α·exp(−k·β_i)) iterations.
+stopping early. `progressive` (the report “HW4: Generative Models for Visual
+Signals”) fits a sequence of targets — forward diffusion noisings
+x_i = √ᾱ_i·y + √(1 − ᾱ_i)·ε of the degraded image y — from the strongest noise
+to the weakest, stage i lasting E(i) = E_max·(1 − α·exp(−k·β_i)) iterations.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from imgtrans.config import RunConfig, opt
-from imgtrans.diffusion.schedules import NoiseSchedule, ScheduleConfig
+from imgtrans.diffusion.noise_schedules import NoiseSchedule, ScheduleConfig
+from imgtrans.dip.nets import build_dip_net
 from imgtrans.errors import ImgtransError
-from imgtrans.models.base import Runtime
-from imgtrans.nets.dip import build_dip_net
+from imgtrans.runtime import Runtime
 
 
 @dataclass
@@ -67,11 +67,12 @@ class DIPConfig(RunConfig):
     batch_size: int = opt(1, "noise-perturbed copies of the input per iteration (their losses are averaged)", ge=1)
     log_every: int = opt(50, "flush the per-iteration metrics to MLflow every this many iterations", ge=1)
 
-    def validate(self) -> None:
-        from imgtrans.config import check_types
+    # Without `image` or `dataset` there is nothing to restore (dip_diffusion has its diffusion run's dataset).
+    needs_image_source: ClassVar[bool] = True
 
-        check_types(self)
-        if not self.image and not self.dataset and self.model_name == "dip":
+    def validate(self) -> None:
+        super().validate()
+        if self.needs_image_source and not self.image and not self.dataset:
             raise ImgtransError("nothing to restore: give image=<file> or dataset=<folder or built-in name>")
         if self.net == "unet" and self.depth < 5:
             raise ImgtransError(f"net=unet needs depth of at least 5, got {self.depth}")
@@ -100,6 +101,8 @@ class DIPDiffusionConfig(DIPConfig):
     t_start: int = opt(250, "diffusion step the DIP output is noised to (0 … timesteps − 1)", ge=0)
     sample_steps: int = opt(0, "denoising steps from pure noise; 0 = the diffusion model's own; the DIP start "
                                "takes the same spacing over its shorter range", ge=0)
+
+    needs_image_source: ClassVar[bool] = False
 
     def validate(self) -> None:
         super().validate()
@@ -147,6 +150,8 @@ class DIPState:
 class DeepImagePrior(nn.Module):
     """The fitted network, its loss and its optimisation step (`setup` first, then `fit_step`)."""
 
+    codec = None  # it fits one image in network space, with no dataset codec
+
     def __init__(self, cfg: DIPConfig, channels: int, perceptual: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
@@ -182,6 +187,10 @@ class DeepImagePrior(nn.Module):
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return output, losses
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"net": self.optimizer}
 
     @property
     def size_multiple(self) -> int:

@@ -1,0 +1,56 @@
+"""The base of the adversarial models: their nets from a `GANConfig`, the GAN objective and its two sides."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from imgtrans.config import TrainConfig
+from imgtrans.data.codec import Codec
+from imgtrans.losses import GANLoss, gradient_penalty
+from imgtrans.models.base import TranslationModel
+from imgtrans.nets.discriminators import build_discriminator
+from imgtrans.nets.generators import build_generator
+from imgtrans.nets.layers import init_weights
+
+
+class GANModel(TranslationModel):
+    """Subclasses build their nets in `build_nets()`; the config gives `gan_mode` and `lambda_gp`."""
+
+    divergence_hint = "lower lr or change gan_mode"
+
+    def __init__(self, cfg: TrainConfig, codec: Codec):
+        super().__init__(cfg, codec)
+        self.build_nets()
+        self.gan_loss = GANLoss(cfg.gan_mode)
+
+    def build_nets(self) -> None:
+        """Create the model's networks (and any state they keep) from `self.cfg` and `self.codec`."""
+        raise NotImplementedError
+
+    def build_G(self, input_nc: int, output_nc: int, **overrides) -> nn.Module:
+        cfg = self.cfg
+        kwargs = dict(ngf=cfg.ngf, norm=cfg.norm, dropout=cfg.dropout, crop_size=cfg.crop_size) | overrides
+        return init_weights(build_generator(kwargs.pop("netG", cfg.netG), input_nc, output_nc, **kwargs),
+                            cfg.init_type, cfg.init_gain)
+
+    def build_D(self, input_nc: int, **overrides) -> nn.Module:
+        cfg = self.cfg
+        kwargs = dict(ndf=cfg.ndf, n_layers=cfg.n_layers_D, norm=cfg.norm, num_D=cfg.num_D) | overrides
+        return init_weights(build_discriminator(kwargs.pop("netD", cfg.netD), input_nc, **kwargs),
+                            cfg.init_type, cfg.init_gain)
+
+    def discriminator_loss(self, net: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                           prefix: str = "D") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(D(real) vs 1 + D(fake) vs 0) / 2, plus the WGAN-GP penalty when gan_mode=wgangp."""
+        fake = fake.detach()
+        parts = {f"{prefix}_real": self.gan_loss(net(real), True), f"{prefix}_fake": self.gan_loss(net(fake), False)}
+        total = (parts[f"{prefix}_real"] + parts[f"{prefix}_fake"]) * 0.5
+        if self.cfg.gan_mode == "wgangp":
+            parts[f"{prefix}_gp"] = gradient_penalty(net, real, fake, self.cfg.lambda_gp)
+            total = total + parts[f"{prefix}_gp"]
+        return total, parts
+
+    def adversarial_loss(self, net: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+        """The generator's term: make `net` call `fake` real."""
+        return self.gan_loss(net(fake), True, for_discriminator=False)

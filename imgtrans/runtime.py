@@ -1,0 +1,91 @@
+"""Where and how a run computes — device, autocast precision, memory format, compilation — its seeding,
+and the tags that record it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import random
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imgtrans.config import RunConfig
+from imgtrans.errors import ImgtransError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how the model computes: device, autocast dtype, memory format, compilation."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    compile: bool = False
+    fused_optimizers: bool = True
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+
+def resolve_device(choice: str) -> torch.device:
+    """`auto` → the GPU when present; `cuda` without one is an error rather than a silent CPU run."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ImgtransError("device=cuda was requested but no CUDA GPU is available; use device=auto or cpu")
+    return torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+# The autocast dtype of each `precision` (fp32: none).
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_runtime(cfg: RunConfig) -> Runtime:
+    device = resolve_device(cfg.device)
+    use_cuda = device.type == "cuda"
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "fp32"
+    return Runtime(device, AUTOCAST_DTYPES[precision], channels_last=cfg.channels_last and use_cuda,
+                   compile=cfg.compile and use_cuda)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def runtime_tags(runtime: Runtime) -> dict[str, object]:
+    """Where and how a run computed, as MLflow tags."""
+    on_gpu = runtime.device.type == "cuda"
+    return {
+        "imgtrans.git_commit": git_commit(),
+        "imgtrans.device": torch.cuda.get_device_name(0) if on_gpu else platform.processor() or "cpu",
+        "imgtrans.torch_version": torch.__version__,
+        "imgtrans.precision": str(runtime.autocast_dtype or "fp32").replace("torch.", ""),
+        "imgtrans.channels_last": runtime.channels_last,
+        "imgtrans.compile": runtime.compile,
+        # With the pid, a RUNNING run whose process is gone (killed with -9) is recognised as stale.
+        "imgtrans.host": socket.gethostname(),
+        "imgtrans.pid": os.getpid(),
+    }
