@@ -55,27 +55,30 @@ def scratch_left(folder: Path) -> list[Path]:
     return sorted(folder.glob(f"{SCRATCH_PREFIX}*")) + sorted(folder.glob(f".{SCRATCH_PREFIX}*"))
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_checkpoints_and_ends_the_run_killed(facades, tmp_path, signum, code):
+def stop_with(signum: int, facades: Path, tmp_path: Path) -> str:
+    """Train in a real process, send `signum` after step 2: it checkpoints, ends KILLED, leaves no scratch."""
     proc = start_training(facades, tmp_path)
     run_id = wait_for_step(proc, 2)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == code, err[-2000:]
+    assert proc.returncode == 128 + signum, err[-2000:]
     assert "Traceback" not in err and f"continue with --resume {run_id}" in err
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["error"] == f"interrupted ({signal.Signals(signum).name})"
-    assert saved_checkpoint(run_id, tmp_path)["position"]["step"] >= 2
     assert not scratch_left(tmp_path)
+    return run_id
 
 
-def test_resume_after_sigterm_is_exact(facades, tmp_path):
-    proc = start_training(facades, tmp_path)
-    run_id = wait_for_step(proc, 2)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
+def test_ctrl_c_checkpoints_and_ends_the_run_killed(facades, tmp_path):
+    run_id = stop_with(signal.SIGINT, facades, tmp_path)
+    assert saved_checkpoint(run_id, tmp_path)["position"]["step"] >= 2
+
+
+def test_sigterm_checkpoints_ends_the_run_killed_and_resumes_exactly(facades, tmp_path):
+    run_id = stop_with(signal.SIGTERM, facades, tmp_path)
     stopped_at = saved_checkpoint(run_id, tmp_path)["position"]["step"]
+    assert stopped_at >= 2
     end = ["--max-steps", str(stopped_at + 2)]
     assert main(["pix2pix", "--resume", run_id, *end, "--no-progress"]) == 0
     assert main(["pix2pix", "--dataset", str(facades), *FAST, *LONG, *end]) == 0
