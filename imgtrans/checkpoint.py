@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -87,8 +88,8 @@ def model_payload(model) -> dict[str, Any]:
     }
 
 
-def save_training(path: Path, model, schedulers: dict, position: dict[str, int],
-                  extra: dict[str, Any] | None = None) -> Path:
+def training_payload(model, schedulers: dict, position: dict[str, int],
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything to continue exactly: the model payload, `model.optimizers`, the lr schedulers, the AMP
     scaler, every RNG state, the position in the run, and a run kind's own `extra` state."""
     payload = model_payload(model)
@@ -100,7 +101,60 @@ def save_training(path: Path, model, schedulers: dict, position: dict[str, int],
         position=position,
         **(extra or {}),
     )
-    return atomic_save(payload, path)
+    return payload
+
+
+def save_training(path: Path, model, schedulers: dict, position: dict[str, int],
+                  extra: dict[str, Any] | None = None) -> Path:
+    return atomic_save(training_payload(model, schedulers, position, extra), path)
+
+
+def to_host(obj: Any) -> Any:
+    """A copy of a payload whose tensors are copies in host memory, so training can go on changing its own."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: to_host(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_host(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
+    return obj
+
+
+class BackgroundSaver:
+    """Saves checkpoints on a thread: the caller waits only for a host copy of the state (and for the previous
+    save, if it is still being written). `on_saved(path)` runs on that thread once the file is complete."""
+
+    def __init__(self, on_saved: Callable[[Path], object]):
+        self.on_saved = on_saved
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, payload: dict[str, Any], path: Path) -> None:
+        self.wait()
+        snapshot = to_host(payload)
+        self._thread = threading.Thread(target=self._write, args=(snapshot, path), name="imgtrans-checkpoint")
+        self._thread.start()
+
+    def _write(self, payload: dict[str, Any], path: Path) -> None:
+        try:
+            self.on_saved(atomic_save(payload, path))
+        except BaseException as exc:  # raised in the training thread by `wait`
+            self._error = exc
+
+    def join(self) -> None:
+        """Until the last save is complete (its error, if any, is kept for `wait`)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def wait(self) -> None:
+        """Until the last save is complete; re-raises what made it fail."""
+        self.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def restore_training(model, schedulers: dict, payload: dict[str, Any]) -> dict[str, int]:

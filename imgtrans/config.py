@@ -85,7 +85,10 @@ class TrainConfig(RunConfig):
     log_every: int = opt(25, "log train/<loss> every this many steps", ge=1)
     val_images: int = opt(40, "validation images for val/psnr and val/ssim each epoch; 0 = none", ge=0)
     sample_images: int = opt(6, "rows in the per-epoch sample grid", ge=0)
-    checkpoint_every: int = opt(0, "also checkpoint every this many steps; 0 = at each epoch end only", ge=0)
+    checkpoint_every: int = opt(0, "also checkpoint every this many steps; 0 = only by checkpoint_minutes", ge=0)
+    checkpoint_minutes: float = opt(10.0, "checkpoint when this many minutes have passed since the last one, and at "
+                                          "the end (written in the background); 0 = at every epoch end", ge=0)
+    val_every: int = opt(1, "validate (val/<metric>, sample grid) every this many epochs, and at the end", ge=1)
 
     def total_epochs(self) -> int:
         return self.epochs or (self.n_epochs + self.n_epochs_decay)

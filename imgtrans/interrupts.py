@@ -77,7 +77,12 @@ def handled() -> Iterator[None]:
 
 @contextmanager
 def held() -> Iterator[None]:
-    """No interrupt inside the block; one that arrived is raised when it ends (unless a deferred loop owns it)."""
+    """No interrupt inside the block; one that arrived is raised when it ends (unless a deferred loop owns it).
+    Signals interrupt only the main thread, so in another thread (a background checkpoint) there is nothing
+    to hold."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _State.held += 1
     try:
         yield

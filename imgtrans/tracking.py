@@ -82,7 +82,7 @@ class Tracker:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         with interrupts.held():  # a half-copied checkpoint in the store would replace the last good one
-            mlflow.log_artifact(str(path), artifact_path)
+            self.client.log_artifact(self.run_id, str(path), artifact_path)  # by id: also from a saver thread
 
     def log_text(self, text: str, artifact_file: str) -> None:
         mlflow.log_text(text, artifact_file)

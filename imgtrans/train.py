@@ -83,6 +83,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.data.train) / cfg.batch_size)
         self.schedulers = {k: build_scheduler(o, cfg, self.steps_per_epoch) for k, o in self.model.optimizers.items()}
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.last_checkpoint = time.monotonic()
         self.kid_features, self.kid_status = self._kid_features()
 
     def _kid_features(self):
@@ -132,7 +133,11 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train to the end. An interrupt (Ctrl-C, SIGTERM) is taken between two steps, after a checkpoint."""
         with scratch_dir("run") as self.workdir, interrupts.deferred():
-            return self._fit()
+            self.saver = checkpoint.BackgroundSaver(lambda path: self.tracker.log_artifact(path, "checkpoints"))
+            try:
+                return self._fit()
+            finally:  # a checkpoint being written is completed, however the run ends
+                self.saver.join()
 
     def _fit(self) -> TrainResult:
         self._build()
@@ -184,30 +189,44 @@ class Trainer:
                     window_steps, window_images, window_wait = 0, 0, 0.0
                     window_start = time.perf_counter()
                 bar.update(1)
-                if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
+                if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0 or \
+                        self._checkpoint_due(epoch_end=False):
                     self._checkpoint()
                 self._stop_if_interrupted()
                 if self.step >= total:
                     break
                 fetch_start = time.perf_counter()
             epoch_done = self.batch_in_epoch >= self.steps_per_epoch
-            # Save before evaluating so the saved RNG state is the one training continues from.
-            self._checkpoint()
-            val_metrics = self._evaluate(self.epoch)
-            if self.on_validation is not None:
-                self.on_validation(self.epoch, val_metrics)
+            finished = self.step >= total
+            # Save before validating so the saved RNG state is the one training continues from.
+            if finished or self._checkpoint_due(epoch_end=True):
+                self._checkpoint()
+            if finished or epoch_done and (self.epoch + 1) % self.cfg.val_every == 0:
+                started = time.perf_counter()
+                val_metrics = self._evaluate(self.epoch)
+                self.tracker.log_metrics({"time/validation_s": time.perf_counter() - started}, self.step)
+                if self.on_validation is not None:
+                    self.on_validation(self.epoch, val_metrics)
             self._stop_if_interrupted()
             if epoch_done:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         bar.close()
+        self.saver.wait()
         final = checkpoint.atomic_save(checkpoint.model_payload(self.model), self.workdir / "generator.pt")
         self.tracker.log_generator(final, config_mod.to_json(self.cfg))
         return TrainResult(self.tracker.run_id, self.step, val_metrics, self.model, self.data.val)
 
     def _checkpoint(self) -> None:
+        """Hand the state to the background saver; logs how long the loop was blocked, as time/checkpoint_s."""
+        started = time.perf_counter()
         position = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
-        path = checkpoint.save_training(self.workdir / "last.pt", self.model, self.schedulers, position)
-        self.tracker.log_artifact(path, "checkpoints")
+        self.saver.save(checkpoint.training_payload(self.model, self.schedulers, position), self.workdir / "last.pt")
+        self.last_checkpoint = time.monotonic()
+        self.tracker.log_metrics({"time/checkpoint_s": time.perf_counter() - started}, self.step)
+
+    def _checkpoint_due(self, epoch_end: bool) -> bool:
+        minutes = self.cfg.checkpoint_minutes
+        return epoch_end if not minutes else time.monotonic() - self.last_checkpoint >= 60 * minutes
 
     def _stop_if_interrupted(self) -> None:
         """Between two steps the state is whole: saved there, `--resume <run id>` continues exactly."""

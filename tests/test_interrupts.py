@@ -21,7 +21,7 @@ from imgtrans.errors import ImgtransError
 from imgtrans.files import SCRATCH_PREFIX, atomic_write, scratch_dir, sweep_scratch
 
 # Long enough that the process is still training when the signal comes (3 steps per epoch on the tiny set).
-LONG = ["--epochs", "100", "--val-images", "0", "--sample-images", "0"]
+LONG = ["--epochs", "100", "--val-images", "0", "--sample-images", "0", "--checkpoint-minutes", "0"]
 
 
 def start_training(dataset: Path, tmp_path: Path) -> subprocess.Popen:
