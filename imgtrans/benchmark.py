@@ -343,6 +343,7 @@ def benchmark_command(cfg: BenchmarkConfig, explicit: dict, progress: bool) -> i
     """`imgtrans benchmark`: the tables asked for, printed and logged to MLflow."""
     import platform
 
+    from imgtrans.e2e_benchmark import e2e_metrics, e2e_row, format_e2e
     from imgtrans.nets.generators import GENERATORS
     from imgtrans.tracking import tracked_run
 
@@ -367,12 +368,10 @@ def benchmark_command(cfg: BenchmarkConfig, explicit: dict, progress: bool) -> i
         tracker.log_params({**config_mod.to_dict(cfg), "device_name": name, "torch": torch.__version__})
         inference = inference_rows(generators, cfg.tile, batches, precisions, backends, device,
                                    warmup=3 if gpu else 1, repeats=repeats)
-        training = []
-        if cfg.train:
-            steps = cfg.train_steps or (30 if gpu else 3)
-            models = listed(cfg.train_models, cfg.train_models, valid=tuple(MODELS))
-            training = [train_row(m, b, steps, cfg.tile, device) for m in models
-                        for b in listed(cfg.train_batch_sizes, cfg.train_batch_sizes, int)]
+        steps = cfg.train_steps or (30 if gpu else 3)
+        trained = [(m, b) for m in listed(cfg.train_models, cfg.train_models, valid=tuple(MODELS))
+                   for b in listed(cfg.train_batch_sizes, cfg.train_batch_sizes, int)]
+        training = [train_row(m, b, steps, cfg.tile, device) for m, b in trained] if cfg.train else []
         sampling = []
         if cfg.sampling:
             sampling = sampling_rows(
@@ -383,13 +382,17 @@ def benchmark_command(cfg: BenchmarkConfig, explicit: dict, progress: bool) -> i
         if cfg.dip:
             dip = dip_rows(cfg.dip_size, precisions, [False, True] if gpu else [False], device,
                            cfg.dip_iterations or (50 if gpu else 3))
+        e2e = [e2e_row(m, b, cfg.e2e_tile or (cfg.tile if gpu else 64), cfg.e2e_epochs or (3 if gpu else 2),
+                       cfg.e2e_images or (0 if gpu else 8), device, cfg.experiment, steps)
+               for m, b in trained] if cfg.e2e else []
         report = f"# imgtrans benchmark on {name} (torch {torch.__version__})\n\n" + format_inference(inference) + "\n"
-        for rows, table in ((training, format_training), (sampling, format_sampling), (dip, format_dip)):
+        for rows, table in ((training, format_training), (sampling, format_sampling), (dip, format_dip),
+                            (e2e, format_e2e)):
             if rows:
                 report += "\n" + table(rows) + "\n"
         if not gpu:
             report += "\nNo GPU here: the GPU targets were not measured; CPU figures are for ratios only.\n"
-        tracker.log_metrics(as_metrics(inference, training, sampling, dip), step=0)
+        tracker.log_metrics(as_metrics(inference, training, sampling, dip) | e2e_metrics(e2e), step=0)
         tracker.log_text(report, "benchmark.md")
     print(report)
     return 0

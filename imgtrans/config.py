@@ -281,6 +281,12 @@ class BenchmarkConfig:
     dip: bool = opt(False, "also time Deep Image Prior iterations (default skip net, width 128)")
     dip_size: int = opt(512, "image size for the DIP benchmark", ge=1)
     dip_iterations: int = opt(0, "timed DIP iterations; 0 = 50 on a GPU, 3 on a CPU", ge=0)
+    e2e: bool = opt(False, "also train each of train_models × train_batch_sizes for a few epochs through the real "
+                           "loop (loader, validation, checkpoints, MLflow) and compare it with the bare step")
+    e2e_epochs: int = opt(0, "epochs per end-to-end run; 0 = 3 on a GPU, 2 on a CPU", ge=0)
+    e2e_images: int = opt(0, "training images per end-to-end run; 0 = all 256 of synthetic-facades on a GPU, 8 "
+                             "on a CPU", ge=0)
+    e2e_tile: int = opt(0, "crop size of the end-to-end runs; 0 = tile on a GPU, 64 on a CPU", ge=0)
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
     experiment: str = opt("", EXPERIMENT_HELP)
 

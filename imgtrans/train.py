@@ -40,6 +40,7 @@ class TrainResult:
     val_metrics: dict[str, float]
     model: TranslationModel
     val_dataset: object
+    loop_seconds: float  # from the first step to the end of the last validation
 
     def summary(self) -> str:
         return ", ".join([f"{self.step} steps", *(f"{k}={v:.4f}" for k, v in self.val_metrics.items())])
@@ -151,6 +152,7 @@ class Trainer:
         window_steps, window_images, window_wait = 0, 0, 0.0
         window_start = time.perf_counter()
         val_metrics: dict[str, float] = {}
+        loop_start = time.perf_counter()
         while self.step < total:
             self.sampler.set_position(self.epoch, self.batch_in_epoch * self.cfg.batch_size)
             self.model.train()
@@ -196,6 +198,7 @@ class Trainer:
                 if self.step >= total:
                     break
                 fetch_start = time.perf_counter()
+            boundary_start = time.perf_counter()
             epoch_done = self.batch_in_epoch >= self.steps_per_epoch
             finished = self.step >= total
             # Save before validating so the saved RNG state is the one training continues from.
@@ -207,14 +210,16 @@ class Trainer:
                 self.tracker.log_metrics({"time/validation_s": time.perf_counter() - started}, self.step)
                 if self.on_validation is not None:
                     self.on_validation(self.epoch, val_metrics)
+            self.tracker.log_metrics({"time/epoch_boundary_s": time.perf_counter() - boundary_start}, self.step)
             self._stop_if_interrupted()
             if epoch_done:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         bar.close()
+        loop_seconds = time.perf_counter() - loop_start
         self.saver.wait()
         final = checkpoint.atomic_save(checkpoint.model_payload(self.model), self.workdir / "generator.pt")
         self.tracker.log_generator(final, config_mod.to_json(self.cfg))
-        return TrainResult(self.tracker.run_id, self.step, val_metrics, self.model, self.data.val)
+        return TrainResult(self.tracker.run_id, self.step, val_metrics, self.model, self.data.val, loop_seconds)
 
     def _checkpoint(self) -> None:
         """Hand the state to the background saver; logs how long the loop was blocked, as time/checkpoint_s."""

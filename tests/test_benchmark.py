@@ -49,3 +49,21 @@ def test_dip_iteration_benchmark(capsys):
     assert "| 64×64 | fp32 | no |" in capsys.readouterr().out
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert run.data.metrics["bench_dip/64px/fp32/ms_per_iteration"] > 0
+
+
+def test_end_to_end_benchmark_runs_the_real_loop_at_tiny_size(capsys):
+    code = main(["benchmark", "--generators", "unet_128", "--tile", "128", "--batch-sizes", "1", "--backends", "eager",
+                 "--repeats", "1", "--e2e", "--train-models", "pix2pix", "--train-batch-sizes", "2",
+                 "--train-steps", "1", "--e2e-images", "4", "--e2e-epochs", "2", "--device", "cpu", "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| end to end | batch | loop img/s |" in out and "| pix2pix | 2 |" in out
+    assert "GPU targets were not measured" in out
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    (parent,) = [r for r in runs if r.info.run_name == "benchmark"]
+    (child,) = [r for r in runs if r.info.run_name == "e2e-pix2pix-b2"]
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id and child.info.status == "FINISHED"
+    metrics = parent.data.metrics
+    assert metrics["bench_e2e/pix2pix/b2/loop_images_per_s"] > 0 and metrics["bench_e2e/pix2pix/b2/ratio"] > 0
+    assert metrics["bench_e2e/pix2pix/b2/checkpoint_mb"] > 0
+    assert child.data.params["max_dataset_size"] == "4" and child.data.params["crop_size"] == "64"
