@@ -82,6 +82,10 @@ class TrainConfig(RunConfig):
     lr_decay_iters: int = opt(50, "step policy: multiply lr by 0.1 every this many epochs", ge=1)
     # run
     num_workers: int = opt(-1, "data loader workers; -1 = 4 on CUDA, 0 on CPU", ge=-1)
+    data_cache: Literal["auto", "off", "host", "device"] = opt(
+        "auto", "decode the training pairs once and augment whole batches where they are kept: device = GPU "
+                "memory, host = (pinned) RAM; auto = the GPU when they fit, else RAM when they fit, else off; "
+                "8-bit images of one size")
     log_every: int = opt(25, "log train/<loss> every this many steps", ge=1)
     val_images: int = opt(40, "validation images for val/psnr and val/ssim each epoch; 0 = none", ge=0)
     sample_images: int = opt(6, "rows in the per-epoch sample grid", ge=0)

@@ -19,6 +19,7 @@ from imgtrans import checkpoint, interrupts
 from imgtrans import config as config_mod
 from imgtrans import metrics as M
 from imgtrans.config import TrainConfig
+from imgtrans.data.cache import training_loader
 from imgtrans.data.datasets import Data, EpochSampler, build_data, make_loader
 from imgtrans.data.images import to_uint8
 from imgtrans.errors import ImgtransError
@@ -76,11 +77,9 @@ class Trainer:
         self.model.configure_optimizers()
         self.sampler = EpochSampler(len(self.data.train), cfg.seed)
         workers = cfg.num_workers if cfg.num_workers >= 0 else (4 if self.runtime.device.type == "cuda" else 0)
-        self.loader = make_loader(self.data.train, batch_size=cfg.batch_size, sampler=self.sampler,
-                                  num_workers=workers, pin_memory=self.runtime.device.type == "cuda")
-        # The loader draws its base seed from this generator, not from the global RNG, so creating
-        # an iterator does not disturb the RNG stream a resumed run must reproduce.
-        self.loader.generator = torch.Generator().manual_seed(cfg.seed)
+        self.loader, self.data_cache = training_loader(self.data.train, choice=cfg.data_cache, sampler=self.sampler,
+                                                       batch_size=cfg.batch_size, device=self.runtime.device,
+                                                       workers=workers, seed=cfg.seed)
         self.steps_per_epoch = math.ceil(len(self.data.train) / cfg.batch_size)
         self.schedulers = {k: build_scheduler(o, cfg, self.steps_per_epoch) for k, o in self.model.optimizers.items()}
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
@@ -123,6 +122,7 @@ class Trainer:
             "imgtrans.generator_params": count_parameters(model.generator()),
             **{f"imgtrans.params.{k}": v for k, v in params.items()},
         })
+        self.tracker.set_tags({"imgtrans.data_cache": self.data_cache})
         if self.kid_status:
             self.tracker.set_tags({"imgtrans.val_kid": self.kid_status})
 

@@ -57,7 +57,7 @@ class PairedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _load_rgb_pair(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def rgb_pair(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         a_path, b_path = self.items[index]
         if self.codec.colorization:
             color = _tensor(load_image(a_path), 3)
@@ -77,7 +77,7 @@ class PairedDataset(Dataset):
 
     def __getitem__(self, item) -> dict:
         epoch, index = _key(item)
-        a, b = self._load_rgb_pair(index)
+        a, b = self.rgb_pair(index)
         geometry = self.augment.geometry(a.shape[1], a.shape[2], epoch, index)
         a, b = transforms.apply(a, geometry), transforms.apply(b, geometry)
         return {"A": self.codec.encode_input(a), "B": self.codec.encode_target(b), "index": index}
