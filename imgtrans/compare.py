@@ -19,6 +19,8 @@ from imgtrans.config import CompareConfig
 from imgtrans.files import atomic_write_bytes
 
 SHEET_FILE = "samples.jpg"
+BASELINE_PREFIX = "baseline/"
+BASELINE_METRICS = ("psnr", "ssim")  # what `evaluate` scores its trivial baselines on
 
 METRICS = [("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("lpips", "LPIPS ↓"), ("fid", "FID ↓"), ("kid", "KID ↓"),
            ("is", "IS ↑")]
@@ -54,7 +56,25 @@ def _cell(metrics: dict[str, float], name: str) -> str:
     return f"{metrics[name]:.4g} ± {std:.2g}" if std is not None else f"{metrics[name]:.4g}"
 
 
+def baselines(run: RunSummary) -> dict[str, dict[str, float]]:
+    """The trivial baselines scored on the run's own evaluation images: name → metrics (psnr, psnr_std, …)."""
+    found: dict[str, dict[str, float]] = {}
+    for key, value in run.metrics.items():
+        if key.startswith(BASELINE_PREFIX):
+            name, metric = key[len(BASELINE_PREFIX):].split("/", 1)
+            found.setdefault(name, {})[metric] = value
+    return found
+
+
+def below_baseline(run: RunSummary, metric: str) -> bool:
+    """Whether the run does not beat the best of its trivial baselines on `metric` (higher is better)."""
+    best = [b[metric] for b in baselines(run).values() if metric in b]
+    return bool(best) and metric in run.metrics and run.metrics[metric] <= max(best)
+
+
 def table(runs: list[RunSummary]) -> tuple[list[str], list[list[str]]]:
+    """One row per run, then one per trivial baseline (per dataset and image count); a metric where a run
+    does not beat its best baseline is marked ✗."""
     params = varying_params(runs)
     header = ["run", "model", *params, "G params (M)", "train min", "ms/image", "N", *[t for _, t in METRICS]]
     rows = []
@@ -65,13 +85,27 @@ def table(runs: list[RunSummary]) -> tuple[list[str], list[list[str]]]:
             f"{r.train_minutes:.1f}" if r.train_minutes is not None else "n/a",
             f"{r.metrics['ms_per_image']:.2f}" if "ms_per_image" in r.metrics else "n/a",
             f"{int(r.metrics['n_images'])}" if "n_images" in r.metrics else "n/a",
-            *[_cell(r.metrics, m) for m, _ in METRICS],
+            *[_cell(r.metrics, m) + (" ✗" if m in BASELINE_METRICS and below_baseline(r, m) else "")
+              for m, _ in METRICS],
         ])
+    shown = set()
+    for r in runs:
+        for name, metrics in baselines(r).items():
+            key = (name, r.params.get("dataset"), r.metrics.get("n_images"))
+            if key in shown:
+                continue
+            shown.add(key)
+            rows.append([f"baseline: {name}", "—", *[r.params.get(k, "") if k == "dataset" else "" for k in params],
+                         "—", "—", "—", f"{int(r.metrics['n_images'])}" if "n_images" in r.metrics else "n/a",
+                         *[_cell(metrics, m) for m, _ in METRICS]])
     return header, rows
 
 
 def settings_notes(runs: list[RunSummary]) -> list[str]:
-    notes = ["PSNR and SSIM: per image in rgb, data range 1.0, mean ± std over the evaluated images."]
+    notes = ["PSNR and SSIM: per image in rgb, data range 1.0, mean ± std over the evaluated images.",
+             "baseline rows: what a model that learned nothing scores on the same images — the grayscale copy of "
+             "the input for colorization, the input itself otherwise; ✗ marks a run that does not beat its best "
+             "baseline on that metric."]
     for r in runs:
         s = r.settings
         if "fid_n_real" in s:

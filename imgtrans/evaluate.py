@@ -12,6 +12,7 @@ import dataclasses
 import sys
 import time
 import warnings
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,7 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
     has_targets = data.source.has_targets
     diversity: list[torch.Tensor] = []
     rows, columns = [], [[], [], []]
+    baselines: dict[str, list[float]] = defaultdict(list)
     seconds = 0.0
     loader = make_loader(Subset(dataset, range(count)), batch_size=cfg.batch_size)
     for batch in loader:
@@ -103,6 +105,9 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
         for i, index in enumerate(batch["index"].tolist()):
             rows.append({"index": index})
         if has_targets:  # per-image scores need ground truth; unpaired data only has distributions
+            baseline, trivial = codec.trivial_output(x)
+            for name, score in (("psnr", M.psnr_per_image), ("ssim", M.ssim_per_image)):
+                baselines[f"baseline/{baseline}/{name}"] += score(trivial, target).tolist()
             psnr, ssim = M.psnr_per_image(pred, target), M.ssim_per_image(pred, target)
             lp = M.lpips_per_image(lpips_net, pred.to(device), target.to(device)).cpu() if lpips_net else None
             for i, row in enumerate(rows[-len(pred):]):
@@ -114,8 +119,8 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
             col.extend(images[:keep])
 
     results: dict[str, float] = {"n_images": float(count), "ms_per_image": 1000 * seconds / count}
-    for name in ("psnr", "ssim", "lpips"):
-        values = [r[name] for r in rows if name in r]
+    scores = {name: [r[name] for r in rows if name in r] for name in ("psnr", "ssim", "lpips")} | baselines
+    for name, values in scores.items():
         if values:
             results[name] = float(np.mean(values))
             results[f"{name}_std"] = float(np.std(values))

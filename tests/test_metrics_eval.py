@@ -206,3 +206,30 @@ def test_weight_files_in_the_hub_cache_enable_every_metric(facades, tmp_path, mo
         assert name in run.data.metrics, name
     assert run.data.tags["imgtrans.test.fid_n_real"] == "2"
     assert not any(".unavailable." in k for k in run.data.tags)
+
+
+def test_a_colorizer_is_scored_against_the_grayscale_copy(aerial, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert main(["evaluate", "--run-id", run.info.run_id]) == 0
+    metrics = MlflowClient().get_run(run.info.run_id).data.metrics
+    assert {"test/baseline/grayscale/psnr", "test/baseline/grayscale/ssim_std"} <= set(metrics)
+    assert main(["compare", "--run-ids", run.info.run_id]) == 0
+    out = capsys.readouterr().out
+    assert "| baseline: grayscale |" in out
+    below = any(metrics[f"test/{m}"] <= metrics[f"test/baseline/grayscale/{m}"] for m in ("psnr", "ssim"))
+    assert (" ✗ |" in out) == below
+
+
+def test_the_grayscale_baseline_is_neutral_and_keeps_lightness():
+    from imgtrans.data.codec import Codec
+
+    rgb = torch.rand(2, 3, 8, 8)
+    for space in ("lab", "rgb"):
+        codec = Codec(colorization=True, color_space=space)
+        name, gray = codec.trivial_output(codec.encode_input(rgb))
+        assert name == "grayscale" and gray.shape == rgb.shape
+        assert torch.allclose(gray[:, 0], gray[:, 1], atol=2e-3) and torch.allclose(gray[:, 1], gray[:, 2], atol=2e-3)
+    name, same = Codec(colorization=False).trivial_output(rgb * 2 - 1)
+    assert name == "input" and torch.allclose(same, rgb, atol=1e-6)

@@ -128,3 +128,27 @@ def test_cgan_generator_is_local_and_keeps_the_input_size():
     assert out.shape == (1, 3, 40, 56)
     assert torch.equal(out[..., 20:, 28:], out_changed[..., 20:, 28:])
     assert not torch.equal(out[..., :8, :8], out_changed[..., :8, :8])
+
+
+def stride_peak(generator: torch.nn.Module, size: int = 128) -> float:
+    """Spectral energy of an untrained generator's output at the ×2 stride frequency (the checkerboard's),
+    relative to its mean over the other non-zero frequencies; the input is smooth, so the output should be."""
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, size // 16, size // 16), size=size, mode="bilinear")
+    with torch.no_grad():
+        out = generator.eval()(smooth * 2 - 1)[0].mean(0)
+    spectrum = torch.fft.fft2(out - out.mean()).abs() ** 2
+    half = size // 2
+    peak = spectrum[half, half] + spectrum[0, half] + spectrum[half, 0]
+    return float(peak / 3 / spectrum.mean())
+
+
+@pytest.mark.parametrize("name", ["unet", "resnet_6blocks"])
+def test_resize_conv_upsampling_leaves_no_checkerboard(name):
+    def generator(upsample):
+        torch.manual_seed(1)
+        return init_weights(build_generator(name, 3, 3, ngf=16, norm="instance", dropout=False, crop_size=128,
+                                            upsample=upsample), "normal", 0.02)
+
+    transpose, resize_conv = stride_peak(generator("transpose")), stride_peak(generator("resize_conv"))
+    assert transpose > 10 * max(resize_conv, 1.0), (transpose, resize_conv)

@@ -46,6 +46,16 @@ class Codec:
             return lab_to_rgb(torch.cat([net_input.float(), net_output], -3))
         return to_unit(net_output)
 
+    def trivial_output(self, net_input: torch.Tensor) -> tuple[str, torch.Tensor]:
+        """(name, rgb [0, 1]) of what a model that learned nothing could output — the baseline a trained one
+        must beat: the grayscale copy of the input for colorization (a, b = 0 in Lab), the input otherwise."""
+        if not self.colorization:
+            return "input", self.decode_input(net_input)
+        if self.color_space == "lab":
+            neutral = torch.zeros(*net_input.shape[:-3], self.output_nc, *net_input.shape[-2:])
+            return "grayscale", self.decode_output(net_input, neutral)
+        return "grayscale", self.decode_input(net_input)
+
     def decode_input(self, net_input: torch.Tensor) -> torch.Tensor:
         """Network input → rgb [0, 1] for display."""
         net_input = net_input.float()

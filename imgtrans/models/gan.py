@@ -30,7 +30,8 @@ class GANModel(TranslationModel):
 
     def build_G(self, input_nc: int, output_nc: int, **overrides) -> nn.Module:
         cfg = self.cfg
-        kwargs = dict(ngf=cfg.ngf, norm=cfg.norm, dropout=cfg.dropout, crop_size=cfg.crop_size) | overrides
+        kwargs = dict(ngf=cfg.ngf, norm=cfg.norm, dropout=cfg.dropout, crop_size=cfg.crop_size,
+                      upsample=cfg.upsample) | overrides
         return init_weights(build_generator(kwargs.pop("netG", cfg.netG), input_nc, output_nc, **kwargs),
                             cfg.init_type, cfg.init_gain)
 

@@ -11,6 +11,18 @@ from imgtrans.errors import ImgtransError
 from imgtrans.nets.layers import norm_layer
 
 GENERATORS = ("unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks")
+UPSAMPLING = ("transpose", "resize_conv")
+
+
+def upsampling(kind: str, in_ch: int, out_ch: int, bias: bool = True) -> nn.Module:
+    """×2 upsampling: a stride-2 transposed convolution (the papers'), or nearest-neighbour resizing and a 3×3
+    convolution, which cannot leave the checkerboard of uneven kernel overlap (Odena et al. 2016,
+    "Deconvolution and Checkerboard Artifacts")."""
+    if kind == "transpose":
+        return nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=bias)
+    if kind == "resize_conv":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=bias))
+    raise ImgtransError(f"invalid upsample '{kind}'; valid values: {', '.join(UPSAMPLING)}")
 
 
 class UnetGenerator(nn.Module):
@@ -21,7 +33,7 @@ class UnetGenerator(nn.Module):
     """
 
     def __init__(self, input_nc: int, output_nc: int, depth: int = 8, ngf: int = 64,
-                 norm: str = "batch", dropout: bool = True, nz: int = 0):
+                 norm: str = "batch", dropout: bool = True, nz: int = 0, upsample: str = "transpose"):
         super().__init__()
         # nz > 0: a latent code z (N, nz) is broadcast and concatenated to the input of every encoder level
         # (BicycleGAN's where_add=all).
@@ -42,10 +54,9 @@ class UnetGenerator(nn.Module):
         for i in range(depth):
             in_ch = ch[i] if i == depth - 1 else 2 * ch[i]
             if i == 0:
-                layers = [nn.ReLU(True), nn.ConvTranspose2d(in_ch, output_nc, 4, 2, 1), nn.Tanh()]
+                layers = [nn.ReLU(True), upsampling(upsample, in_ch, output_nc), nn.Tanh()]
             else:
-                layers = [nn.ReLU(True), nn.ConvTranspose2d(in_ch, ch[i - 1], 4, 2, 1, bias=bias),
-                          make_norm(ch[i - 1])]
+                layers = [nn.ReLU(True), upsampling(upsample, in_ch, ch[i - 1], bias), make_norm(ch[i - 1])]
                 if dropout and 4 <= i <= depth - 2:
                     layers.append(nn.Dropout(0.5))
             self.up.append(nn.Sequential(*layers))
@@ -102,7 +113,7 @@ class ResnetGenerator(nn.Module):
     """c7s1-ngf, two stride-2 downsamplings, n_blocks residual blocks, two upsamplings, c7s1-out."""
 
     def __init__(self, input_nc: int, output_nc: int, n_blocks: int = 9, ngf: int = 64,
-                 norm: str = "batch", dropout: bool = False):
+                 norm: str = "batch", dropout: bool = False, upsample: str = "transpose"):
         super().__init__()
         make_norm, bias = norm_layer(norm)
         self.size_multiple = 4
@@ -113,8 +124,9 @@ class ResnetGenerator(nn.Module):
                        nn.ReLU(True)]
         layers += [ResnetBlock(ngf * 4, make_norm, bias, dropout) for _ in range(n_blocks)]
         for mult in (4, 2):
-            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, 2, 1, output_padding=1, bias=bias),
-                       make_norm(ngf * mult // 2), nn.ReLU(True)]
+            up = nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, 2, 1, output_padding=1, bias=bias) \
+                if upsample == "transpose" else upsampling(upsample, ngf * mult, ngf * mult // 2, bias)
+            layers += [up, make_norm(ngf * mult // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
@@ -142,7 +154,7 @@ def unet_depth(name: str, crop_size: int) -> int:
 
 
 def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm: str, dropout: bool,
-                    crop_size: int, nz: int = 0) -> nn.Module:
+                    crop_size: int, nz: int = 0, upsample: str = "transpose") -> nn.Module:
     """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth."""
     if name not in GENERATORS:
         raise ImgtransError(f"invalid netG '{name}'; valid values: {', '.join(GENERATORS)}")
@@ -150,7 +162,7 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
         depth = unet_depth(name, crop_size)
         if crop_size % 2 ** depth:
             raise ImgtransError(f"netG={name} needs crop_size to be a multiple of {2 ** depth}, got {crop_size}")
-        return UnetGenerator(input_nc, output_nc, depth, ngf, norm, dropout, nz)
+        return UnetGenerator(input_nc, output_nc, depth, ngf, norm, dropout, nz, upsample)
     if nz:
         raise ImgtransError(f"netG={name} cannot take a latent code at every layer; use a unet or where_add=input")
-    return ResnetGenerator(input_nc, output_nc, 9 if name == "resnet_9blocks" else 6, ngf, norm, dropout)
+    return ResnetGenerator(input_nc, output_nc, 9 if name == "resnet_9blocks" else 6, ngf, norm, dropout, upsample)
