@@ -23,6 +23,7 @@ from imgtrans.errors import ImgtransError
 from imgtrans.files import atomic_write
 
 FORMAT = 2
+LEGACY_FORMAT = 1  # the same payload without its checksum: read, unchecked
 CHECKSUM = "sha256"
 
 
@@ -178,9 +179,9 @@ def read(path: Path | str) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # a truncated or foreign file: say which
         raise ImgtransError(f"cannot read checkpoint {path}: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (LEGACY_FORMAT, FORMAT):
         raise ImgtransError(f"{path} is not an imgtrans checkpoint (format {FORMAT})")
-    if payload.get(CHECKSUM) != checksum(payload):
+    if payload["format"] == FORMAT and payload.get(CHECKSUM) != checksum(payload):
         raise ImgtransError(f"checkpoint {path} is damaged: its contents do not match its checksum; resume from "
                             "another checkpoint or run")
     return payload

@@ -91,7 +91,7 @@ def table(runs: list[RunSummary]) -> tuple[list[str], list[list[str]]]:
     shown = set()
     for r in runs:
         for name, metrics in baselines(r).items():
-            key = (name, r.params.get("dataset"), r.metrics.get("n_images"))
+            key = (name, tuple(sorted(metrics.items())))  # one row per distinct baseline: same images, same scores
             if key in shown:
                 continue
             shown.add(key)

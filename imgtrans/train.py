@@ -83,7 +83,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.data.train) / cfg.batch_size)
         self.schedulers = {k: build_scheduler(o, cfg, self.steps_per_epoch) for k, o in self.model.optimizers.items()}
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
-        self.last_checkpoint = time.monotonic()
+        self.last_checkpoint, self.checkpoint_step = time.monotonic(), -1
         self.kid_features, self.kid_status = self._kid_features()
 
     def _kid_features(self):
@@ -132,19 +132,21 @@ class Trainer:
         return min(by_epochs, self.cfg.max_steps) if self.cfg.max_steps else by_epochs
 
     def fit(self) -> TrainResult:
-        """Train to the end. An interrupt (Ctrl-C, SIGTERM) is taken between two steps, after a checkpoint."""
-        with scratch_dir("run") as self.workdir, interrupts.deferred():
+        """Train to the end. An interrupt (Ctrl-C, SIGTERM) during set-up stops at once; during training it is
+        taken between two steps, after a checkpoint."""
+        with scratch_dir("run") as self.workdir:
+            self._build()
+            if self.resume_payload is not None:
+                self._restore(self.resume_payload)
+            self._log_setup()
             self.saver = checkpoint.BackgroundSaver(lambda path: self.tracker.log_artifact(path, "checkpoints"))
             try:
-                return self._fit()
+                with interrupts.deferred():
+                    return self._train()
             finally:  # a checkpoint being written is completed, however the run ends
                 self.saver.join()
 
-    def _fit(self) -> TrainResult:
-        self._build()
-        if self.resume_payload is not None:
-            self._restore(self.resume_payload)
-        self._log_setup()
+    def _train(self) -> TrainResult:
         total = self.total_steps()
         bar = tqdm(total=total, initial=min(self.step, total), disable=not self.progress, unit="step",
                    dynamic_ncols=True)
@@ -211,7 +213,8 @@ class Trainer:
                 if self.on_validation is not None:
                     self.on_validation(self.epoch, val_metrics)
             self.tracker.log_metrics({"time/epoch_boundary_s": time.perf_counter() - boundary_start}, self.step)
-            self._stop_if_interrupted()
+            if not finished:  # at the end the model is logged first; a pending interrupt is raised after it
+                self._stop_if_interrupted()
             if epoch_done:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         bar.close()
@@ -223,6 +226,9 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         """Hand the state to the background saver; logs how long the loop was blocked, as time/checkpoint_s."""
+        if self.step == self.checkpoint_step:
+            return
+        self.checkpoint_step = self.step
         started = time.perf_counter()
         position = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
         self.saver.save(checkpoint.training_payload(self.model, self.schedulers, position), self.workdir / "last.pt")
@@ -234,8 +240,14 @@ class Trainer:
         return epoch_end if not minutes else time.monotonic() - self.last_checkpoint >= 60 * minutes
 
     def _stop_if_interrupted(self) -> None:
-        """Between two steps the state is whole: saved there, `--resume <run id>` continues exactly."""
-        interrupts.stop_if_pending(self._checkpoint, f"step {self.step}", self.tracker.run_id)
+        """Between two steps the state is whole: saved there, `--resume <run id>` continues exactly. The save is
+        waited for (and its failure raised), so the run never says "resume" about a checkpoint it lacks."""
+        def save_now() -> None:
+            with interrupts.held():
+                self._checkpoint()
+                self.saver.wait()
+
+        interrupts.stop_if_pending(save_now, f"step {self.step}", self.tracker.run_id)
 
     # --- validation ----------------------------------------------------------
     @torch.no_grad()

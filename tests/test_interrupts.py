@@ -177,3 +177,9 @@ def test_a_damaged_checkpoint_is_refused(facades, tmp_path, capsys):
         checkpoint.read(path)
     assert main(["pix2pix", "--resume", str(path), "--max-steps", "4", "--no-progress"]) == 2
     assert "is damaged" in one_line_error(capsys)
+
+
+def test_a_checkpoint_from_before_checksums_is_still_read(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"format": checkpoint.LEGACY_FORMAT, "nets": {"w": torch.ones(3)}}, path)
+    assert torch.equal(checkpoint.read(path)["nets"]["w"], torch.ones(3))

@@ -108,6 +108,25 @@ def test_changed_input_is_translated_again(tmp_path, exported):
     assert outputs(out)["sub/small.png"] != before["sub/small.png"]
 
 
+def test_another_model_or_tiling_translates_again(tmp_path, exported):
+    scans = make_scans(tmp_path / "scans")
+    out = tmp_path / "out"
+    assert run_translate(exported, scans, out) == 0
+    import onnx
+
+    retrained = tmp_path / "retrained.onnx"
+    shutil.copy(exported.with_suffix(".json"), retrained.with_suffix(".json"))
+    model = onnx.load(str(exported))
+    model.doc_string = "retrained"  # another file: another digest
+    onnx.save(model, str(retrained))
+    assert run_translate(retrained, scans, out) == 0
+    assert set(statuses(out).values()) == {"done"}
+    assert run_translate(retrained, scans, out, "--overlap", "16") == 0
+    assert set(statuses(out).values()) == {"done"}
+    assert run_translate(retrained, scans, out, "--overlap", "16") == 0
+    assert set(statuses(out).values()) == {"skipped"}
+
+
 def test_output_without_a_manifest_record_is_replaced(tmp_path, exported):
     scans = make_scans(tmp_path / "scans")
     assert run_translate(exported, scans, tmp_path / "reference") == 0

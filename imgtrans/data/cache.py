@@ -1,9 +1,9 @@
-"""A paired dataset decoded once into uint8 tensors — in pinned host memory or on the GPU — and augmented a
-batch at a time where it lives, instead of decoding and resizing every image in loader workers each epoch.
+"""A paired dataset decoded once into uint8 tensors — in host memory or on the GPU — and augmented a batch at
+a time on the training device, instead of decoding and resizing every image in loader workers each epoch.
 
 The batches are the per-image path's (`PairedDataset` through a DataLoader): the same images in the same
-order, the same resize, crop and flip per (seed, epoch, index), the same codec — so a run trains the same
-with the cache on or off. Only 8-bit images of one size qualify (the uint8 copy is then exact); otherwise
+order, the same resize, crop and flip per (seed, epoch, index), the same codec. On the CPU they are equal
+bit for bit; on a GPU the resize and the Lab conversion run there, equal up to float rounding. Only 8-bit images of one size qualify (the uint8 copy is then exact); otherwise
 `data_cache=auto` keeps the per-image loader and says why.
 """
 
@@ -41,15 +41,13 @@ class DecodedPairs:
     @classmethod
     def decode(cls, dataset: PairedDataset) -> DecodedPairs:
         """Raises ImgtransError (the reason) for data that cannot be cached exactly."""
-        pairs = [dataset.rgb_pair(i) for i in range(len(dataset))]
-        sizes = {tuple(x.shape) for pair in pairs for x in pair}
-        if len(sizes) != 1:
-            raise ImgtransError(f"the training images differ in size ({len(sizes)} sizes); the data cache needs one")
         a, b = [], []
-        for pair in pairs:
-            exact = [_as_uint8(x) for x in pair]
+        for index in range(len(dataset)):  # one float pair at a time: only the uint8 copies are kept
+            exact = [_as_uint8(x) for x in dataset.rgb_pair(index)]
             if any(x is None for x in exact):
                 raise ImgtransError("the training images are not 8-bit; the data cache keeps 8-bit images only")
+            if a and exact[0].shape != a[0].shape:
+                raise ImgtransError("the training images differ in size; the data cache needs one size")
             a.append(exact[0])
             b.append(exact[1])
         return cls(dataset, torch.stack(a), torch.stack(b))
@@ -58,9 +56,8 @@ class DecodedPairs:
     def nbytes(self) -> int:
         return self.a.nbytes + self.b.nbytes
 
-    def to(self, device: torch.device, pin: bool) -> DecodedPairs:
-        a, b = (x.pin_memory() if pin else x.to(device) for x in (self.a, self.b))
-        return DecodedPairs(self.dataset, a, b)
+    def to(self, device: torch.device) -> DecodedPairs:
+        return DecodedPairs(self.dataset, self.a.to(device), self.b.to(device))
 
     def batch(self, items: list[tuple[int, int]], device: torch.device) -> dict[str, torch.Tensor]:
         """The DataLoader's batch of `items` ((epoch, index) pairs), made on `device`."""
@@ -126,7 +123,8 @@ def training_loader(dataset, *, choice: str, sampler, batch_size: int, device: t
         raise ImgtransError(f"data_cache={choice}: {exc}; use data_cache=auto or off") from None
     on_device = choice == "device" or (choice == "auto" and device.type == "cuda" and
                                        pairs.nbytes <= MEMORY_SHARE * torch.cuda.mem_get_info(device)[0])
-    pairs = pairs.to(device, pin=not on_device and device.type == "cuda")
+    if on_device:
+        pairs = pairs.to(device)
     where = "device" if on_device else "host"
     return CachedLoader(pairs, sampler, batch_size, device), f"{where}: {len(dataset)} pairs, " \
                                                              f"{pairs.nbytes / 2 ** 20:.0f} MiB"

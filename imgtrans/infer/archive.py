@@ -71,15 +71,16 @@ class Outcome:
     error: str = ""
     input_size: int = -1
     input_mtime_ns: int = -1
+    recipe: str = ""  # what made the output from the input: the model's digest and the settings that matter
 
     @classmethod
     def from_row(cls, row: dict[str, str]) -> Outcome:
         return cls(row["input"], row["output"], row["status"], float(row["seconds"]), row["error"],
-                   int(row["input_size"]), int(row["input_mtime_ns"]))
+                   int(row["input_size"]), int(row["input_mtime_ns"]), row["recipe"])
 
     def row(self) -> list[str]:
         return [self.input, self.output, self.status, f"{self.seconds:.3f}", self.error, str(self.input_size),
-                str(self.input_mtime_ns)]
+                str(self.input_mtime_ns), self.recipe]
 
 
 COLUMNS = [f.name for f in dataclasses.fields(Outcome)]
@@ -126,10 +127,10 @@ class Manifest:
             records[record.output] = record
         return records
 
-    def done_earlier(self, output: str, identity: InputId) -> Outcome | None:
-        """The record of `output` if an earlier run translated it from this same input."""
+    def done_earlier(self, output: str, identity: InputId, recipe: str) -> Outcome | None:
+        """The record of `output` if an earlier run translated it from this same input with this same recipe."""
         record = self.records.get(output)
-        if record is None or record.status not in ("done", "skipped"):
+        if record is None or record.status not in ("done", "skipped") or record.recipe != recipe:
             return None
         return record if InputId(record.input, record.input_size, record.input_mtime_ns) == identity else None
 
@@ -248,7 +249,8 @@ def translate_file(source: Path, target: Path, output_bits: str, **translate_opt
         raise
 
 
-def translate_job(job: Job, output: str, identity: InputId, output_bits: str, options: dict) -> Outcome:
+def translate_job(job: Job, output: str, identity: InputId, recipe: str, output_bits: str,
+                  options: dict) -> Outcome:
     """Translate one input; an unreadable one is reported and recorded as failed."""
     t0 = time.perf_counter()
     status, error = "done", ""
@@ -257,15 +259,19 @@ def translate_job(job: Job, output: str, identity: InputId, output_bits: str, op
     except (ImgtransError, OSError, ValueError) as exc:
         status, error = "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         tqdm.write(f"imgtrans: skipped {job.input}: {error}", file=sys.stderr)
-    return Outcome(identity.path, output, status, time.perf_counter() - t0, error, identity.size, identity.mtime_ns)
+    return Outcome(identity.path, output, status, time.perf_counter() - t0, error, identity.size, identity.mtime_ns,
+                   recipe)
 
 
 def run_archive(jobs: list[Job], out_dir: Path, *, translate: Translate, codec: Codec, tile: int, overlap: int,
-                batch_size: int, output_bits: str = "auto", progress: bool = True) -> list[Outcome]:
+                batch_size: int, output_bits: str = "auto", model_digest: str = "",
+                progress: bool = True) -> list[Outcome]:
     """Translate every input of `plan_archive` not already done; the outcomes of this run, in order.
 
-    `output_bits`: "8", "16" or "auto" (16 for 16-bit and float scans, 8 otherwise).
+    `output_bits`: "8", "16" or "auto" (16 for 16-bit and float scans, 8 otherwise). `model_digest` names the
+    model: an output another model (or other tiling or bits) made is translated again.
     """
+    recipe = f"model {model_digest}, tile {tile}, overlap {overlap}, bits {output_bits}"
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out_dir)
     manifest = Manifest(out_dir / MANIFEST)
@@ -277,11 +283,11 @@ def run_archive(jobs: list[Job], out_dir: Path, *, translate: Translate, codec: 
         for job in bar:
             output = str(job.target.relative_to(out_dir))
             identity = input_id(job.input)  # before reading: a file changed meanwhile is retranslated next time
-            earlier = manifest.done_earlier(output, identity) if job.target.exists() else None
+            earlier = manifest.done_earlier(output, identity, recipe) if job.target.exists() else None
             if earlier is not None:
                 outcome = dataclasses.replace(earlier, status="skipped")
             else:
-                outcome = translate_job(job, output, identity, output_bits, options)
+                outcome = translate_job(job, output, identity, recipe, output_bits, options)
             manifest.add(outcome)
             outcomes.append(outcome)
             done_count += outcome.status == "done"

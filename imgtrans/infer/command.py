@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -23,6 +24,15 @@ def tile_size(cfg: TranslateConfig, sidecar: Sidecar) -> int:
     if not 0 <= cfg.overlap < tile:
         raise ImgtransError(f"overlap must be between 0 and tile ({tile}), got {cfg.overlap}")
     return tile
+
+
+def file_digest(path: Path) -> str:
+    """The first 16 hex digits of a file's SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def log_to_mlflow_run(cfg: TranslateConfig, provider: str, tile: int, counts: dict[str, int], elapsed: float) -> None:
@@ -50,7 +60,8 @@ def translate_command(cfg: TranslateConfig, explicit: dict, progress: bool) -> i
           file=sys.stderr)
     started = time.perf_counter()
     outcomes = run_archive(jobs, out_dir, translate=generator, codec=side.codec_obj, tile=tile, overlap=cfg.overlap,
-                           batch_size=cfg.batch_size, output_bits=cfg.output_bits, progress=progress)
+                           batch_size=cfg.batch_size, output_bits=cfg.output_bits,
+                           model_digest=file_digest(Path(cfg.model)), progress=progress)
     counts = {s: sum(o.status == s for o in outcomes) for s in STATUSES}
     elapsed = time.perf_counter() - started
     if "MLFLOW_RUN_ID" in os.environ:
