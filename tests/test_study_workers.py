@@ -56,7 +56,8 @@ def test_three_workers_started_at_once_one_killed_leave_no_running_trial(facades
     victim.kill()
     victim.wait()
     time.sleep(HEARTBEAT["grace_period"] + 1)
-    others.append(start_worker(spec, storage, 1, tmp))  # its trial starts after the grace period: reclaims the stale one
+    # Its trial starts after the grace period, so it reclaims the stale one.
+    others.append(start_worker(spec, storage, 1, tmp))
     wait_ok(*others)
     # Nothing of ours is left, the killed worker's scratch folder included (the last worker swept it); torch's
     # fused Adam creates its kernel cache folder once, shared by every later process and not growing per trial.

@@ -3,8 +3,9 @@ a time on the training device, instead of decoding and resizing every image in l
 
 The batches are the per-image path's (`PairedDataset` through a DataLoader): the same images in the same
 order, the same resize, crop and flip per (seed, epoch, index), the same codec. On the CPU they are equal
-bit for bit; on a GPU the resize and the Lab conversion run there, equal up to float rounding. Only 8-bit images of one size qualify (the uint8 copy is then exact); otherwise
-`data_cache=auto` keeps the per-image loader and says why.
+bit for bit; on a GPU the resize and the Lab conversion run there, equal up to float rounding. Only 8-bit
+images of one size qualify (the uint8 copy is then exact); otherwise `data_cache=auto` keeps the per-image
+loader and says why.
 """
 
 from __future__ import annotations
