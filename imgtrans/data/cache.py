@@ -51,14 +51,17 @@ class DecodedPairs:
                 raise ImgtransError("the training images differ in size; the data cache needs one size")
             a.append(exact[0])
             b.append(exact[1])
-        return cls(dataset, torch.stack(a), torch.stack(b))
+        images = torch.stack(a)
+        # Colorization pairs are one image (its gray version is made by the codec): kept once.
+        return cls(dataset, images, images if dataset.codec.colorization else torch.stack(b))
 
     @property
     def nbytes(self) -> int:
-        return self.a.nbytes + self.b.nbytes
+        return self.a.nbytes + (0 if self.b is self.a else self.b.nbytes)
 
     def to(self, device: torch.device) -> DecodedPairs:
-        return DecodedPairs(self.dataset, self.a.to(device), self.b.to(device))
+        a = self.a.to(device)
+        return DecodedPairs(self.dataset, a, a if self.b is self.a else self.b.to(device))
 
     def batch(self, items: list[tuple[int, int]], device: torch.device) -> dict[str, torch.Tensor]:
         """The DataLoader's batch of `items` ((epoch, index) pairs), made on `device`."""
@@ -113,7 +116,7 @@ def training_loader(dataset, *, choice: str, sampler, batch_size: int, device: t
     if choice == "device" and device.type != "cuda":
         raise ImgtransError("data_cache=device needs a CUDA device; use data_cache=host, auto or off")
     first, _ = dataset.rgb_pair(0)
-    estimate = len(dataset) * 2 * first.numel()
+    estimate = len(dataset) * (1 if dataset.codec.colorization else 2) * first.numel()
     if choice == "auto" and estimate > MEMORY_SHARE * psutil.virtual_memory().available:
         return per_image, f"off: {estimate / 2 ** 30:.1f} GiB decoded would not fit in memory"
     try:
