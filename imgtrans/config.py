@@ -83,8 +83,8 @@ class TrainConfig(RunConfig):
     # run
     num_workers: int = opt(-1, "data loader workers; -1 = 4 on CUDA, 0 on CPU", ge=-1)
     data_cache: Literal["auto", "off", "host", "device"] = opt(
-        "auto", "decode the training pairs once and augment whole batches where they are kept: device = GPU "
-                "memory, host = (pinned) RAM; auto = the GPU when they fit, else RAM when they fit, else off; "
+        "auto", "decode the training pairs once and augment whole batches on the training device: kept in GPU "
+                "memory (device) or RAM (host); auto = the GPU when they fit, else RAM when they fit, else off; "
                 "8-bit images of one size")
     log_every: int = opt(25, "log train/<loss> every this many steps", ge=1)
     val_images: int = opt(40, "validation images for val/psnr and val/ssim each epoch; 0 = none", ge=0)
@@ -229,12 +229,8 @@ def from_dict(cls, values: dict[str, Any]):
     return cls(**{k: parse_option(cls, k, v) for k, v in values.items() if k in known})
 
 
-def to_json(cfg: TrainConfig) -> str:
-    return json.dumps({"model": model_name_of(cfg), **to_dict(cfg)}, indent=2, sort_keys=True)
-
-
-def model_name_of(cfg) -> str:
-    return getattr(type(cfg), "model_name", "")
+def to_json(cfg: RunConfig) -> str:
+    return json.dumps({"model": cfg.model_name, **to_dict(cfg)}, indent=2, sort_keys=True)
 
 
 # --- configs of the non-training commands -------------------------------------

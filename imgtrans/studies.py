@@ -47,7 +47,6 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from imgtrans import config as config_mod
-from imgtrans import interrupts
 from imgtrans.errors import ImgtransError, one_line
 from imgtrans.files import scratch_dir
 from imgtrans.runs import RUNS
@@ -446,16 +445,14 @@ def objective_values(spec: StudySpec, result) -> list[float]:
 
 
 def record_failure(trial: optuna.Trial, tracker, exc: BaseException) -> None:
-    """The reason in one line (trial attribute, run tag), the traceback as the run's `error/traceback.txt`."""
-    reason = one_line(exc)
-    trial.set_user_attr("fail_reason", reason)
+    """The reason in one line (trial attribute), the traceback as the run's `error/traceback.txt`."""
+    trial.set_user_attr("fail_reason", one_line(exc))
     tracker.log_text("".join(traceback.format_exception(exc)), "error/traceback.txt")
     tracker.set_tags({"optuna.state": "FAIL"})
-    tracker.finish("FAILED", error=reason)
 
 
 def make_objective(spec: StudySpec, study_name: str, max_steps: int, experiment: str):
-    from imgtrans.tracking import Tracker
+    from imgtrans.tracking import tracked_run
 
     budget = dict(spec.budget)
     if max_steps:
@@ -463,10 +460,6 @@ def make_objective(spec: StudySpec, study_name: str, max_steps: int, experiment:
 
     def objective(trial: optuna.Trial):
         params = sample(trial, spec.search_space)
-        tracker = Tracker(experiment, run_name=f"trial-{trial.number}", nested=True)
-        tracker.set_tags({"optuna.study": study_name, "optuna.trial": trial.number})
-        trial.set_user_attr("worker", worker_id())
-        tracker.log_params({f"trial.{k}": v for k, v in params.items()})
         first = spec.objectives[0].metric
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
@@ -476,23 +469,23 @@ def make_objective(spec: StudySpec, study_name: str, max_steps: int, experiment:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"{first}={metrics[first]:.4g} at epoch {epoch}")
 
-        try:
-            cfg = trial_config(spec, params, budget, experiment)
-            result = RUNS[spec.model].create(cfg, tracker, progress=False, on_validation=report).fit()
-            values = objective_values(spec, result)
-        except optuna.TrialPruned as exc:
-            tracker.set_tags({"optuna.state": "PRUNED", "optuna.pruned": str(exc)})
-            tracker.finish("KILLED")
-            raise
-        except KeyboardInterrupt as exc:
-            tracker.finish("KILLED", error=interrupts.reason(exc))
-            raise
-        except Exception as exc:
-            record_failure(trial, tracker, exc)
-            raise
-        tracker.log_metrics({f"optuna/objective_{i}": v for i, v in enumerate(values)}, step=trial.number)
-        tracker.set_tags({"optuna.state": "COMPLETE"})
-        tracker.finish()
+        with tracked_run(experiment, run_name=f"trial-{trial.number}", nested=True,
+                         stops=(optuna.TrialPruned,)) as tracker:
+            tracker.set_tags({"optuna.study": study_name, "optuna.trial": trial.number})
+            trial.set_user_attr("worker", worker_id())
+            tracker.log_params({f"trial.{k}": v for k, v in params.items()})
+            try:
+                cfg = trial_config(spec, params, budget, experiment)
+                result = RUNS[spec.model].create(cfg, tracker, progress=False, on_validation=report).fit()
+                values = objective_values(spec, result)
+            except optuna.TrialPruned as exc:
+                tracker.set_tags({"optuna.state": "PRUNED", "optuna.pruned": str(exc)})
+                raise
+            except Exception as exc:
+                record_failure(trial, tracker, exc)
+                raise
+            tracker.log_metrics({f"optuna/objective_{i}": v for i, v in enumerate(values)}, step=trial.number)
+            tracker.set_tags({"optuna.state": "COMPLETE"})
         return values[0] if len(values) == 1 else values
 
     return objective

@@ -116,13 +116,18 @@ class Tracker:
 
 
 @contextmanager
-def tracked_run(experiment: str, run_name: str | None = None, nested: bool = False) -> Iterator[Tracker]:
-    """A run that ends FINISHED, KILLED with the interrupt (Ctrl-C, SIGTERM), or FAILED with the one-line reason."""
+def tracked_run(experiment: str, run_name: str | None = None, nested: bool = False,
+                stops: tuple[type[BaseException], ...] = ()) -> Iterator[Tracker]:
+    """A run that ends FINISHED, KILLED with the interrupt (Ctrl-C, SIGTERM) or with the message of one of the
+    `stops` (exceptions that end it on purpose, such as a pruned trial), or FAILED with the one-line reason."""
     tracker = Tracker(experiment, run_name=run_name, nested=nested)
     try:
         yield tracker
     except KeyboardInterrupt as exc:
         tracker.finish("KILLED", error=interrupts.reason(exc))
+        raise
+    except stops as exc:
+        tracker.finish("KILLED", error=str(exc))
         raise
     except BaseException as exc:
         tracker.finish("FAILED", error=one_line(exc))
