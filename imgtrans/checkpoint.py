@@ -95,7 +95,7 @@ def training_payload(model, schedulers: dict, position: dict[str, int],
     scaler, every RNG state, the position in the run, and a run kind's own `extra` state."""
     payload = model_payload(model)
     payload.update(
-        optimizers={k: o.state_dict() for k, o in model.optimizers.items()},
+        optimizers={k: portable_optimizer_state(o) for k, o in model.optimizers.items()},
         schedulers={k: s.state_dict() for k, s in schedulers.items()},
         scaler=model.scaler.state_dict(),
         rng=rng_state(),
@@ -103,6 +103,15 @@ def training_payload(model, schedulers: dict, position: dict[str, int],
         **(extra or {}),
     )
     return payload
+
+
+def portable_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's state as an eager run on any device loads it: a CUDA-graph run keeps its learning rates
+    as device tensors and its groups `capturable`; the file holds plain numbers (a graph run converts back)."""
+    state = optimizer.state_dict()
+    groups = [{**g, "lr": float(g["lr"]), "capturable": False} if torch.is_tensor(g["lr"]) else g
+              for g in state["param_groups"]]
+    return {**state, "param_groups": groups}
 
 
 def save_training(path: Path, model, schedulers: dict, position: dict[str, int],

@@ -57,7 +57,7 @@ def e2e_row(model_name: str, batch: int, crop: int, epochs: int, images: int, de
     trained_images = result.step * batch
     checkpoint_bytes = sum(f.file_size or 0 for f in client.list_artifacts(run_id, "checkpoints"))
     step = train_row(model_name, batch, step_repeats, crop, device)
-    return E2ERow(model_name, batch, trained_images / result.loop_seconds, step.fast_images_per_s,
+    return E2ERow(model_name, batch, trained_images / result.loop_seconds, step.best_images_per_s,
                   1000 * _mean(client, run_id, "time/data_wait_s"), _mean(client, run_id, "time/epoch_boundary_s"),
                   checkpoint_bytes / 2 ** 20, _mean(client, run_id, "time/checkpoint_s"))
 

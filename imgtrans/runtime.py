@@ -36,7 +36,8 @@ class Runtime:
     def autocast(self):
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        # Without the cast-weight cache: a captured CUDA graph must not keep casts from its capture.
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, cache_enabled=False)
 
 
 def resolve_device(choice: str) -> torch.device:

@@ -24,6 +24,7 @@ from imgtrans.data.datasets import Data, EpochSampler, build_data, make_loader
 from imgtrans.data.images import to_uint8
 from imgtrans.errors import ImgtransError
 from imgtrans.files import scratch_dir
+from imgtrans.graphed_step import training_step_for
 from imgtrans.lr_schedules import build_scheduler
 from imgtrans.metrics import psnr_per_image, ssim_per_image
 from imgtrans.models import model_class
@@ -75,6 +76,7 @@ class Trainer:
         self.model: TranslationModel = cls(cfg, self.data.codec)
         self.model.setup(self.runtime)
         self.model.configure_optimizers()
+        self.training_step, self.cuda_graphs = training_step_for(self.model, self.runtime, cfg)
         self.sampler = EpochSampler(len(self.data.train), cfg.seed)
         workers = cfg.num_workers if cfg.num_workers >= 0 else (4 if self.runtime.device.type == "cuda" else 0)
         self.loader, self.data_cache = training_loader(self.data.train, choice=cfg.data_cache, sampler=self.sampler,
@@ -122,7 +124,7 @@ class Trainer:
             "imgtrans.generator_params": count_parameters(model.generator()),
             **{f"imgtrans.params.{k}": v for k, v in params.items()},
         })
-        self.tracker.set_tags({"imgtrans.data_cache": self.data_cache})
+        self.tracker.set_tags({"imgtrans.data_cache": self.data_cache, "imgtrans.cuda_graphs": self.cuda_graphs})
         if self.kid_status:
             self.tracker.set_tags({"imgtrans.val_kid": self.kid_status})
 
@@ -161,7 +163,7 @@ class Trainer:
             fetch_start = time.perf_counter()
             for batch in self.loader:
                 window_wait += time.perf_counter() - fetch_start
-                losses = self.model.training_step(batch)
+                losses = self.training_step(batch)
                 self.model.scaler.update()
                 for scheduler in self.schedulers.values():
                     scheduler.step()
@@ -184,7 +186,7 @@ class Trainer:
                         "time/step_s": elapsed / window_steps,
                         "time/images_per_s": window_images / elapsed,
                         "time/data_wait_s": window_wait / window_steps,
-                        "train/lr": self.schedulers[next(iter(self.schedulers))].get_last_lr()[0],
+                        "train/lr": float(self.schedulers[next(iter(self.schedulers))].get_last_lr()[0]),
                     })
                     self.tracker.log_metrics(metrics, self.step)
                     bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in metrics.items()
@@ -255,24 +257,28 @@ class Trainer:
         cfg, model, codec = self.cfg, self.model, self.data.codec
         count = min(cfg.val_images, len(self.data.val))
         metrics: dict[str, float] = {}
-        with torch.random.fork_rng(devices=[]):
+        device = self.runtime.device
+        # Without cuDNN autotuning: it would spend seconds on each of validation's batch shapes.
+        cudnn = torch.backends.cudnn
+        with torch.random.fork_rng(devices=[]), cudnn.flags(enabled=cudnn.enabled, benchmark=False,
+                                                            deterministic=cudnn.deterministic,
+                                                            allow_tf32=cudnn.allow_tf32):
             model.eval()
             if count and self.data.source.has_targets:
                 psnrs, ssims, preds, targets = [], [], [], []
                 loader = make_loader(Subset(self.data.val, range(count)), batch_size=8)
                 for batch in loader:
-                    x = batch["A"]
-                    pred = codec.decode_output(x, model.translate_for_validation(x).cpu())
-                    target = codec.decode_output(x, batch["B"])
+                    x = batch["A"].to(device)
+                    pred = codec.decode_output(x, model.translate_for_validation(x))
+                    target = codec.decode_output(x, batch["B"].to(device))
                     psnrs.append(psnr_per_image(pred, target))
                     ssims.append(ssim_per_image(pred, target))
                     preds.append(pred)
                     targets.append(target)
                 metrics = {"val/psnr": torch.cat(psnrs).mean().item(), "val/ssim": torch.cat(ssims).mean().item()}
                 if self.kid_features is not None:
-                    device = self.runtime.device
-                    kid, kid_std, _ = M.kernel_inception_distance(
-                        self.kid_features, torch.cat(targets).to(device), torch.cat(preds).to(device))
+                    kid, kid_std, _ = M.kernel_inception_distance(self.kid_features, torch.cat(targets),
+                                                                  torch.cat(preds))
                     metrics.update({"val/kid": kid, "val/kid_std": kid_std})
             if count:
                 batch = next(iter(make_loader(Subset(self.data.val, range(min(count, 8))), batch_size=8)))

@@ -62,3 +62,73 @@ def test_by_default_a_short_run_checkpoints_once_at_the_end(facades):
     assert metric_steps(run.info.run_id, "time/checkpoint_s") == [9]
     assert checkpoint.read(mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path="checkpoints/last.pt"))["position"]["step"] == 9
+    assert run.data.tags["imgtrans.cuda_graphs"] == "off: not on a CUDA device"
+
+
+def tiny_model(name: str, **options):
+    from imgtrans.data.codec import Codec
+    from imgtrans.models import model_class
+    from imgtrans.runtime import Runtime
+
+    cls = model_class(name)
+    defaults = {"crop_size": 32, "ngf": 4, "ndf": 4, "netG": "unet"} if name != "cgan" else {"crop_size": 32}
+    model = cls(cls.config_class(**defaults | options), Codec(colorization=False))
+    model.setup(Runtime(torch.device("cpu")))
+    model.configure_optimizers()
+    return model
+
+
+@pytest.mark.parametrize("name, options, obstacle", [
+    ("pix2pix", {}, None),
+    ("cgan", {}, None),
+    ("cyclegan", {"pool_size": 0}, None),
+    ("cyclegan", {}, "pool_size>0: the image pool picks its images on the host"),
+    ("pix2pix", {"gan_mode": "wgangp"}, "gan_mode=wgangp: its gradient penalty is not captured"),
+    ("cut", {}, "the cut step is not capturable"),
+])
+def test_each_model_declares_whether_its_step_can_be_captured(name, options, obstacle):
+    from imgtrans.graphed_step import training_step_for, why_not_graphed
+    from imgtrans.runtime import Runtime
+
+    model = tiny_model(name, **options)
+    assert model.graph_capture_obstacle() == obstacle
+    # Without CUDA the step runs eagerly, whatever the model allows.
+    step, status = training_step_for(model, Runtime(torch.device("cpu")), model.cfg)
+    assert step == model.training_step and status == "off: not on a CUDA device"
+    model.cfg.cuda_graphs = False
+    assert why_not_graphed(model, Runtime(torch.device("cpu")), model.cfg) == "cuda_graphs=false"
+
+
+def test_the_warm_up_before_a_capture_leaves_no_trace_and_checkpoints_stay_portable():
+    from imgtrans.graphed_step import _TrainingState, make_capturable
+
+    model = tiny_model("pix2pix")
+    g = torch.Generator().manual_seed(0)
+    batch = {"A": torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, "B": torch.rand(2, 3, 32, 32, generator=g) * 2 - 1}
+    model.training_step(batch)  # optimizer state that existed before the warm-up is put back, not zeroed
+    first = next(model.netG.parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adam_before = {k: v.clone() for k, v in model.optimizers["G"].state[first].items()}
+    saved = _TrainingState(model)
+    for _ in range(2):
+        model.training_step(batch)
+    assert not torch.equal(first, before[next(iter(model.state_dict()))])
+    saved.restore()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key  # batch-norm statistics included
+    for key, value in model.optimizers["G"].state[first].items():
+        assert torch.equal(value, adam_before[key]), key
+
+    untrained = tiny_model("pix2pix")  # no optimizer state yet: what the warm-up creates becomes zeros
+    saved = _TrainingState(untrained)
+    untrained.training_step(batch)
+    saved.restore()
+    assert all(float(v.abs().sum()) == 0 for s in untrained.optimizers["D"].state.values() for v in s.values())
+
+    lrs = make_capturable(model.optimizers.values(), torch.device("cpu"))
+    assert all(torch.is_tensor(lr) for _, lr in lrs)
+    state = checkpoint.portable_optimizer_state(model.optimizers["G"])
+    assert state["param_groups"][0]["lr"] == pytest.approx(model.cfg.lr) and not state["param_groups"][0]["capturable"]
+    untrained.optimizers["G"].load_state_dict(state)
+    untrained.training_step(batch)  # an eager run continues from a graph run's checkpoint
+    assert untrained.optimizers["G"].param_groups[0]["lr"] == pytest.approx(model.cfg.lr)

@@ -65,9 +65,10 @@ class DecodedPairs:
 
     def batch(self, items: list[tuple[int, int]], device: torch.device) -> dict[str, torch.Tensor]:
         """The DataLoader's batch of `items` ((epoch, index) pairs), made on `device`."""
-        indices = torch.tensor([index for _, index in items])
-        a = self.a[indices.to(self.a.device)].to(device, non_blocking=True).float() / 255
-        b = self.b[indices.to(self.b.device)].to(device, non_blocking=True).float() / 255
+        # Pinned, so that sending the indices to a GPU cache does not wait for the training step in flight.
+        indices = torch.tensor([index for _, index in items], pin_memory=self.a.is_cuda)
+        a = self.a[indices.to(self.a.device, non_blocking=True)].to(device, non_blocking=True).float() / 255
+        b = self.b[indices.to(self.b.device, non_blocking=True)].to(device, non_blocking=True).float() / 255
         augment, codec = self.dataset.augment, self.dataset.codec
         h, w = a.shape[-2:]
         plans = [augment.geometry(h, w, epoch, index) for epoch, index in items]

@@ -31,6 +31,8 @@ class TranslationModel(nn.Module):
     multimodal: ClassVar[bool] = False
     # What to try when a loss becomes NaN/inf.
     divergence_hint: ClassVar[str] = "lower lr"
+    # Whether `training_step` makes no decision on the host, so that it can be replayed as a CUDA graph.
+    capturable_step: ClassVar[bool] = False
 
     def __init__(self, cfg: TrainConfig, codec: Codec):
         super().__init__()
@@ -78,6 +80,10 @@ class TranslationModel(nn.Module):
     def is_conditional(cls, cfg: TrainConfig) -> bool:
         """Whether outputs follow an input image; if not, the data is targets alone (any folder of images)."""
         return True
+
+    def graph_capture_obstacle(self) -> str | None:
+        """None when this model's step, as configured, can be captured as a CUDA graph; otherwise why not."""
+        return None if self.capturable_step else f"the {self.cfg.model_name} step is not capturable"
 
     @property
     def inception_weights(self) -> str:

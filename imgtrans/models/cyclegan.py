@@ -29,6 +29,7 @@ class CycleGANConfig(InstanceNormGANConfig):
 class CycleGAN(GANModel):
     config_class = CycleGANConfig
     unpaired = True
+    capturable_step = True
 
     def build_nets(self) -> None:
         cfg, codec = self.cfg, self.codec
@@ -44,6 +45,11 @@ class CycleGAN(GANModel):
 
     def generator(self):
         return self.netG_A
+
+    def graph_capture_obstacle(self) -> str | None:
+        if self.cfg.pool_size:
+            return "pool_size>0: the image pool picks its images on the host"
+        return super().graph_capture_obstacle()
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         cfg = self.cfg

@@ -28,6 +28,11 @@ class GANModel(TranslationModel):
         """Create the model's networks (and any state they keep) from `self.cfg` and `self.codec`."""
         raise NotImplementedError
 
+    def graph_capture_obstacle(self) -> str | None:
+        if self.cfg.gan_mode == "wgangp":
+            return "gan_mode=wgangp: its gradient penalty is not captured"
+        return super().graph_capture_obstacle()
+
     def build_G(self, input_nc: int, output_nc: int, **overrides) -> nn.Module:
         cfg = self.cfg
         kwargs = dict(ngf=cfg.ngf, norm=cfg.norm, dropout=cfg.dropout, crop_size=cfg.crop_size,

@@ -23,6 +23,7 @@ class Pix2Pix(GANModel):
     """Also the base of the plain conditional GAN: D sees (input, output) pairs."""
 
     config_class = Pix2PixConfig
+    capturable_step = True
 
     def build_nets(self) -> None:
         codec = self.codec
