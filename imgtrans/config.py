@@ -255,9 +255,14 @@ class TranslateConfig:
     output: str = field(default="", metadata={"help": "output folder (must not be inside the input folder)",
                                                 "positional": True})
     model: str = opt("", "an exported .onnx model, with its .json sidecar beside it")
-    tile: int = opt(0, "tile size in pixels; 0 = the model's recommended size", ge=0)
-    overlap: int = opt(32, "overlap between tiles in pixels, blended with a raised-cosine window", ge=0)
-    batch_size: int = opt(8, "tiles per inference call", ge=1)
+    tile: int = opt(0, "tile size in pixels; 0 = per image, the whole image when it fits a quarter of the device's "
+                       "free memory, else the largest tile that does", ge=0)
+    margin: int = opt(-1, "context each tile computes and discards on sides with a neighbour; -1 = the model's "
+                          "receptive radius when finite (tiles then equal one whole-image pass), else tile/8", ge=-1)
+    overlap: int = opt(-1, "px over which neighbouring tiles cross-fade (raised cosine); -1 = tile/8", ge=-1)
+    batch_size: int = opt(8, "tiles per inference call (fewer when that many would not fit)", ge=1)
+    verbose: bool = opt(False, "print each image's tiling and its seam energy (gradients across tile seams vs "
+                               "elsewhere; 1.0 = no visible grid)")
     provider: Literal["auto", "tensorrt", "cuda", "cpu"] = opt(
         "auto", "ONNX Runtime execution provider; auto = TensorRT → CUDA → CPU as available")
     output_bits: Literal["auto", "8", "16"] = opt(

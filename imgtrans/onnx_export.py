@@ -27,6 +27,7 @@ from imgtrans.config import ExportConfig
 from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
 from imgtrans.files import atomic_write_bytes
+from imgtrans.nets.layers import round_up
 
 OPSET = 17
 SIDECAR_FORMAT = "imgtrans-onnx/1"
@@ -51,6 +52,8 @@ class Sidecar:
     parity_shapes: list[list[int]]
     config: dict[str, Any]
     z_dim: int = 0  # > 0: a second input "z" (N, z_dim), the latent code of multimodal generators
+    receptive_radius: int = 0  # px an output pixel reaches into the input; 0 = the whole input, or unknown
+    bytes_per_pixel: float = 0.0  # float32 activations per input pixel (an upper bound); 0 = unknown
     value_range: tuple[float, float] = (-1.0, 1.0)
     eval_semantics: str = "eval mode: batch norm uses running statistics, dropout off"
     format: str = SIDECAR_FORMAT
@@ -107,6 +110,48 @@ def to_onnx_bytes(net: torch.nn.Module, input_nc: int, multiple: int, z_dim: int
         return path.read_bytes()
 
 
+def probe_inputs(net: torch.nn.Module, input_nc: int, size: int, z_dim: int, batch: int = 1) -> tuple:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, input_nc, size, size, generator=g) * 2 - 1
+    return (x, torch.randn(batch, z_dim, generator=g)) if z_dim else (x,)
+
+
+def receptive_radius(net: torch.nn.Module, input_nc: int, multiple: int, z_dim: int = 0) -> int:
+    """How far an output pixel reaches into the input: the gradient of the centre output pixel, over two
+    random inputs, is non-zero that far. 0 when it reaches the probe's border (U-Nets, instance norm): then
+    no margin makes tiles equal a whole-image pass."""
+    size = round_up(256, multiple)
+    x, *z = probe_inputs(net, input_nc, size, z_dim, batch=2)
+    x.requires_grad_(True)
+    net(x, *z)[:, :, size // 2, size // 2].sum().backward()
+    rows = torch.nonzero(x.grad.abs().sum((0, 1)).sum(1)).flatten()
+    cols = torch.nonzero(x.grad.abs().sum((0, 1)).sum(0)).flatten()
+    # Strided layers leave gaps in the gradient: reaching within 2 px of the border counts as reaching it.
+    if not len(rows) or min(rows[0], cols[0]) <= 2 or max(rows[-1], cols[-1]) >= size - 3:
+        return 0
+    return int(max(size // 2 - rows[0], rows[-1] - size // 2, size // 2 - cols[0], cols[-1] - size // 2))
+
+
+def activation_bytes_per_pixel(net: torch.nn.Module, input_nc: int, multiple: int, z_dim: int = 0) -> float:
+    """The float32 outputs of every layer per input pixel: what inference may hold at once, at most."""
+    size = round_up(64, multiple)
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        total += sum(t.numel() for t in (output if isinstance(output, (list, tuple)) else [output])
+                     if torch.is_tensor(t)) * 4
+
+    handles = [m.register_forward_hook(count) for m in net.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            net(*probe_inputs(net, input_nc, size, z_dim))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total / size ** 2
+
+
 def to_fp16(model_bytes: bytes) -> bytes:
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
@@ -161,7 +206,9 @@ def export_model(model, out_path: Path, *, precision: str = "fp32", source: str 
         output_channels=codec.output_nc, size_multiple=multiple,
         tile_size=max(multiple, 256 if multiple <= 256 else multiple), precision=precision, opset=OPSET,
         source=source, parity_max_abs_error=error, parity_shapes=[list(s) for s in shapes],
-        config=config_mod.to_dict(model.cfg), z_dim=z_dim)
+        config=config_mod.to_dict(model.cfg), z_dim=z_dim,
+        receptive_radius=receptive_radius(net, codec.input_nc, multiple, z_dim),
+        bytes_per_pixel=activation_bytes_per_pixel(net, codec.input_nc, multiple, z_dim))
     out_path = out_path.with_suffix(".onnx")
     atomic_write_bytes(out_path, model_bytes)
     sidecar.save(sidecar_path(out_path))

@@ -1,5 +1,7 @@
 """ONNX export and tiled, resumable archive translation."""
 
+import dataclasses
+
 import mlflow
 import numpy as np
 import onnx
@@ -16,7 +18,8 @@ from imgtrans.errors import ImgtransError
 from imgtrans.infer.archive import MANIFEST
 from imgtrans.infer.io import read_scan
 from imgtrans.infer.session import OnnxGenerator
-from imgtrans.infer.tiling import blend_window, tile_starts, translate_bands
+from imgtrans.infer.tile_rule import TileRule
+from imgtrans.infer.tiling import SeamEnergy, Span, Tiling, seam_positions, span_weights, spans, translate_bands
 from imgtrans.onnx_export import Sidecar, export_model, sidecar_path
 
 
@@ -55,6 +58,29 @@ def test_sidecar_round_trip(exported):
     assert sidecar.size_multiple == 64 and sidecar.tile_size % 64 == 0
     assert sidecar.config["ngf"] == 4 and sidecar.config["netG"] == "unet"
     sidecar.save(exported.with_name("copy.json"))
+
+
+def test_the_default_tile_is_the_whole_image_when_it_fits_else_the_largest_that_does(exported, tmp_path, capsys):
+    sidecar = Sidecar.load(sidecar_path(exported))
+    assert sidecar.bytes_per_pixel > 0 and sidecar.receptive_radius == 0  # a U-Net sees its whole input
+    rule = TileRule.create(sidecar, "CPUExecutionProvider")
+    assert rule.max_tile % 64 == 0 and rule.max_tile >= 512
+    assert rule.for_image(150, 230) == Tiling(256, 32, 32)  # one tile: 230 rounded up to the multiple 64
+    small = dataclasses.replace(rule, max_tile=128)
+    assert small.for_image(300, 500) == Tiling(128, 16, 16)
+    assert small.batch_size(Tiling(128, 16, 16), 8) == 8
+    assert dataclasses.replace(small, budget=small.bytes_per_pixel * 128 ** 2 * 3).batch_size(
+        Tiling(128, 16, 16), 8) == 3  # three tiles of 128 px fit the budget, not eight
+    with pytest.raises(ImgtransError, match="tile 64 leaves nothing"):
+        TileRule.create(sidecar, "CPUExecutionProvider", tile=64, margin=28)
+
+    scans = make_scans(tmp_path / "scans")
+    assert run_translate(exported, scans, tmp_path / "whole", "--verbose") == 0
+    err = capsys.readouterr().err
+    assert err.count(": one tile") == 3
+    assert run_translate(exported, scans, tmp_path / "tiled", "--verbose", "--tile", "64") == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if "big.tif" in x)
+    assert "7 × 5 tiles of 64 px (margin 8, overlap 8), seam energy" in line
     assert Sidecar.load(exported.with_name("copy.json")) == sidecar
 
 
@@ -67,33 +93,40 @@ def test_missing_sidecar_is_a_clear_error(tmp_path, exported):
 
 # --- tiling ----------------------------------------------------------------------
 
-def test_tile_starts_cover_with_overlap():
-    assert tile_starts(100, 128, 16) == [0]
-    starts = tile_starts(1000, 256, 32)
-    assert starts[0] == 0 and starts[-1] == 1000 - 256
-    assert all(b - a <= 256 - 32 for a, b in zip(starts, starts[1:]))
+def test_spans_cover_the_image_with_cores_inside_their_windows():
+    assert spans(100, 128, 16, 16) == [Span(0, 0, 100)]
+    plan = spans(1000, 256, 32, 32)
+    assert plan[0].core_start == 0 and plan[-1].core_end == 1000
+    for a, b in zip(plan, plan[1:]):
+        assert a.core_end - b.core_start >= 32  # neighbours cross-fade over at least `overlap` px
+    for s in plan:
+        assert 0 <= s.window <= s.core_start < s.core_end <= s.window + 256 <= 1000
+        # every core pixel away from the image border has `margin` px of context on both sides
+        assert s.core_start == 0 or s.core_start - s.window >= 32
+        assert s.core_end == 1000 or s.window + 256 - s.core_end >= 32
+    weights = sum(np.pad(span_weights(s, 1000, 256, 32), (s.window, 1000 - 256 - s.window)) for s in plan)
+    assert weights.min() > 0.99 and weights.max() < 1.01  # cross-fades sum to one
 
 
-def test_blend_window_is_positive_and_flat_inside():
-    w = blend_window(64, 64, 16)
-    assert w.min() > 0 and w[16:48, 16:48].min() == 1.0
-
-
-def run_tiled(image: np.ndarray, fn, tile: int, overlap: int) -> np.ndarray:
+def run_tiled(image: np.ndarray, fn, tiling: Tiling) -> tuple[np.ndarray, float | None]:
+    """The tiled output, and its seam energy."""
     c, h, w = image.shape
-    out = np.zeros((c, h, w), np.float32)
+    out = np.zeros((fn(np.zeros((1, c, tiling.tile, tiling.tile), np.float32)).shape[1], h, w), np.float32)
     covered = np.zeros(h, int)
-    for top, rows in translate_bands(lambda a, b: image[:, a:b], h, w, translate=fn, out_channels=c,
-                                     tile=tile, overlap=overlap, batch_size=3):
-        out[:, top:top + rows.shape[1]] = rows
-        covered[top:top + rows.shape[1]] += 1
+    rows, cols = tiling.plans(h, w)
+    seams = SeamEnergy(seam_positions(rows), seam_positions(cols))
+    for top, band in translate_bands(lambda a, b: image[:, a:b], h, w, translate=fn, out_channels=out.shape[0],
+                                     tiling=tiling, batch_size=3):
+        out[:, top:top + band.shape[1]] = band
+        covered[top:top + band.shape[1]] += 1
+        seams.update(band)
     assert (covered == 1).all()  # every row produced exactly once, top to bottom
-    return out
+    return out, seams.ratio()
 
 
 def test_pointwise_network_has_no_seams():
     image = np.random.default_rng(0).random((2, 150, 230), dtype=np.float32)
-    out = run_tiled(image, lambda x: np.tanh(x) * 0.5, tile=64, overlap=16)
+    out, _ = run_tiled(image, lambda x: np.tanh(x) * 0.5, Tiling(64, 8, 16))
     np.testing.assert_allclose(out, np.tanh(image) * 0.5, atol=1e-6)
 
 
@@ -103,26 +136,66 @@ def box_filter(x: np.ndarray) -> np.ndarray:
     return torch.nn.functional.avg_pool2d(padded, 5, stride=1).numpy()
 
 
-def test_local_network_agrees_away_from_seams_and_blends_smoothly():
+def test_margins_of_the_receptive_radius_reproduce_the_whole_image():
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[0:200, 0:300].astype(np.float32)
     image = (np.sin(xx / 17) * np.cos(yy / 23))[None] + 0.05 * rng.random((1, 200, 300), dtype=np.float32)
     whole = box_filter(image[None])[0]
-    tiled = run_tiled(image, box_filter, tile=64, overlap=16)
-    error = np.abs(tiled - whole)
-    assert error.max() < 0.05  # the receptive field only changes 2 px at tile borders, and blending hides it
-    row_starts, col_starts = tile_starts(200, 64, 16), tile_starts(300, 64, 16)
-    interior = np.ones((200, 300), bool)
-    for s in row_starts:
-        interior[max(s - 3, 0):s + 3] = False
-        interior[max(s + 61, 0):s + 67] = False
-    for s in col_starts:
-        interior[:, max(s - 3, 0):s + 3] = False
-        interior[:, max(s + 61, 0):s + 67] = False
-    assert error[0][interior[None][0]].max() < 1e-5
-    # No visible seam: output gradients near tile borders look like gradients elsewhere.
-    grad = np.abs(np.diff(tiled[0], axis=1))
-    assert grad.max() <= np.abs(np.diff(whole[0], axis=1)).max() * 1.2
+    exact, _ = run_tiled(image, box_filter, Tiling(64, 2, 16))  # the box filter reaches 2 px
+    np.testing.assert_allclose(exact, whole, atol=1e-6)
+    without_margin, _ = run_tiled(image, box_filter, Tiling(64, 0, 16))
+    assert np.abs(without_margin - whole).max() > 1e-4  # tiles then see their own padding
+
+
+def aerial_mosaic(size: int) -> np.ndarray:
+    """A synthetic aerial scene as the network-space L channel of a colorization model."""
+    from imgtrans.data.codec import Codec
+    from imgtrans.data.synthetic import aerial_scene
+
+    rgb = torch.from_numpy(aerial_scene(np.random.default_rng(7), size)).permute(2, 0, 1).float() / 255
+    return Codec(colorization=True, color_space="lab").encode_input(rgb).numpy()
+
+
+def generator_fn(name: str, **options):
+    from imgtrans.nets.generators import build_generator
+    from imgtrans.nets.layers import init_weights
+
+    torch.manual_seed(0)
+    net = init_weights(build_generator(name, 1, 2, ngf=8, norm="batch", dropout=False, **options), "normal", 0.02)
+    for m in net.modules():  # batch statistics that are not the init's zeros and ones, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    net.eval()
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(x)).numpy()
+    return net, fn
+
+
+def test_resnet_tiles_with_receptive_field_margins_equal_one_whole_pass():
+    from imgtrans.onnx_export import receptive_radius
+
+    net, fn = generator_fn("resnet_6blocks", crop_size=256)
+    radius = receptive_radius(net, 1, 4)
+    assert 0 < radius < 128
+    image = aerial_mosaic(512)
+    whole = fn(image[None])[0]
+    tiled, _ = run_tiled(image, fn, TileRule(4, 256, tile=256, receptive_radius=radius).for_image(512, 512))
+    assert np.abs(tiled - whole).max() < 1 / 255
+
+
+def test_unet_tiles_leave_no_visible_grid():
+    from imgtrans.onnx_export import receptive_radius
+
+    net, fn = generator_fn("unet", crop_size=64)
+    assert receptive_radius(net, 1, 64) == 0  # a U-Net sees its whole input: no margin makes tiles exact
+    image = aerial_mosaic(512)
+    _, naive = run_tiled(image, fn, Tiling(64, 0, 0))
+    _, chosen = run_tiled(image, fn, TileRule(64, 64, receptive_radius=0).for_image(512, 512))
+    assert abs(naive - 1) > 0.5  # the measure sees the grid where tiles meet edge to edge
+    assert chosen == pytest.approx(1.0, abs=0.1)
 
 
 # --- archives ----------------------------------------------------------------------

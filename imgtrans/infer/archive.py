@@ -42,7 +42,8 @@ from imgtrans.data.images import IMAGE_EXTENSIONS, list_images
 from imgtrans.errors import ImgtransError
 from imgtrans.files import atomic_write_bytes
 from imgtrans.infer.io import TEMP_SUFFIX, OutputWriter, Scan, output_path_for, read_scan
-from imgtrans.infer.tiling import Translate, translate_bands
+from imgtrans.infer.tile_rule import TileRule
+from imgtrans.infer.tiling import SeamEnergy, Translate, seam_positions, translate_bands
 
 MANIFEST = "manifest.csv"
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
@@ -220,42 +221,52 @@ def remove_stale_temp_files(out_dir: Path) -> None:
             stale.unlink()
 
 
-def translate_scan(scan: Scan, writer: OutputWriter, *, translate: Translate, codec: Codec, tile: int,
-                   overlap: int, batch_size: int) -> None:
+def translate_scan(scan: Scan, writer: OutputWriter, *, translate: Translate, codec: Codec, tiles: TileRule,
+                   batch_size: int) -> str:
+    """Translate and write one scan; returns how it was tiled, with the seam energy where there are seams."""
     def network_rows(top: int, bottom: int) -> np.ndarray:
         rgb = torch.from_numpy(scan.rows(top, bottom))
         if rgb.shape[0] == 1:
             rgb = rgb.expand(3, -1, -1)
         return codec.encode_input(rgb).numpy()
 
+    tiling = tiles.for_image(scan.height, scan.width)
+    row_plan, col_plan = tiling.plans(scan.height, scan.width)
+    seams = SeamEnergy(seam_positions(row_plan), seam_positions(col_plan))
     for top, out in translate_bands(network_rows, scan.height, scan.width, translate=translate,
-                                    out_channels=codec.output_nc, tile=tile, overlap=overlap,
-                                    batch_size=batch_size):
+                                    out_channels=codec.output_nc, tiling=tiling,
+                                    batch_size=tiles.batch_size(tiling, batch_size)):
         rows = out.shape[1]
-        rgb = codec.decode_output(torch.from_numpy(network_rows(top, top + rows)), torch.from_numpy(out))
-        writer.write_rows(top, rgb.numpy())
+        rgb = codec.decode_output(torch.from_numpy(network_rows(top, top + rows)), torch.from_numpy(out)).numpy()
+        seams.update(rgb)
+        writer.write_rows(top, rgb)
+    ratio = seams.ratio()
+    return tiling.describe(scan.height, scan.width) + (f", seam energy {ratio:.3f}" if ratio is not None else "")
 
 
-def translate_file(source: Path, target: Path, output_bits: str, **translate_options) -> None:
+def translate_file(source: Path, target: Path, output_bits: str, **translate_options) -> str:
     """One scan to its output, atomically: `target` is either replaced whole or untouched."""
     scan = read_scan(source)
     bits = scan.bits if output_bits == "auto" else int(output_bits)
     writer = OutputWriter(target, scan.height, scan.width, scan.geo_tags, bits)
     try:
-        translate_scan(scan, writer, **translate_options)
+        report = translate_scan(scan, writer, **translate_options)
         writer.commit()
     except BaseException:
         writer.abort()
         raise
+    return report
 
 
 def translate_job(job: Job, output: str, identity: InputId, recipe: str, output_bits: str,
-                  options: dict) -> Outcome:
+                  options: dict, verbose: bool = False) -> Outcome:
     """Translate one input; an unreadable one is reported and recorded as failed."""
     t0 = time.perf_counter()
     status, error = "done", ""
     try:
-        translate_file(job.input, job.target, output_bits, **options)
+        report = translate_file(job.input, job.target, output_bits, **options)
+        if verbose:
+            tqdm.write(f"imgtrans: {job.input}: {report}", file=sys.stderr)
     except (ImgtransError, OSError, ValueError) as exc:
         status, error = "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         tqdm.write(f"imgtrans: skipped {job.input}: {error}", file=sys.stderr)
@@ -263,19 +274,19 @@ def translate_job(job: Job, output: str, identity: InputId, recipe: str, output_
                    recipe)
 
 
-def run_archive(jobs: list[Job], out_dir: Path, *, translate: Translate, codec: Codec, tile: int, overlap: int,
-                batch_size: int, output_bits: str = "auto", model_digest: str = "",
-                progress: bool = True) -> list[Outcome]:
+def run_archive(jobs: list[Job], out_dir: Path, *, translate: Translate, codec: Codec, tiles: TileRule,
+                batch_size: int, output_bits: str = "auto", model_digest: str = "", progress: bool = True,
+                verbose: bool = False) -> list[Outcome]:
     """Translate every input of `plan_archive` not already done; the outcomes of this run, in order.
 
     `output_bits`: "8", "16" or "auto" (16 for 16-bit and float scans, 8 otherwise). `model_digest` names the
     model: an output another model (or other tiling or bits) made is translated again.
     """
-    recipe = f"model {model_digest}, tile {tile}, overlap {overlap}, bits {output_bits}"
+    recipe = f"model {model_digest}, {tiles.recipe()}, bits {output_bits}"
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out_dir)
     manifest = Manifest(out_dir / MANIFEST)
-    options = dict(translate=translate, codec=codec, tile=tile, overlap=overlap, batch_size=batch_size)
+    options = dict(translate=translate, codec=codec, tiles=tiles, batch_size=batch_size)
     outcomes: list[Outcome] = []
     bar = tqdm(jobs, disable=not progress, unit="img", dynamic_ncols=True)
     done_count, started = 0, time.perf_counter()
@@ -287,7 +298,7 @@ def run_archive(jobs: list[Job], out_dir: Path, *, translate: Translate, codec: 
             if earlier is not None:
                 outcome = dataclasses.replace(earlier, status="skipped")
             else:
-                outcome = translate_job(job, output, identity, recipe, output_bits, options)
+                outcome = translate_job(job, output, identity, recipe, output_bits, options, verbose)
             manifest.add(outcome)
             outcomes.append(outcome)
             done_count += outcome.status == "done"

@@ -12,18 +12,9 @@ from imgtrans.config import TranslateConfig
 from imgtrans.errors import ImgtransError
 from imgtrans.infer.archive import MANIFEST, plan_archive, run_archive
 from imgtrans.infer.session import OnnxGenerator
-from imgtrans.onnx_export import Sidecar
+from imgtrans.infer.tile_rule import TileRule
 
 STATUSES = ("done", "skipped", "failed")
-
-
-def tile_size(cfg: TranslateConfig, sidecar: Sidecar) -> int:
-    tile = cfg.tile or sidecar.tile_size
-    if tile % sidecar.size_multiple:
-        raise ImgtransError(f"tile must be a multiple of {sidecar.size_multiple} for this model, got {tile}")
-    if not 0 <= cfg.overlap < tile:
-        raise ImgtransError(f"overlap must be between 0 and tile ({tile}), got {cfg.overlap}")
-    return tile
 
 
 def file_digest(path: Path) -> str:
@@ -35,11 +26,13 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def log_to_mlflow_run(cfg: TranslateConfig, provider: str, tile: int, counts: dict[str, int], elapsed: float) -> None:
+def log_to_mlflow_run(cfg: TranslateConfig, provider: str, tiles: TileRule, counts: dict[str, int],
+                      elapsed: float) -> None:
     from imgtrans.tracking import Tracker
 
     tracker = Tracker("")
-    tracker.log_params({"provider": provider, "tile": tile, "overlap": cfg.overlap, "output_bits": cfg.output_bits})
+    tracker.log_params({"provider": provider, "tile": cfg.tile, "max_tile": tiles.max_tile, "margin": cfg.margin,
+                        "overlap": cfg.overlap, "output_bits": cfg.output_bits})
     tracker.log_metrics({f"translate/{k}": v for k, v in counts.items()} |
                         {"translate/images_per_s": counts["done"] / max(elapsed, 1e-9)}, step=0)
     tracker.log_artifact(Path(cfg.output) / MANIFEST)
@@ -55,17 +48,16 @@ def translate_command(cfg: TranslateConfig, explicit: dict, progress: bool) -> i
     jobs = plan_archive(Path(cfg.input), out_dir)
     generator = OnnxGenerator(Path(cfg.model), cfg.provider)
     side = generator.sidecar
-    tile = tile_size(cfg, side)
-    print(f"imgtrans: translating with {generator.provider}, tiles {tile}px, overlap {cfg.overlap}px",
-          file=sys.stderr)
+    tiles = TileRule.create(side, generator.provider, cfg.tile, cfg.margin, cfg.overlap)
+    print(f"imgtrans: translating with {generator.provider}, {tiles.describe()}", file=sys.stderr)
     started = time.perf_counter()
-    outcomes = run_archive(jobs, out_dir, translate=generator, codec=side.codec_obj, tile=tile, overlap=cfg.overlap,
+    outcomes = run_archive(jobs, out_dir, translate=generator, codec=side.codec_obj, tiles=tiles,
                            batch_size=cfg.batch_size, output_bits=cfg.output_bits,
-                           model_digest=file_digest(Path(cfg.model)), progress=progress)
+                           model_digest=file_digest(Path(cfg.model)), progress=progress, verbose=cfg.verbose)
     counts = {s: sum(o.status == s for o in outcomes) for s in STATUSES}
     elapsed = time.perf_counter() - started
     if "MLFLOW_RUN_ID" in os.environ:
-        log_to_mlflow_run(cfg, generator.provider, tile, counts, elapsed)
+        log_to_mlflow_run(cfg, generator.provider, tiles, counts, elapsed)
     print(f"imgtrans: {counts['done']} translated, {counts['skipped']} already done, {counts['failed']} failed "
           f"in {elapsed:.1f}s; manifest: {out_dir / MANIFEST}")
     if counts["failed"]:

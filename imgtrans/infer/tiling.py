@@ -1,14 +1,18 @@
-"""Tiled translation of images of any size with overlapping tiles blended by a smooth window.
+"""Tiled translation of images of any size: tiles with context margins, blended by a smooth window.
 
-The image is processed in horizontal bands of tile rows, so only one band
-(tile height × image width) is ever held as float — a 10k × 10k scan needs a
-few hundred MB, not gigabytes. Tiles overlap by `overlap` pixels and are
-weighted by a Hann-shaped window that never reaches zero, so seams vanish
-and image borders (covered by one tile only) keep full weight.
+Each tile is a window of `tile` px fed to the network; only its core — the window less `margin` px on
+each side that has a neighbour — is kept, so every kept pixel saw at least `margin` px of real context
+(at the image border, the image's own edge, as in a whole-image pass). With a margin of at least the
+network's receptive radius the tiles reproduce one whole-image pass exactly. Neighbouring cores overlap
+by `overlap` px and are cross-faded there with a raised-cosine ramp.
+
+The image is processed in horizontal bands of tile rows, so only one band (tile height × image width) is
+held as float — a 10k × 10k scan needs a few hundred MB, not gigabytes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -16,30 +20,58 @@ import numpy as np
 Translate = Callable[[np.ndarray], np.ndarray]  # (N, C_in, h, w) float32 → (N, C_out, h, w) float32
 
 
-def blend_window(size_h: int, size_w: int, overlap: int) -> np.ndarray:
-    """Weights (h, w): 1 in the middle, a raised-cosine ramp over `overlap` px at each edge."""
+@dataclass(frozen=True)
+class Span:
+    """Along one axis: the network's input window [window, window + tile) and the core [core_start,
+    core_end) of the image whose output this window contributes."""
 
-    def ramp(n: int) -> np.ndarray:
-        w = np.ones(n, np.float32)
-        if overlap > 0:
-            k = min(overlap, n // 2)
-            t = (np.arange(k, dtype=np.float32) + 0.5) / k
-            edge = 0.5 - 0.5 * np.cos(np.pi * t)  # (0, 1), never exactly zero
-            w[:k] = edge
-            w[n - k:] = edge[::-1]
-        return w
-
-    return np.outer(ramp(size_h), ramp(size_w))
+    window: int
+    core_start: int
+    core_end: int
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering [0, length) with tiles of `tile` px overlapping by at least `overlap`."""
+def spans(length: int, tile: int, margin: int, overlap: int) -> list[Span]:
+    """Windows covering [0, length) whose cores keep `margin` px of context from every neighbour's side and
+    overlap their neighbours by at least `overlap` px. The first and last cores reach the image's edges."""
     if length <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return starts
+        return [Span(0, 0, length)]
+    if tile - 2 * margin <= overlap:
+        raise ValueError(f"tile {tile} leaves no core with margin {margin} and overlap {overlap}")
+    plan = [Span(0, 0, tile - margin)]
+    last_start = length - (tile - margin)
+    while plan[-1].core_end - overlap < last_start:
+        start = plan[-1].core_end - overlap
+        plan.append(Span(start - margin, start, start + tile - 2 * margin))
+    # The last core is anchored to the image's end: its neighbour gives way, so the cross-fade is `overlap` long.
+    plan[-1] = Span(plan[-1].window, plan[-1].core_start, min(plan[-1].core_end, last_start + overlap))
+    plan.append(Span(length - tile, last_start, length))
+    return plan
+
+
+def ramp(n: int) -> np.ndarray:
+    """n raised-cosine weights rising in (0, 1); a ramp and its reverse sum to 1."""
+    t = (np.arange(n, dtype=np.float32) + 0.5) / n
+    return 0.5 - 0.5 * np.cos(np.pi * t)
+
+
+def span_weights(span: Span, length: int, tile: int, overlap: int) -> np.ndarray:
+    """Weights over the window (length min(tile, length)): 0 outside the core, ramps where a neighbour
+    cross-fades, 1 elsewhere."""
+    weights = np.zeros(min(tile, length), np.float32)
+    start, end = span.core_start - span.window, span.core_end - span.window
+    weights[start:end] = 1.0
+    k = min(overlap, end - start)
+    if k:
+        if span.core_start > 0:
+            weights[start:start + k] *= ramp(k)
+        if span.core_end < length:
+            weights[end - k:end] *= ramp(k)[::-1]
+    return weights
+
+
+def seam_positions(plan: list[Span]) -> list[int]:
+    """Where neighbouring tiles meet: the middle of each cross-fade (the pixel after the seam)."""
+    return [(b.core_start + a.core_end + 1) // 2 for a, b in zip(plan, plan[1:])]
 
 
 def _padded_tile(image: np.ndarray, top: int, left: int, tile: int) -> np.ndarray:
@@ -52,43 +84,98 @@ def _padded_tile(image: np.ndarray, top: int, left: int, tile: int) -> np.ndarra
     return crop
 
 
+@dataclass(frozen=True)
+class Tiling:
+    tile: int
+    margin: int
+    overlap: int
+
+    def plans(self, height: int, width: int) -> tuple[list[Span], list[Span]]:
+        return spans(height, self.tile, self.margin, self.overlap), spans(width, self.tile, self.margin, self.overlap)
+
+    def describe(self, height: int, width: int) -> str:
+        rows, cols = self.plans(height, width)
+        if len(rows) == len(cols) == 1:
+            return "one tile"
+        return f"{len(rows)} × {len(cols)} tiles of {self.tile} px (margin {self.margin}, overlap {self.overlap})"
+
+
 def translate_bands(read_rows: Callable[[int, int], np.ndarray], height: int, width: int, *,
-                    translate: Translate, out_channels: int, tile: int, overlap: int,
+                    translate: Translate, out_channels: int, tiling: Tiling,
                     batch_size: int = 8) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (row offset, finished output rows (C_out, rows, W)) from top to bottom.
 
     `read_rows(top, bottom)` returns the network-space input rows [top, bottom)
     as float32 (C_in, rows, W). Memory stays at about two tile-rows of floats.
     """
-    overlap = min(overlap, tile // 2)
-    row_starts = tile_starts(height, tile, overlap)
-    col_starts = tile_starts(width, tile, overlap)
-    window = blend_window(tile, tile, overlap)
+    tile, overlap = tiling.tile, tiling.overlap
+    row_plan, col_plan = tiling.plans(height, width)
+    col_weights = [span_weights(s, width, tile, overlap) for s in col_plan]
     acc_top = 0
     acc = np.zeros((out_channels, 0, width), np.float32)
     weight = np.zeros((0, width), np.float32)
-    for i, top in enumerate(row_starts):
-        bottom = min(top + tile, height)
+    for i, span in enumerate(row_plan):
+        top, bottom = span.window, min(span.window + tile, height)
         band = read_rows(top, bottom)
-        tiles = [_padded_tile(band, 0, left, tile) for left in col_starts]
-        outputs = [translate(np.stack(tiles[k:k + batch_size])) for k in range(0, len(tiles), batch_size)]
-        outputs = np.concatenate(outputs)
-        # Grow the accumulator down to this band's bottom.
+        tiles = [_padded_tile(band, 0, s.window, tile) for s in col_plan]
+        outputs = np.concatenate([translate(np.stack(tiles[k:k + batch_size]))
+                                  for k in range(0, len(tiles), batch_size)])
+        row_weights = span_weights(span, height, tile, overlap)
+        # Rows above acc_top are finished; this window's weight there is 0 (they lie before its core).
+        skip = max(acc_top - top, 0)
         grow = bottom - (acc_top + acc.shape[1])
         if grow > 0:
             acc = np.concatenate([acc, np.zeros((out_channels, grow, width), np.float32)], 1)
             weight = np.concatenate([weight, np.zeros((grow, width), np.float32)], 0)
-        r0 = top - acc_top
-        h = bottom - top
-        for left, out in zip(col_starts, outputs):
-            w = min(tile, width - left)
-            win = window[:h, :w]
-            acc[:, r0:r0 + h, left:left + w] += out[:, :h, :w] * win
-            weight[r0:r0 + h, left:left + w] += win
-        # Rows above the next band's top will receive no more tiles.
-        done_until = row_starts[i + 1] if i + 1 < len(row_starts) else height
+        r0, rows = top + skip - acc_top, bottom - top - skip
+        for s, out, cw in zip(col_plan, outputs, col_weights):
+            w = min(tile, width - s.window)
+            win = np.outer(row_weights[skip:skip + rows], cw[:w])
+            acc[:, r0:r0 + rows, s.window:s.window + w] += out[:, skip:skip + rows, :w] * win
+            weight[r0:r0 + rows, s.window:s.window + w] += win
+        # Rows above the next core will receive no more tiles.
+        done_until = row_plan[i + 1].core_start if i + 1 < len(row_plan) else height
         n_done = done_until - acc_top
         if n_done > 0:
             yield acc_top, acc[:, :n_done] / weight[None, :n_done]
             acc, weight = acc[:, n_done:], weight[n_done:]
             acc_top = done_until
+
+
+class SeamEnergy:
+    """Output gradient energy across tile seams relative to everywhere else, fed rows top to bottom.
+
+    1.0: the tile grid is invisible in the gradients; a lattice of tiles that disagree shows as > 1.
+    """
+
+    def __init__(self, seam_rows: list[int], seam_cols: list[int]):
+        self.seam_rows, self.seam_cols = set(seam_rows), np.array(seam_cols, int) - 1  # as gradient indices
+        self.sums = np.zeros(2)  # at seams, elsewhere
+        self.counts = np.zeros(2)
+        self.last_row: np.ndarray | None = None
+        self.next_row = 0
+
+    def _add(self, squares: np.ndarray, seam: np.ndarray) -> None:
+        self.sums += squares[seam].sum(), squares[~seam].sum()
+        self.counts += seam.sum(), (~seam).sum()
+
+    def update(self, rows: np.ndarray) -> None:
+        """rows: (C, n, W), continuing where the last call ended."""
+        horizontal = (np.diff(rows, axis=2) ** 2).mean(0)  # (n, W-1)
+        seam = np.zeros(horizontal.shape, bool)
+        seam[:, self.seam_cols] = True
+        self._add(horizontal, seam)
+        stacked = rows if self.last_row is None else np.concatenate([self.last_row, rows], 1)
+        first = self.next_row if self.last_row is None else self.next_row - 1  # row above each difference
+        vertical = (np.diff(stacked, axis=1) ** 2).mean(0)  # (m, W)
+        below = np.arange(first + 1, first + 1 + vertical.shape[0])
+        self._add(vertical, np.broadcast_to(np.isin(below, list(self.seam_rows))[:, None], vertical.shape))
+        self.last_row = rows[:, -1:]
+        self.next_row += rows.shape[1]
+
+    def ratio(self) -> float | None:
+        """None when there are no seams (one tile) or nothing elsewhere to compare with."""
+        if not self.counts.all():
+            return None
+        means = self.sums / self.counts
+        return float(means[0] / means[1]) if means[1] > 0 else None

@@ -55,6 +55,10 @@ def count_parameters(net: nn.Module) -> int:
 
 
 @torch.no_grad()
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Reflect-pad H and W up to a multiple; returns the padded tensor and the original size."""
     h, w = x.shape[-2:]

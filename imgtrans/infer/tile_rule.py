@@ -1,0 +1,85 @@
+"""How `translate` tiles each image: the largest tile that fits the device, with margins from the model.
+
+The rule (`tile=0`): one tile per image whenever the image, rounded up to the model's size multiple, fits a
+quarter of the memory the provider computes in (GPU memory for CUDA/TensorRT, RAM for the CPU) at the model's
+activation bytes per pixel measured at export; larger images get the largest such tile. Margins: the model's
+receptive radius where it is finite and at most a quarter of the tile (then tiles equal one whole-image pass),
+else an eighth of the tile; neighbouring tiles cross-fade over an eighth of the tile.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import psutil
+
+from imgtrans.errors import ImgtransError
+from imgtrans.infer.tiling import Tiling
+from imgtrans.nets.layers import round_up
+from imgtrans.onnx_export import Sidecar
+
+MEMORY_SHARE = 0.25
+
+
+def free_memory(provider: str) -> int:
+    """Bytes the provider can use: free GPU memory for the CUDA/TensorRT providers, available RAM otherwise."""
+    if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.mem_get_info()[0]
+    return psutil.virtual_memory().available
+
+
+@dataclass(frozen=True)
+class TileRule:
+    multiple: int
+    max_tile: int  # the largest tile that fits the memory budget
+    tile: int = 0  # fixed size; 0 = per image, up to max_tile
+    margin: int = -1  # -1 = from the receptive radius
+    overlap: int = -1  # -1 = an eighth of the tile
+    receptive_radius: int = 0  # 0 = unbounded or unknown
+    budget: float = 0.0  # bytes for one inference call; 0 = unknown
+    bytes_per_pixel: float = 0.0
+
+    @classmethod
+    def create(cls, sidecar: Sidecar, provider: str, tile: int = 0, margin: int = -1, overlap: int = -1) -> TileRule:
+        multiple = sidecar.size_multiple
+        if tile % multiple:
+            raise ImgtransError(f"tile must be a multiple of {multiple} for this model, got {tile}")
+        budget, max_tile = 0.0, sidecar.tile_size  # a sidecar from before the footprint was measured
+        if sidecar.bytes_per_pixel > 0:
+            budget = MEMORY_SHARE * free_memory(provider)
+            max_tile = max(multiple, int(math.sqrt(budget / sidecar.bytes_per_pixel)) // multiple * multiple)
+        rule = cls(multiple, max_tile, tile, margin, overlap, sidecar.receptive_radius, budget,
+                   sidecar.bytes_per_pixel)
+        if tile:
+            rule.for_image(tile + 1, tile + 1)  # settings that leave no core fail here, not mid-archive
+        return rule
+
+    def for_image(self, height: int, width: int) -> Tiling:
+        tile = self.tile or min(self.max_tile, round_up(max(height, width), self.multiple))
+        radius = self.receptive_radius
+        margin = self.margin if self.margin >= 0 else radius if 0 < radius <= tile // 4 else tile // 8
+        overlap = self.overlap if self.overlap >= 0 else tile // 8
+        if tile - 2 * margin <= overlap:
+            raise ImgtransError(f"tile {tile} leaves nothing between margins of {margin} px and an overlap of "
+                                f"{overlap} px; use a larger tile or smaller margin/overlap")
+        return Tiling(tile, margin, overlap)
+
+    def batch_size(self, tiling: Tiling, requested: int) -> int:
+        """Tiles per inference call: as requested, fewer when that many large tiles would not fit."""
+        if not self.budget:
+            return requested
+        return max(1, min(requested, int(self.budget // (self.bytes_per_pixel * tiling.tile ** 2))))
+
+    def recipe(self) -> str:
+        """The settings that decide the output, for the manifest (not the machine's memory)."""
+        return (f"tile {self.tile or 'auto'}, margin {self.margin if self.margin >= 0 else 'auto'}, "
+                f"overlap {self.overlap if self.overlap >= 0 else 'auto'}")
+
+    def describe(self) -> str:
+        if self.tile:
+            return f"tiles of {self.tile} px"
+        return f"one tile per image up to {self.max_tile} px, larger images tiled"
