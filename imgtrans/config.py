@@ -61,6 +61,8 @@ class TrainConfig(RunConfig):
         "auto", "how the dataset folder is organised; auto detects A/B, trainA/trainB and A|B images")
     direction: Literal["AtoB", "BtoA"] = opt("AtoB", "which side of a pair is the input")
     color_space: Literal["rgb", "lab"] = opt("rgb", "lab: predict a,b from L (colorization layout only)")
+    gamut_bound: bool = opt(True, "lab: scale each predicted a,b towards gray until it is an sRGB colour at its L "
+                                  "(black and white get no colour)")
     load_size: int = opt(0, "resize images to this size before cropping; 0 = crop_size * 286/256", ge=0)
     crop_size: int = opt(128, "training crop size in pixels", ge=1)
     preprocess: Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"] = opt(

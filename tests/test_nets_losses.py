@@ -152,3 +152,41 @@ def test_resize_conv_upsampling_leaves_no_checkerboard(name):
 
     transpose, resize_conv = stride_peak(generator("transpose")), stride_peak(generator("resize_conv"))
     assert transpose > 10 * max(resize_conv, 1.0), (transpose, resize_conv)
+
+
+def test_a_lab_colorizer_puts_no_colour_on_black_or_white_and_only_colours_sRGB_can_show():
+    import numpy as np
+
+    from imgtrans.data.codec import Codec
+    from imgtrans.data.color import in_srgb_gamut
+    from imgtrans.data.synthetic import aerial_scene
+    from imgtrans.models.pix2pix import Pix2Pix, Pix2PixConfig
+    from imgtrans.nets.gamut import LabGamutBound
+
+    rgb = torch.from_numpy(aerial_scene(np.random.default_rng(3), 128)).permute(2, 0, 1).float() / 255
+    rgb[:, :32] = 0.0  # a black border, as on scans
+    rgb[:, -16:] = 1.0  # and a white one
+    codec = Codec(colorization=True, color_space="lab")
+    x = codec.encode_input(rgb)[None]
+    lightness = (x + 1) * 50
+    black, white = lightness < 0.01, lightness > 99.99  # the borders
+
+    def colourfulness(ab):  # the spread of the decoded r, g, b: 0 for gray
+        rgb = codec.decode_output(x, ab)
+        return rgb.max(1, keepdim=True).values - rgb.min(1, keepdim=True).values
+
+    predicted = torch.rand(1, 2, 128, 128, generator=torch.Generator().manual_seed(0)) * 2 - 1  # any a,b at all
+    assert colourfulness(predicted)[black].mean() > 0.05 and colourfulness(predicted)[white].mean() > 0.05
+    bounded = LabGamutBound()(x, predicted)
+    assert in_srgb_gamut(torch.cat([x, bounded], 1)).all()
+    assert colourfulness(bounded)[black].max() < 1 / 255 and colourfulness(bounded)[white].max() < 1 / 255
+    target = codec.encode_target(rgb)[None]
+    assert torch.equal(LabGamutBound()(x, target), target)  # colours sRGB can show are left as they are
+
+    def generator(**options):
+        return Pix2Pix(Pix2PixConfig(ngf=8, crop_size=128, **options), options.pop("codec", codec)).netG.eval()
+
+    assert generator().gamut is not None and generator(gamut_bound=False).gamut is None
+    assert build_generator("unet", 3, 3, ngf=4, norm="batch", dropout=False, crop_size=64).gamut is None
+    with torch.no_grad():
+        assert in_srgb_gamut(torch.cat([x, generator()(x)], 1)).all()

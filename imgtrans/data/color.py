@@ -13,6 +13,7 @@ _RGB_TO_XYZ = torch.tensor([
     [0.212671, 0.715160, 0.072169],
     [0.019334, 0.119193, 0.950227],
 ])
+_XYZ_TO_RGB = torch.linalg.inv(_RGB_TO_XYZ.double()).float()
 _WHITE = torch.tensor([0.950456, 1.0, 1.088754])
 _EPS = 216 / 24389
 _KAPPA = 24389 / 27
@@ -41,16 +42,27 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
                         lab[..., 2, :, :] / AB_SCALE], -3)
 
 
-def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
-    """Lab scaled to [-1, 1], (..., 3, H, W) → rgb in [0, 1] (out-of-gamut values clipped)."""
+def lab_to_linear_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Lab scaled to [-1, 1], (..., 3, H, W) → linear rgb, unclipped: outside [0, 1] where out of gamut."""
     L = (lab[..., 0, :, :] + 1) * 50
     a = lab[..., 1, :, :] * AB_SCALE
     b = lab[..., 2, :, :] * AB_SCALE
     fy = (L + 16) / 116
     f = torch.stack([fy + a / 500, fy, fy - b / 200], -3)
     xyz = torch.where(f ** 3 > _EPS, f ** 3, (116 * f - 16) / _KAPPA) * _WHITE.to(lab).view(3, 1, 1)
-    rgb = _mix(torch.linalg.inv(_RGB_TO_XYZ.double()).to(lab), xyz)
-    return linear_to_srgb(rgb).clamp(0, 1)
+    return _mix(_XYZ_TO_RGB, xyz)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Lab scaled to [-1, 1], (..., 3, H, W) → rgb in [0, 1] (out-of-gamut values clipped)."""
+    return linear_to_srgb(lab_to_linear_rgb(lab)).clamp(0, 1)
+
+
+def in_srgb_gamut(lab: torch.Tensor, tolerance: float = 1e-5) -> torch.Tensor:
+    """(..., 1, H, W): whether each Lab colour (scaled to [-1, 1]) is an sRGB colour, up to `tolerance` in linear
+    rgb (the rounding of valid colours; near black a larger one would admit visible colour)."""
+    rgb = lab_to_linear_rgb(lab)
+    return ((rgb >= -tolerance) & (rgb <= 1 + tolerance)).all(-3, keepdim=True)
 
 
 def rgb_to_gray(rgb: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,9 @@ class GANModel(TranslationModel):
 
     def build_G(self, input_nc: int, output_nc: int, **overrides) -> nn.Module:
         cfg = self.cfg
+        lab_colorizer = self.codec.colorization and self.codec.color_space == "lab" and output_nc == 2
         kwargs = dict(ngf=cfg.ngf, norm=cfg.norm, dropout=cfg.dropout, crop_size=cfg.crop_size,
-                      upsample=cfg.upsample) | overrides
+                      upsample=cfg.upsample, gamut=cfg.gamut_bound and lab_colorizer) | overrides
         return init_weights(build_generator(kwargs.pop("netG", cfg.netG), input_nc, output_nc, **kwargs),
                             cfg.init_type, cfg.init_gain)
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from imgtrans.errors import ImgtransError
+from imgtrans.nets.gamut import LabGamutBound
 from imgtrans.nets.layers import norm_layer
 
 GENERATORS = ("unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks")
@@ -25,6 +26,11 @@ def upsampling(kind: str, in_ch: int, out_ch: int, bias: bool = True) -> nn.Modu
     raise ImgtransError(f"invalid upsample '{kind}'; valid values: {', '.join(UPSAMPLING)}")
 
 
+def within_gamut(gamut: LabGamutBound | None, x: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """A colorizer's a,b bounded by the sRGB gamut at the input's lightness (x's first channel), if asked."""
+    return ab if gamut is None else gamut(x[:, :1], ab)
+
+
 class UnetGenerator(nn.Module):
     """U-Net with `depth` stride-2 levels; the bottleneck is 1×1 for inputs of 2**depth pixels.
 
@@ -33,8 +39,10 @@ class UnetGenerator(nn.Module):
     """
 
     def __init__(self, input_nc: int, output_nc: int, depth: int = 8, ngf: int = 64,
-                 norm: str = "batch", dropout: bool = True, nz: int = 0, upsample: str = "transpose"):
+                 norm: str = "batch", dropout: bool = True, nz: int = 0, upsample: str = "transpose",
+                 gamut: bool = False):
         super().__init__()
+        self.gamut = LabGamutBound() if gamut else None
         # nz > 0: a latent code z (N, nz) is broadcast and concatenated to the input of every encoder level
         # (BicycleGAN's where_add=all).
         self.nz = nz
@@ -63,13 +71,14 @@ class UnetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         skips = []
+        h = x
         for down in self.down:
-            x = down(with_code(x, z) if self.nz else x)
-            skips.append(x)
+            h = down(with_code(h, z) if self.nz else h)
+            skips.append(h)
         y = self.up[-1](skips[-1])
         for i in range(len(self.up) - 2, -1, -1):
             y = self.up[i](torch.cat([skips[i], y], 1))
-        return y
+        return within_gamut(self.gamut, x, y)
 
     def features(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
         """Encoder activations after the given levels (for PatchNCE); layer 0 is the input itself."""
@@ -113,8 +122,9 @@ class ResnetGenerator(nn.Module):
     """c7s1-ngf, two stride-2 downsamplings, n_blocks residual blocks, two upsamplings, c7s1-out."""
 
     def __init__(self, input_nc: int, output_nc: int, n_blocks: int = 9, ngf: int = 64,
-                 norm: str = "batch", dropout: bool = False, upsample: str = "transpose"):
+                 norm: str = "batch", dropout: bool = False, upsample: str = "transpose", gamut: bool = False):
         super().__init__()
+        self.gamut = LabGamutBound() if gamut else None
         make_norm, bias = norm_layer(norm)
         self.size_multiple = 4
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, bias=bias),
@@ -131,7 +141,7 @@ class ResnetGenerator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return within_gamut(self.gamut, x, self.model(x))
 
     def features(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
         """Activations after the given layers of the sequential model (layer 0: the padded input)."""
@@ -154,15 +164,17 @@ def unet_depth(name: str, crop_size: int) -> int:
 
 
 def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm: str, dropout: bool,
-                    crop_size: int, nz: int = 0, upsample: str = "transpose") -> nn.Module:
-    """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth."""
+                    crop_size: int, nz: int = 0, upsample: str = "transpose", gamut: bool = False) -> nn.Module:
+    """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth. `gamut`: the
+    output is a,b for the L of the input's first channel, kept inside the sRGB gamut."""
     if name not in GENERATORS:
         raise ImgtransError(f"invalid netG '{name}'; valid values: {', '.join(GENERATORS)}")
     if name.startswith("unet"):
         depth = unet_depth(name, crop_size)
         if crop_size % 2 ** depth:
             raise ImgtransError(f"netG={name} needs crop_size to be a multiple of {2 ** depth}, got {crop_size}")
-        return UnetGenerator(input_nc, output_nc, depth, ngf, norm, dropout, nz, upsample)
+        return UnetGenerator(input_nc, output_nc, depth, ngf, norm, dropout, nz, upsample, gamut)
     if nz:
         raise ImgtransError(f"netG={name} cannot take a latent code at every layer; use a unet or where_add=input")
-    return ResnetGenerator(input_nc, output_nc, 9 if name == "resnet_9blocks" else 6, ngf, norm, dropout, upsample)
+    return ResnetGenerator(input_nc, output_nc, 9 if name == "resnet_9blocks" else 6, ngf, norm, dropout, upsample,
+                           gamut)
