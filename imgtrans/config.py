@@ -94,6 +94,9 @@ class TrainConfig(RunConfig):
     checkpoint_every: int = opt(0, "also checkpoint every this many steps; 0 = only by checkpoint_minutes", ge=0)
     checkpoint_minutes: float = opt(10.0, "checkpoint when this many minutes have passed since the last one, and at "
                                           "the end (written in the background); 0 = at every epoch end", ge=0)
+    recalibrate_bn: int = opt(100, "at the end, recompute the generator's batch-norm statistics with the final "
+                                   "weights over this many training images (logs bn/eval_train_gap_before/_after); "
+                                   "0 = off; nothing to do without batch norm", ge=0)
     cuda_graphs: bool = opt(True, "replay the whole training step as one captured CUDA graph where the model "
                                   "allows it (CUDA; the imgtrans.cuda_graphs tag says whether it did, or why not)")
     val_every: int = opt(1, "validate (val/<metric>, sample grid) every this many epochs, and at the end", ge=1)

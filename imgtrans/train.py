@@ -15,7 +15,7 @@ from torch.utils.data import Subset
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from imgtrans import checkpoint, interrupts
+from imgtrans import bn_recalibration, checkpoint, interrupts
 from imgtrans import config as config_mod
 from imgtrans import metrics as M
 from imgtrans.config import TrainConfig
@@ -205,6 +205,8 @@ class Trainer:
             boundary_start = time.perf_counter()
             epoch_done = self.batch_in_epoch >= self.steps_per_epoch
             finished = self.step >= total
+            if finished:
+                self._recalibrate_batch_norm()
             # Save before validating so the saved RNG state is the one training continues from.
             if finished or self._checkpoint_due(epoch_end=True):
                 self._checkpoint()
@@ -250,6 +252,22 @@ class Trainer:
                 self.saver.wait()
 
         interrupts.stop_if_pending(save_now, f"step {self.step}", self.tracker.run_id)
+
+    def _recalibrate_batch_norm(self) -> None:
+        """The generator's batch-norm statistics recomputed with its final weights (see `bn_recalibration`)."""
+        generator, count = self.model.generator(), min(self.cfg.recalibrate_bn, len(self.data.train))
+        if not count or not bn_recalibration.batch_norms(generator):
+            return
+        model = self.model
+        loader = make_loader(Subset(self.data.train, range(count)), batch_size=self.cfg.batch_size)
+        with torch.random.fork_rng(devices=[]):
+            model.eval()
+            inputs = [batch["A"] for batch in loader]
+            before = bn_recalibration.eval_train_gap(generator, model.translate, inputs[0])
+            bn_recalibration.recalibrate(generator, model.translate, inputs)
+            after = bn_recalibration.eval_train_gap(generator, model.translate, inputs[0])
+            model.train()
+        self.tracker.log_metrics({"bn/eval_train_gap_before": before, "bn/eval_train_gap_after": after}, self.step)
 
     # --- validation ----------------------------------------------------------
     @torch.no_grad()

@@ -63,6 +63,27 @@ def test_by_default_a_short_run_checkpoints_once_at_the_end(facades):
     assert checkpoint.read(mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path="checkpoints/last.pt"))["position"]["step"] == 9
     assert run.data.tags["imgtrans.cuda_graphs"] == "off: not on a CUDA device"
+    # The generator's batch-norm statistics were recomputed with its final weights, at the last step.
+    gap = {k: MlflowClient().get_metric_history(run.info.run_id, f"bn/eval_train_gap_{k}") for k in ("before", "after")}
+    assert [m.step for m in gap["before"]] == [9] and gap["after"][0].value < gap["before"][0].value
+
+
+def test_recalibrated_batch_norm_makes_eval_mode_match_batch_statistics():
+    from imgtrans import bn_recalibration
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 3, 3, padding=1), torch.nn.BatchNorm2d(3))
+    batches = [torch.randn(4, 3, 16, 16) * 3 + 2 for _ in range(6)]  # far from the initial statistics (0, 1)
+    net.train()
+    net(batches[0])  # one step's worth of running average (momentum 0.1): still far off
+    net.eval()
+    before = bn_recalibration.eval_train_gap(net, net, torch.cat(batches))
+    bn_recalibration.recalibrate(net, net, batches)
+    after = bn_recalibration.eval_train_gap(net, net, torch.cat(batches))
+    assert after < 0.05 * before
+    assert not net[1].training and net[1].momentum == 0.1  # the layers are left as they were
+    assert bn_recalibration.batch_norms(torch.nn.Sequential(torch.nn.InstanceNorm2d(3))) == []
 
 
 def tiny_model(name: str, **options):
