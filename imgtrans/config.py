@@ -312,7 +312,9 @@ class EvaluateConfig:
     split: Literal["test", "val"] = opt("test", "which split of the run's dataset to translate")
     dataset: str = opt("", "evaluate on this dataset (a folder of pairs) instead of the run's own")
     max_images: int = opt(0, "evaluate at most this many images; 0 = all", ge=0)
-    batch_size: int = opt(8, "images per inference batch", ge=1)
+    crop: bool = opt(False, "score the training preprocessing's centre crops instead of each image at its stored "
+                            "size (padded to the model's size multiple, scored at its own size)")
+    batch_size: int = opt(8, "images per inference batch (with crop=true; stored sizes go one at a time)", ge=1)
     grid_images: int = opt(8, "inputs kept as images (grid, and the side-by-side page of `compare`)", ge=0)
     inception_weights: str = opt("", "path of weights-inception-2015-12-05-6726825d.pth (FID, KID, IS); "
                                      "default: the torch hub cache")

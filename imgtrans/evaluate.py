@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn import functional as F
 from torch.utils.data import Subset
 
 from imgtrans import metrics as M
@@ -56,9 +57,23 @@ def pairwise_diversity(model, codec, x: torch.Tensor, lpips_net, device) -> torc
     return torch.stack(dist).mean(0)
 
 
+def thumbnail(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, H, W) → its centre square at size × size, for grids and sample pages of images of any size."""
+    h, w = image.shape[-2:]
+    side = min(h, w)
+    square = image[:, (h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+    if side == size:
+        return square
+    return F.interpolate(square[None], size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)[0].clamp(0, 1)
+
+
 def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: Path) -> Evaluation:
     model = load_model(checkpoint, device)
-    train_cfg = dataclasses.replace(model.cfg, dataset=cfg.dataset) if cfg.dataset else model.cfg
+    # Another folder is read as the model needs it: a colorizer's as colour images to make gray.
+    other = {"dataset": cfg.dataset, **({"layout": "colorization"} if model.codec.colorization else {})}
+    train_cfg = dataclasses.replace(model.cfg, **(other if cfg.dataset else {}),
+                                    **({} if cfg.crop else {"preprocess": "none"}))
     data = build_data(train_cfg, unpaired=model.unpaired, any_images=not model.is_conditional(train_cfg))
     dataset = data.test if cfg.split == "test" else data.val
     count = min(cfg.max_images or len(dataset), len(dataset))
@@ -88,7 +103,9 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
     rows, columns = [], [[], [], []]
     baselines: dict[str, list[float]] = defaultdict(list)
     seconds = 0.0
-    loader = make_loader(Subset(dataset, range(count)), batch_size=cfg.batch_size)
+    # At stored sizes images may differ in size: one at a time.
+    loader = make_loader(Subset(dataset, range(count)), batch_size=cfg.batch_size if cfg.crop else 1)
+    display = model.cfg.crop_size
     for batch in loader:
         x = batch["A"]
         start = time.perf_counter()
@@ -116,7 +133,7 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
                     row["lpips"] = float(lp[i])
         keep = max(0, cfg.grid_images - len(columns[0]))
         for col, images in zip(columns, (codec.decode_input(x), pred, target)):
-            col.extend(images[:keep])
+            col.extend(thumbnail(image, display) for image in images[:keep])
 
     results: dict[str, float] = {"n_images": float(count), "ms_per_image": 1000 * seconds / count}
     scores = {name: [r[name] for r in rows if name in r] for name in ("psnr", "ssim", "lpips")} | baselines
@@ -129,7 +146,9 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
         values = torch.cat(diversity)
         results[name], results[f"{name}_std"] = float(values.mean()), float(values.std(unbiased=False))
     tags = {"data_range": "1.0 (rgb in [0, 1])", "split": cfg.split, "dataset": str(data.source.root),
-            "color_space": f"{codec.color_space} (metrics computed in rgb)"}
+            "color_space": f"{codec.color_space} (metrics computed in rgb)",
+            "image_size": f"centre crops of {model.cfg.crop_size} px ({model.cfg.preprocess})" if cfg.crop else
+            "stored size (padded to the size multiple for the network, scored unpadded)"}
     if distribution is not None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -221,6 +221,30 @@ def test_a_colorizer_is_scored_against_the_grayscale_copy(aerial, tmp_path, caps
     below = any(metrics[f"test/{m}"] <= metrics[f"test/baseline/grayscale/{m}"] for m in ("psnr", "ssim"))
     assert (" ✗ |" in out) == below
 
+    # Scans of any size are scored whole, at their stored size: here 100 × 150 and 70 × 90 (not multiples of 64).
+    from PIL import Image
+
+    from imgtrans.checkpoint import load_model
+    from imgtrans.data.codec import Codec
+    from imgtrans.data.synthetic import aerial_scene
+    from imgtrans.metrics import psnr_per_image
+    from imgtrans.tracking import generator_checkpoint
+
+    scans = tmp_path / "scans"
+    for split, (h, w) in (("train", (100, 150)), ("test", (100, 150)), ("val", (70, 90))):
+        (scans / split).mkdir(parents=True)
+        Image.fromarray(aerial_scene(np.random.default_rng(h), 160)[:h, :w]).save(scans / split / "0.png")
+    assert main(["evaluate", "--run-id", run.info.run_id, "--dataset", str(scans), "--split", "val"]) == 0
+    run = MlflowClient().get_run(run.info.run_id)
+    assert run.data.tags["imgtrans.eval_val.image_size"].startswith("stored size")
+    model = load_model(generator_checkpoint(f"runs:/{run.info.run_id}/model", tmp_path / "model")).eval()
+    codec = Codec(colorization=True, color_space="lab")
+    rgb = torch.from_numpy(np.asarray(Image.open(scans / "val" / "0.png"))).permute(2, 0, 1)[None].float() / 255
+    x = codec.encode_input(rgb)
+    target = codec.decode_output(x, codec.encode_target(rgb))
+    expected = psnr_per_image(codec.decode_output(x, model.translate(x)), target)
+    assert run.data.metrics["eval_val/psnr"] == pytest.approx(float(expected), abs=1e-3)
+
 
 def test_the_grayscale_baseline_is_neutral_and_keeps_lightness():
     from imgtrans.data.codec import Codec

@@ -46,8 +46,9 @@ def plan(height: int, width: int, *, preprocess: str, load_size: int, crop_size:
         else:
             top, left = int(rng.integers(0, h - crop_size + 1)), int(rng.integers(0, w - crop_size + 1))
         crop = (top, left, crop_size, crop_size)
-    elif preprocess == "none" or preprocess == "scale_width":
-        # Networks need sizes divisible by 4 at least; trim the remainder like the reference.
+    elif rng is not None and preprocess in ("none", "scale_width"):
+        # Training batches go to the networks unpadded: trim to sizes divisible by 4, like the reference.
+        # (Evaluation keeps every pixel; `translate` pads to the network's size multiple.)
         th, tw = h - h % 4, w - w % 4
         if (th, tw) != (h, w):
             crop = (0, 0, th, tw)
