@@ -124,8 +124,8 @@ class GANConfig(TrainConfig):
     lambda_gp: float = opt(10.0, "gradient-penalty weight when gan_mode=wgangp", ge=0)
     dropout: bool = opt(True, "dropout in the generator")
     upsample: Literal["transpose", "resize_conv"] = opt(
-        "transpose", "the generator's ×2 upsampling: stride-2 transposed convs (the papers'), or nearest resizing "
-                     "+ 3×3 conv, free of checkerboard artifacts")
+        "resize_conv", "the generator's ×2 upsampling: bilinear resizing + 3×3 conv, free of checkerboard "
+                       "artifacts, or stride-2 transposed convs (the papers')")
     init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = opt("normal", "weight initialisation")
     init_gain: float = opt(0.02, "scale of the initialisation", gt=0)
 
