@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +23,28 @@ FAST = ["--ngf", "4", "--ndf", "4", "--crop-size", "64", "--batch-size", "2", "-
         "--val-images", "2", "--sample-images", "2", "--no-progress"]
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables created: creating them takes seconds, copying the file does not."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
+def isolated(tmp_path, monkeypatch, empty_store):
     """Each test gets its own working directory, MLflow store and data cache."""
     import mlflow
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store = tmp_path / "mlflow.db"
+    shutil.copyfile(empty_store, store)
+    with closing(sqlite3.connect(store)) as db, db:  # the Default experiment's artifacts go where MLflow puts them
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                   (str(tmp_path / "mlruns" / "0"),))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
     # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID; never let one test's id reach the next.
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(var, raising=False)
