@@ -76,6 +76,7 @@ class Command:
     config_class: type
     handler: str
     help: str
+    entry_point: bool = True  # also an MLproject entry point (a long-running server is not a run)
 
     def run(self, cfg: Any, explicit: dict[str, Any], progress: bool) -> int:
         module, name = self.handler.split(":")
@@ -96,6 +97,9 @@ COMMANDS: dict[str, Command] = {
                      "an Optuna study over a model (trials = nested MLflow runs); `study best` prints the best"),
     "benchmark": Command(config_mod.BenchmarkConfig, "imgtrans.benchmark:benchmark_command",
                          "inference and training throughput per backend, precision and batch size"),
+    "server": Command(config_mod.ServerConfig, "imgtrans.team.server:server_command",
+                      "a team's MLflow tracking server on PostgreSQL, serving artifacts, and the study database",
+                      entry_point=False),
 }
 
 

@@ -19,6 +19,7 @@ from imgtrans.errors import ImgtransError
 
 BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+STUDY_STORAGE_VARIABLE = "IMGTRANS_STUDY_STORAGE"  # the default study storage, as `imgtrans server` prints it
 EXPERIMENT_HELP = ("MLflow experiment; empty = the current one: MLFLOW_EXPERIMENT_NAME / _ID, else Default "
                    "(as `mlflow run`)")
 
@@ -340,9 +341,28 @@ class StudyConfig:
     spec: str = opt("", "a study spec (YAML), e.g. studies/pix2pix.yaml")
     n_trials: int = opt(10, "trials this worker adds; start the command N times to run N workers", ge=1)
     storage: str = opt("", "Optuna storage: a SQLAlchemy URL, a journal file (*.log / *.journal), or a file "
-                           "path for SQLite; default studies/<study_name>.db")
+                           f"path for SQLite; default ${STUDY_STORAGE_VARIABLE}, else studies/<study_name>.db")
     study_name: str = field(default="", metadata={"help": "default: the spec file's name", "aliases": ["--study"]})
     max_steps: int = opt(0, "per-trial step budget; 0 = the spec's budget", ge=0)
     retrain: bool = opt(False, "after the study, retrain the best config with the full budget and register it")
     register_as: str = opt("", "registered model name for retrain; default: the study name")
     experiment: str = opt("", EXPERIMENT_HELP)
+
+
+@dataclass
+class ServerConfig:
+    data_dir: str = opt("team-server", "the stack's folder: its PostgreSQL cluster (created on the first start), "
+                                       "password file, server log and, by default, the artifacts")
+    host: str = opt("127.0.0.1", "address the tracking server and the local database listen on; 0.0.0.0 = every "
+                                 "interface (then put authentication in front: README, Team setup)")
+    port: int = opt(5000, "tracking server port", ge=1, le=65535)
+    db_port: int = opt(0, "port of the local PostgreSQL cluster when it is created; 0 = a free one (recorded in "
+                          "DATA_DIR for later starts)", ge=0, le=65535)
+    backend_store_uri: str = opt("", "an existing PostgreSQL database for the runs instead of the local cluster: "
+                                     "postgresql://USER@HOST:PORT/DB, its password in PGPASSWORD or PGPASSFILE")
+    optuna_storage: str = opt("", "with backend_store_uri: the database for Optuna studies; default: database "
+                                  "'optuna' on the same server")
+    artifacts_destination: str = opt("", "where the server keeps artifacts: a folder, or an S3-compatible bucket "
+                                         "(s3://bucket/prefix, endpoint in MLFLOW_S3_ENDPOINT_URL); default "
+                                         "DATA_DIR/artifacts")
+    workers: int = opt(2, "tracking server worker processes", ge=1)

@@ -37,6 +37,8 @@ def _default(value) -> str:
 def render() -> str:
     out = [HEADER]
     for name, command in COMMANDS.items():
+        if not command.entry_point:
+            continue
         cfg_cls = command.config_class
         types = config_mod.field_types(cfg_cls)
         out.append(f"  {name}:\n    parameters:\n")

@@ -277,10 +277,12 @@ def _heartbeat(path: Path, heartbeat: Any) -> Heartbeat:
 
 
 def resolve_storage(storage: str, study_name: str):
-    """SQLAlchemy URL, journal file, or a file path for SQLite (default studies/<study_name>.db)."""
+    """SQLAlchemy URL, journal file, or a file path for SQLite; default: IMGTRANS_STUDY_STORAGE (what
+    `imgtrans server` prints), else studies/<study_name>.db."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
+    storage = storage or os.environ.get(config_mod.STUDY_STORAGE_VARIABLE, "")
     if not storage:
         Path("studies").mkdir(exist_ok=True)
         storage = f"studies/{study_name}.db"

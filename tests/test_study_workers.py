@@ -2,18 +2,18 @@
 
 import getpass
 import os
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
+import optuna
 import pytest
+import sqlalchemy
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from test_studies import REPO, all_runs, load, study, write_spec
+from test_studies import REPO, all_runs, study, write_spec
 
 HEARTBEAT = {"interval": 1, "grace_period": 5}
 
@@ -31,21 +31,38 @@ def wait_ok(*workers: subprocess.Popen) -> None:
         assert worker.returncode == 0, err[-3000:]
 
 
+def url_of(storage, read_only: bool = False) -> str:
+    """A database URL as it is, or a SQLite file's (read-only: the workers may still be creating it)."""
+    if "://" in str(storage):
+        return str(storage)
+    return f"sqlite:///file:{storage}?mode=ro&uri=true" if read_only else f"sqlite:///{storage}"
+
+
 def running_trial_of(storage, worker: subprocess.Popen) -> int | None:
-    """The trial `worker` runs now (with its MLflow run started), read-only: the stores may still be created."""
+    """The trial `worker` runs now (with its MLflow run started), read-only."""
+    engine = sqlalchemy.create_engine(url_of(storage, read_only=True), poolclass=sqlalchemy.pool.NullPool)
     try:
-        with closing(sqlite3.connect(f"file:{storage}?mode=ro", uri=True)) as db:
-            row = db.execute("SELECT t.number FROM trials t JOIN trial_user_attributes a USING (trial_id) "
-                             "WHERE t.state = 'RUNNING' AND a.key = 'worker' AND a.value_json LIKE ?",
-                             (f'"%:{worker.pid}"',)).fetchone()
-    except sqlite3.OperationalError:  # no database or no tables yet
+        with engine.connect() as db:
+            row = db.execute(sqlalchemy.text(
+                "SELECT t.number FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+                "WHERE t.state = 'RUNNING' AND a.key = 'worker' AND a.value_json LIKE :worker"),
+                {"worker": f'"%:{worker.pid}"'}).fetchone()
+    except sqlalchemy.exc.OperationalError:  # no database or no tables yet
         return None
+    finally:
+        engine.dispose()
     return row[0] if row else None
 
 
 def test_three_workers_started_at_once_one_killed_leave_no_running_trial(facades, tmp_path):
     """The issue's acceptance: fresh stores, three workers started at once, one killed with -9 mid-trial."""
-    spec, storage = write_spec(tmp_path, facades, seed=7, heartbeat=HEARTBEAT), tmp_path / "s.db"
+    check_three_workers_one_killed(facades, tmp_path, tmp_path / "s.db")
+
+
+def check_three_workers_one_killed(facades, tmp_path, storage) -> None:
+    """Three workers started at once on `storage` (a SQLite file or a database URL), one killed with -9 mid-trial:
+    its trial is failed by the heartbeat and retried, nothing is left RUNNING, parameters do not repeat."""
+    spec = write_spec(tmp_path, facades, seed=7, heartbeat=HEARTBEAT)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     victim, *others = [start_worker(spec, storage, 1, tmp) for _ in range(3)]
@@ -63,7 +80,7 @@ def test_three_workers_started_at_once_one_killed_leave_no_running_trial(facades
     # fused Adam creates its kernel cache folder once, shared by every later process and not growing per trial.
     assert [p.name for p in tmp.iterdir()] in ([], [f"torchinductor_{getpass.getuser()}"])
 
-    trials = load(storage).trials
+    trials = optuna.load_study(study_name="s", storage=url_of(storage)).trials
     assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
     assert trials[killed].state == TrialState.FAIL
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
