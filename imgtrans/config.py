@@ -64,6 +64,9 @@ class TrainConfig(RunConfig):
     color_space: Literal["rgb", "lab"] = opt("rgb", "lab: predict a,b from L (colorization layout only)")
     gamut_bound: bool = opt(True, "lab: scale each predicted a,b towards gray until it is an sRGB colour at its L "
                                   "(black and white get no colour)")
+    chroma_blur: float = opt(3.0, "lab: standard deviation (px) of a Gaussian low-pass over the predicted a,b at "
+                                  "inference (validation, evaluate, export; training losses see them unsmoothed): "
+                                  "colour at a coarser scale than lightness; 0 = off", ge=0, le=16)
     load_size: int = opt(0, "resize images to this size before cropping; 0 = crop_size * 286/256", ge=0)
     crop_size: int = opt(128, "training crop size in pixels", ge=1)
     preprocess: Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"] = opt(

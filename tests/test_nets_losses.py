@@ -186,7 +186,24 @@ def test_a_lab_colorizer_puts_no_colour_on_black_or_white_and_only_colours_sRGB_
     def generator(**options):
         return Pix2Pix(Pix2PixConfig(ngf=8, crop_size=128, **options), options.pop("codec", codec)).netG.eval()
 
-    assert generator().gamut is not None and generator(gamut_bound=False).gamut is None
-    assert build_generator("unet", 3, 3, ngf=4, norm="batch", dropout=False, crop_size=64).gamut is None
+    assert generator().lab.gamut is not None and generator(gamut_bound=False).lab.gamut is None
+    assert build_generator("unet", 3, 3, ngf=4, norm="batch", dropout=False, crop_size=64).lab is None
     with torch.no_grad():
         assert in_srgb_gamut(torch.cat([x, generator()(x)], 1)).all()
+
+
+def test_the_chroma_low_pass_keeps_flat_colour_and_removes_pixel_speckle():
+    from imgtrans.nets.chroma import ChromaLowPass
+
+    low_pass = ChromaLowPass(1.5).eval()
+    flat = torch.full((1, 2, 32, 48), 0.3)
+    assert torch.allclose(low_pass(flat), flat)
+    speckle = torch.zeros(1, 2, 32, 48)
+    speckle[..., ::2, ::2], speckle[..., 1::2, 1::2] = 1.0, 1.0  # a one-pixel checkerboard of colour
+    smoothed = low_pass(speckle)
+    assert smoothed.shape == speckle.shape and float(smoothed.std()) < 0.01 * float(speckle.std())
+    edge = torch.zeros(1, 2, 32, 48)
+    edge[..., 24:] = 1.0  # a colour edge stays where it was, only softened
+    row = low_pass(edge)[0, 0, 16]
+    assert row[:18].max() < 0.01 and row[30:].min() > 0.99 and 0.4 < float(row[23:25].mean()) < 0.6
+    assert torch.equal(low_pass.train()(speckle), speckle)  # training sees the network's own output

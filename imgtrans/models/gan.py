@@ -37,7 +37,8 @@ class GANModel(TranslationModel):
         cfg = self.cfg
         lab_colorizer = self.codec.colorization and self.codec.color_space == "lab" and output_nc == 2
         kwargs = dict(ngf=cfg.ngf, norm=cfg.norm, dropout=cfg.dropout, crop_size=cfg.crop_size,
-                      upsample=cfg.upsample, gamut=cfg.gamut_bound and lab_colorizer) | overrides
+                      upsample=cfg.upsample, gamut=cfg.gamut_bound and lab_colorizer,
+                      chroma_blur=cfg.chroma_blur if lab_colorizer else 0.0) | overrides
         return init_weights(build_generator(kwargs.pop("netG", cfg.netG), input_nc, output_nc, **kwargs),
                             cfg.init_type, cfg.init_gain)
 

@@ -15,7 +15,7 @@ from imgtrans.data.color import in_srgb_gamut
 
 
 class LabGamutBound(nn.Module):
-    def __init__(self, steps: int = 10):
+    def __init__(self, steps: int = 16):
         super().__init__()
         self.steps = steps  # the scale is found to within 2^-steps
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from imgtrans.errors import ImgtransError
-from imgtrans.nets.gamut import LabGamutBound
+from imgtrans.nets.chroma import LabOutput
 from imgtrans.nets.layers import norm_layer
 
 GENERATORS = ("unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks")
@@ -27,9 +27,9 @@ def upsampling(kind: str, in_ch: int, out_ch: int, bias: bool = True) -> nn.Modu
     raise ImgtransError(f"invalid upsample '{kind}'; valid values: {', '.join(UPSAMPLING)}")
 
 
-def within_gamut(gamut: LabGamutBound | None, x: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-    """A colorizer's a,b bounded by the sRGB gamut at the input's lightness (x's first channel), if asked."""
-    return ab if gamut is None else gamut(x[:, :1], ab)
+def lab_output(lab: LabOutput | None, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The network's last activations y as they leave it: through the Lab colorizer's output stage, if it has one."""
+    return y if lab is None else lab(x, y)
 
 
 class UnetGenerator(nn.Module):
@@ -41,9 +41,9 @@ class UnetGenerator(nn.Module):
 
     def __init__(self, input_nc: int, output_nc: int, depth: int = 8, ngf: int = 64,
                  norm: str = "batch", dropout: bool = True, nz: int = 0, upsample: str = "transpose",
-                 gamut: bool = False):
+                 lab: LabOutput | None = None):
         super().__init__()
-        self.gamut = LabGamutBound() if gamut else None
+        self.lab = lab
         # nz > 0: a latent code z (N, nz) is broadcast and concatenated to the input of every encoder level
         # (BicycleGAN's where_add=all).
         self.nz = nz
@@ -79,7 +79,7 @@ class UnetGenerator(nn.Module):
         y = self.up[-1](skips[-1])
         for i in range(len(self.up) - 2, -1, -1):
             y = self.up[i](torch.cat([skips[i], y], 1))
-        return within_gamut(self.gamut, x, y)
+        return lab_output(self.lab, x, y)
 
     def features(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
         """Encoder activations after the given levels (for PatchNCE); layer 0 is the input itself."""
@@ -123,9 +123,9 @@ class ResnetGenerator(nn.Module):
     """c7s1-ngf, two stride-2 downsamplings, n_blocks residual blocks, two upsamplings, c7s1-out."""
 
     def __init__(self, input_nc: int, output_nc: int, n_blocks: int = 9, ngf: int = 64,
-                 norm: str = "batch", dropout: bool = False, upsample: str = "transpose", gamut: bool = False):
+                 norm: str = "batch", dropout: bool = False, upsample: str = "transpose", lab: LabOutput | None = None):
         super().__init__()
-        self.gamut = LabGamutBound() if gamut else None
+        self.lab = lab
         make_norm, bias = norm_layer(norm)
         self.size_multiple = 4
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, bias=bias),
@@ -142,7 +142,7 @@ class ResnetGenerator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return within_gamut(self.gamut, x, self.model(x))
+        return lab_output(self.lab, x, self.model(x))
 
     def features(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
         """Activations after the given layers of the sequential model (layer 0: the padded input)."""
@@ -165,17 +165,20 @@ def unet_depth(name: str, crop_size: int) -> int:
 
 
 def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm: str, dropout: bool,
-                    crop_size: int, nz: int = 0, upsample: str = "transpose", gamut: bool = False) -> nn.Module:
-    """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth. `gamut`: the
-    output is a,b for the L of the input's first channel, kept inside the sRGB gamut."""
+                    crop_size: int, nz: int = 0, upsample: str = "transpose", gamut: bool = False,
+                    chroma_blur: float = 0.0) -> nn.Module:
+    """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth. `gamut`,
+    `chroma_blur`: the output is a,b for the L of the input's first channel, low-passed and kept inside the sRGB
+    gamut (`LabOutput`)."""
+    lab = LabOutput(gamut, chroma_blur) if gamut or chroma_blur > 0 else None
     if name not in GENERATORS:
         raise ImgtransError(f"invalid netG '{name}'; valid values: {', '.join(GENERATORS)}")
     if name.startswith("unet"):
         depth = unet_depth(name, crop_size)
         if crop_size % 2 ** depth:
             raise ImgtransError(f"netG={name} needs crop_size to be a multiple of {2 ** depth}, got {crop_size}")
-        return UnetGenerator(input_nc, output_nc, depth, ngf, norm, dropout, nz, upsample, gamut)
+        return UnetGenerator(input_nc, output_nc, depth, ngf, norm, dropout, nz, upsample, lab)
     if nz:
         raise ImgtransError(f"netG={name} cannot take a latent code at every layer; use a unet or where_add=input")
     return ResnetGenerator(input_nc, output_nc, 9 if name == "resnet_9blocks" else 6, ngf, norm, dropout, upsample,
-                           gamut)
+                           lab)

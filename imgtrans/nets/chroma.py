@@ -1,0 +1,57 @@
+"""What a Lab colorizer's a,b pass through before they leave the network: a fixed low-pass at inference, then
+the gamut bound.
+
+Colour is resolved at a coarser scale than lightness, by eye and by image codecs (4:2:0 chroma subsampling);
+Zhang et al., "Colorful Image Colorization", predict a,b at a quarter of the resolution for that reason. A short
+GAN run's a,b carry fine noise that the eye reads as coloured speckle and SSIM as lost structure; a Gaussian
+over a,b alone (L is the input's, untouched) removes it and keeps every edge of lightness. It acts at inference
+only (eval mode: validation, evaluate, export): applied during training as well, the generator learned to push
+more contrast through it and gained a third as much (docs/MODEL_ZOO.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imgtrans.nets.gamut import LabGamutBound
+
+
+class ChromaLowPass(nn.Module):
+    """A separable Gaussian of standard deviation `sigma` px over each channel, reflecting at the borders; in eval
+    mode only (training passes the input through)."""
+
+    def __init__(self, sigma: float, channels: int = 2):
+        super().__init__()
+        self.radius, self.channels = max(1, math.ceil(3 * sigma)), channels
+        taps = torch.arange(-self.radius, self.radius + 1, dtype=torch.float32)
+        weights = torch.exp(-taps ** 2 / (2 * sigma ** 2))
+        weights = (weights / weights.sum()).repeat(channels, 1)
+        # Derived from the config, so not part of the weights (checkpoints stay as they were).
+        self.register_buffer("rows", weights[:, None, None, :].clone(), persistent=False)
+        self.register_buffer("cols", weights[:, None, :, None].clone(), persistent=False)
+
+    def forward(self, ab: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return ab
+        r = self.radius
+        ab = F.conv2d(F.pad(ab, (r, r, 0, 0), mode="reflect"), self.rows.to(ab.dtype), groups=self.channels)
+        return F.conv2d(F.pad(ab, (0, 0, r, r), mode="reflect"), self.cols.to(ab.dtype), groups=self.channels)
+
+
+class LabOutput(nn.Module):
+    """A colorizer's a,b for the L in its input's first channel: low-passed at inference (chroma_blur > 0), then
+    bounded by the sRGB gamut at that L (gamut)."""
+
+    def __init__(self, gamut: bool, chroma_blur: float):
+        super().__init__()
+        self.low_pass = ChromaLowPass(chroma_blur) if chroma_blur > 0 else None
+        self.gamut = LabGamutBound() if gamut else None
+
+    def forward(self, x: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+        if self.low_pass is not None:
+            ab = self.low_pass(ab)
+        return ab if self.gamut is None else self.gamut(x[:, :1], ab)
