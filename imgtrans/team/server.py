@@ -26,6 +26,7 @@ from imgtrans.team.postgres import LocalCluster, check_database_url, redacted
 
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 20
+GRACEFUL_STOP_S = 5  # for requests in flight when the server is stopped
 
 
 @dataclass
@@ -74,7 +75,9 @@ def tracking_server(cfg: ServerConfig, databases: Databases, artifacts: str, log
     """`mlflow server` on the MLflow database, its output in `log`. The database URL goes through the
     environment, not the command line."""
     command = [sys.executable, "-m", "mlflow", "server", "--host", cfg.host, "--port", str(cfg.port),
-               "--artifacts-destination", artifacts, "--workers", str(cfg.workers)]
+               "--artifacts-destination", artifacts, "--workers", str(cfg.workers),
+               # A client's idle keep-alive connection would otherwise hold a stop for the whole STOP_TIMEOUT_S.
+               "--uvicorn-opts", f"--timeout-graceful-shutdown {GRACEFUL_STOP_S}"]
     environment = {**os.environ, **databases.environment, "MLFLOW_BACKEND_STORE_URI": databases.mlflow}
     with open(log, "a") as output:
         return subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
