@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from imgtrans import distributed
 from imgtrans.config import TrainConfig
 from imgtrans.models.base import TranslationModel
 from imgtrans.runtime import Runtime
@@ -32,6 +33,8 @@ def why_not_graphed(model: TranslationModel, runtime: Runtime, cfg: TrainConfig)
         return "not on a CUDA device"
     if runtime.compile:
         return "compile=true"
+    if distributed.WORLD.active:
+        return "torchrun: the gradients are averaged across processes between backward and step"
     if model.scaler.is_enabled():
         return "precision=fp16 needs the loss scaler, which decides on the host (bf16 does not)"
     return model.graph_capture_obstacle()

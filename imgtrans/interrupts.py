@@ -104,11 +104,15 @@ def deferred() -> Iterator[None]:
         _raise()
 
 
-def stop_if_pending(save: Callable[[], object], position: str, run_id: str) -> None:
-    """At a loop's safe point: if an interrupt is pending, save a checkpoint, say so and raise it."""
-    if _State.received:
+def stop_if_pending(save: Callable[[], object], position: str, run_id: str,
+                    everywhere: Callable[[bool], bool] = lambda pending: pending) -> None:
+    """At a loop's safe point: if an interrupt is pending, save a checkpoint, say so and raise it.
+    `everywhere(pending)` is whether any process of the job has one (they stop together)."""
+    if everywhere(bool(_State.received)):
         save()
         print(f"imgtrans: stopped at {position}; continue with --resume {run_id}", file=sys.stderr)
+        if not _State.received:  # another process of the job was signalled
+            _State.received.append(signal.SIGTERM)
         _raise()
 
 

@@ -38,6 +38,8 @@ class RunKind:
     help: str
     # What a run that trains no generator (for `export`, a study's `retrain`, infer/ms_per_image) does instead.
     instead_of_a_generator: str = ""
+    # Whether it trains data-parallel over the processes torchrun starts (nproc > 1).
+    distributed: bool = False
 
     @property
     def trains_generator(self) -> bool:
@@ -57,7 +59,8 @@ def _first_line(cls: type) -> str:
 
 
 RUNS: dict[str, RunKind] = {
-    **{name: RunKind(cls.config_class, "imgtrans.train:Trainer", f"train {name}: {_first_line(cls)}")
+    **{name: RunKind(cls.config_class, "imgtrans.train:Trainer", f"train {name}: {_first_line(cls)}",
+                     distributed=True)
        for name, cls in MODELS.items()},
     "dip": RunKind(DIPConfig, "imgtrans.dip.runner:DIPRunner",
                    "restore one image with Deep Image Prior (classic or progressive)", "restores one image"),
@@ -75,21 +78,42 @@ def run_kind(name: str) -> RunKind:
 
 
 def start(cfg: RunConfig, explicit: dict[str, Any], progress: bool = True) -> int:
-    """The command of every run kind: validate, resolve `resume`, run it tracked, print its summary."""
-    from imgtrans.tracking import tracked_run
+    """The command of every run kind: validate, resolve `resume`, run it tracked, print its summary. With
+    nproc > 1 it starts itself under torchrun; under torchrun rank 0 tracks the one run of the job."""
+    from imgtrans import distributed
+    from imgtrans.runtime import resolve_device
+    from imgtrans.tracking import QuietTracker, tracked_run
 
     cfg.validate()
-    cfg, payload = resolve_resume(cfg, explicit)
-    cfg.validate()
-    with tracked_run(cfg.experiment, run_name=cfg.model_name) as tracker:
-        result = run_kind(cfg.model_name).create(cfg, tracker, resume_payload=payload, progress=progress).fit()
+    kind = run_kind(cfg.model_name)
+    world = distributed.World.from_environment()
+    if (cfg.nproc > 1 or world.active) and not kind.distributed:
+        raise ImgtransError(f"{cfg.model_name} runs in one process; leave nproc at 1 and start it without torchrun")
+    if cfg.nproc > 1 and not world.active:
+        return distributed.launch(cfg.nproc)
+    world = distributed.start(resolve_device(cfg.device).type)
+    try:
+        cfg, payload = resolve_resume(cfg, explicit, end_stale=world.is_main)
+        cfg.validate()
+        if world.is_main:
+            with tracked_run(cfg.experiment, run_name=cfg.model_name) as tracker:
+                distributed.from_main(tracker.run_id)
+                result = kind.create(cfg, tracker, resume_payload=payload, progress=progress).fit()
+        else:
+            tracker = QuietTracker(distributed.from_main(None), world.rank)
+            with tracker.failures_recorded():
+                kind.create(cfg, tracker, resume_payload=payload, progress=False).fit()
+            return 0
+    finally:
+        distributed.stop()
     summary = result.summary()
     print(f"imgtrans: {cfg.model_name} finished: run {result.run_id}" + (f", {summary}" if summary else ""))
     return 0
 
 
-def resolve_resume(cfg: RunConfig, explicit: dict[str, Any]) -> tuple[RunConfig, dict | None]:
-    """With `resume`, the checkpoint's config is used, updated by the options the user set explicitly."""
+def resolve_resume(cfg: RunConfig, explicit: dict[str, Any], end_stale: bool = True) -> tuple[RunConfig, dict | None]:
+    """With `resume`, the checkpoint's config is used, updated by the options the user set explicitly; the run
+    resumed from is marked KILLED if it died RUNNING (`end_stale`: by one process of a job only)."""
     from imgtrans import checkpoint
     from imgtrans.files import scratch_dir
     from imgtrans.tracking import download_checkpoint, end_stale_run
@@ -105,7 +129,8 @@ def resolve_resume(cfg: RunConfig, explicit: dict[str, Any]) -> tuple[RunConfig,
     else:
         with scratch_dir("resume") as tmp:
             payload = checkpoint.read(download_checkpoint(ref, tmp))
-        end_stale_run(ref)
+        if end_stale:
+            end_stale_run(ref)
     if payload["model"] != cfg.model_name:
         raise ImgtransError(f"cannot resume {cfg.model_name} from a {payload['model']} checkpoint ({ref})")
     merged = {**payload["config"], **explicit, "resume": ref}

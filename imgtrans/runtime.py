@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imgtrans import distributed
 from imgtrans.config import RunConfig
 from imgtrans.errors import ImgtransError
 
@@ -41,10 +42,18 @@ class Runtime:
 
 
 def resolve_device(choice: str) -> torch.device:
-    """`auto` → the GPU when present; `cuda` without one is an error rather than a silent CPU run."""
+    """`auto` → the GPU when present (under torchrun, this process's: LOCAL_RANK); `cuda` without one is an
+    error rather than a silent CPU run."""
     if choice == "cuda" and not torch.cuda.is_available():
         raise ImgtransError("device=cuda was requested but no CUDA GPU is available; use device=auto or cpu")
-    return torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = distributed.World.from_environment().local_rank
+    if local_rank >= torch.cuda.device_count():
+        raise ImgtransError(f"LOCAL_RANK {local_rank} has no GPU: this machine has {torch.cuda.device_count()}; "
+                            "start at most that many processes per node (torchrun --nproc_per_node)")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
 
 
 # The autocast dtype of each `precision` (fp32: none).

@@ -29,6 +29,7 @@ from imgtrans import interrupts
 from imgtrans.errors import ImgtransError, one_line
 
 MAX_PARAM_LENGTH = 6000
+FAILED_RANK_TAG = "imgtrans.failed_rank"  # set by a torchrun process other than rank 0 that failed
 # MLflow's INFO lines (database set-up, system-metrics thread) drown our own output.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 # Logging our own GeneratorModel class always triggers MLflow's generic CloudPickle caution.
@@ -110,9 +111,58 @@ class Tracker:
             self.log_artifact(sidecar, "export")
 
     def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
-        if error:
-            mlflow.set_tag("error", error[:5000])
-        mlflow.end_run(status)
+        with interrupts.held():  # the status is written whole, even as torchrun stops the job
+            if status != "FINISHED":
+                tags = self.client.get_run(self.run_id).data.tags
+                if FAILED_RANK_TAG in tags:  # another process of the job failed first: that is why it ended
+                    status, error = "FAILED", tags.get("error", error)
+            if error:
+                mlflow.set_tag("error", error[:5000])
+            mlflow.end_run(status)
+
+
+class QuietTracker:
+    """The tracker of a torchrun job's processes other than rank 0: the job's one run is rank 0's, so nothing
+    is logged here — except why this process failed, which rank 0, waiting for it, cannot know."""
+
+    def __init__(self, run_id: str, rank: int):
+        self.run_id, self.rank = run_id, rank
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_metric_series(self, series: dict[str, list[tuple[int, float]]]) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        pass
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        pass
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def log_generator(self, checkpoint: Path, config_json: str) -> None:
+        pass
+
+    @contextmanager
+    def failures_recorded(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            client = MlflowClient()
+            # A run already ended was ended by rank 0 with its own reason, and this failure only followed it.
+            if client.get_run(self.run_id).info.status == "RUNNING":
+                client.set_tag(self.run_id, "error", f"rank {self.rank}: {one_line(exc)}"[:5000])
+                client.set_tag(self.run_id, FAILED_RANK_TAG, str(self.rank))
+            raise
 
 
 @contextmanager
@@ -303,9 +353,12 @@ def process_gone(pid: str) -> bool:
 
 
 def end_active_run(status: str, message: str) -> None:
-    """End the active (or `mlflow run`-created) run, if one is still open, with this status and reason."""
+    """End the active (or `mlflow run`-created) run, if one is still open, with this status and reason (by
+    rank 0 of a torchrun job: the others record a failure with `QuietTracker`)."""
+    from imgtrans.distributed import World
+
     run_id = mlflow.active_run().info.run_id if mlflow.active_run() else os.environ.get("MLFLOW_RUN_ID")
-    if not run_id:
+    if not run_id or not World.from_environment().is_main:
         return
     try:
         client = MlflowClient()

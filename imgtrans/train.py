@@ -15,7 +15,7 @@ from torch.utils.data import Subset
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from imgtrans import bn_recalibration, checkpoint, interrupts
+from imgtrans import bn_recalibration, checkpoint, distributed, interrupts
 from imgtrans import config as config_mod
 from imgtrans import metrics as M
 from imgtrans.config import TrainConfig
@@ -33,6 +33,8 @@ from imgtrans.nets.layers import count_parameters
 from imgtrans.runs import Validation, log_setup
 from imgtrans.runtime import resolve_runtime, seed_everything
 from imgtrans.tracking import Tracker
+
+PROCESS_SEED_STRIDE = 1_000_003  # process r of a torchrun job draws its noise from seed + r × this
 
 
 @dataclass
@@ -72,17 +74,25 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        self.world = distributed.WORLD
         seed_everything(cfg.seed)
         self.model: TranslationModel = cls(cfg, self.data.codec)
         self.model.setup(self.runtime)
+        if cfg.sync_bn and self.world.active:
+            if self.runtime.device.type != "cuda":
+                raise ImgtransError("sync_bn needs CUDA (nn.SyncBatchNorm has no CPU kernels); leave it off on a CPU")
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        distributed.broadcast_state(self.model)  # every process starts from rank 0's weights
+        if self.world.active:  # and draws its own dropout masks and noise from here on
+            seed_everything(cfg.seed + PROCESS_SEED_STRIDE * self.world.rank)
         self.model.configure_optimizers()
         self.training_step, self.cuda_graphs = training_step_for(self.model, self.runtime, cfg)
-        self.sampler = EpochSampler(len(self.data.train), cfg.seed)
+        self.sampler = EpochSampler(len(self.data.train), cfg.seed, batch_size=cfg.batch_size, world=self.world)
         workers = cfg.num_workers if cfg.num_workers >= 0 else (4 if self.runtime.device.type == "cuda" else 0)
         self.loader, self.data_cache = training_loader(self.data.train, choice=cfg.data_cache, sampler=self.sampler,
                                                        batch_size=cfg.batch_size, device=self.runtime.device,
                                                        workers=workers, seed=cfg.seed)
-        self.steps_per_epoch = math.ceil(len(self.data.train) / cfg.batch_size)
+        self.steps_per_epoch = math.ceil(len(self.data.train) / (cfg.batch_size * self.world.size))
         self.schedulers = {k: build_scheduler(o, cfg, self.steps_per_epoch) for k, o in self.model.optimizers.items()}
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.last_checkpoint, self.checkpoint_step = time.monotonic(), -1
@@ -105,7 +115,13 @@ class Trainer:
 
     def _restore(self, payload: dict) -> None:
         pos = checkpoint.restore_training(self.model, self.schedulers, payload)
+        by_rank = payload.get("rng_by_rank", [])
+        if len(by_rank) == self.world.size:
+            checkpoint.set_rng_state(by_rank[self.world.rank])
         self.step, self.epoch, self.batch_in_epoch = pos["step"], pos["epoch"], pos["batch_in_epoch"]
+        saved_world = pos.get("world_size", 1)
+        if saved_world != self.world.size:  # the same images done, in steps of this job's global batch
+            self.batch_in_epoch = self.batch_in_epoch * saved_world // self.world.size
         if self.batch_in_epoch >= self.steps_per_epoch:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         if self.step >= self.total_steps():
@@ -124,6 +140,8 @@ class Trainer:
             "imgtrans.generator_params": count_parameters(model.generator()),
             **{f"imgtrans.params.{k}": v for k, v in params.items()},
         })
+        self.tracker.log_params({"world_size": self.world.size,
+                                 "global_batch_size": self.cfg.batch_size * self.world.size})
         self.tracker.set_tags({"imgtrans.data_cache": self.data_cache, "imgtrans.cuda_graphs": self.cuda_graphs})
         if self.kid_status:
             self.tracker.set_tags({"imgtrans.val_kid": self.kid_status})
@@ -175,7 +193,7 @@ class Trainer:
                 for name, value in losses.items():
                     sums[name] = sums[name] + value.detach().float()
                 if self.step % self.cfg.log_every == 0 or self.step == total:
-                    means = {k: float(v) / window_steps for k, v in sums.items()}
+                    means = self._mean_losses(sums, window_steps)
                     bad = [k for k, v in means.items() if not math.isfinite(v)]
                     if bad:
                         raise ImgtransError(f"training diverged by step {self.step}: {', '.join(bad)} became "
@@ -195,10 +213,15 @@ class Trainer:
                     window_steps, window_images, window_wait = 0, 0, 0.0
                     window_start = time.perf_counter()
                 bar.update(1)
-                if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0 or \
-                        self._checkpoint_due(epoch_end=False):
+                # Under torchrun the processes agree on what the clock or a signal decides, at logging steps.
+                agreed = not self.world.active or self.step % self.cfg.log_every == 0 or self.step >= total
+                due = bool(self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0)
+                if agreed:
+                    due = due or distributed.any_process(self._checkpoint_due(epoch_end=False), self.runtime.device)
+                if due:
                     self._checkpoint()
-                self._stop_if_interrupted()
+                if agreed:
+                    self._stop_if_interrupted()
                 if self.step >= total:
                     break
                 fetch_start = time.perf_counter()
@@ -208,7 +231,7 @@ class Trainer:
             if finished:
                 self._recalibrate_batch_norm()
             # Save before validating so the saved RNG state is the one training continues from.
-            if finished or self._checkpoint_due(epoch_end=True):
+            if finished or distributed.any_process(self._checkpoint_due(epoch_end=True), self.runtime.device):
                 self._checkpoint()
             if finished or epoch_done and (self.epoch + 1) % self.cfg.val_every == 0:
                 started = time.perf_counter()
@@ -224,9 +247,20 @@ class Trainer:
         bar.close()
         loop_seconds = time.perf_counter() - loop_start
         self.saver.wait()
-        final = checkpoint.atomic_save(checkpoint.model_payload(self.model), self.workdir / "generator.pt")
-        self.tracker.log_generator(final, config_mod.to_json(self.cfg))
+        if self.world.is_main:
+            final = checkpoint.atomic_save(checkpoint.model_payload(self.model), self.workdir / "generator.pt")
+            self.tracker.log_generator(final, config_mod.to_json(self.cfg))
         return TrainResult(self.tracker.run_id, self.step, val_metrics, self.model, self.data.val, loop_seconds)
+
+    def _mean_losses(self, sums: dict[str, torch.Tensor | float], steps: int) -> dict[str, float]:
+        """The window's mean of each loss, over the processes of a torchrun job too (the global batch's)."""
+        names = sorted(sums)
+        if not names:
+            return {}
+        totals = torch.stack([torch.as_tensor(sums[k], dtype=torch.float32, device=self.runtime.device)
+                              for k in names])
+        totals = distributed.sum_over_processes(totals) / self.world.size
+        return {name: value / steps for name, value in zip(names, totals.tolist())}
 
     def _checkpoint(self) -> None:
         """Hand the state to the background saver; logs how long the loop was blocked, as time/checkpoint_s."""
@@ -234,9 +268,15 @@ class Trainer:
             return
         self.checkpoint_step = self.step
         started = time.perf_counter()
-        position = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
-        self.saver.save(checkpoint.training_payload(self.model, self.schedulers, position), self.workdir / "last.pt")
+        rngs = distributed.gather_to_main(checkpoint.rng_state())  # each process's own, for exact resume
         self.last_checkpoint = time.monotonic()
+        if not self.world.is_main:
+            return
+        position = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                    "world_size": self.world.size}
+        extra = {"rng_by_rank": rngs} if self.world.active else None
+        self.saver.save(checkpoint.training_payload(self.model, self.schedulers, position, extra),
+                        self.workdir / "last.pt")
         self.tracker.log_metrics({"time/checkpoint_s": time.perf_counter() - started}, self.step)
 
     def _checkpoint_due(self, epoch_end: bool) -> bool:
@@ -251,7 +291,8 @@ class Trainer:
                 self._checkpoint()
                 self.saver.wait()
 
-        interrupts.stop_if_pending(save_now, f"step {self.step}", self.tracker.run_id)
+        interrupts.stop_if_pending(save_now, f"step {self.step}", self.tracker.run_id,
+                                   everywhere=lambda pending: distributed.any_process(pending, self.runtime.device))
 
     def _recalibrate_batch_norm(self) -> None:
         """The generator's batch-norm statistics recomputed with its final weights (see `bn_recalibration`)."""
@@ -278,13 +319,16 @@ class Trainer:
         device = self.runtime.device
         # Without cuDNN autotuning: it would spend seconds on each of validation's batch shapes.
         cudnn = torch.backends.cudnn
+        # Batch-norm statistics as rank 0 has them (what its checkpoint holds); each process scores its share.
+        distributed.broadcast_state(model, buffers_only=True)
+        world = self.world
         with torch.random.fork_rng(devices=[]), cudnn.flags(enabled=cudnn.enabled, benchmark=False,
                                                             deterministic=cudnn.deterministic,
                                                             allow_tf32=cudnn.allow_tf32):
             model.eval()
             if count and self.data.source.has_targets:
                 psnrs, ssims, preds, targets = [], [], [], []
-                loader = make_loader(Subset(self.data.val, range(count)), batch_size=8)
+                loader = make_loader(Subset(self.data.val, range(world.rank, count, world.size)), batch_size=8)
                 for batch in loader:
                     x = batch["A"].to(device)
                     pred = codec.decode_output(x, model.translate_for_validation(x))
@@ -293,17 +337,20 @@ class Trainer:
                     ssims.append(ssim_per_image(pred, target))
                     preds.append(pred)
                     targets.append(target)
-                metrics = {"val/psnr": torch.cat(psnrs).mean().item(), "val/ssim": torch.cat(ssims).mean().item()}
-                if self.kid_features is not None:
+                scores = torch.stack([torch.cat(psnrs).sum(), torch.cat(ssims).sum()]) if psnrs else \
+                    torch.zeros(2, device=device)
+                psnr_sum, ssim_sum = distributed.sum_over_processes(scores.to(device)).tolist()
+                metrics = {"val/psnr": psnr_sum / count, "val/ssim": ssim_sum / count}
+                if self.kid_features is not None and world.is_main:  # on rank 0's share
                     kid, kid_std, _ = M.kernel_inception_distance(self.kid_features, torch.cat(targets),
                                                                   torch.cat(preds))
                     metrics.update({"val/kid": kid, "val/kid_std": kid_std})
-            if count:
+            if count and world.is_main:
                 batch = next(iter(make_loader(Subset(self.data.val, range(min(count, 8))), batch_size=8)))
                 metrics.update(model.validation_metrics(batch))
             if metrics:
                 self.tracker.log_metrics(metrics, self.step)
-            rows = min(cfg.sample_images, len(self.data.val))
+            rows = min(cfg.sample_images, len(self.data.val)) if world.is_main else 0
             if rows:
                 batch = next(iter(make_loader(Subset(self.data.val, range(rows)), batch_size=rows)))
                 columns = model.visuals(batch)

@@ -69,7 +69,7 @@ def test_exact_resume(facades, tmp_path):
     assert resumed.data.params["ngf"] == "4"
     a = last_checkpoint(straight.info.run_id, tmp_path / "a")
     b = last_checkpoint(resumed.info.run_id, tmp_path / "b")
-    assert a["position"] == b["position"] == {"step": 4, "epoch": 1, "batch_in_epoch": 1}
+    assert a["position"] == b["position"] == {"step": 4, "epoch": 1, "batch_in_epoch": 1, "world_size": 1}
     for key, value in a["nets"].items():
         assert torch.equal(value, b["nets"][key]), key
     assert a["optimizers"]["G"]["state"][0]["exp_avg"].equal(b["optimizers"]["G"]["state"][0]["exp_avg"])
@@ -213,10 +213,11 @@ def test_mlproject_defaults_parse_back_to_the_config_defaults():
 
 def test_mlflow_run_entry_point(facades, tmp_path):
     """`mlflow run . -e pix2pix` as a user types it, into this test's store, and into the same experiment as
-    `imgtrans pix2pix` (both: the current one, Default unless MLFLOW_EXPERIMENT_NAME says otherwise)."""
+    `imgtrans pix2pix` (both: the current one, Default unless MLFLOW_EXPERIMENT_NAME says otherwise); with
+    nproc=2, so that the entry point's torchrun job continues the run `mlflow run` created."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     params = ["dataset", str(facades), "max_steps", "2", "ngf", "4", "ndf", "4", "crop_size", "64",
-              "val_images", "2"]
+              "val_images", "2", "nproc", "2"]
     cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "pix2pix", "--env-manager", "local"]
     for key, value in zip(params[::2], params[1::2]):
         cmd += ["-P", f"{key}={value}"]
@@ -227,6 +228,7 @@ def test_mlflow_run_entry_point(facades, tmp_path):
     assert run.info.experiment_id == plain.info.experiment_id == "0"
     assert run.info.status == "FINISHED"
     assert "val/psnr" in run.data.metrics and run.data.params["max_steps"] == "2"
+    assert run.data.params["world_size"] == "2"
     assert "checkpoints" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
     assert mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").flavors["python_function"]
 

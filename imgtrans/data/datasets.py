@@ -20,6 +20,7 @@ from imgtrans.data import transforms
 from imgtrans.data.codec import Codec
 from imgtrans.data.images import as_channels, load_image
 from imgtrans.data.sources import Source, find_source
+from imgtrans.distributed import World, shard
 from imgtrans.errors import ImgtransError
 
 
@@ -108,10 +109,13 @@ class UnpairedDataset(Dataset):
 
 
 class EpochSampler(Sampler):
-    """A seeded permutation per epoch, yielding (epoch, index); can start mid-epoch for exact resume."""
+    """A seeded permutation per epoch, yielding (epoch, index); can start mid-epoch for exact resume. Under
+    torchrun each process takes its shard of every global batch (`distributed.shard`)."""
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True):
+    def __init__(self, size: int, seed: int, shuffle: bool = True, batch_size: int = 1,
+                 world: World = World()):
         self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.batch_size, self.world = batch_size, world
         self.epoch, self.skip = 0, 0
 
     def set_position(self, epoch: int, skip: int = 0) -> None:
@@ -119,16 +123,18 @@ class EpochSampler(Sampler):
 
     def order(self, epoch: int) -> list[int]:
         if not self.shuffle:
-            return list(range(self.size))
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.size, generator=g).tolist()
+            order = list(range(self.size))
+        else:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.size, generator=g).tolist()
+        return shard(order, self.batch_size, self.world)
 
     def __iter__(self):
         for index in self.order(self.epoch)[self.skip:]:
             yield self.epoch, index
 
     def __len__(self) -> int:
-        return self.size - self.skip
+        return len(self.order(self.epoch)) - self.skip
 
 
 @dataclass

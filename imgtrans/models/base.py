@@ -13,6 +13,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from imgtrans import distributed
 from imgtrans.config import TrainConfig
 from imgtrans.data.codec import Codec
 from imgtrans.nets.layers import pad_to_multiple
@@ -64,10 +65,16 @@ class TranslationModel(nn.Module):
         return torch.optim.Adam(params, lr=lr or self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2),
                                 fused=self.runtime.fused_optimizers or None)
 
-    def update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
+    def update(self, optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
+        """One optimisation step of `loss` for the optimizer(s); under torchrun the gradients are first averaged
+        over the processes, so every process takes the same step (data parallelism, as DDP does it)."""
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        self.scaler.step(optimizer)
+        distributed.average_gradients(p for o in optimizers for group in o.param_groups for p in group["params"])
+        for optimizer in optimizers:
+            self.scaler.step(optimizer)
 
     @staticmethod
     def set_requires_grad(nets: nn.Module | list[nn.Module], flag: bool) -> None:

@@ -110,11 +110,8 @@ class BicycleGAN(GANModel):
             mu_random, _ = self.netE(fake_random)
             self.set_requires_grad(self.netE, True)
             losses["z_L1"] = F.l1_loss(mu_random.float(), z_random) * cfg.lambda_z
-        for name in ("G", "E"):
-            self.optimizers[name].zero_grad(set_to_none=True)
-        self.scaler.scale(sum(losses[k] for k in ("G_GAN", "G_GAN2", "G_L1", "kl", "z_L1"))).backward()
-        self.scaler.step(self.optimizers["G"])
-        self.scaler.step(self.optimizers["E"])
+        self.update([self.optimizers["G"], self.optimizers["E"]],
+                    sum(losses[k] for k in ("G_GAN", "G_GAN2", "G_L1", "kl", "z_L1")))
         return losses
 
     @torch.no_grad()

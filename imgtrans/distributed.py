@@ -1,0 +1,165 @@
+"""Data-parallel training over the processes `torchrun` starts: one process per GPU (or CPU slot), each with its
+shard of every batch, gradients averaged across them before each optimizer update.
+
+torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous; `World.from_environment()` reads them, and a run
+without them is a world of one, where every function here does nothing. Backends: NCCL on GPUs, gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+import torch.distributed as dist
+
+from imgtrans.errors import ImgtransError
+
+# A peer that died makes gloo fail at once (its sockets close); this bounds what no socket error reveals.
+TIMEOUT = datetime.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_environment(cls) -> "World":
+        try:
+            return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                       int(os.environ.get("LOCAL_RANK", 0)))
+        except ValueError:
+            raise ImgtransError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)") from None
+
+    @property
+    def active(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """The process that tracks the run (logs, checkpoints, the model): rank 0."""
+        return self.rank == 0
+
+
+WORLD = World()
+
+
+def start(device_type: str) -> World:
+    """Join the job torchrun started (once per process); the world of one without torchrun."""
+    global WORLD
+    world = World.from_environment()
+    if world.active and not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=TIMEOUT)
+    WORLD = world
+    return world
+
+
+def stop() -> None:
+    global WORLD
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    WORLD = World()
+
+
+def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
+    """Each parameter's gradient replaced by its mean over the processes, in one collective per dtype (a
+    parameter that got no gradient here counts as zero, so that every process reduces the same tensors)."""
+    if not WORLD.active:
+        return
+    params = [p for p in parameters if p.requires_grad]
+    for dtype in {p.dtype for p in params}:
+        group = [p for p in params if p.dtype == dtype]
+        for p in group:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in group])
+        dist.all_reduce(flat)
+        flat /= WORLD.size
+        offset = 0
+        for p in group:
+            p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+            offset += p.numel()
+
+
+def broadcast_state(module: torch.nn.Module, buffers_only: bool = False) -> None:
+    """Parameters and buffers (batch-norm statistics, EMA counters) as rank 0 has them, on every process."""
+    if not WORLD.active:
+        return
+    with torch.no_grad():
+        for tensor in [*([] if buffers_only else module.parameters()), *module.buffers()]:
+            dist.broadcast(tensor.data, 0)
+
+
+def sum_over_processes(values: torch.Tensor) -> torch.Tensor:
+    if WORLD.active:
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
+
+
+def any_process(flag: bool, device: torch.device) -> bool:
+    """True on every process when `flag` is true on one of them (an interrupt received by some)."""
+    if not WORLD.active:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def from_main(value: Any) -> Any:
+    """Rank 0's `value` (any picklable object), on every process."""
+    if not WORLD.active:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
+
+
+def gather_to_main(value: Any) -> list[Any] | None:
+    """Every process's `value`, in rank order, on rank 0 (None elsewhere)."""
+    if not WORLD.active:
+        return [value]
+    gathered = [None] * WORLD.size if WORLD.is_main else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered
+
+
+def shard(order: list[int], batch_size: int, world: World) -> list[int]:
+    """This process's part of an epoch's order: of each global batch (batch_size × processes items in a row),
+    the rank-th slice of batch_size. The last, shorter global batch is padded from the start of the order to a
+    multiple of the processes and split evenly, so every process takes the same number of equal steps."""
+    if not world.active:
+        return order
+    size = batch_size * world.size
+    full = len(order) // size * size
+    mine = [i for start in range(0, full, size) for i in order[start + world.rank * batch_size:
+                                                              start + (world.rank + 1) * batch_size]]
+    rest = order[full:]
+    if rest:
+        share = -(-len(rest) // world.size)
+        rest = (rest + order)[:share * world.size]
+        mine += rest[world.rank * share:(world.rank + 1) * share]
+    return mine
+
+
+def launch(nproc: int) -> int:
+    """This command again, as `torchrun --standalone --nproc_per_node nproc` (one machine; for several, start
+    torchrun yourself with --nnodes and a rendezvous). Returns its exit status; an interrupt is passed on."""
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "imgtrans", "--", *sys.argv[1:]]  # after --: our options are not torchrun's
+    job = subprocess.Popen(command)
+    try:
+        return job.wait()
+    except KeyboardInterrupt:  # torchrun hands SIGTERM to its processes, which checkpoint and stop together
+        job.send_signal(signal.SIGTERM)
+        job.wait()
+        raise

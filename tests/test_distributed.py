@@ -1,0 +1,138 @@
+"""Data-parallel training under torchrun, as real processes on the CPU with gloo: one run per job, the same
+training as one process at the global batch, exact resume across an interrupt, and a crashing rank."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import FAST
+from imgtrans.cli import main
+from imgtrans.data.datasets import EpochSampler
+from imgtrans.distributed import World, shard
+
+REPO = Path(__file__).resolve().parents[1]
+# Instance norm and no dropout: then two processes at batch 1 compute exactly what one does at batch 2, up to
+# the order of floating-point sums (batch norm would see half the batch per process).
+SAME_MATH = [*FAST, "--batch-size", "1", "--norm", "instance", "--dropout", "false"]
+TIMEOUT_S = 180
+EPOCHS = 3
+STEPS = 3 * EPOCHS  # 6 images per epoch, a global batch of 2
+
+
+@pytest.mark.parametrize("size, batch", [(6, 1), (7, 2), (5, 2), (2, 3)])
+def test_the_processes_share_every_epoch_evenly(size, batch):
+    order = list(range(size))
+    shards = [shard(order, batch, World(rank, 2)) for rank in range(2)]
+    assert len(shards[0]) == len(shards[1])  # the same number of equal steps
+    assert set(shards[0]) | set(shards[1]) == set(order)  # every image, a few of the last batch twice
+    assert len(shards[0]) + len(shards[1]) - size < 2
+    assert shard(order, batch, World()) == order
+    # Global batch k is the two processes' k-th batches side by side, as one process at twice the batch.
+    assert shards[0][:batch] + shards[1][:batch] == order[:2 * batch]
+    sampler = EpochSampler(size, seed=3, batch_size=batch, world=World(1, 2))
+    assert [index for _, index in sampler] == shard(EpochSampler(size, seed=3).order(0), batch, World(1, 2))
+
+
+def torchrun(*args: str, cwd: Path) -> subprocess.Popen:
+    """`torchrun --standalone --nproc_per_node 2 -m imgtrans -- ARGS` (`nproc=2` runs the same: tested under
+    `mlflow run` in test_train_cli)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "imgtrans",
+               "--", *args]
+    return subprocess.Popen(command, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finished(job: subprocess.Popen) -> str:
+    _, err = job.communicate(timeout=TIMEOUT_S)
+    assert job.returncode == 0, err[-3000:]
+    return err
+
+
+def runs(experiment: str):
+    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
+
+
+def losses(run_id: str, key: str = "train/G_L1") -> list[float]:
+    return [m.value for m in sorted(MlflowClient().get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(facades, tmp_path_factory, empty_store):
+    """One uninterrupted 2-process job, in a store of its own."""
+    folder = tmp_path_factory.mktemp("ddp")
+    shutil.copyfile(empty_store, folder / "mlflow.db")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        finished(torchrun("pix2pix", "--dataset", str(facades), "--epochs", str(EPOCHS), "--experiment", "ddp",
+                          *SAME_MATH, cwd=folder))
+        (run,) = runs("ddp")
+        history = {key: losses(run.info.run_id, key) for key in ("train/G_L1", "train/G_GAN", "train/D_real")}
+    return run, history, folder
+
+
+def test_two_processes_make_one_run_and_train_as_one_process_at_twice_the_batch(two_process_run, facades):
+    run, history, _ = two_process_run
+    assert run.info.status == "FINISHED"
+    assert run.data.params["batch_size"] == "1" and run.data.params["global_batch_size"] == "2"
+    assert run.data.params["world_size"] == "2" and "val/psnr" in run.data.metrics
+    assert len(history["train/G_L1"]) == STEPS
+
+    assert main(["pix2pix", "--dataset", str(facades), "--epochs", str(EPOCHS), "--experiment", "one", *SAME_MATH,
+                 "--batch-size", "2"]) == 0
+    (single,) = runs("one")
+    for key, values in history.items():
+        # The mean of two half-batch gradients is the full batch's; the sums happen in another order.
+        assert losses(single.info.run_id, key) == pytest.approx(values, rel=1e-4), key
+
+
+def test_an_interrupted_job_resumes_exactly(two_process_run, facades, monkeypatch):
+    _, history, folder = two_process_run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    job = torchrun("pix2pix", "--dataset", str(facades), "--epochs", str(EPOCHS), "--experiment", "stopped",
+                   *SAME_MATH, cwd=folder)
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (started := runs("stopped")) or len(losses(started[0].info.run_id)) < 2:
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1][-3000:]
+        time.sleep(0.1)
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=TIMEOUT_S)
+    assert job.returncode != 0 and "stopped at step" in err, err[-3000:]
+    stopped = MlflowClient().get_run(started[0].info.run_id)
+    assert stopped.info.status == "KILLED" and stopped.data.tags["error"] == "interrupted (SIGTERM)"
+    done = len(losses(stopped.info.run_id))
+    assert done < STEPS
+
+    finished(torchrun("pix2pix", "--resume", stopped.info.run_id, "--experiment", "stopped", "--no-progress",
+                      cwd=folder))
+    resumed = next(r for r in runs("stopped") if r.info.run_id != stopped.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    for key, values in history.items():
+        assert losses(stopped.info.run_id, key) + losses(resumed.info.run_id, key)[-(STEPS - done):] == values
+
+
+def test_a_crashing_process_fails_the_job_with_its_reason(facades, tmp_path):
+    """An unreadable image that only rank 1 reads: the job ends at once, its run FAILED with rank 1's reason."""
+    data = tmp_path / "data"
+    shutil.copytree(facades, data)
+    first_of_rank_1 = shard(EpochSampler(6, seed=0).order(0), 1, World(1, 2))[0]
+    names = sorted(p.name for p in (data / "train" / "A").iterdir())
+    assert first_of_rank_1 != 0  # the image every process reads to detect the layout stays readable
+    for side in ("A", "B"):
+        (data / "train" / side / names[first_of_rank_1]).write_bytes(b"not an image")
+    started = time.monotonic()
+    job = torchrun("pix2pix", "--dataset", str(data), "--data-cache", "off", *SAME_MATH, cwd=tmp_path)
+    _, err = job.communicate(timeout=TIMEOUT_S)
+    assert job.returncode != 0 and time.monotonic() - started < 120
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.status == "FAILED", err[-3000:]
+    assert run.data.tags["error"].startswith("rank 1: ") and names[first_of_rank_1] in run.data.tags["error"]
