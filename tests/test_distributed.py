@@ -43,11 +43,12 @@ def test_the_processes_share_every_epoch_evenly(size, batch):
     assert [index for _, index in sampler] == shard(EpochSampler(size, seed=3).order(0), batch, World(1, 2))
 
 
-def torchrun(*args: str, cwd: Path) -> subprocess.Popen:
-    """`torchrun --standalone --nproc_per_node 2 -m imgtrans -- ARGS` (`nproc=2` runs the same: tested under
-    `mlflow run` in test_train_cli)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "imgtrans",
-               "--", *args]
+def torchrun(*args: str, cwd: Path, launcher: bool = False) -> subprocess.Popen:
+    """`torchrun --standalone --nproc_per_node 2 -m imgtrans -- ARGS`, or (launcher) `imgtrans ARGS --nproc 2`,
+    which starts the same, as `mlflow run -P nproc=2` does."""
+    command = [sys.executable, "-m", "imgtrans", *args, "--nproc", "2"] if launcher else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "imgtrans", "--",
+         *args]
     return subprocess.Popen(command, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -130,7 +131,7 @@ def test_a_crashing_process_fails_the_job_with_its_reason(facades, tmp_path):
     for side in ("A", "B"):
         (data / "train" / side / names[first_of_rank_1]).write_bytes(b"not an image")
     started = time.monotonic()
-    job = torchrun("pix2pix", "--dataset", str(data), "--data-cache", "off", *SAME_MATH, cwd=tmp_path)
+    job = torchrun("pix2pix", "--dataset", str(data), "--data-cache", "off", *SAME_MATH, cwd=tmp_path, launcher=True)
     _, err = job.communicate(timeout=TIMEOUT_S)
     assert job.returncode != 0 and time.monotonic() - started < 120
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,21 +141,21 @@ def test_three_study_workers_one_killed_share_one_study_on_postgresql(on_stack, 
     check_three_workers_one_killed(facades, tmp_path, on_stack.storage)
 
 
-def test_a_restarted_server_loses_no_logged_metric(on_stack, facades, tmp_path):
+def test_a_restarted_server_loses_no_logged_metric(on_stack, facades, monkeypatch):
     """The client retries while the server is down (MLflow's HTTP retries with backoff), so nothing is lost."""
     from mlflow.tracking import MlflowClient
 
     steps = 9  # 3 per epoch
     # Retries as MLflow makes them (up to 7), only closer together than its default backoff, to keep this short.
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-    training = subprocess.Popen(
-        [sys.executable, "-m", "imgtrans", "pix2pix", "--dataset", str(facades), "--epochs", str(steps // 3),
-         "--experiment", "restart", *FAST], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    outcome = {}
+    training = threading.Thread(target=lambda: outcome.update(status=main(
+        ["pix2pix", "--dataset", str(facades), "--epochs", str(steps // 3), "--experiment", "restart", *FAST])))
+    training.start()  # in this process, on a thread of its own: the same client, without a second start-up
     client = MlflowClient()
     deadline = time.monotonic() + 120
     while True:  # stop the server once the run has logged a few steps
-        assert training.poll() is None and time.monotonic() < deadline, training.communicate()[1][-3000:]
+        assert training.is_alive() and time.monotonic() < deadline, outcome
         experiment = client.get_experiment_by_name("restart")
         runs = client.search_runs([experiment.experiment_id]) if experiment else []
         if runs and len(client.get_metric_history(runs[0].info.run_id, "train/G_L1")) >= 2:
@@ -162,8 +163,8 @@ def test_a_restarted_server_loses_no_logged_metric(on_stack, facades, tmp_path):
         time.sleep(0.2)
     assert on_stack.stop() in (0, 130)  # the run goes on logging into a server that is not there
     on_stack.start()
-    _, err = training.communicate(timeout=240)
-    assert training.returncode == 0, err[-3000:]
+    training.join(240)
+    assert outcome.get("status") == 0
     run = client.get_run(runs[0].info.run_id)
     assert run.info.status == "FINISHED"
     history = client.get_metric_history(run.info.run_id, "train/G_L1")

@@ -100,6 +100,7 @@ class LocalCluster:
         self.passfile = self.root / "pgpass"
         self.record = self.root / "cluster.json"
         self.log = self.data / "server.log"
+        self.started = False  # by this object: only then does stop() stop it
         self.bin = server_programs()
 
     def url(self, database: str, for_clients: bool = True) -> str:
@@ -118,21 +119,23 @@ class LocalCluster:
             if self.port and self.port != recorded["port"]:
                 raise ImgtransError(f"the database in {self.root} was created for port {recorded['port']}; leave "
                                     "--db-port out or use another --data-dir")
-            self.host, self.port = recorded["host"], recorded["port"]
+            self.port = recorded["port"]  # the address it listens on is this start's choice
         else:
             self._create()
         if self._running():
-            raise ImgtransError(f"the database in {self.data} is already running (another `imgtrans server` on "
-                                f"this --data-dir?); stop it first")
+            raise ImgtransError(f"the database in {self.data} is already running: another `imgtrans server` on this "
+                                f"--data-dir, or one killed without stopping it (then `{self.bin / 'pg_ctl'} -D "
+                                f"{self.data} stop`, as the postgres user under root)")
         if port_in_use(self.host, self.port):
             raise ImgtransError(f"database port {self.port} on {self.host} is in use; stop what listens there or "
                                 "create the stack in another --data-dir with another --db-port")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                   "-o", f"-p {self.port} -c listen_addresses={self.host} -c unix_socket_directories=''", "start")
+        self.started = True
         self._create_databases()
 
     def stop(self) -> None:
-        if self._running():
+        if self.started and self._running():
             self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60", "-m", "fast", "stop")
 
     def environment(self) -> dict[str, str]:

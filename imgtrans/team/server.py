@@ -26,13 +26,14 @@ from imgtrans.team.postgres import LocalCluster, check_database_url, redacted
 
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 20
-GRACEFUL_STOP_S = 5  # for requests in flight when the server is stopped
+GRACEFUL_STOP_S = 2  # for requests in flight when the server is stopped (clients retry the rest)
 
 
 @dataclass
 class Databases:
-    mlflow: str
-    optuna: str
+    mlflow: str  # as the tracking server, on this machine, reaches it
+    optuna: str  # as study workers anywhere reach it
+    optuna_here: str  # as this machine reaches it
     environment: dict[str, str]
     cluster: LocalCluster | None = None
 
@@ -47,13 +48,18 @@ def open_databases(cfg: ServerConfig) -> Databases:
         optuna = cfg.optuna_storage or _same_server(cfg.backend_store_uri, "optuna")
         check_database_url(cfg.backend_store_uri, "backend_store_uri")
         check_database_url(optuna, "optuna_storage")
-        return Databases(cfg.backend_store_uri, optuna, {})
+        return Databases(cfg.backend_store_uri, optuna, optuna, {})
     if cfg.optuna_storage:
         raise ImgtransError("optuna_storage goes with backend_store_uri; the local cluster has its own 'optuna' "
                             "database")
     cluster = LocalCluster(Path(cfg.data_dir), host=cfg.host, port=cfg.db_port)
-    cluster.start()
-    return Databases(cluster.url("mlflow"), cluster.url("optuna"), cluster.environment(), cluster)
+    try:
+        cluster.start()
+    except BaseException:  # started but its databases could not be made: not left running
+        cluster.stop()
+        raise
+    return Databases(cluster.url("mlflow", for_clients=False), cluster.url("optuna"),
+                     cluster.url("optuna", for_clients=False), cluster.environment(), cluster)
 
 
 def _same_server(url: str, database: str) -> str:
@@ -135,7 +141,7 @@ def server_command(cfg: ServerConfig, explicit: dict, progress: bool) -> int:
     databases = open_databases(cfg)
     server = None
     try:
-        create_study_schema(databases.optuna, databases.environment)
+        create_study_schema(databases.optuna_here, databases.environment)
         server = tracking_server(cfg, databases, artifacts, log)
         wait_until_healthy(server, f"http://{local(cfg.host)}:{cfg.port}", log)
         tracking_uri = f"http://{advertised(cfg.host)}:{cfg.port}"
