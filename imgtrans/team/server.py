@@ -10,6 +10,7 @@ It prints the variables that point clients at it (MLFLOW_TRACKING_URI, IMGTRANS_
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -127,9 +128,10 @@ def stop(server: subprocess.Popen) -> None:
 
 
 def exports(tracking_uri: str, databases: Databases) -> list[str]:
-    lines = [f"export MLFLOW_TRACKING_URI={tracking_uri}", f"export {STUDY_STORAGE_VARIABLE}={databases.optuna}"]
-    lines += [f"export {key}={value}" for key, value in databases.environment.items()]
-    return lines
+    """Shell lines that point a client at the stack."""
+    variables = {"MLFLOW_TRACKING_URI": tracking_uri, STUDY_STORAGE_VARIABLE: databases.optuna,
+                 **databases.environment}
+    return [f"export {key}={shlex.quote(value)}" for key, value in variables.items()]
 
 
 def server_command(cfg: ServerConfig, explicit: dict, progress: bool) -> int:
