@@ -147,15 +147,15 @@ def shard(order: list[int], batch_size: int, world: World) -> list[int]:
     return mine
 
 
-def launch(nproc: int) -> int:
-    """This command again, as `torchrun --standalone --nproc_per_node nproc` (one machine; for several, start
+def launch(nproc: int, arguments: list[str]) -> int:
+    """`imgtrans ARGUMENTS` as `torchrun --standalone --nproc_per_node nproc` (one machine; for several, start
     torchrun yourself with --nnodes and a rendezvous). Returns its exit status; an interrupt is passed on."""
     import signal
     import subprocess
     import sys
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "imgtrans", "--", *sys.argv[1:]]  # after --: our options are not torchrun's
+               "-m", "imgtrans", "--", *arguments]  # after --: our options are not torchrun's
     job = subprocess.Popen(command)
     try:
         return job.wait()

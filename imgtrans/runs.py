@@ -90,7 +90,9 @@ def start(cfg: RunConfig, explicit: dict[str, Any], progress: bool = True) -> in
     if (cfg.nproc > 1 or world.active) and not kind.distributed:
         raise ImgtransError(f"{cfg.model_name} runs in one process; leave nproc at 1 and start it without torchrun")
     if cfg.nproc > 1 and not world.active:
-        return distributed.launch(cfg.nproc)
+        options = [arg for name, value in explicit.items()
+                   for arg in (f"--{name.replace('_', '-')}", str(value).lower() if isinstance(value, bool) else str(value))]
+        return distributed.launch(cfg.nproc, [cfg.model_name, *options, *([] if progress else ["--no-progress"])])
     world = distributed.start(resolve_device(cfg.device).type)
     try:
         cfg, payload = resolve_resume(cfg, explicit, end_stale=world.is_main)
