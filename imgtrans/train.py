@@ -188,7 +188,7 @@ class Trainer:
                 self.step += 1
                 self.batch_in_epoch += 1
                 window_steps += 1
-                window_images += batch["A"].shape[0]
+                window_images += batch["A"].shape[0] * self.world.size  # the job's images, every process's share
                 # Losses stay on the device until logged: converting each step would sync the GPU.
                 for name, value in losses.items():
                     sums[name] = sums[name] + value.detach().float()
