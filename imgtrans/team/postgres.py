@@ -59,7 +59,7 @@ def check_database_url(url: str, option: str) -> None:
     if parsed.password is not None:
         raise ImgtransError(f"{option}: take the password out of the URL (command lines are visible to `ps`); put "
                             "it in PGPASSWORD or a password file named by PGPASSFILE")
-    connect(url, option)
+    connect(url, option).close()
 
 
 def connect(url: str, option: str = "database", environment: dict[str, str] | None = None, timeout_s: int = 5):
