@@ -281,6 +281,12 @@ class TranslateConfig:
         "auto", "ONNX Runtime execution provider; auto = TensorRT → CUDA → CPU as available")
     output_bits: Literal["auto", "8", "16"] = opt(
         "auto", "bits per channel of the results; auto = 16 for 16-bit or float inputs, 8 otherwise (JPEG: always 8)")
+    devices: str = opt("all", "GPUs to translate on, one session each: all, or indices such as 0,2 (local engine)")
+    engine: Literal["local", "ray"] = opt("local", "local = this machine; ray = a Ray cluster, one actor per GPU or "
+                                                   "CPU slot (needs the extra: pip install imgtrans[ray])")
+    ray_address: str = opt("", "the Ray cluster for --engine ray; empty = RAY_ADDRESS, else a local cluster started "
+                               "for the run")
+    cpus_per_worker: int = opt(1, "CPUs per actor (its ONNX Runtime threads) when the Ray cluster has no GPU", ge=1)
 
 
 @dataclass

@@ -149,9 +149,9 @@ def run_translate(model: Path, source: Path, out: Path, *extra: str) -> int:
 
 def interrupt_translation(monkeypatch, on_call: int, check=lambda: None) -> None:
     """Ctrl-C when the `on_call`-th scan starts; `check()` runs as each one starts."""
-    from imgtrans.infer import archive
+    from imgtrans.infer import worker
 
-    real, calls = archive.translate_scan, {"n": 0}
+    real, calls = worker.translate_scan, {"n": 0}
 
     def translate_scan(*args, **kwargs):
         calls["n"] += 1
@@ -160,4 +160,4 @@ def interrupt_translation(monkeypatch, on_call: int, check=lambda: None) -> None
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(archive, "translate_scan", translate_scan)
+    monkeypatch.setattr(worker, "translate_scan", translate_scan)

@@ -15,7 +15,7 @@ from conftest import FAST, interrupt_translation, make_scans, run_translate, tin
 from imgtrans.cli import main
 from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
-from imgtrans.infer.archive import MANIFEST
+from imgtrans.infer.manifest import MANIFEST
 from imgtrans.infer.io import read_scan
 from imgtrans.infer.session import OnnxGenerator
 from imgtrans.infer.tile_rule import TileRule

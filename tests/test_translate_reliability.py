@@ -15,9 +15,9 @@ from PIL import Image
 from conftest import interrupt_translation, make_scans, run_translate, tree_digest
 from imgtrans.data import images
 from imgtrans.errors import ImgtransError
-from imgtrans.infer import archive, session
+from imgtrans.infer import manifest, session
 from imgtrans.infer import io as infer_io
-from imgtrans.infer.archive import MANIFEST
+from imgtrans.infer.manifest import MANIFEST
 from imgtrans.onnx_export import sidecar_path
 
 
@@ -155,7 +155,7 @@ def test_manifest_is_saved_during_the_run_not_only_at_its_end(tmp_path, exported
     """What a `kill -9`, which runs no cleanup, would find on disk."""
     scans = make_scans(tmp_path / "scans")
     out = tmp_path / "out"
-    monkeypatch.setattr(archive, "MANIFEST_SAVE_EVERY_S", 0.0)
+    monkeypatch.setattr(manifest, "MANIFEST_SAVE_EVERY_S", 0.0)
     on_disk = []
 
     def look_at_the_manifest():

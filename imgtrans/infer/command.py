@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -10,9 +11,10 @@ from pathlib import Path
 
 from imgtrans.config import TranslateConfig
 from imgtrans.errors import ImgtransError
-from imgtrans.infer.archive import MANIFEST, plan_archive, run_archive
-from imgtrans.infer.session import OnnxGenerator
-from imgtrans.infer.tile_rule import TileRule
+from imgtrans.infer.archive import plan_archive, run_archive
+from imgtrans.infer.manifest import MANIFEST
+from imgtrans.infer.tile_rule import tiling_recipe
+from imgtrans.infer.worker import TranslateSettings
 
 STATUSES = ("done", "skipped", "failed")
 
@@ -26,17 +28,37 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def log_to_mlflow_run(cfg: TranslateConfig, provider: str, tiles: TileRule, counts: dict[str, int],
-                      elapsed: float) -> None:
+def log_to_mlflow_run(cfg: TranslateConfig, engine_params: dict, counts: dict[str, int], elapsed: float) -> None:
     from imgtrans.tracking import Tracker
 
     tracker = Tracker("")
-    tracker.log_params({"provider": provider, "tile": cfg.tile, "max_tile": tiles.max_tile, "margin": cfg.margin,
-                        "overlap": cfg.overlap, "output_bits": cfg.output_bits})
+    tracker.log_params(engine_params | {"tile": cfg.tile, "margin": cfg.margin, "overlap": cfg.overlap,
+                                        "output_bits": cfg.output_bits})
     tracker.log_metrics({f"translate/{k}": v for k, v in counts.items()} |
                         {"translate/images_per_s": counts["done"] / max(elapsed, 1e-9)}, step=0)
     tracker.log_artifact(Path(cfg.output) / MANIFEST)
     tracker.finish("FAILED" if counts["failed"] else "FINISHED")
+
+
+def settings_for(cfg: TranslateConfig) -> TranslateSettings:
+    model = Path(cfg.model).absolute()  # workers may run in other folders
+    settings = TranslateSettings(str(model), cfg.provider, cfg.tile, cfg.margin, cfg.overlap, cfg.batch_size,
+                                 cfg.output_bits)
+    settings.check()
+    recipe = f"model {file_digest(model)}, {tiling_recipe(cfg.tile, cfg.margin, cfg.overlap)}, bits {cfg.output_bits}"
+    return dataclasses.replace(settings, recipe=recipe)
+
+
+def start_engine(cfg: TranslateConfig, settings: TranslateSettings):
+    if cfg.engine == "ray":
+        if cfg.devices != "all":
+            raise ImgtransError("--devices is for the local engine; on Ray every actor gets a GPU of its own")
+        from imgtrans.infer.ray_engine import RayEngine
+
+        return RayEngine(settings, cfg.ray_address, cfg.cpus_per_worker)
+    from imgtrans.infer.engines import LocalEngine, choose_devices
+
+    return LocalEngine(settings, choose_devices(cfg.provider, cfg.devices))
 
 
 def translate_command(cfg: TranslateConfig, explicit: dict, progress: bool) -> int:
@@ -46,18 +68,19 @@ def translate_command(cfg: TranslateConfig, explicit: dict, progress: bool) -> i
             raise ImgtransError(f"{name} is required (see `imgtrans translate --help`)")
     out_dir = Path(cfg.output)
     jobs = plan_archive(Path(cfg.input), out_dir)
-    generator = OnnxGenerator(Path(cfg.model), cfg.provider)
-    side = generator.sidecar
-    tiles = TileRule.create(side, generator.provider, cfg.tile, cfg.margin, cfg.overlap)
-    print(f"imgtrans: translating with {generator.provider}, {tiles.describe()}", file=sys.stderr)
-    started = time.perf_counter()
-    outcomes = run_archive(jobs, out_dir, translate=generator, codec=side.codec_obj, tiles=tiles,
-                           batch_size=cfg.batch_size, output_bits=cfg.output_bits,
-                           model_digest=file_digest(Path(cfg.model)), progress=progress, verbose=cfg.verbose)
+    settings = settings_for(cfg)
+    engine = start_engine(cfg, settings)
+    try:
+        print(f"imgtrans: translating with {engine.describe()}", file=sys.stderr)
+        params = engine.params()
+        started = time.perf_counter()
+        outcomes = run_archive(jobs, out_dir, engine, settings.recipe, progress=progress, verbose=cfg.verbose)
+        elapsed = time.perf_counter() - started
+    finally:
+        engine.close()
     counts = {s: sum(o.status == s for o in outcomes) for s in STATUSES}
-    elapsed = time.perf_counter() - started
     if "MLFLOW_RUN_ID" in os.environ:
-        log_to_mlflow_run(cfg, generator.provider, tiles, counts, elapsed)
+        log_to_mlflow_run(cfg, params, counts, elapsed)
     print(f"imgtrans: {counts['done']} translated, {counts['skipped']} already done, {counts['failed']} failed "
           f"in {elapsed:.1f}s; manifest: {out_dir / MANIFEST}")
     if counts["failed"]:

@@ -52,7 +52,9 @@ def choose_providers(choice: str) -> list[str]:
 class OnnxGenerator:
     """Callable: network-space float32 (N, C_in, h, w) → (N, C_out, h, w)."""
 
-    def __init__(self, model_path: Path, provider: str = "auto"):
+    def __init__(self, model_path: Path, provider: str = "auto", device_id: int = 0, threads: int = 0):
+        """`device_id`: the GPU of the CUDA/TensorRT providers; `threads`: the CPU provider's intra-op threads
+        (0 = one per core)."""
         import onnxruntime as ort
 
         model_path = Path(model_path)
@@ -62,7 +64,9 @@ class OnnxGenerator:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        providers = choose_providers(provider)
+        options.intra_op_num_threads = threads
+        providers = [(name, {"device_id": str(device_id)}) if name in GPU_PROVIDERS else name
+                     for name in choose_providers(provider)]
         try:
             self.session = ort.InferenceSession(str(model_path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -72,6 +76,7 @@ class OnnxGenerator:
             raise ImgtransError(f"provider {provider} could not be started for {model_path} (onnxruntime fell back "
                                 f"to {self.provider}); use --provider cpu or auto")
         self.on_gpu = self.provider in GPU_PROVIDERS
+        self.device_id = device_id
 
     def __call__(self, x: np.ndarray, z: np.ndarray | None = None) -> np.ndarray:
         """`z`: the latent code of multimodal generators; by default the mean code, zeros."""
@@ -85,6 +90,6 @@ class OnnxGenerator:
         binding = self.session.io_binding()
         for name, value in feeds.items():
             binding.bind_cpu_input(name, value)
-        binding.bind_output("output", "cuda")
+        binding.bind_output("output", "cuda", self.device_id)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]

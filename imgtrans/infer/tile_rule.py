@@ -22,14 +22,21 @@ from imgtrans.onnx_export import Sidecar
 MEMORY_SHARE = 0.25
 
 
-def free_memory(provider: str) -> int:
-    """Bytes the provider can use: free GPU memory for the CUDA/TensorRT providers, available RAM otherwise."""
+def free_memory(provider: str, device_id: int = 0) -> int:
+    """Bytes the provider can use: free memory of GPU `device_id` for the CUDA/TensorRT providers, available RAM
+    otherwise."""
     if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
         import torch
 
         if torch.cuda.is_available():
-            return torch.cuda.mem_get_info()[0]
+            return torch.cuda.mem_get_info(device_id)[0]
     return psutil.virtual_memory().available
+
+
+def tiling_recipe(tile: int, margin: int, overlap: int) -> str:
+    """The settings that decide the output, for the manifest (not the machine's memory)."""
+    return (f"tile {tile or 'auto'}, margin {margin if margin >= 0 else 'auto'}, "
+            f"overlap {overlap if overlap >= 0 else 'auto'}")
 
 
 @dataclass(frozen=True)
@@ -44,13 +51,14 @@ class TileRule:
     bytes_per_pixel: float = 0.0
 
     @classmethod
-    def create(cls, sidecar: Sidecar, provider: str, tile: int = 0, margin: int = -1, overlap: int = -1) -> TileRule:
+    def create(cls, sidecar: Sidecar, provider: str, tile: int = 0, margin: int = -1, overlap: int = -1,
+               device_id: int = 0) -> TileRule:
         multiple = sidecar.size_multiple
         if tile % multiple:
             raise ImgtransError(f"tile must be a multiple of {multiple} for this model, got {tile}")
         budget, max_tile = 0.0, sidecar.tile_size  # a sidecar from before the footprint was measured
         if sidecar.bytes_per_pixel > 0:
-            budget = MEMORY_SHARE * free_memory(provider)
+            budget = MEMORY_SHARE * free_memory(provider, device_id)
             max_tile = max(multiple, int(math.sqrt(budget / sidecar.bytes_per_pixel)) // multiple * multiple)
         rule = cls(multiple, max_tile, tile, margin, overlap, sidecar.receptive_radius, budget,
                    sidecar.bytes_per_pixel)
@@ -73,11 +81,6 @@ class TileRule:
         if not self.budget:
             return requested
         return max(1, min(requested, int(self.budget // (self.bytes_per_pixel * tiling.tile ** 2))))
-
-    def recipe(self) -> str:
-        """The settings that decide the output, for the manifest (not the machine's memory)."""
-        return (f"tile {self.tile or 'auto'}, margin {self.margin if self.margin >= 0 else 'auto'}, "
-                f"overlap {self.overlap if self.overlap >= 0 else 'auto'}")
 
     def describe(self) -> str:
         if self.tile:
