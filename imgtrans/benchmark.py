@@ -370,6 +370,7 @@ def benchmark_command(cfg: BenchmarkConfig, explicit: dict, progress: bool) -> i
     from imgtrans.e2e_benchmark import e2e_metrics, e2e_row, format_e2e
     from imgtrans.nets.generators import GENERATORS
     from imgtrans.tracking import tracked_run
+    from imgtrans.translate_benchmark import archive_metrics, archive_rows, format_archive
 
     device = resolve_device(cfg.device)
     gpu = device.type == "cuda"
@@ -409,14 +410,18 @@ def benchmark_command(cfg: BenchmarkConfig, explicit: dict, progress: bool) -> i
         e2e = [e2e_row(m, b, cfg.e2e_tile or (cfg.tile if gpu else 64), cfg.e2e_epochs or (3 if gpu else 2),
                        cfg.e2e_images or (0 if gpu else 8), device, cfg.experiment, steps)
                for m, b in trained] if cfg.e2e else []
+        archive = archive_rows(generators[0], cfg.tile, cfg.translate_images or (64 if gpu else 4),
+                               cfg.translate_size or (2048 if gpu else 256), "auto" if gpu else "cpu") \
+            if cfg.translate else []
         report = f"# imgtrans benchmark on {name} (torch {torch.__version__})\n"
         for rows, table in ((inference, format_inference), (training, format_training), (sampling, format_sampling),
-                            (dip, format_dip), (e2e, format_e2e)):
+                            (dip, format_dip), (e2e, format_e2e), (archive, format_archive)):
             if rows:
                 report += "\n" + table(rows) + "\n"
         if not gpu:
             report += "\nNo GPU here: the GPU targets were not measured; CPU figures are for ratios only.\n"
-        tracker.log_metrics(as_metrics(inference, training, sampling, dip) | e2e_metrics(e2e), step=0)
+        tracker.log_metrics(as_metrics(inference, training, sampling, dip) | e2e_metrics(e2e) |
+                            archive_metrics(archive), step=0)
         tracker.log_text(report, "benchmark.md")
     print(report)
     return 0

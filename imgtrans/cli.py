@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -145,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _end_run(status: str, message: str) -> None:
     """A run that ended before its command's own run could (e.g. a bad option under `mlflow run`)."""
+    if "mlflow" not in sys.modules and "MLFLOW_RUN_ID" not in os.environ:
+        return  # no run can be open (importing MLflow to find none would cost seconds, at every Ctrl-C)
     from imgtrans.tracking import end_active_run
 
     end_active_run(status, message)

@@ -317,6 +317,11 @@ class BenchmarkConfig:
     e2e_images: int = opt(0, "training images per end-to-end run; 0 = all 256 of synthetic-facades on a GPU, 8 "
                              "on a CPU", ge=0)
     e2e_tile: int = opt(0, "crop size of the end-to-end runs; 0 = tile on a GPU, 64 on a CPU", ge=0)
+    translate: bool = opt(False, "also translate a generated archive of scans through `translate`'s engine with the "
+                                 "first of generators, on 1, 2, 4 … every GPU: images/s overall and per GPU, "
+                                 "and the scaling")
+    translate_images: int = opt(0, "scans in the translate benchmark; 0 = 64 on a GPU, 4 on a CPU", ge=0)
+    translate_size: int = opt(0, "side of each scan in pixels; 0 = 2048 on a GPU, 256 on a CPU", ge=0)
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
     experiment: str = opt("", EXPERIMENT_HELP)
 

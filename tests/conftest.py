@@ -118,7 +118,7 @@ def tiny_model(netG="unet", norm="batch", codec=Codec(True, "lab")):
     return model.eval()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(tmp_path_factory) -> Path:
     """A tiny Lab colorizer exported to ONNX, with its sidecar."""
     from imgtrans.onnx_export import export_model

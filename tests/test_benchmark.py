@@ -43,12 +43,17 @@ def test_diffusion_sampling_benchmark(capsys):
     assert run.data.metrics["bench_sample/32px/fp32/b1/s_per_image"] > 0
 
 
-def test_dip_iteration_benchmark(capsys):
+def test_dip_iteration_and_translate_benchmarks(capsys):
     assert main(["benchmark", "--generators", "unet_128", "--tile", "128", "--batch-sizes", "1", "--backends", "eager",
-                 "--repeats", "1", "--dip", "--dip-size", "64", "--dip-iterations", "2", "--device", "cpu"]) == 0
-    assert "| 64×64 | fp32 | no |" in capsys.readouterr().out
+                 "--repeats", "1", "--dip", "--dip-size", "64", "--dip-iterations", "2", "--translate",
+                 "--translate-images", "2", "--translate-size", "96", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "| 64×64 | fp32 | no |" in out and "| unet_128 96×96 | 1 CPU | 2 |" in out
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    assert run.data.metrics["bench_dip/64px/fp32/ms_per_iteration"] > 0
+    metrics = run.data.metrics
+    assert metrics["bench_dip/64px/fp32/ms_per_iteration"] > 0
+    assert metrics["bench_translate/unet_128/cpu1/images_per_s"] > 0
+    assert metrics["bench_translate/unet_128/cpu1/scaling"] == 1.0
 
 
 def test_end_to_end_benchmark_runs_the_real_loop_at_tiny_size(capsys):
@@ -67,3 +72,9 @@ def test_end_to_end_benchmark_runs_the_real_loop_at_tiny_size(capsys):
     assert metrics["bench_e2e/pix2pix/b2/loop_images_per_s"] > 0 and metrics["bench_e2e/pix2pix/b2/ratio"] > 0
     assert metrics["bench_e2e/pix2pix/b2/checkpoint_mb"] > 0
     assert child.data.params["max_dataset_size"] == "4" and child.data.params["crop_size"] == "64"
+
+
+def test_device_counts_double_up_to_every_device():
+    from imgtrans.translate_benchmark import device_counts
+
+    assert [device_counts(n) for n in (1, 2, 3, 6, 8)] == [[1], [1, 2], [1, 2, 3], [1, 2, 4, 6], [1, 2, 4, 8]]

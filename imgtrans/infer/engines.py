@@ -51,10 +51,14 @@ class LocalEngine:
         self.translators = [FileTranslator(settings, device_id) for device_id in devices]
         self.devices = devices
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.translators[0].generator.on_gpu
+
     def describe(self) -> str:
         first = self.translators[0]
         where = (f"{len(self.devices)} GPU{'s' * (len(self.devices) > 1)} ({', '.join(map(str, self.devices))})"
-                 if first.generator.on_gpu else "the CPU")
+                 if self.on_gpu else "the CPU")
         return f"{first.generator.provider} on {where}, {first.tiles.describe()}"
 
     def params(self) -> dict:

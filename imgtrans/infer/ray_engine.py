@@ -85,7 +85,7 @@ class RayEngine:
         self.address = address or "a local cluster"
         check_reachable(address)
         try:
-            self.ray.init(address=address or None, include_dashboard=False, logging_level=logging.WARNING,
+            self.ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
                           log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -121,7 +121,7 @@ class RayEngine:
     def __call__(self, works: list[Work], run_started_ns: int) -> Iterator[Translated]:
         data = self.ray.data.from_items([work._asdict() for work in works], override_num_blocks=len(works))
         results = data.map_batches(
-            RayFileTranslator, batch_size=1, compute=self.ray.data.ActorPoolStrategy(size=self.workers),
+            RayFileTranslator, batch_size=1, compute=self.ray.data.ActorPoolStrategy(size=min(self.workers, len(works))),
             fn_constructor_kwargs={"settings": self.settings, "threads": self.threads,
                                    "run_started_ns": run_started_ns}, **self.per_worker)
         for row in results.iter_rows():
