@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Subset
-from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from imgtrans import bn_recalibration, checkpoint, distributed, interrupts
@@ -21,7 +20,7 @@ from imgtrans import metrics as M
 from imgtrans.config import TrainConfig
 from imgtrans.data.cache import training_loader
 from imgtrans.data.datasets import Data, EpochSampler, build_data, make_loader
-from imgtrans.data.images import to_uint8
+from imgtrans.data.images import sample_grid, to_uint8
 from imgtrans.errors import ImgtransError
 from imgtrans.files import scratch_dir
 from imgtrans.graphed_step import training_step_for
@@ -354,7 +353,7 @@ class Trainer:
             if rows:
                 batch = next(iter(make_loader(Subset(self.data.val, range(rows)), batch_size=rows)))
                 columns = model.visuals(batch)
-                grid = make_grid(torch.stack(columns, 1).flatten(0, 1), nrow=len(columns), padding=2, pad_value=1.0)
+                grid = sample_grid(columns)
                 self.tracker.log_image(to_uint8(grid), key="samples", step=epoch)
             model.train()
         return metrics

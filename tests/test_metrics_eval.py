@@ -109,6 +109,28 @@ def test_ssim_known_values_and_skimage_parity():
     assert ours.item() == pytest.approx(reference, abs=2e-3)
 
 
+def test_psnr_and_ssim_equal_torchmetrics():
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 3, 40, 37, generator=g)
+    b = (a + 0.1 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+    ssim = structural_similarity_index_measure(a.double(), b.double(), data_range=1.0, reduction="none").float()
+    psnr = peak_signal_noise_ratio(a.double(), b.double(), data_range=1.0, reduction="none", dim=(1, 2, 3))
+    assert torch.equal(M.ssim_per_image(a, b), ssim)
+    assert M.psnr_per_image(a, b).tolist() == pytest.approx(psnr.tolist(), abs=1e-5)
+
+
+def test_sample_grid_is_torchvisions_layout():
+    from torchvision.utils import make_grid
+
+    from imgtrans.data.images import sample_grid
+
+    columns = [torch.rand(3, 3, 8, 10) for _ in range(4)]
+    expected = make_grid(torch.stack(columns, 1).flatten(0, 1), nrow=4, padding=2, pad_value=1.0)
+    assert torch.equal(sample_grid(columns), expected)
+
+
 def test_lpips_math_with_random_backbone():
     net = M.lpips_network(None)
     real, fake = image_sets(4)
