@@ -108,11 +108,16 @@ def test_a_ray_address_nobody_listens_on_is_one_line_at_once(tmp_path, exported,
 
 
 @pytest.fixture
-def ray_env() -> dict[str, str]:
+def ray_env():
     """The environment of Ray's processes: token authentication as Ray enables it, with a token of the test's
-    own (none written to ~/.ray)."""
+    own (none written to ~/.ray), and Ray's session folders in a folder removed afterwards (short: Ray's socket
+    paths must fit 107 bytes)."""
     pytest.importorskip("ray")
-    return os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    try:
+        yield os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_TMPDIR": temp}
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def translate_on_ray(model: Path, source: Path, out: Path) -> list[str]:
@@ -124,12 +129,11 @@ def translate_on_ray(model: Path, source: Path, out: Path) -> list[str]:
 @pytest.fixture
 def ray_cluster(ray_env):
     """A real Ray head on loopback with 2 CPUs (`ray start --head --block`), stopped and removed afterwards."""
-    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     port = free_port()
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--num-cpus", "2",
          "--num-gpus", "0", "--node-ip-address", "127.0.0.1", "--port", str(port), "--include-dashboard", "false",
-         "--disable-usage-stats", "--temp-dir", temp],
+         "--disable-usage-stats", "--temp-dir", ray_env["RAY_TMPDIR"]],
         env=ray_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + RAY_START_S
     while not any("raylet" in " ".join(p.cmdline()) for p in psutil.Process(head.pid).children(recursive=True)):
@@ -142,7 +146,6 @@ def ray_cluster(ray_env):
         for process in processes:
             process.kill()
         psutil.wait_procs(processes, timeout=RAY_START_S)
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def writes_watched(out: Path, stop: threading.Event) -> dict[str, set[int]]:
