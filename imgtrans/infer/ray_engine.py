@@ -2,7 +2,7 @@
 `FileTranslator` (one ONNX Runtime session) on a GPU of its own, or on a CPU slot where the cluster has none.
 
 Each file is a block of its own, so a lost actor costs only the file it was on: Ray Data restarts the actor
-and retries the file on whichever actor is free. Actors write outputs where the driver would (the input and
+(on another node when its own is gone) and retries the file there. Actors write outputs where the driver would (the input and
 output folders must be mounted at the same paths on every node); the driver keeps the manifest. A file
 whose actor was lost after putting its output in place but before reporting it is not written again (see
 `FileTranslator`).
