@@ -45,8 +45,19 @@ LIST_SUFFIXES = {".txt", ".lst", ".list"}
 
 
 class Engine(Protocol):
+    """What translates the files (`engines.LocalEngine`, `ray_engine.RayEngine`)."""
+
     def __call__(self, works: list[Work], run_started_ns: int) -> Iterator[Translated]:
         """Each work's result, in the order they finish; `run_started_ns` as `FileTranslator` takes it."""
+
+    def describe(self) -> str:
+        """Where and how it translates, for the line the command prints."""
+
+    def params(self) -> dict:
+        """The same, as the MLflow params of a `translate` run."""
+
+    def close(self) -> None:
+        """Releases its sessions, or its connection to the cluster."""
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from imgtrans.config import TranslateConfig
 from imgtrans.errors import ImgtransError
-from imgtrans.infer.archive import plan_archive, run_archive
+from imgtrans.infer.archive import Engine, plan_archive, run_archive
 from imgtrans.infer.manifest import MANIFEST
 from imgtrans.infer.tile_rule import tiling_recipe
 from imgtrans.infer.worker import TranslateSettings
@@ -49,7 +49,7 @@ def settings_for(cfg: TranslateConfig) -> TranslateSettings:
     return dataclasses.replace(settings, recipe=recipe)
 
 
-def start_engine(cfg: TranslateConfig, settings: TranslateSettings):
+def start_engine(cfg: TranslateConfig, settings: TranslateSettings) -> Engine:
     if cfg.engine == "ray":
         if cfg.devices != "all":
             raise ImgtransError("--devices is for the local engine; on Ray every actor gets a GPU of its own")
