@@ -3,6 +3,10 @@
 A checkpoint holds the config and codec (so nothing is retyped to load it),
 network weights, and — for training checkpoints — optimizer, scheduler and
 AMP-scaler states, every RNG state and the position in the data order.
+
+Checkpoints travel through shared tracking servers, so reading one never runs code: the file is a header
+line with the SHA-256 of the bytes after it (checked before anything is unpickled), then `torch.save`'s
+archive of tensors and plain values only, read with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+import re
 import threading
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 import numpy as np
 import torch
@@ -22,13 +28,20 @@ from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
 from imgtrans.files import atomic_write
 
-FORMAT = 2
-LEGACY_FORMAT = 1  # the same payload without its checksum: read, unchecked
-CHECKSUM = "sha256"
+FORMAT = 3
+LEGACY_FORMATS = (1, 2)  # a bare torch.save payload, without (1) or with (2) a checksum of its values: still read
+MAGIC = b"IMGTRANS-CHECKPOINT"
+HEADER_LENGTH = len(MAGIC) + len(f" {FORMAT} sha256:") + 64 + 1
+CHUNK = 1 << 20
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG state as tensors and plain values (numpy's key array as a tensor), so it loads weights-only."""
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": {"bit_generator": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -36,14 +49,18 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):
+        numpy_state = (numpy_state["bit_generator"], numpy_state["keys"].numpy().astype(np.uint32),
+                       numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def checksum(payload: dict[str, Any]) -> str:
-    """SHA-256 over every value of the payload: tensor bytes with their dtype and shape, everything else by repr."""
+def legacy_checksum(payload: dict[str, Any]) -> str:
+    """Format 2's SHA-256 over every value of the payload: tensor bytes with dtype and shape, the rest by repr."""
     digest = hashlib.sha256()
 
     def feed(obj: Any) -> None:
@@ -68,14 +85,38 @@ def checksum(payload: dict[str, Any]) -> str:
         else:
             digest.update(repr(obj).encode())
 
-    feed({k: v for k, v in payload.items() if k != CHECKSUM})
+    feed({k: v for k, v in payload.items() if k != "sha256"})
     return digest.hexdigest()
 
 
+class _HashingWriter:
+    """A write-only file that also feeds what passes through it to a SHA-256."""
+
+    def __init__(self, fh: IO[bytes]):
+        self.fh, self.digest = fh, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def _header(digest: str) -> bytes:
+    return MAGIC + f" {FORMAT} sha256:{digest}\n".encode()
+
+
 def atomic_save(payload: dict[str, Any], path: Path) -> Path:
-    """Save with the payload's checksum, so that `read` refuses a damaged file."""
-    payload = {**payload, CHECKSUM: checksum(payload)}
-    return atomic_write(path, lambda fh: torch.save(payload, fh))
+    """Save with the SHA-256 of the saved bytes in the header, so that `read` refuses a damaged file."""
+    def write(fh: IO[bytes]) -> None:
+        fh.write(_header("0" * 64))
+        body = _HashingWriter(fh)
+        torch.save({**payload, "format": FORMAT}, body)
+        fh.seek(0)
+        fh.write(_header(body.digest.hexdigest()))
+
+    return atomic_write(path, write)
 
 
 def model_payload(model) -> dict[str, Any]:
@@ -181,19 +222,63 @@ def restore_training(model, schedulers: dict, payload: dict[str, Any]) -> dict[s
 
 
 def read(path: Path | str) -> dict[str, Any]:
+    """The payload of a checkpoint file, checked against its checksum and loaded as data only."""
     path = Path(path)
     if not path.is_file():
         raise ImgtransError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated or foreign file: say which
-        raise ImgtransError(f"cannot read checkpoint {path}: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") not in (LEGACY_FORMAT, FORMAT):
+        with open(path, "rb") as fh:
+            header = fh.read(HEADER_LENGTH)
+            if header.startswith(MAGIC):
+                _check_digest(path, header, fh)
+                fh.seek(HEADER_LENGTH)
+            else:
+                fh.seek(0)
+            payload = _load_data(path, fh, legacy=not header.startswith(MAGIC))
+    except OSError as exc:
+        raise ImgtransError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") not in (*LEGACY_FORMATS, FORMAT):
         raise ImgtransError(f"{path} is not an imgtrans checkpoint (format {FORMAT})")
-    if payload["format"] == FORMAT and payload.get(CHECKSUM) != checksum(payload):
-        raise ImgtransError(f"checkpoint {path} is damaged: its contents do not match its checksum; resume from "
-                            "another checkpoint or run")
+    if payload["format"] == 2 and payload.get("sha256") != legacy_checksum(payload):
+        raise _damaged(path)
     return payload
+
+
+def _damaged(path: Path) -> ImgtransError:
+    return ImgtransError(f"checkpoint {path} is damaged: its contents do not match its checksum; resume from "
+                         "another checkpoint or run")
+
+
+def _check_digest(path: Path, header: bytes, fh: IO[bytes]) -> None:
+    match = re.fullmatch(rb" (\d+) sha256:([0-9a-f]{64})\n", header[len(MAGIC):])
+    if match is None or int(match[1]) != FORMAT:
+        raise ImgtransError(f"{path} is not an imgtrans checkpoint of format {FORMAT} (header {header[:60]!r}); "
+                            "it was written by another version of imgtrans")
+    digest = hashlib.sha256()
+    while chunk := fh.read(CHUNK):
+        digest.update(chunk)
+    if digest.hexdigest() != match[2].decode():
+        raise _damaged(path)
+
+
+def _legacy_globals():
+    """What format 1 and 2 files hold besides tensors: numpy's RNG state (an array of uint32 keys)."""
+    return torch.serialization.safe_globals([np._core.multiarray._reconstruct, np.ndarray, np.dtype,
+                                             np.dtypes.UInt32DType])
+
+
+def _load_data(path: Path, fh: IO[bytes], legacy: bool) -> Any:
+    try:
+        with _legacy_globals() if legacy else nullcontext():
+            return torch.load(fh, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        text = str(exc)
+        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if unsafe:
+            raise ImgtransError(f"checkpoint {path} holds code ({unsafe[1]}), not only tensors and plain values: "
+                                "refused without running it; use a checkpoint written by imgtrans") from None
+        first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+        raise ImgtransError(f"cannot read checkpoint {path}: {first}") from None
 
 
 def restore_nets(model, payload: dict[str, Any], source: str) -> None:

@@ -53,6 +53,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     return atomic_write(path, lambda fh: fh.write(data))
 
 
+def write_secret(path: Path, text: str) -> Path:
+    """A file only its owner can read, from the moment it exists (mode 0600 at creation, not after)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return path
+
+
 @contextmanager
 def scratch_dir(purpose: str) -> Iterator[Path]:
     """A temporary folder for one job, removed when the block ends. While it exists its owner file is locked,

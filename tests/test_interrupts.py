@@ -18,7 +18,7 @@ from conftest import FAST, one_line_error
 from imgtrans import checkpoint, interrupts
 from imgtrans.cli import main
 from imgtrans.errors import ImgtransError
-from imgtrans.files import SCRATCH_PREFIX, atomic_write, scratch_dir, sweep_scratch
+from imgtrans.files import SCRATCH_PREFIX, atomic_write, scratch_dir, sweep_scratch, write_secret
 
 # Long enough that the process is still training when the signal comes (3 steps per epoch on the tiny set).
 LONG = ["--epochs", "100", "--val-images", "0", "--sample-images", "0", "--checkpoint-minutes", "0"]
@@ -179,7 +179,15 @@ def test_a_damaged_checkpoint_is_refused(facades, tmp_path, capsys):
     assert "is damaged" in one_line_error(capsys)
 
 
-def test_a_checkpoint_from_before_checksums_is_still_read(tmp_path):
-    path = tmp_path / "old.pt"
-    torch.save({"format": checkpoint.LEGACY_FORMAT, "nets": {"w": torch.ones(3)}}, path)
-    assert torch.equal(checkpoint.read(path)["nets"]["w"], torch.ones(3))
+def test_a_secret_is_private_from_creation(tmp_path):
+    old = os.umask(0)  # the most permissive umask: the mode must not come from it
+    try:
+        fresh = write_secret(tmp_path / "fresh", "s3cret")
+        existing = tmp_path / "existing"
+        existing.write_text("old")
+        existing.chmod(0o644)
+        write_secret(existing, "s3cret")
+    finally:
+        os.umask(old)
+    assert [p.stat().st_mode & 0o777 for p in (fresh, existing)] == [0o600, 0o600]
+    assert existing.read_text() == "s3cret"

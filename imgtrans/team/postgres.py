@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgtrans.errors import ImgtransError
+from imgtrans.files import scratch_dir, write_secret
 from imgtrans.team.network import advertised, free_port, local, port_in_use
 
 USER = "imgtrans"
@@ -149,22 +150,19 @@ class LocalCluster:
         self.port = self.port or free_port(self.host)
         password = secrets.token_urlsafe(24)
         self.data.mkdir(mode=0o700)
-        pwfile = self.data.parent / ".initdb-password"
-        pwfile.write_text(password)
-        try:
-            self._hand_over(self.data, pwfile)
-            self._run("initdb", "-D", str(self.data), "-U", USER, "--pwfile", str(pwfile), "-E", "UTF8",
-                      "--auth-host=scram-sha-256", "--auth-local=scram-sha-256")
-            with open(self.data / "pg_hba.conf", "a") as hba:  # listen_addresses decides who can reach it
-                hba.write("host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n")
-        except BaseException:
-            shutil.rmtree(self.data, ignore_errors=True)
-            raise
-        finally:
-            pwfile.unlink(missing_ok=True)
-        fd = os.open(self.passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"*:{self.port}:*:{USER}:{password}\n")
+        # initdb reads the password from a file: a private one in a scratch folder (swept after a kill -9)
+        with scratch_dir("initdb") as private:
+            pwfile = write_secret(private / "password", password)
+            try:
+                self._hand_over(self.data, private, pwfile)
+                self._run("initdb", "-D", str(self.data), "-U", USER, "--pwfile", str(pwfile), "-E", "UTF8",
+                          "--auth-host=scram-sha-256", "--auth-local=scram-sha-256")
+                with open(self.data / "pg_hba.conf", "a") as hba:  # listen_addresses decides who can reach it
+                    hba.write("host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n")
+            except BaseException:
+                shutil.rmtree(self.data, ignore_errors=True)
+                raise
+        write_secret(self.passfile, f"*:{self.port}:*:{USER}:{password}\n")
         self.record.write_text(json.dumps({"host": self.host, "port": self.port, "user": USER}) + "\n")
 
     def _create_databases(self) -> None:
