@@ -9,16 +9,16 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import traceback
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 from imgtrans import config as config_mod
+from imgtrans import interrupts
+from imgtrans.commands import COMMANDS
 from imgtrans.errors import ImgtransError, one_line
-from imgtrans.runs import RUNS
+from imgtrans.files import sweep_scratch
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,45 +65,6 @@ def config_from_args(cls: type, args: argparse.Namespace) -> tuple[Any, dict[str
     return cfg, explicit
 
 
-# --- commands ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Command:
-    """A subcommand: its options (a config dataclass), what it does, and a line of help.
-
-    `handler` is "module:function", imported only when the command runs; the function takes
-    (cfg, explicit options, progress) and returns the exit status."""
-
-    config_class: type
-    handler: str
-    help: str
-    entry_point: bool = True  # also an MLproject entry point (a long-running server is not a run)
-
-    def run(self, cfg: Any, explicit: dict[str, Any], progress: bool) -> int:
-        module, name = self.handler.split(":")
-        return getattr(importlib.import_module(module), name)(cfg, explicit, progress)
-
-
-COMMANDS: dict[str, Command] = {
-    **{name: Command(kind.config_class, "imgtrans.runs:start", kind.help) for name, kind in RUNS.items()},
-    "export": Command(config_mod.ExportConfig, "imgtrans.onnx_export:export_command",
-                      "export a run's generator to ONNX (+ sidecar JSON) with a parity check"),
-    "translate": Command(config_mod.TranslateConfig, "imgtrans.infer.command:translate_command",
-                         "translate a folder, list file or image with an exported model (tiled, resumable)"),
-    "evaluate": Command(config_mod.EvaluateConfig, "imgtrans.evaluate:evaluate_command",
-                        "test metrics (PSNR, SSIM, LPIPS, FID, KID, IS) of a run, logged to that run"),
-    "compare": Command(config_mod.CompareConfig, "imgtrans.compare:compare_command",
-                       "a Markdown/CSV/HTML report across evaluated runs, with the same inputs side by side"),
-    "study": Command(config_mod.StudyConfig, "imgtrans.studies:study_command",
-                     "an Optuna study over a model (trials = nested MLflow runs); `study best` prints the best"),
-    "benchmark": Command(config_mod.BenchmarkConfig, "imgtrans.benchmark:benchmark_command",
-                         "inference and training throughput per backend, precision and batch size"),
-    "server": Command(config_mod.ServerConfig, "imgtrans.team.server:server_command",
-                      "a team's MLflow tracking server on PostgreSQL, serving artifacts, and the study database",
-                      entry_point=False),
-}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="imgtrans", description="Image-to-image translation experiments tracked in MLflow.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -115,9 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from imgtrans import interrupts
-    from imgtrans.files import sweep_scratch
-
     parser = build_parser()
     try:
         with interrupts.handled():

@@ -15,3 +15,31 @@ def one_line(exc: BaseException) -> str:
     if last.startswith(prefix):
         return last[len(prefix):]
     return last if len(lines) > 1 and isinstance(exc, ImgtransError) else lines[0]
+
+
+# pydantic's error types in the words of our other one-line errors
+EXPECTED = {"dict_type": "expected a mapping", "model_type": "expected a mapping", "list_type": "expected a list",
+            "int_type": "expected an integer", "int_from_float": "expected an integer", "float_type": "expected a number",
+            "string_type": "expected text", "bool_type": "expected true or false", "missing": "required"}
+BOUND_WORDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<="),
+               "less_than": ("lt", "<")}
+
+
+def validation_message(exc) -> str:
+    """A pydantic `ValidationError` as one line: where the first bad value is (`a.b[0].c`), what is wrong."""
+    first = exc.errors()[0]
+    loc, kind = list(first["loc"]), first["type"]
+    if kind == "extra_forbidden":
+        message, loc = f"unknown key '{loc[-1]}'", loc[:-1]
+    elif kind in EXPECTED:
+        message = EXPECTED[kind]
+    elif kind in BOUND_WORDS:
+        key, word = BOUND_WORDS[kind]
+        message = f"must be {word} {first['ctx'][key]}"
+    else:
+        message = first["msg"].removeprefix("Value error, ")
+        message = message[0].lower() + message[1:]
+    if kind not in ("value_error", "missing", "extra_forbidden") and not isinstance(first.get("input"), (dict, list)):
+        message += f", got {first.get('input')!r}"
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    return f"{where}: {message}" if where else message

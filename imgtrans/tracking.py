@@ -215,7 +215,7 @@ class RunWriter:
 
 def run_summaries(experiment: str, run_ids: list[str], split: str):
     """Evaluated training runs as plain `compare.RunSummary` records (with their sample images)."""
-    from imgtrans.compare import RunSummary
+    from imgtrans.evaluation.compare import RunSummary
 
     client = MlflowClient()
     prefix = "test/" if split == "test" else "eval_val/"
@@ -357,7 +357,7 @@ def process_gone(pid: str) -> bool:
 def end_active_run(status: str, message: str) -> None:
     """End the active (or `mlflow run`-created) run, if one is still open, with this status and reason (by
     rank 0 of a torchrun job: the others record a failure with `QuietTracker`)."""
-    from imgtrans.distributed import World
+    from imgtrans.compute.distributed import World
 
     run_id = mlflow.active_run().info.run_id if mlflow.active_run() else os.environ.get("MLFLOW_RUN_ID")
     if not run_id or not World.from_environment().is_main:
@@ -382,7 +382,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
-        from imgtrans.checkpoint import load_model
+        from imgtrans.training.checkpoint import load_model
 
         self.model = load_model(context.artifacts["checkpoint"])
 

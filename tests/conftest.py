@@ -121,7 +121,7 @@ def tiny_model(netG="unet", norm="batch", codec=Codec(True, "lab")):
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory) -> Path:
     """A tiny Lab colorizer exported to ONNX, with its sidecar."""
-    from imgtrans.onnx_export import export_model
+    from imgtrans.export.onnx import export_model
 
     path, _ = export_model(tiny_model(), tmp_path_factory.mktemp("export") / "lab")
     return path

@@ -1,6 +1,6 @@
 import mlflow
 
-from imgtrans import benchmark
+from imgtrans.benchmarks import command as benchmark
 from imgtrans.cli import main
 
 
@@ -75,6 +75,6 @@ def test_end_to_end_benchmark_runs_the_real_loop_at_tiny_size(capsys):
 
 
 def test_device_counts_double_up_to_every_device():
-    from imgtrans.translate_benchmark import device_counts
+    from imgtrans.benchmarks.translate import device_counts
 
     assert [device_counts(n) for n in (1, 2, 3, 6, 8)] == [[1], [1, 2], [1, 2, 3], [1, 2, 4, 6], [1, 2, 4, 8]]

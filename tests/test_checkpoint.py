@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from imgtrans import checkpoint
 from imgtrans.errors import ImgtransError
+from imgtrans.training import checkpoint
 
 
 class _TouchWhenUnpickled:

@@ -3,9 +3,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_COUNTS, random_rgb, write_image
 from PIL import Image
 
-from conftest import TINY_COUNTS, random_rgb, write_image
 from imgtrans.data import synthetic, transforms
 from imgtrans.data.codec import Codec
 from imgtrans.data.color import lab_to_rgb, rgb_to_lab

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from conftest import FAST
 from PIL import Image
 
-from conftest import FAST
 from imgtrans.config import TrainConfig
 from imgtrans.data.cache import CachedLoader, training_loader
 from imgtrans.data.datasets import EpochSampler, build_data

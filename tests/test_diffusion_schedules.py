@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from imgtrans.diffusion.samplers import DDIMSampler, DDPMSampler
 from imgtrans.diffusion.noise_schedules import SCHEDULES, NoiseSchedule, ScheduleConfig
+from imgtrans.diffusion.samplers import DDIMSampler, DDPMSampler
 from imgtrans.errors import ImgtransError
 
 

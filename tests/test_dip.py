@@ -6,17 +6,18 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from conftest import write_image
 from mlflow.tracking import MlflowClient
 
-from conftest import write_image
-from imgtrans import checkpoint
 from imgtrans.cli import main
-from imgtrans.diffusion.samplers import DDIMSampler
 from imgtrans.diffusion.noise_schedules import NoiseSchedule, ScheduleConfig
-from imgtrans.errors import ImgtransError
-from imgtrans.losses import PerceptualLoss
-from imgtrans.dip.model import DeepImagePrior, DIPConfig, stage_plan
+from imgtrans.diffusion.samplers import DDIMSampler
+from imgtrans.dip.model import DeepImagePrior, stage_plan, total_iterations
 from imgtrans.dip.nets import DIP_NETS, build_dip_net
+from imgtrans.dip.options import DIPConfig
+from imgtrans.errors import ImgtransError
+from imgtrans.nets.losses import PerceptualLoss
+from imgtrans.training import checkpoint
 
 # A DIP run small enough for a CPU test: a 32 px crop and a narrow network.
 SMALL = ["--crop-size", "32", "--width", "8", "--depth", "3", "--input-depth", "8", "--log-every", "5",
@@ -59,15 +60,15 @@ def test_progressive_stages_follow_the_formula():
     assert [s.iterations for s in plan] == [round(200 * (1 - 0.3 * math.exp(100 * b))) for b in betas]
     assert all(a.noise_std > b.noise_std for a, b in zip(plan, plan[1:]))  # strong → weak noise
     assert plan[-1].alpha_bar == pytest.approx(1 - 0.001)
-    assert cfg.total_iterations() == sum(s.iterations for s in plan)
-    assert DIPConfig(mode="progressive", stages=5, e_max=200, max_steps=7).total_iterations() == 7
+    assert total_iterations(cfg) == sum(s.iterations for s in plan)
+    assert total_iterations(DIPConfig(mode="progressive", stages=5, e_max=200, max_steps=7)) == 7
 
 
 def test_progressive_stage_parameters_that_give_no_iterations_are_rejected():
     with pytest.raises(ImgtransError, match="e_alpha"):
-        DIPConfig(mode="progressive", e_alpha=0.9, e_k=-300.0).validate()
+        stage_plan(DIPConfig(mode="progressive", e_alpha=0.9, e_k=-300.0))
     with pytest.raises(ImgtransError, match="beta_start"):
-        DIPConfig(mode="progressive", beta_min=0.02, beta_max=0.01).validate()
+        stage_plan(DIPConfig(mode="progressive", beta_min=0.02, beta_max=0.01))
 
 
 def test_perceptual_loss_math_with_a_random_backbone(tmp_path):

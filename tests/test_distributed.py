@@ -13,12 +13,12 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import FAST
 from mlflow.tracking import MlflowClient
 
-from conftest import FAST
 from imgtrans.cli import main
+from imgtrans.compute.distributed import World, shard
 from imgtrans.data.datasets import EpochSampler
-from imgtrans.distributed import World, shard
 
 REPO = Path(__file__).resolve().parents[1]
 # Instance norm and no dropout: then two processes at batch 1 compute exactly what one does at batch 2, up to

@@ -8,20 +8,35 @@ import onnx
 import pytest
 import tifffile
 import torch
+from conftest import (
+    FAST,
+    interrupt_translation,
+    make_scans,
+    run_translate,
+    tiny_model,
+    tree_digest,
+)
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import FAST, interrupt_translation, make_scans, run_translate, tiny_model, tree_digest
 from imgtrans.cli import main
 from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
-from imgtrans.infer.manifest import MANIFEST
+from imgtrans.export.onnx import export_model
+from imgtrans.export.sidecar import Sidecar, sidecar_path
 from imgtrans.infer.io import read_scan
+from imgtrans.infer.manifest import MANIFEST
 from imgtrans.infer.session import OnnxGenerator
 from imgtrans.infer.tile_rule import TileRule
-from imgtrans.infer.tiling import SeamEnergy, Span, Tiling, seam_positions, span_weights, spans, translate_bands
-from imgtrans.onnx_export import Sidecar, export_model, sidecar_path
-
+from imgtrans.infer.tiling import (
+    SeamEnergy,
+    Span,
+    Tiling,
+    seam_positions,
+    span_weights,
+    spans,
+    translate_bands,
+)
 
 # --- export -------------------------------------------------------------------
 
@@ -175,7 +190,7 @@ def generator_fn(name: str, **options):
 
 
 def test_resnet_tiles_with_receptive_field_margins_equal_one_whole_pass():
-    from imgtrans.onnx_export import receptive_radius
+    from imgtrans.export.onnx import receptive_radius
 
     net, fn = generator_fn("resnet_6blocks", crop_size=256)
     radius = receptive_radius(net, 1, 4)
@@ -187,7 +202,7 @@ def test_resnet_tiles_with_receptive_field_margins_equal_one_whole_pass():
 
 
 def test_unet_tiles_leave_no_visible_grid():
-    from imgtrans.onnx_export import receptive_radius
+    from imgtrans.export.onnx import receptive_radius
 
     net, fn = generator_fn("unet", crop_size=64)
     assert receptive_radius(net, 1, 64) == 0  # a U-Net sees its whole input: no margin makes tiles exact

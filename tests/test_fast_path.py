@@ -6,11 +6,11 @@ import threading
 import mlflow
 import pytest
 import torch
+from conftest import FAST
 from mlflow.tracking import MlflowClient
 
-from conftest import FAST
-from imgtrans import checkpoint
 from imgtrans.cli import main
+from imgtrans.training import checkpoint
 
 
 def test_a_background_checkpoint_holds_the_state_of_the_moment_it_was_taken(tmp_path):
@@ -69,7 +69,7 @@ def test_by_default_a_short_run_checkpoints_once_at_the_end(facades):
 
 
 def test_recalibrated_batch_norm_makes_eval_mode_match_batch_statistics():
-    from imgtrans import bn_recalibration
+    from imgtrans.training import bn_recalibration
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
@@ -87,9 +87,9 @@ def test_recalibrated_batch_norm_makes_eval_mode_match_batch_statistics():
 
 
 def tiny_model(name: str, **options):
+    from imgtrans.compute.runtime import Runtime
     from imgtrans.data.codec import Codec
-    from imgtrans.models import model_class
-    from imgtrans.runtime import Runtime
+    from imgtrans.models.registry import model_class
 
     cls = model_class(name)
     defaults = {"crop_size": 32, "ngf": 4, "ndf": 4, "netG": "unet"} if name != "cgan" else {"crop_size": 32}
@@ -108,8 +108,8 @@ def tiny_model(name: str, **options):
     ("cut", {}, "the cut step is not capturable"),
 ])
 def test_each_model_declares_whether_its_step_can_be_captured(name, options, obstacle):
-    from imgtrans.graphed_step import training_step_for, why_not_graphed
-    from imgtrans.runtime import Runtime
+    from imgtrans.compute.runtime import Runtime
+    from imgtrans.training.graphed_step import training_step_for, why_not_graphed
 
     model = tiny_model(name, **options)
     assert model.graph_capture_obstacle() == obstacle
@@ -121,7 +121,7 @@ def test_each_model_declares_whether_its_step_can_be_captured(name, options, obs
 
 
 def test_the_warm_up_before_a_capture_leaves_no_trace_and_checkpoints_stay_portable():
-    from imgtrans.graphed_step import _TrainingState, make_capturable
+    from imgtrans.training.graphed_step import _TrainingState, make_capturable
 
     model = tiny_model("pix2pix")
     g = torch.Generator().manual_seed(0)

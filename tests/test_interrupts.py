@@ -12,13 +12,20 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from conftest import FAST, one_line_error
 from mlflow.tracking import MlflowClient
 
-from conftest import FAST, one_line_error
-from imgtrans import checkpoint, interrupts
+from imgtrans import interrupts
 from imgtrans.cli import main
 from imgtrans.errors import ImgtransError
-from imgtrans.files import SCRATCH_PREFIX, atomic_write, scratch_dir, sweep_scratch, write_secret
+from imgtrans.files import (
+    SCRATCH_PREFIX,
+    atomic_write,
+    scratch_dir,
+    sweep_scratch,
+    write_secret,
+)
+from imgtrans.training import checkpoint
 
 # Long enough that the process is still training when the signal comes (3 steps per epoch on the tiny set).
 LONG = ["--epochs", "100", "--val-images", "0", "--sample-images", "0", "--checkpoint-minutes", "0"]

@@ -5,13 +5,22 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from conftest import FAST, random_inception_file
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from conftest import FAST, random_inception_file
-from imgtrans import metrics as M
 from imgtrans.cli import main
+from imgtrans.metrics.distribution import DistributionMetrics, FidelityInception
+from imgtrans.metrics.perceptual import lpips_network, lpips_per_image
+from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
+from imgtrans.metrics.weights import (
+    ALEXNET_FILE,
+    INCEPTION_FILE,
+    INCEPTION_URL,
+    missing_message,
+    weights_file,
+)
 
 
 class RandomFeatures(torch.nn.Module):
@@ -37,7 +46,7 @@ def image_sets(n=40, seed=0):
 def test_fid_matches_scipy_sqrtm():
     real, fake = image_sets()
     features = RandomFeatures()
-    dist = M.DistributionMetrics(features, kid_subset_size=40, kid_subsets=1)
+    dist = DistributionMetrics(features, kid_subset_size=40, kid_subsets=1)
     dist.update(real, fake)
     with pytest.warns(UserWarning, match="sample-size bias"):
         result = dist.compute()
@@ -54,7 +63,7 @@ def test_fid_matches_scipy_sqrtm():
 def test_kid_is_unbiased_mmd_with_one_subset():
     real, fake = image_sets()
     features = RandomFeatures()
-    dist = M.DistributionMetrics(features, kid_subset_size=40, kid_subsets=1)
+    dist = DistributionMetrics(features, kid_subset_size=40, kid_subsets=1)
     dist.update(real, fake)
     with pytest.warns(UserWarning):
         kid = dist.compute().values["kid"]
@@ -80,7 +89,7 @@ def test_inception_score_of_uniform_logits_is_one():
             return torch.zeros(x.shape[0], 10)
 
     real, fake = image_sets(20)
-    dist = M.DistributionMetrics(RandomFeatures(), UniformLogits(), kid_subset_size=10, kid_subsets=2)
+    dist = DistributionMetrics(RandomFeatures(), UniformLogits(), kid_subset_size=10, kid_subsets=2)
     dist.update(real, fake)
     with pytest.warns(UserWarning):
         values = dist.compute().values
@@ -89,36 +98,39 @@ def test_inception_score_of_uniform_logits_is_one():
 
 def test_psnr_known_values():
     a = torch.full((2, 3, 16, 16), 0.4)
-    assert M.psnr_per_image(a, a + 0.1).tolist() == pytest.approx([20.0, 20.0], abs=1e-4)
-    assert M.psnr_per_image(a, a + 0.01)[0].item() == pytest.approx(40.0, abs=1e-3)
+    assert psnr_per_image(a, a + 0.1).tolist() == pytest.approx([20.0, 20.0], abs=1e-4)
+    assert psnr_per_image(a, a + 0.01)[0].item() == pytest.approx(40.0, abs=1e-3)
 
 
 def test_ssim_known_values_and_skimage_parity():
     a = torch.full((1, 3, 32, 32), 0.3)
     b = torch.full((1, 3, 32, 32), 0.6)
-    assert M.ssim_per_image(a, a).item() == pytest.approx(1.0, abs=1e-6)
+    assert ssim_per_image(a, a).item() == pytest.approx(1.0, abs=1e-6)
     c1 = (0.01 * 1.0) ** 2
     constant = (2 * 0.3 * 0.6 + c1) / (0.3 ** 2 + 0.6 ** 2 + c1)  # σ = 0: only the luminance term remains
-    assert M.ssim_per_image(a, b).item() == pytest.approx(constant, abs=1e-6)
+    assert ssim_per_image(a, b).item() == pytest.approx(constant, abs=1e-6)
     rng = np.random.default_rng(0)
     x = rng.random((48, 48, 3)).astype(np.float32)
     y = np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1).astype(np.float32)
     reference = structural_similarity(x, y, data_range=1.0, channel_axis=2, gaussian_weights=True, sigma=1.5,
                                       use_sample_covariance=False)
-    ours = M.ssim_per_image(torch.from_numpy(x).permute(2, 0, 1)[None], torch.from_numpy(y).permute(2, 0, 1)[None])
+    ours = ssim_per_image(torch.from_numpy(x).permute(2, 0, 1)[None], torch.from_numpy(y).permute(2, 0, 1)[None])
     assert ours.item() == pytest.approx(reference, abs=2e-3)
 
 
 def test_psnr_and_ssim_equal_torchmetrics():
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    from torchmetrics.functional.image import (
+        peak_signal_noise_ratio,
+        structural_similarity_index_measure,
+    )
 
     g = torch.Generator().manual_seed(0)
     a = torch.rand(3, 3, 40, 37, generator=g)
     b = (a + 0.1 * torch.randn(a.shape, generator=g)).clamp(0, 1)
     ssim = structural_similarity_index_measure(a.double(), b.double(), data_range=1.0, reduction="none").float()
     psnr = peak_signal_noise_ratio(a.double(), b.double(), data_range=1.0, reduction="none", dim=(1, 2, 3))
-    assert torch.equal(M.ssim_per_image(a, b), ssim)
-    assert M.psnr_per_image(a, b).tolist() == pytest.approx(psnr.tolist(), abs=1e-5)
+    assert torch.equal(ssim_per_image(a, b), ssim)
+    assert psnr_per_image(a, b).tolist() == pytest.approx(psnr.tolist(), abs=1e-5)
 
 
 def test_sample_grid_is_torchvisions_layout():
@@ -132,35 +144,35 @@ def test_sample_grid_is_torchvisions_layout():
 
 
 def test_lpips_math_with_random_backbone():
-    net = M.lpips_network(None)
+    net = lpips_network(None)
     real, fake = image_sets(4)
-    same = M.lpips_per_image(net, real, real)
+    same = lpips_per_image(net, real, real)
     assert torch.allclose(same, torch.zeros(4), atol=1e-6)
-    d1, d2 = M.lpips_per_image(net, real, fake), M.lpips_per_image(net, fake, real)
+    d1, d2 = lpips_per_image(net, real, fake), lpips_per_image(net, fake, real)
     assert (d1 > 0).all() and torch.allclose(d1, d2, atol=1e-5)
 
 
 def test_weights_are_looked_up_without_download(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    assert M.weights_file(M.INCEPTION_FILE) is None
+    assert weights_file(INCEPTION_FILE) is None
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "hub" / "checkpoints" / M.INCEPTION_FILE).write_bytes(b"x")
-    assert M.weights_file(M.INCEPTION_FILE) == tmp_path / "hub" / "checkpoints" / M.INCEPTION_FILE
-    assert M.weights_file(M.INCEPTION_FILE, str(tmp_path / "elsewhere.pth")) is None
-    message = M.missing_message("FID", M.INCEPTION_FILE, M.INCEPTION_URL, "", "inception_weights")
-    assert M.INCEPTION_FILE in message and "inception_weights=<path>" in message
+    (tmp_path / "hub" / "checkpoints" / INCEPTION_FILE).write_bytes(b"x")
+    assert weights_file(INCEPTION_FILE) == tmp_path / "hub" / "checkpoints" / INCEPTION_FILE
+    assert weights_file(INCEPTION_FILE, str(tmp_path / "elsewhere.pth")) is None
+    message = missing_message("FID", INCEPTION_FILE, INCEPTION_URL, "", "inception_weights")
+    assert INCEPTION_FILE in message and "inception_weights=<path>" in message
 
 
-@pytest.mark.skipif(M.weights_file(M.ALEXNET_FILE) is None, reason="AlexNet weights not in the torch hub cache")
+@pytest.mark.skipif(weights_file(ALEXNET_FILE) is None, reason="AlexNet weights not in the torch hub cache")
 def test_real_lpips_weights_load():
-    net = M.lpips_network(M.weights_file(M.ALEXNET_FILE))
+    net = lpips_network(weights_file(ALEXNET_FILE))
     real, fake = image_sets(2)
-    assert (M.lpips_per_image(net, real, fake) > 0).all()
+    assert (lpips_per_image(net, real, fake) > 0).all()
 
 
-@pytest.mark.skipif(M.weights_file(M.INCEPTION_FILE) is None, reason="FID Inception weights not in the hub cache")
+@pytest.mark.skipif(weights_file(INCEPTION_FILE) is None, reason="FID Inception weights not in the hub cache")
 def test_real_inception_features():
-    features = M.FidelityInception(M.weights_file(M.INCEPTION_FILE))
+    features = FidelityInception(weights_file(INCEPTION_FILE))
     assert features(torch.rand(2, 3, 64, 64)).shape == (2, 2048)
 
 
@@ -177,7 +189,7 @@ def test_evaluate_and_compare_two_runs(facades, tmp_path, capsys, monkeypatch):
     for run_id in run_ids:
         assert main(["evaluate", "--run-id", run_id, "--grid-images", "2"]) == 0
     err = capsys.readouterr().err
-    assert err.count("LPIPS unavailable") == 2 and M.INCEPTION_FILE in err  # said once per evaluation
+    assert err.count("LPIPS unavailable") == 2 and INCEPTION_FILE in err  # said once per evaluation
     run = client.get_run(run_ids[0])
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
@@ -215,8 +227,8 @@ def test_weight_files_in_the_hub_cache_enable_every_metric(facades, tmp_path, mo
 
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    torch.save(torchvision.models.alexnet().state_dict(), checkpoints / M.ALEXNET_FILE)
-    random_inception_file(checkpoints / M.INCEPTION_FILE)
+    torch.save(torchvision.models.alexnet().state_dict(), checkpoints / ALEXNET_FILE)
+    random_inception_file(checkpoints / INCEPTION_FILE)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
 
     assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "1"]) == 0
@@ -246,11 +258,11 @@ def test_a_colorizer_is_scored_against_the_grayscale_copy(aerial, tmp_path, caps
     # Scans of any size are scored whole, at their stored size: here 100 × 150 and 70 × 90 (not multiples of 64).
     from PIL import Image
 
-    from imgtrans.checkpoint import load_model
     from imgtrans.data.codec import Codec
     from imgtrans.data.synthetic import aerial_scene
-    from imgtrans.metrics import psnr_per_image
+    from imgtrans.metrics.quality import psnr_per_image
     from imgtrans.tracking import generator_checkpoint
+    from imgtrans.training.checkpoint import load_model
 
     scans = tmp_path / "scans"
     for split, (h, w) in (("train", (100, 150)), ("test", (100, 150)), ("val", (70, 90))):

@@ -5,19 +5,19 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from conftest import random_rgb, write_image
 from mlflow.tracking import MlflowClient
 
-from conftest import random_rgb, write_image
-from imgtrans import checkpoint
 from imgtrans.cli import main
 from imgtrans.data.codec import Codec
-from imgtrans.losses import patch_nce_loss
-from imgtrans.models import MODELS
+from imgtrans.export.onnx import export_model
 from imgtrans.models.bicyclegan import BicycleGAN, BicycleGANConfig
 from imgtrans.models.cut import CUT, CUTConfig
 from imgtrans.models.cvae import CVAE, CVAEConfig
+from imgtrans.models.registry import MODELS
 from imgtrans.nets.image_pool import ImagePool
-from imgtrans.onnx_export import export_model
+from imgtrans.nets.losses import patch_nce_loss
+from imgtrans.training import checkpoint
 
 COMMON = ["--crop-size", "64", "--batch-size", "2", "--log-every", "1", "--val-images", "2", "--sample-images", "2",
           "--no-progress"]
@@ -213,13 +213,14 @@ def test_diffusion_rejects_a_bad_schedule(facades, capsys):
 
 def test_diffusion_validation_reports_kid_when_inception_weights_exist(facades, tmp_path, monkeypatch, capsys):
     from conftest import random_inception_file
-    from imgtrans import metrics as M
+
+    from imgtrans.metrics.weights import INCEPTION_FILE
 
     assert train("diffusion", facades, "--max-steps", "1") == 0
     run = runs()[0]
     assert "val/kid" not in run.data.metrics and "val/psnr" in run.data.metrics
     assert run.data.tags["imgtrans.val_kid"].startswith("unavailable: val/kid unavailable")
-    assert M.INCEPTION_FILE in capsys.readouterr().err
+    assert INCEPTION_FILE in capsys.readouterr().err
 
     weights = random_inception_file(tmp_path / "inception.pth")
     assert train("diffusion", facades, "--max-steps", "1", "--inception-weights", str(weights)) == 0

@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from imgtrans.errors import ImgtransError
-from imgtrans.losses import GANLoss, gradient_penalty
 from imgtrans.nets.discriminators import build_discriminator
 from imgtrans.nets.generators import build_generator
 from imgtrans.nets.layers import init_weights, pad_to_multiple
+from imgtrans.nets.losses import GANLoss, gradient_penalty
 from imgtrans.nets.naive import PixelwiseGenerator
 
 

@@ -3,8 +3,8 @@
 import typing
 
 import pytest
-
 from conftest import FAST, one_line_error
+
 from imgtrans import config as config_mod
 from imgtrans.cli import COMMANDS, main
 from imgtrans.errors import ImgtransError

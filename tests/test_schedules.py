@@ -1,7 +1,7 @@
 import pytest
 
 from imgtrans.models.pix2pix import Pix2PixConfig
-from imgtrans.lr_schedules import lr_factor
+from imgtrans.training.lr_schedules import lr_factor
 
 
 def test_linear_policy_holds_then_decays_to_zero():

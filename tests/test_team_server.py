@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from conftest import FAST, one_line_error
+
 from imgtrans.cli import main
 from imgtrans.team.network import free_port
 from imgtrans.team.postgres import server_programs

@@ -8,12 +8,12 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from conftest import FAST, one_line_error, random_rgb, write_image
 from mlflow.tracking import MlflowClient
 
-from conftest import FAST, one_line_error, random_rgb, write_image
-from imgtrans import checkpoint
 from imgtrans.cli import main
 from imgtrans.project_file import render
+from imgtrans.training import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

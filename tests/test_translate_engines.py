@@ -16,9 +16,9 @@ import numpy as np
 import psutil
 import pytest
 import tifffile
+from conftest import make_scans, run_translate, tree_digest
 from PIL import Image
 
-from conftest import make_scans, run_translate, tree_digest
 from imgtrans.infer.archive import plan_archive, run_archive
 from imgtrans.infer.engines import LocalEngine
 from imgtrans.infer.manifest import MANIFEST

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from conftest import interrupt_translation, make_scans, run_translate, tree_digest
 from PIL import Image
 
-from conftest import interrupt_translation, make_scans, run_translate, tree_digest
 from imgtrans.data import images
 from imgtrans.errors import ImgtransError
-from imgtrans.infer import manifest, session
+from imgtrans.export.sidecar import sidecar_path
 from imgtrans.infer import io as infer_io
+from imgtrans.infer import manifest, session
 from imgtrans.infer.manifest import MANIFEST
-from imgtrans.onnx_export import sidecar_path
 
 
 def manifest_rows(out: Path) -> dict[str, dict[str, str]]:

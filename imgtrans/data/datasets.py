@@ -15,12 +15,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from imgtrans import interrupts
+from imgtrans.compute.distributed import World, shard
 from imgtrans.config import TrainConfig
 from imgtrans.data import transforms
 from imgtrans.data.codec import Codec
 from imgtrans.data.images import as_channels, load_image
 from imgtrans.data.sources import Source, find_source
-from imgtrans.distributed import World, shard
 from imgtrans.errors import ImgtransError
 
 

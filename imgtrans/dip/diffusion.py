@@ -17,23 +17,23 @@ from dataclasses import dataclass
 
 import torch
 
+from imgtrans.compute.runtime import resolve_device
 from imgtrans.data.color import to_unit
 from imgtrans.data.images import to_uint8
 from imgtrans.dip.images import centre_crop, dataset_image, read_tensor
-from imgtrans.dip.model import DIPDiffusionConfig
+from imgtrans.dip.options import DIPDiffusionConfig
 from imgtrans.dip.runner import DIPRunner
 from imgtrans.errors import ImgtransError
 from imgtrans.files import scratch_dir
-from imgtrans.metrics import psnr_per_image, ssim_per_image
+from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
 from imgtrans.models.diffusion import Diffusion
 from imgtrans.nets.layers import pad_to_multiple
-from imgtrans.runs import Validation
-from imgtrans.runtime import resolve_device
 from imgtrans.tracking import Tracker, generator_checkpoint
+from imgtrans.training.runs import Validation
 
 
 def load_diffusion(run_id: str, device: torch.device):
-    from imgtrans.checkpoint import load_model
+    from imgtrans.training.checkpoint import load_model
 
     with scratch_dir("diffusion-model") as tmp:
         model = load_model(generator_checkpoint(f"runs:/{run_id}/model", tmp), device)

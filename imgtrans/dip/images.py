@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from imgtrans.data.images import load_image, to_uint8
-from imgtrans.dip.model import DIPConfig
+from imgtrans.dip.options import DIPConfig
 from imgtrans.errors import ImgtransError
 from imgtrans.files import atomic_write
 

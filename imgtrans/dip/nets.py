@@ -14,6 +14,7 @@ from torch import nn
 
 from imgtrans.errors import ImgtransError
 from imgtrans.nets.generators import ResnetGenerator, UnetGenerator
+from imgtrans.nets.layers import Generator
 
 DIP_NETS = ("skip", "unet", "resnet", "dncnn")
 
@@ -23,7 +24,7 @@ def _conv_block(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> list[n
             nn.LeakyReLU(0.2, True)]
 
 
-class SkipNet(nn.Module):
+class SkipNet(Generator):
     """`depth` levels of width `width`, each with a `skip`-channel 1×1 branch around the deeper levels."""
 
     def __init__(self, input_nc: int, output_nc: int, width: int = 128, depth: int = 5, skip: int = 4):
@@ -55,12 +56,11 @@ class SkipNet(nn.Module):
         return self.head(x)
 
 
-class DnCNN(nn.Module):
+class DnCNN(Generator):
     """conv+ReLU, (conv+BN+ReLU) × (depth − 2), conv, tanh; full resolution throughout."""
 
     def __init__(self, input_nc: int, output_nc: int, width: int = 64, depth: int = 17):
         super().__init__()
-        self.size_multiple = 1
         layers: list[nn.Module] = [nn.Conv2d(input_nc, width, 3, padding=1), nn.ReLU(True)]
         for _ in range(depth - 2):
             layers += [nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]

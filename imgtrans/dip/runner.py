@@ -18,19 +18,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from imgtrans import checkpoint, interrupts
+from imgtrans import interrupts
+from imgtrans.compute.runtime import resolve_runtime, seed_everything
 from imgtrans.data.color import to_signed, to_unit
 from imgtrans.data.images import to_uint8
 from imgtrans.dip.images import Images, load_images, save_png
-from imgtrans.dip.model import DeepImagePrior, DIPConfig, DIPState, stage_plan
+from imgtrans.dip.model import DeepImagePrior, DIPState, stage_plan, total_iterations
+from imgtrans.dip.options import DIPConfig
 from imgtrans.errors import ImgtransError
 from imgtrans.files import scratch_dir
-from imgtrans.losses import VGG16_FILE, VGG16_URL, PerceptualLoss
-from imgtrans.metrics import missing_message, psnr_per_image, ssim_per_image, weights_file
+from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
+from imgtrans.metrics.weights import missing_message, weights_file
 from imgtrans.nets.layers import count_parameters, pad_to_multiple
-from imgtrans.runs import Validation, log_setup
-from imgtrans.runtime import resolve_runtime, seed_everything
+from imgtrans.nets.losses import VGG16_FILE, VGG16_URL, PerceptualLoss
 from imgtrans.tracking import Tracker
+from imgtrans.training import checkpoint
+from imgtrans.training.runs import Validation, log_setup
 
 INPUT_SCALE = 0.1  # DIP's input: uniform noise in [0, 0.1)
 
@@ -165,7 +168,7 @@ class DIPRunner:
         self._build()
         self._log_setup()
         cfg, device = self.cfg, self.runtime.device
-        total = cfg.total_iterations()
+        total = total_iterations(cfg)
         full = cfg.num_iter if cfg.mode == "classic" else sum(s.iterations for s in stage_plan(cfg))
         snapshots = sorted({max(1, round(full * k / cfg.epochs)) for k in range(1, cfg.epochs + 1)} | {total})
         targets = self._targets()

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from imgtrans.config import TranslateConfig
 from imgtrans.errors import ImgtransError
 from imgtrans.infer.archive import Engine, plan_archive, run_archive
 from imgtrans.infer.manifest import MANIFEST
+from imgtrans.infer.options import TranslateConfig
 from imgtrans.infer.tile_rule import tiling_recipe
 from imgtrans.infer.worker import TranslateSettings
 

@@ -14,7 +14,7 @@ from typing import Iterator
 
 from imgtrans.errors import ImgtransError
 from imgtrans.infer.session import GPU_PROVIDERS, choose_providers
-from imgtrans.infer.worker import FileTranslator, TranslateSettings, Translated, Work
+from imgtrans.infer.worker import FileTranslator, Translated, TranslateSettings, Work
 
 
 def gpu_count() -> int:

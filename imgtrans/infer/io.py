@@ -22,7 +22,13 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from imgtrans.data.images import PNG_SIGNATURE, TIFF_SUFFIXES, read_pixels, to_float, white_level
+from imgtrans.data.images import (
+    PNG_SIGNATURE,
+    TIFF_SUFFIXES,
+    read_pixels,
+    to_float,
+    white_level,
+)
 from imgtrans.files import temp_file_beside
 
 TEMP_SUFFIX = ".part"

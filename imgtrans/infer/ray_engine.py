@@ -19,7 +19,7 @@ import numpy as np
 
 from imgtrans.errors import ImgtransError
 from imgtrans.infer.manifest import COLUMNS, Outcome
-from imgtrans.infer.worker import FileTranslator, TranslateSettings, Translated, Work
+from imgtrans.infer.worker import FileTranslator, Translated, TranslateSettings, Work
 
 INSTALL_HINT = 'the Ray engine needs Ray: pip install "imgtrans[ray]"'
 CONNECT_TIMEOUT_S = 10

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from imgtrans.errors import ImgtransError
-from imgtrans.onnx_export import Sidecar, sidecar_path
+from imgtrans.export.sidecar import Sidecar, sidecar_path
 
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import psutil
 
 from imgtrans.errors import ImgtransError
+from imgtrans.export.sidecar import Sidecar
 from imgtrans.infer.tiling import Tiling
 from imgtrans.nets.layers import round_up
-from imgtrans.onnx_export import Sidecar
 
 MEMORY_SHARE = 0.25
 

@@ -17,12 +17,12 @@ import torch
 
 from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
+from imgtrans.export.sidecar import Sidecar, sidecar_path
 from imgtrans.infer.io import OutputWriter, Scan, read_scan
 from imgtrans.infer.manifest import Outcome
 from imgtrans.infer.session import OnnxGenerator
 from imgtrans.infer.tile_rule import TileRule
 from imgtrans.infer.tiling import SeamEnergy, Translate, seam_positions, translate_bands
-from imgtrans.onnx_export import Sidecar, sidecar_path
 
 
 class Work(NamedTuple):

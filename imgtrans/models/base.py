@@ -13,11 +13,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from imgtrans import distributed
+from imgtrans.compute import distributed
+from imgtrans.compute.runtime import Runtime
 from imgtrans.config import TrainConfig
 from imgtrans.data.codec import Codec
-from imgtrans.nets.layers import pad_to_multiple
-from imgtrans.runtime import Runtime
+from imgtrans.nets.layers import Generator, pad_to_multiple
 
 
 class TranslationModel(nn.Module):
@@ -104,15 +104,29 @@ class TranslationModel(nn.Module):
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def generator(self) -> nn.Module:
-        """The network used for inference and export."""
+    def generator(self) -> Generator:
+        """The network inference runs (and export writes, unless `export_obstacle` says why not)."""
         raise NotImplementedError
+
+    @property
+    def size_multiple(self) -> int:
+        """Input sides must be multiples of this (inference pads to it and crops back)."""
+        return self.generator().size_multiple
+
+    @property
+    def z_dim(self) -> int:
+        """The length of the latent code the generator takes as its second input; 0 = none."""
+        return self.generator().z_dim
+
+    def export_obstacle(self) -> str | None:
+        """None when `generator()` alone translates an image, so that ONNX can hold it; otherwise why not."""
+        return None
 
     @torch.no_grad()
     def translate(self, x: torch.Tensor) -> torch.Tensor:
         """Input tensor in network space (any H, W) → output in network space, same H, W."""
         net = self.generator()
-        padded, (h, w) = pad_to_multiple(self.to_device(x), getattr(net, "size_multiple", 1))
+        padded, (h, w) = pad_to_multiple(self.to_device(x), net.size_multiple)
         with self.autocast():
             y = net(padded)
         return y[..., :h, :w].float()

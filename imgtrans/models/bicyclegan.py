@@ -6,50 +6,28 @@ drawn from N(0, I) (cLR-GAN: the encoder must recover z from G's output).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal
-
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-from imgtrans.config import InstanceNormGANConfig, opt
 from imgtrans.models.gan import GANModel
+from imgtrans.models.options import BicycleGANConfig
 from imgtrans.nets.encoders import build_encoder, kl_divergence, reparameterize
 from imgtrans.nets.generators import with_code
-from imgtrans.nets.layers import init_weights
+from imgtrans.nets.layers import Generator, init_weights
 
 
-@dataclass
-class BicycleGANConfig(InstanceNormGANConfig):
-    model_name: ClassVar[str] = "bicyclegan"
-
-    batch_size: int = opt(2, "images per step")
-    init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = opt("xavier", "weight initialisation")
-    num_D: int = opt(2, "discriminators at successively halved scales")
-    nz: int = opt(8, "latent code size", ge=1)
-    netE: Literal["resnet", "conv"] = opt("resnet", "encoder of B into z")
-    nef: int = opt(64, "encoder filters in the first layer", ge=1)
-    where_add: Literal["input", "all"] = opt("input", "where z enters G: its input only, or every encoder level")
-    shared_D: bool = opt(False, "one discriminator for both cycles instead of two")
-    lambda_L1: float = opt(10.0, "weight of the L1 reconstruction of B", ge=0)
-    lambda_kl: float = opt(0.01, "weight of the KL term on the encoded z", ge=0)
-    lambda_z: float = opt(0.5, "weight of the latent regression |E(G(A, z)) − z|", ge=0)
-    n_samples: int = opt(5, "outputs drawn per input at validation, for the diversity score and grids", ge=1)
-
-
-class ZeroCodeGenerator(nn.Module):
+class ZeroCodeGenerator(Generator):
     """G with the mean code z = 0 by default: the deterministic generator used for export and translate."""
 
     def __init__(self, model: "BicycleGAN"):
         super().__init__()
         self.model = model.netG
-        self.nz, self.where_add = model.cfg.nz, model.cfg.where_add
-        self.size_multiple = getattr(self.model, "size_multiple", 1)
+        self.z_dim, self.where_add = model.cfg.nz, model.cfg.where_add
+        self.size_multiple = self.model.size_multiple
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         if z is None:
-            z = torch.zeros(x.shape[0], self.nz, device=x.device, dtype=x.dtype)
+            z = torch.zeros(x.shape[0], self.z_dim, device=x.device, dtype=x.dtype)
         if self.where_add == "all":
             return self.model(x, z)
         return self.model(with_code(x, z))

@@ -7,43 +7,14 @@ indices are needed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal
-
 import torch
 
-from imgtrans.config import InstanceNormGANConfig, opt
 from imgtrans.errors import ImgtransError
-from imgtrans.losses import patch_nce_loss
 from imgtrans.models.gan import GANModel
+from imgtrans.models.options import CUTConfig, FastCUTConfig
 from imgtrans.nets.layers import init_weights
+from imgtrans.nets.losses import patch_nce_loss
 from imgtrans.nets.patch_sampler import PatchSampler
-
-
-@dataclass
-class CUTConfig(InstanceNormGANConfig):
-    model_name: ClassVar[str] = "cut"
-
-    netG: Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"] = opt(
-        "resnet_9blocks", "generator")
-    init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = opt("xavier", "weight initialisation")
-    lambda_GAN: float = opt(1.0, "weight of the adversarial loss", ge=0)
-    lambda_NCE: float = opt(1.0, "weight of the PatchNCE loss", ge=0)
-    nce_idt: bool = opt(True, "also apply PatchNCE to G(B) vs B (identity)")
-    nce_layers: str = opt("", "comma-separated generator layers for PatchNCE; empty = the generator's default")
-    nce_T: float = opt(0.07, "PatchNCE temperature", gt=0)
-    num_patches: int = opt(256, "patches sampled per layer and image", ge=1)
-    netF_nc: int = opt(256, "width of the projection MLP", ge=1)
-    flip_equivariance: bool = opt(False, "randomly flip inputs to enforce flip equivariance (FastCUT)")
-
-
-@dataclass
-class FastCUTConfig(CUTConfig):
-    model_name: ClassVar[str] = "fastcut"
-
-    lambda_NCE: float = opt(10.0, "weight of the PatchNCE loss")
-    nce_idt: bool = opt(False, "also apply PatchNCE to G(B) vs B (identity)")
-    flip_equivariance: bool = opt(True, "randomly flip inputs to enforce flip equivariance")
 
 
 class CUT(GANModel):

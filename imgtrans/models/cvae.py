@@ -3,37 +3,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal
-
 import torch
 
-from imgtrans.config import TrainConfig, opt
 from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
 from imgtrans.models.base import TranslationModel
+from imgtrans.models.options import CVAEConfig
 from imgtrans.nets.encoders import ConvEncoder, kl_divergence, reparameterize
 from imgtrans.nets.naive import CodeDecoder
 
 WIDTHS = (32, 64, 128, 128)
-
-
-@dataclass
-class CVAEConfig(TrainConfig):
-    model_name: ClassVar[str] = "cvae"
-
-    batch_size: int = opt(16, "images per step (the “Comparison of Generative Models” report: 64)")
-    lr: float = opt(5e-4, "Adam learning rate (the “Comparison of Generative Models” report: 1e-4 in its table, "
-                          "2e-3 in its text)")
-    beta1: float = opt(0.9, "Adam beta1")
-    lr_policy: Literal["linear", "step", "cosine", "constant"] = opt("constant", "learning-rate schedule")
-    n_epochs: int = opt(10, "epochs at the initial learning rate (the “Comparison of Generative Models” report: "
-                            "10k steps of batch 64)")
-    n_epochs_decay: int = opt(0, "epochs of linear decay to zero (linear policy)")
-    latent_dim: int = opt(1024, "size of the Gaussian code", ge=1)
-    hidden: int = opt(2048, "width of the encoder's fully connected layer", ge=1)
-    kl_weight: float = opt(1.0, "weight of the KL term", ge=0)
-    recon: Literal["l1", "l2"] = opt("l2", "reconstruction loss, summed over pixels (l2 = sum of squares)")
 
 
 class CVAE(TranslationModel):

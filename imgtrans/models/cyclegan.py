@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal
-
 import torch
 from torch.nn import functional as F
 
-from imgtrans.config import InstanceNormGANConfig, opt
 from imgtrans.errors import ImgtransError
 from imgtrans.models.gan import GANModel
+from imgtrans.models.options import CycleGANConfig
 from imgtrans.nets.image_pool import ImagePool
-
-
-@dataclass
-class CycleGANConfig(InstanceNormGANConfig):
-    model_name: ClassVar[str] = "cyclegan"
-
-    netG: Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"] = opt(
-        "resnet_9blocks", "generator for both directions")
-    lambda_A: float = opt(10.0, "weight of the cycle loss A → B → A", ge=0)
-    lambda_B: float = opt(10.0, "weight of the cycle loss B → A → B", ge=0)
-    lambda_identity: float = opt(0.5, "identity loss weight, relative to lambda_A/B; 0 disables it", ge=0)
-    pool_size: int = opt(50, "generated images kept for discriminator updates; 0 = none", ge=0)
 
 
 class CycleGAN(GANModel):

@@ -8,58 +8,18 @@ images). Sampling uses the EMA weights.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import ClassVar, Literal
 
 import torch
 from torch.nn import functional as F
 
-from imgtrans.config import TrainConfig, opt
 from imgtrans.data.codec import Codec
 from imgtrans.diffusion.noise_schedules import NoiseSchedule, ScheduleConfig
 from imgtrans.diffusion.samplers import DDIMSampler, DDPMSampler
 from imgtrans.errors import ImgtransError
 from imgtrans.models.base import TranslationModel
+from imgtrans.models.options import DiffusionConfig
 from imgtrans.nets.diffusion_unet import DiffusionUNet
 from imgtrans.nets.layers import pad_to_multiple
-
-
-@dataclass
-class DiffusionConfig(TrainConfig):
-    model_name: ClassVar[str] = "diffusion"
-
-    crop_size: int = opt(64, "training crop size in pixels")
-    batch_size: int = opt(8, "images per step")
-    lr: float = opt(2e-4, "AdamW learning rate")
-    beta1: float = opt(0.9, "AdamW beta1")
-    weight_decay: float = opt(5e-5, "AdamW weight decay", ge=0)
-    lr_policy: Literal["linear", "step", "cosine", "constant"] = opt("constant", "learning-rate schedule")
-    n_epochs: int = opt(15, "epochs at the initial learning rate")
-    n_epochs_decay: int = opt(0, "epochs of linear decay to zero (linear policy)")
-    conditional: bool = opt(True, "condition on the source image (false: generate from noise)")
-    schedule: Literal["linear", "scaled_linear", "cosine", "sigmoid", "signal_cosine"] = opt(
-        "cosine", "noise schedule")
-    timesteps: int = opt(1000, "diffusion steps T", ge=2)
-    beta_start: float = opt(1e-4, "first β (linear, scaled_linear, sigmoid)", gt=0, lt=1)
-    beta_end: float = opt(0.02, "last β (linear, scaled_linear, sigmoid)", gt=0, lt=1)
-    min_signal_rate: float = opt(0.02, "signal_cosine: √ᾱ at the noisiest step", gt=0, lt=1)
-    max_signal_rate: float = opt(0.95, "signal_cosine: √ᾱ at the cleanest step", gt=0, lt=1)
-    prediction: Literal["eps", "v"] = opt("v", "what the network predicts (v converges faster than eps here)")
-    sampler: Literal["ddim", "ddpm"] = opt("ddim", "reverse process used for samples")
-    sample_steps: int = opt(50, "denoising steps when sampling", ge=1)
-    val_sample_steps: int = opt(20, "denoising steps for the validation samples", ge=1)
-    eta: float = opt(0.0, "DDIM stochasticity (0 = deterministic)", ge=0, le=1)
-    clip_sample: bool = opt(True, "clip each sampling step's predicted clean image to [-1, 1]")
-    base_channels: int = opt(32, "U-Net width at full resolution", ge=1)
-    channel_mults: str = opt("1,2,4", "width multipliers per resolution level")
-    num_res_blocks: int = opt(2, "residual blocks per level", ge=1)
-    attention_levels: str = opt("2", "levels (0 = full resolution) with self-attention")
-    dropout_rate: float = opt(0.0, "dropout in the residual blocks", ge=0, lt=1)
-    ema_decay: float = opt(0.999, "EMA decay of the sampling weights, warmed up as min(decay, (1+n)/(10+n)) "
-                                  "after n steps", ge=0, le=1)
-    val_images: int = opt(16, "validation images for val/psnr, val/ssim and val/kid each epoch, each fully sampled")
-    inception_weights: str = opt("", "path of weights-inception-2015-12-05-6726825d.pth for val/kid; default: the "
-                                     "torch hub cache (val/kid is skipped, with a warning, when absent)")
 
 
 def _ints(name: str, text: str) -> tuple[int, ...]:
@@ -102,6 +62,10 @@ class Diffusion(TranslationModel):
 
     def generator(self):
         return self.ema
+
+    def export_obstacle(self) -> str | None:
+        return ("a diffusion model translates by running its denoiser (which also takes the step t) over "
+                f"{self.cfg.sample_steps} sampling steps, not in one pass")
 
     def _input(self, x_t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         return torch.cat([x_t, cond.to(x_t.dtype)], 1) if self.cfg.conditional else x_t

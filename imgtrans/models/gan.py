@@ -7,11 +7,11 @@ from torch import nn
 
 from imgtrans.config import TrainConfig
 from imgtrans.data.codec import Codec
-from imgtrans.losses import GANLoss, gradient_penalty
 from imgtrans.models.base import TranslationModel
 from imgtrans.nets.discriminators import build_discriminator
 from imgtrans.nets.generators import build_generator
 from imgtrans.nets.layers import init_weights
+from imgtrans.nets.losses import GANLoss, gradient_penalty
 
 
 class GANModel(TranslationModel):

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 import torch
 from torch.nn import functional as F
 
-from imgtrans.config import GANConfig, opt
 from imgtrans.models.gan import GANModel
-
-
-@dataclass
-class Pix2PixConfig(GANConfig):
-    model_name: ClassVar[str] = "pix2pix"
-
-    lambda_L1: float = opt(100.0, "weight of the L1 term", ge=0)
+from imgtrans.models.options import Pix2PixConfig
 
 
 class Pix2Pix(GANModel):

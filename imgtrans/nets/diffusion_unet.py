@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from imgtrans.nets.layers import Generator
+
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of integer (or continuous) timesteps, as in the Transformer and DDPM."""
@@ -50,7 +52,7 @@ class Attention(nn.Module):
         return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
 
 
-class DiffusionUNet(nn.Module):
+class DiffusionUNet(Generator):
     def __init__(self, in_channels: int, out_channels: int, base: int = 64, mults: tuple[int, ...] = (1, 2, 4),
                  num_res_blocks: int = 2, attention_levels: tuple[int, ...] = (2,), dropout: float = 0.0):
         super().__init__()

@@ -9,7 +9,7 @@ from torch import nn
 
 from imgtrans.errors import ImgtransError
 from imgtrans.nets.chroma import LabOutput
-from imgtrans.nets.layers import norm_layer
+from imgtrans.nets.layers import Generator, norm_layer
 
 GENERATORS = ("unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks")
 UPSAMPLING = ("transpose", "resize_conv")
@@ -32,7 +32,7 @@ def lab_output(lab: LabOutput | None, x: torch.Tensor, y: torch.Tensor) -> torch
     return y if lab is None else lab(x, y)
 
 
-class UnetGenerator(nn.Module):
+class UnetGenerator(Generator):
     """U-Net with `depth` stride-2 levels; the bottleneck is 1×1 for inputs of 2**depth pixels.
 
     Levels 4 … depth-2 (the ngf*8 blocks between the innermost and the outer
@@ -46,7 +46,7 @@ class UnetGenerator(nn.Module):
         self.lab = lab
         # nz > 0: a latent code z (N, nz) is broadcast and concatenated to the input of every encoder level
         # (BicycleGAN's where_add=all).
-        self.nz = nz
+        self.z_dim = nz
         if depth < 5:
             raise ImgtransError(f"U-Net depth must be at least 5, got {depth}")
         make_norm, bias = norm_layer(norm)
@@ -74,7 +74,7 @@ class UnetGenerator(nn.Module):
         skips = []
         h = x
         for down in self.down:
-            h = down(with_code(h, z) if self.nz else h)
+            h = down(with_code(h, z) if self.z_dim else h)
             skips.append(h)
         y = self.up[-1](skips[-1])
         for i in range(len(self.up) - 2, -1, -1):
@@ -119,7 +119,7 @@ class ResnetBlock(nn.Module):
         return x + self.block(x)
 
 
-class ResnetGenerator(nn.Module):
+class ResnetGenerator(Generator):
     """c7s1-ngf, two stride-2 downsamplings, n_blocks residual blocks, two upsamplings, c7s1-out."""
 
     def __init__(self, input_nc: int, output_nc: int, n_blocks: int = 9, ngf: int = 64,

@@ -10,6 +10,14 @@ from torch import nn
 from imgtrans.errors import ImgtransError
 
 NORMS = ("batch", "instance", "none")
+
+
+class Generator(nn.Module):
+    """What a generator declares to whoever runs or exports it: the sides of its input must be multiples of
+    `size_multiple`; with `z_dim` > 0 it takes a latent code (N, z_dim) as its second input."""
+
+    size_multiple: int = 1
+    z_dim: int = 0
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 
 

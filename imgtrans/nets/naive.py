@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from imgtrans.nets.layers import Generator
+
 
 def strided_convs(input_nc: int, widths: tuple[int, ...], kernel: int = 3) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -26,13 +28,13 @@ def up_convs(input_nc: int, widths: tuple[int, ...], output_nc: int) -> nn.Seque
     return nn.Sequential(*layers)
 
 
-class CodeDecoder(nn.Module):
+class CodeDecoder(Generator):
     """Decodes a latent code, conditioned on the input image: z → FC → (C, s/16, s/16) map, concatenated
     with a skip-free encoding of the input, → 4 transposed convs. z=None decodes the mean (zeros)."""
 
     def __init__(self, input_nc: int, output_nc: int, nz: int, crop_size: int, widths: tuple[int, ...]):
         super().__init__()
-        self.nz, self.cells = nz, crop_size // 2 ** len(widths)
+        self.z_dim, self.cells = nz, crop_size // 2 ** len(widths)
         self.size_multiple = 2 ** len(widths)
         self.condition = strided_convs(input_nc, widths)
         self.fc = nn.Linear(nz, widths[-1] * self.cells * self.cells)
@@ -41,7 +43,7 @@ class CodeDecoder(nn.Module):
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         cond = self.condition(x)
         if z is None:
-            z = torch.zeros(x.shape[0], self.nz, device=x.device, dtype=x.dtype)
+            z = torch.zeros(x.shape[0], self.z_dim, device=x.device, dtype=x.dtype)
         code = self.fc(z).view(x.shape[0], -1, self.cells, self.cells)
         # Inputs of another size than the training crop get the code map stretched to fit; unconditionally,
         # so that an exported graph keeps dynamic height and width (identity at the training size).
@@ -49,13 +51,11 @@ class CodeDecoder(nn.Module):
         return self.up(torch.cat([cond, code.to(cond.dtype)], 1))
 
 
-class PixelwiseGenerator(nn.Module):
+class PixelwiseGenerator(Generator):
     """That report's CGAN generator: a per-pixel dense layer (1×1 conv) with batch norm, dropout and ReLU, a
     stride-2 transposed conv and a 2× upsampling to work at 4× the input size, two stride-1 transposed
     convs, and a stride-4 conv back to the input size. No code vector and no skips: each output pixel sees
     only a small window of the input, and the dropout is the only noise."""
-
-    size_multiple = 1
 
     def __init__(self, input_nc: int, output_nc: int, widths: tuple[int, int, int, int], dropout: float = 0.45):
         super().__init__()

@@ -20,9 +20,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgtrans.config import STUDY_STORAGE_VARIABLE, ServerConfig
 from imgtrans.errors import ImgtransError
+from imgtrans.studies.options import STUDY_STORAGE_VARIABLE
 from imgtrans.team.network import advertised, local, port_in_use
+from imgtrans.team.options import ServerConfig
 from imgtrans.team.postgres import LocalCluster, check_database_url, redacted
 
 START_TIMEOUT_S = 120

@@ -22,12 +22,23 @@ from PIL import Image
 from torch.nn import functional as F
 from torch.utils.data import Subset
 
-from imgtrans import metrics as M
-from imgtrans.checkpoint import load_model
-from imgtrans.config import EvaluateConfig
 from imgtrans.data.datasets import build_data, make_loader
 from imgtrans.data.images import to_uint8
 from imgtrans.errors import ImgtransError
+from imgtrans.evaluation.options import EvaluateConfig
+from imgtrans.metrics.distribution import DistributionMetrics, FidelityInception
+from imgtrans.metrics.perceptual import lpips_network, lpips_per_image
+from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
+from imgtrans.metrics.weights import (
+    ALEXNET_FILE,
+    ALEXNET_URL,
+    INCEPTION_FILE,
+    INCEPTION_URL,
+    Unavailable,
+    missing_message,
+    weights_file,
+)
+from imgtrans.training.checkpoint import load_model
 
 SAMPLES_DIR = "samples"
 
@@ -36,7 +47,7 @@ SAMPLES_DIR = "samples"
 class Evaluation:
     metrics: dict[str, float]
     tags: dict[str, str]
-    unavailable: list[M.Unavailable]
+    unavailable: list[Unavailable]
     artifacts: Path
 
 
@@ -51,7 +62,7 @@ def pairwise_diversity(model, codec, x: torch.Tensor, lpips_net, device) -> torc
     rgb = [codec.decode_output(x, o) for o in outs]
     pairs = [(i, j) for i in range(len(rgb)) for j in range(i + 1, len(rgb))]
     if lpips_net is not None:
-        dist = [M.lpips_per_image(lpips_net, rgb[i].to(device), rgb[j].to(device)).cpu() for i, j in pairs]
+        dist = [lpips_per_image(lpips_net, rgb[i].to(device), rgb[j].to(device)).cpu() for i, j in pairs]
     else:
         dist = [(rgb[i] - rgb[j]).abs().flatten(1).mean(1) for i, j in pairs]
     return torch.stack(dist).mean(0)
@@ -80,23 +91,23 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
     if count == 0:
         raise ImgtransError(f"the {cfg.split} split of {data.source.root} has no images")
     codec = data.codec
-    unavailable: list[M.Unavailable] = []
+    unavailable: list[Unavailable] = []
 
-    lpips_file = M.weights_file(M.ALEXNET_FILE, cfg.lpips_weights)
-    lpips_net = M.lpips_network(lpips_file).to(device) if lpips_file else None
+    lpips_file = weights_file(ALEXNET_FILE, cfg.lpips_weights)
+    lpips_net = lpips_network(lpips_file).to(device) if lpips_file else None
     if lpips_net is None:
-        unavailable.append(M.Unavailable("lpips", M.missing_message(
-            "LPIPS", M.ALEXNET_FILE, M.ALEXNET_URL, cfg.lpips_weights, "lpips_weights")))
-    inception_file = M.weights_file(M.INCEPTION_FILE, cfg.inception_weights)
+        unavailable.append(Unavailable("lpips", missing_message(
+            "LPIPS", ALEXNET_FILE, ALEXNET_URL, cfg.lpips_weights, "lpips_weights")))
+    inception_file = weights_file(INCEPTION_FILE, cfg.inception_weights)
     distribution = None
     if inception_file:
-        distribution = M.DistributionMetrics(M.FidelityInception(inception_file, "2048"),
-                                             M.FidelityInception(inception_file, "logits_unbiased"),
+        distribution = DistributionMetrics(FidelityInception(inception_file, "2048"),
+                                             FidelityInception(inception_file, "logits_unbiased"),
                                              kid_subset_size=cfg.kid_subset_size)
     else:
-        message = M.missing_message("FID/KID/IS", M.INCEPTION_FILE, M.INCEPTION_URL, cfg.inception_weights,
+        message = missing_message("FID/KID/IS", INCEPTION_FILE, INCEPTION_URL, cfg.inception_weights,
                                     "inception_weights")
-        unavailable += [M.Unavailable(name, message) for name in ("fid", "kid", "is")]
+        unavailable += [Unavailable(name, message) for name in ("fid", "kid", "is")]
 
     has_targets = data.source.has_targets
     diversity: list[torch.Tensor] = []
@@ -123,10 +134,10 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
             rows.append({"index": index})
         if has_targets:  # per-image scores need ground truth; unpaired data only has distributions
             baseline, trivial = codec.trivial_output(x)
-            for name, score in (("psnr", M.psnr_per_image), ("ssim", M.ssim_per_image)):
+            for name, score in (("psnr", psnr_per_image), ("ssim", ssim_per_image)):
                 baselines[f"baseline/{baseline}/{name}"] += score(trivial, target).tolist()
-            psnr, ssim = M.psnr_per_image(pred, target), M.ssim_per_image(pred, target)
-            lp = M.lpips_per_image(lpips_net, pred.to(device), target.to(device)).cpu() if lpips_net else None
+            psnr, ssim = psnr_per_image(pred, target), ssim_per_image(pred, target)
+            lp = lpips_per_image(lpips_net, pred.to(device), target.to(device)).cpu() if lpips_net else None
             for i, row in enumerate(rows[-len(pred):]):
                 row.update(psnr=float(psnr[i]), ssim=float(ssim[i]))
                 if lp is not None:
@@ -174,8 +185,8 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
     """`imgtrans evaluate`: test metrics of a run, logged to that run."""
     import os
 
+    from imgtrans.compute.runtime import resolve_device
     from imgtrans.files import scratch_dir
-    from imgtrans.runtime import resolve_device
     from imgtrans.tracking import RunWriter, generator_checkpoint, tracked_run
 
     if not cfg.run_id:

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imgtrans.benchmark import generator_model, markdown_table
+from imgtrans.benchmarks.inference import generator_model
+from imgtrans.benchmarks.tables import markdown_table
+from imgtrans.export.onnx import export_model
 from imgtrans.files import scratch_dir
 from imgtrans.infer.archive import plan_archive, run_archive
 from imgtrans.infer.engines import LocalEngine, choose_devices
 from imgtrans.infer.worker import TranslateSettings, Work
-from imgtrans.onnx_export import export_model
 
 
 @dataclass

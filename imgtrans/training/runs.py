@@ -1,24 +1,28 @@
-"""The kinds of run an entry point starts, behind one protocol, and what every kind shares.
+"""The run protocol and the command that starts any run kind (the registry is `imgtrans.commands.RUNS`).
 
-A run kind is a class built as `Kind(cfg, tracker, resume_payload=None, progress=True, on_validation=None)`
-whose `fit()` returns a result with `run_id`, `val_metrics` (what a study optimises) and `summary()` (the
-line printed at the end). `on_validation(index, metrics)` is called at each validation, where an Optuna
-study reports and prunes. The Trainer (every model of `models.MODELS`), DIP and DIP→diffusion are the
-kinds; `RUNS` maps each entry-point name to its kind, so the CLI and studies never branch on a name.
+`start` validates the options, resolves `resume`, runs the kind inside a tracked MLflow run (under torchrun:
+rank 0 tracks, the others keep quiet) and prints its summary; `log_setup` is what every kind records first.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from imgtrans import config as config_mod
+from imgtrans.commands import run_kind
+from imgtrans.compute import distributed
+from imgtrans.compute.runtime import resolve_device, runtime_tags
 from imgtrans.config import RunConfig
-from imgtrans.dip.model import DIPConfig, DIPDiffusionConfig
 from imgtrans.errors import ImgtransError
-from imgtrans.models import MODELS
+from imgtrans.files import scratch_dir
+from imgtrans.tracking import (
+    QuietTracker,
+    download_checkpoint,
+    end_stale_run,
+    tracked_run,
+)
+from imgtrans.training import checkpoint
 
 Validation = Callable[[int, dict[str, float]], None]
 
@@ -30,59 +34,9 @@ class RunResult(Protocol):
     def summary(self) -> str: ...
 
 
-@dataclass(frozen=True)
-class RunKind:
-    config_class: type[RunConfig]
-    # "module:Class", imported when a run starts, so that `imgtrans --help` stays quick.
-    runner: str
-    help: str
-    # What a run that trains no generator (for `export`, a study's `retrain`, infer/ms_per_image) does instead.
-    instead_of_a_generator: str = ""
-    # Whether it trains data-parallel over the processes torchrun starts (nproc > 1).
-    distributed: bool = False
-
-    @property
-    def trains_generator(self) -> bool:
-        return not self.instead_of_a_generator
-
-    def create(self, cfg: RunConfig, tracker, resume_payload: dict | None = None, progress: bool = True,
-               on_validation: Validation | None = None):
-        module, name = self.runner.split(":")
-        runner = getattr(importlib.import_module(module), name)
-        return runner(cfg, tracker, resume_payload=resume_payload, progress=progress, on_validation=on_validation)
-
-
-def _first_line(cls: type) -> str:
-    import sys
-
-    return (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-
-
-RUNS: dict[str, RunKind] = {
-    **{name: RunKind(cls.config_class, "imgtrans.train:Trainer", f"train {name}: {_first_line(cls)}",
-                     distributed=True)
-       for name, cls in MODELS.items()},
-    "dip": RunKind(DIPConfig, "imgtrans.dip.runner:DIPRunner",
-                   "restore one image with Deep Image Prior (classic or progressive)", "restores one image"),
-    "dip_diffusion": RunKind(DIPDiffusionConfig, "imgtrans.dip.diffusion:DIPDiffusionRun",
-                             "DIP output as the start of a trained diffusion model's reverse process (SDEdit)",
-                             "restores one image with a trained diffusion model"),
-}
-
-
-def run_kind(name: str) -> RunKind:
-    try:
-        return RUNS[name]
-    except KeyError:
-        raise ImgtransError(f"unknown model '{name}'; valid values: {', '.join(RUNS)}") from None
-
-
 def start(cfg: RunConfig, explicit: dict[str, Any], progress: bool = True) -> int:
     """The command of every run kind: validate, resolve `resume`, run it tracked, print its summary. With
     nproc > 1 it starts itself under torchrun; under torchrun rank 0 tracks the one run of the job."""
-    from imgtrans import distributed
-    from imgtrans.runtime import resolve_device
-    from imgtrans.tracking import QuietTracker, tracked_run
 
     cfg.validate()
     kind = run_kind(cfg.model_name)
@@ -116,9 +70,6 @@ def start(cfg: RunConfig, explicit: dict[str, Any], progress: bool = True) -> in
 def resolve_resume(cfg: RunConfig, explicit: dict[str, Any], end_stale: bool = True) -> tuple[RunConfig, dict | None]:
     """With `resume`, the checkpoint's config is used, updated by the options the user set explicitly; the run
     resumed from is marked KILLED if it died RUNNING (`end_stale`: by one process of a job only)."""
-    from imgtrans import checkpoint
-    from imgtrans.files import scratch_dir
-    from imgtrans.tracking import download_checkpoint, end_stale_run
 
     ref = cfg.resume
     if not ref:
@@ -141,7 +92,6 @@ def resolve_resume(cfg: RunConfig, explicit: dict[str, Any], end_stale: bool = T
 
 def log_setup(tracker, cfg: RunConfig, runtime, step: int, tags: dict[str, object]) -> None:
     """What every run records first: the config as params and config.json, where it runs, and its own tags."""
-    from imgtrans.runtime import runtime_tags
 
     tracker.log_params({"model": cfg.model_name, **config_mod.to_dict(cfg)})
     tracker.log_text(config_mod.to_json(cfg), "config.json")

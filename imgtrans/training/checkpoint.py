@@ -292,8 +292,8 @@ def restore_nets(model, payload: dict[str, Any], source: str) -> None:
 
 def load_model(path: Path | str, device: str | torch.device = "cpu"):
     """Rebuild a trained model for inference from a checkpoint alone (eval mode)."""
-    from imgtrans.models import model_class
-    from imgtrans.runtime import Runtime
+    from imgtrans.compute.runtime import Runtime
+    from imgtrans.models.registry import model_class
 
     payload = read(path)
     cls = model_class(payload["model"])

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 import torch
 from mlflow.tracking import MlflowClient
 
-from imgtrans.benchmark import markdown_table, train_row
-from imgtrans.models import model_class
+from imgtrans.benchmarks.tables import markdown_table
+from imgtrans.benchmarks.training import train_row
+from imgtrans.models.registry import model_class
+from imgtrans.tracking import tracked_run
+from imgtrans.training.trainer import Trainer
 
 DATASET = "synthetic-facades"
 
@@ -44,9 +47,6 @@ def _mean(client: MlflowClient, run_id: str, key: str) -> float:
 
 def e2e_row(model_name: str, batch: int, crop: int, epochs: int, images: int, device: torch.device,
             experiment: str, step_repeats: int) -> E2ERow:
-    from imgtrans.tracking import tracked_run
-    from imgtrans.train import Trainer
-
     cfg = model_class(model_name).config_class(
         dataset=DATASET, crop_size=crop, batch_size=batch, epochs=epochs, max_dataset_size=images,
         device=device.type, val_images=16, sample_images=4)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from imgtrans.config import CompareConfig
+from imgtrans.evaluation.options import CompareConfig
 from imgtrans.files import atomic_write_bytes
 
 SHEET_FILE = "samples.jpg"

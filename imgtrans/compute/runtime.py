@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgtrans import distributed
+from imgtrans.compute import distributed
 from imgtrans.config import RunConfig
 from imgtrans.errors import ImgtransError
 

@@ -5,88 +5,32 @@ batch norm uses its running statistics (folded into the convolutions) and
 dropout is off. The reference pix2pix code tests in train mode; that is
 random and batch-dependent, which an archive colorizer must not be.
 
-The sidecar JSON next to the `.onnx` holds everything `translate` needs:
-channels, value range, colour space, size multiple, precision, parity.
+The sidecar JSON next to the `.onnx` (`export.sidecar`) holds everything `translate` needs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 import torch
 
-from imgtrans.config import ExportConfig
+from imgtrans.config import to_dict
 from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
+from imgtrans.export.sidecar import Sidecar, sidecar_path
 from imgtrans.files import atomic_write_bytes
 from imgtrans.nets.layers import round_up
 
 OPSET = 17
-SIDECAR_FORMAT = "imgtrans-onnx/1"
 TOLERANCE = {"fp32": 1e-3, "fp16": 3e-2}
 # Layers kept in fp32 inside an fp16 graph: their reductions lose too much in half precision.
 FP32_OPS = ["InstanceNormalization", "BatchNormalization", "LayerNormalization", "GroupNormalization",
             "ReduceMean", "Softmax"]
-
-
-@dataclass
-class Sidecar:
-    model: str
-    codec: dict[str, Any]
-    input_channels: int
-    output_channels: int
-    size_multiple: int
-    tile_size: int
-    precision: str
-    opset: int
-    source: str
-    parity_max_abs_error: float
-    parity_shapes: list[list[int]]
-    config: dict[str, Any]
-    z_dim: int = 0  # > 0: a second input "z" (N, z_dim), the latent code of multimodal generators
-    receptive_radius: int = 0  # px an output pixel reaches into the input; 0 = the whole input, or unknown
-    bytes_per_pixel: float = 0.0  # float32 activations per input pixel (an upper bound); 0 = unknown
-    value_range: tuple[float, float] = (-1.0, 1.0)
-    eval_semantics: str = "eval mode: batch norm uses running statistics, dropout off"
-    format: str = SIDECAR_FORMAT
-
-    @property
-    def codec_obj(self) -> Codec:
-        return Codec(**self.codec)
-
-    def save(self, path: Path) -> None:
-        atomic_write_bytes(path, json.dumps(dataclasses.asdict(self), indent=2).encode())
-
-    @classmethod
-    def load(cls, path: Path) -> "Sidecar":
-        if not path.is_file():
-            raise ImgtransError(f"sidecar {path} not found next to the ONNX model; re-export it with `imgtrans export`")
-        redo = "re-export the model with `imgtrans export`"
-        try:
-            data = json.loads(path.read_text())
-        except ValueError as exc:  # invalid JSON or not UTF-8
-            raise ImgtransError(f"sidecar {path} is corrupt ({exc}); {redo}") from None
-        if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-            raise ImgtransError(f"{path} is not an imgtrans sidecar ({SIDECAR_FORMAT}); {redo}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        try:
-            sidecar = cls(**{k: v for k, v in data.items() if k in known})
-            sidecar.codec_obj  # a codec that is not one fails here rather than mid-archive
-        except TypeError as exc:  # fields missing, or a bad codec
-            raise ImgtransError(f"sidecar {path} is incomplete ({exc}); {redo}") from None
-        return sidecar
-
-
-def sidecar_path(onnx_path: Path) -> Path:
-    return onnx_path.with_suffix(".json")
 
 
 def parity_shapes(input_nc: int, multiple: int) -> list[tuple[int, ...]]:
@@ -186,10 +130,12 @@ def export_model(model, out_path: Path, *, precision: str = "fp32", source: str 
     """Write `<out>.onnx` and `<out>.json`; raise if ONNX and PyTorch disagree beyond tolerance."""
     if precision not in TOLERANCE:
         raise ImgtransError(f"invalid precision '{precision}'; valid values: {', '.join(TOLERANCE)}")
+    obstacle = model.export_obstacle()
+    if obstacle:
+        raise ImgtransError(f"{model.cfg.model_name} cannot be exported to ONNX: {obstacle}")
     net = model.generator().float().cpu().eval()
     codec: Codec = model.codec
-    multiple = getattr(net, "size_multiple", 1)
-    z_dim = getattr(net, "nz", 0)
+    multiple, z_dim = model.size_multiple, model.z_dim
     model_bytes = to_onnx_bytes(net, codec.input_nc, multiple, z_dim)
     if precision == "fp16":
         model_bytes = to_fp16(model_bytes)
@@ -199,41 +145,15 @@ def export_model(model, out_path: Path, *, precision: str = "fp32", source: str 
     if error > TOLERANCE[precision]:
         raise ImgtransError(f"ONNX export does not match PyTorch: max abs error {error:.2e} > "
                             f"{TOLERANCE[precision]:.0e} ({precision}); the model was not written")
-    from imgtrans import config as config_mod
-
     sidecar = Sidecar(
         model=model.cfg.model_name, codec=dataclasses.asdict(codec), input_channels=codec.input_nc,
         output_channels=codec.output_nc, size_multiple=multiple,
         tile_size=max(multiple, 256 if multiple <= 256 else multiple), precision=precision, opset=OPSET,
         source=source, parity_max_abs_error=error, parity_shapes=[list(s) for s in shapes],
-        config=config_mod.to_dict(model.cfg), z_dim=z_dim,
+        config=to_dict(model.cfg), z_dim=z_dim,
         receptive_radius=receptive_radius(net, codec.input_nc, multiple, z_dim),
         bytes_per_pixel=activation_bytes_per_pixel(net, codec.input_nc, multiple, z_dim))
     out_path = out_path.with_suffix(".onnx")
     atomic_write_bytes(out_path, model_bytes)
     sidecar.save(sidecar_path(out_path))
     return out_path, sidecar
-
-
-def export_command(cfg: ExportConfig, explicit: dict, progress: bool) -> int:
-    """`imgtrans export`: a run's (or registered model's) generator to ONNX, logged to an export run."""
-    from imgtrans.checkpoint import load_model
-    from imgtrans.files import scratch_dir
-    from imgtrans.tracking import generator_checkpoint, tracked_run
-
-    if bool(cfg.run_id) == bool(cfg.model_uri):
-        raise ImgtransError("give exactly one of run_id or model_uri")
-    source = cfg.model_uri or f"runs:/{cfg.run_id}/model"
-    with tracked_run(cfg.experiment, run_name="export") as tracker, scratch_dir("export") as tmp:
-        model = load_model(generator_checkpoint(source, tmp))
-        name = cfg.output or f"export/{model.cfg.model_name}-{cfg.run_id or 'model'}"
-        if cfg.precision == "fp16" and not cfg.output:
-            name += "-fp16"
-        path, sidecar = export_model(model, Path(name), precision=cfg.precision, source=source)
-        tracker.log_params({"source": source, "precision": cfg.precision, "opset": sidecar.opset,
-                            "onnx_path": str(path)})
-        tracker.log_metrics({"export/parity_max_abs_error": sidecar.parity_max_abs_error}, step=0)
-        tracker.log_onnx(path)
-    print(f"imgtrans: exported {source} to {path} (parity max abs error {sidecar.parity_max_abs_error:.2e}, "
-          f"{sidecar.precision}, opset {sidecar.opset})")
-    return 0

@@ -14,24 +14,32 @@ import torch
 from torch.utils.data import Subset
 from tqdm import tqdm
 
-from imgtrans import bn_recalibration, checkpoint, distributed, interrupts
 from imgtrans import config as config_mod
-from imgtrans import metrics as M
+from imgtrans import interrupts
+from imgtrans.compute import distributed
+from imgtrans.compute.runtime import resolve_runtime, seed_everything
 from imgtrans.config import TrainConfig
 from imgtrans.data.cache import training_loader
 from imgtrans.data.datasets import Data, EpochSampler, build_data, make_loader
 from imgtrans.data.images import sample_grid, to_uint8
 from imgtrans.errors import ImgtransError
 from imgtrans.files import scratch_dir
-from imgtrans.graphed_step import training_step_for
-from imgtrans.lr_schedules import build_scheduler
-from imgtrans.metrics import psnr_per_image, ssim_per_image
-from imgtrans.models import model_class
+from imgtrans.metrics.distribution import FidelityInception, kernel_inception_distance
+from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
+from imgtrans.metrics.weights import (
+    INCEPTION_FILE,
+    INCEPTION_URL,
+    missing_message,
+    weights_file,
+)
 from imgtrans.models.base import TranslationModel
+from imgtrans.models.registry import model_class
 from imgtrans.nets.layers import count_parameters
-from imgtrans.runs import Validation, log_setup
-from imgtrans.runtime import resolve_runtime, seed_everything
 from imgtrans.tracking import Tracker
+from imgtrans.training import bn_recalibration, checkpoint
+from imgtrans.training.graphed_step import training_step_for
+from imgtrans.training.lr_schedules import build_scheduler
+from imgtrans.training.runs import Validation, log_setup
 
 PROCESS_SEED_STRIDE = 1_000_003  # process r of a torchrun job draws its noise from seed + r × this
 
@@ -105,12 +113,12 @@ class Trainer:
         if not self.model.validation_kid or not cfg.val_images:
             return None, None
         given = self.model.inception_weights
-        weights = M.weights_file(M.INCEPTION_FILE, given)
+        weights = weights_file(INCEPTION_FILE, given)
         if weights is None:
-            message = M.missing_message("val/kid", M.INCEPTION_FILE, M.INCEPTION_URL, given, "inception_weights")
+            message = missing_message("val/kid", INCEPTION_FILE, INCEPTION_URL, given, "inception_weights")
             print(f"imgtrans: warning: {message}", file=sys.stderr)
             return None, f"unavailable: {message}"
-        return M.FidelityInception(weights).to(self.runtime.device).eval(), f"Inception from {weights}"
+        return FidelityInception(weights).to(self.runtime.device).eval(), f"Inception from {weights}"
 
     def _restore(self, payload: dict) -> None:
         pos = checkpoint.restore_training(self.model, self.schedulers, payload)
@@ -341,7 +349,7 @@ class Trainer:
                 psnr_sum, ssim_sum = distributed.sum_over_processes(scores.to(device)).tolist()
                 metrics = {"val/psnr": psnr_sum / count, "val/ssim": ssim_sum / count}
                 if self.kid_features is not None and world.is_main:  # on rank 0's share
-                    kid, kid_std, _ = M.kernel_inception_distance(self.kid_features, torch.cat(targets),
+                    kid, kid_std, _ = kernel_inception_distance(self.kid_features, torch.cat(targets),
                                                                   torch.cat(preds))
                     metrics.update({"val/kid": kid, "val/kid_std": kid_std})
             if count and world.is_main:

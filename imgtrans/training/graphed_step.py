@@ -13,10 +13,10 @@ from typing import Callable
 
 import torch
 
-from imgtrans import distributed
+from imgtrans.compute import distributed
+from imgtrans.compute.runtime import Runtime
 from imgtrans.config import TrainConfig
 from imgtrans.models.base import TranslationModel
-from imgtrans.runtime import Runtime
 
 Step = Callable[[dict], dict[str, torch.Tensor]]
 

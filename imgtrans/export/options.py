@@ -1,0 +1,17 @@
+"""The options of the `export` command (importable without torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from imgtrans.config import EXPERIMENT_HELP, opt
+
+
+@dataclass
+class ExportConfig:
+    run_id: str = opt("", "MLflow run whose generator to export")
+    model_uri: str = opt("", "or a model URI instead of run_id, e.g. models:/aerial-colorizer@champion")
+    output: str = opt("", "the .onnx file to write; default export/<model>-<run id>.onnx")
+    precision: Literal["fp32", "fp16"] = opt("fp32", "fp16 keeps normalisation layers in fp32")
+    experiment: str = opt("", EXPERIMENT_HELP)

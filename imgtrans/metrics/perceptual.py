@@ -1,0 +1,28 @@
+"""LPIPS (v0.1, AlexNet backbone), per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def lpips_network(alexnet_weights: Path | None) -> nn.Module:
+    """LPIPS v0.1 with an AlexNet backbone. The linear heads ship with the lpips package; the backbone is
+    loaded from `alexnet_weights` (torchvision's file), or left random when None (for tests of the math)."""
+    import lpips
+
+    net = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+    if alexnet_weights is not None:
+        state = torch.load(alexnet_weights, map_location="cpu", weights_only=True)
+        with torch.no_grad():
+            for slice_name, block in net.net.named_children():
+                for name, param in block.named_parameters():
+                    param.copy_(state[f"features.{name}"])
+    return net.eval().requires_grad_(False)
+
+
+def lpips_per_image(net: nn.Module, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return net(pred.float() * 2 - 1, target.float() * 2 - 1).flatten()

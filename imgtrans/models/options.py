@@ -1,0 +1,162 @@
+"""Every model's options: one config dataclass per entry point, importable without torch.
+
+The first line of a config's docstring is its entry point's help; the fields are its flags and MLproject
+parameters (see `imgtrans.config`). The model that trains with a config names it as its `config_class`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from imgtrans.config import GANConfig, InstanceNormGANConfig, TrainConfig, opt
+
+
+@dataclass
+class Pix2PixConfig(GANConfig):
+    """pix2pix (Isola et al. 2017): conditional GAN with an L1 term, U-Net G, PatchGAN D."""
+
+    model_name: ClassVar[str] = "pix2pix"
+
+    lambda_L1: float = opt(100.0, "weight of the L1 term", ge=0)
+
+
+@dataclass
+class CycleGANConfig(InstanceNormGANConfig):
+    """CycleGAN (Zhu et al. 2017): two generators and two discriminators, cycle-consistent on unpaired data."""
+
+    model_name: ClassVar[str] = "cyclegan"
+
+    netG: Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"] = opt(
+        "resnet_9blocks", "generator for both directions")
+    lambda_A: float = opt(10.0, "weight of the cycle loss A → B → A", ge=0)
+    lambda_B: float = opt(10.0, "weight of the cycle loss B → A → B", ge=0)
+    lambda_identity: float = opt(0.5, "identity loss weight, relative to lambda_A/B; 0 disables it", ge=0)
+    pool_size: int = opt(50, "generated images kept for discriminator updates; 0 = none", ge=0)
+
+
+@dataclass
+class CUTConfig(InstanceNormGANConfig):
+    """CUT (Park et al. 2020): one-sided unpaired translation with a patchwise contrastive loss."""
+
+    model_name: ClassVar[str] = "cut"
+
+    netG: Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"] = opt(
+        "resnet_9blocks", "generator")
+    init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = opt("xavier", "weight initialisation")
+    lambda_GAN: float = opt(1.0, "weight of the adversarial loss", ge=0)
+    lambda_NCE: float = opt(1.0, "weight of the PatchNCE loss", ge=0)
+    nce_idt: bool = opt(True, "also apply PatchNCE to G(B) vs B (identity)")
+    nce_layers: str = opt("", "comma-separated generator layers for PatchNCE; empty = the generator's default")
+    nce_T: float = opt(0.07, "PatchNCE temperature", gt=0)
+    num_patches: int = opt(256, "patches sampled per layer and image", ge=1)
+    netF_nc: int = opt(256, "width of the projection MLP", ge=1)
+    flip_equivariance: bool = opt(False, "randomly flip inputs to enforce flip equivariance (FastCUT)")
+
+
+@dataclass
+class FastCUTConfig(CUTConfig):
+    """FastCUT (Park et al. 2020): CUT with λ_NCE 10, no NCE identity, flip equivariance."""
+
+    model_name: ClassVar[str] = "fastcut"
+
+    lambda_NCE: float = opt(10.0, "weight of the PatchNCE loss")
+    nce_idt: bool = opt(False, "also apply PatchNCE to G(B) vs B (identity)")
+    flip_equivariance: bool = opt(True, "randomly flip inputs to enforce flip equivariance")
+
+
+@dataclass
+class BicycleGANConfig(InstanceNormGANConfig):
+    """BicycleGAN (Zhu et al. 2017): multimodal translation from cVAE-GAN + cLR-GAN."""
+
+    model_name: ClassVar[str] = "bicyclegan"
+
+    batch_size: int = opt(2, "images per step")
+    init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = opt("xavier", "weight initialisation")
+    num_D: int = opt(2, "discriminators at successively halved scales")
+    nz: int = opt(8, "latent code size", ge=1)
+    netE: Literal["resnet", "conv"] = opt("resnet", "encoder of B into z")
+    nef: int = opt(64, "encoder filters in the first layer", ge=1)
+    where_add: Literal["input", "all"] = opt("input", "where z enters G: its input only, or every encoder level")
+    shared_D: bool = opt(False, "one discriminator for both cycles instead of two")
+    lambda_L1: float = opt(10.0, "weight of the L1 reconstruction of B", ge=0)
+    lambda_kl: float = opt(0.01, "weight of the KL term on the encoded z", ge=0)
+    lambda_z: float = opt(0.5, "weight of the latent regression |E(G(A, z)) − z|", ge=0)
+    n_samples: int = opt(5, "outputs drawn per input at validation, for the diversity score and grids", ge=1)
+
+
+@dataclass
+class CVAEConfig(TrainConfig):
+    """conditional VAE of the report “A Comparison of Generative Models for Image Translation”."""
+
+    model_name: ClassVar[str] = "cvae"
+
+    batch_size: int = opt(16, "images per step (the “Comparison of Generative Models” report: 64)")
+    lr: float = opt(5e-4, "Adam learning rate (the “Comparison of Generative Models” report: 1e-4 in its table, "
+                          "2e-3 in its text)")
+    beta1: float = opt(0.9, "Adam beta1")
+    lr_policy: Literal["linear", "step", "cosine", "constant"] = opt("constant", "learning-rate schedule")
+    n_epochs: int = opt(10, "epochs at the initial learning rate (the “Comparison of Generative Models” report: "
+                            "10k steps of batch 64)")
+    n_epochs_decay: int = opt(0, "epochs of linear decay to zero (linear policy)")
+    latent_dim: int = opt(1024, "size of the Gaussian code", ge=1)
+    hidden: int = opt(2048, "width of the encoder's fully connected layer", ge=1)
+    kl_weight: float = opt(1.0, "weight of the KL term", ge=0)
+    recon: Literal["l1", "l2"] = opt("l2", "reconstruction loss, summed over pixels (l2 = sum of squares)")
+
+
+@dataclass
+class CGANConfig(TrainConfig):
+    """the plain conditional GAN baseline of the report “A Comparison of Generative Models for Image Translation”."""
+
+    model_name: ClassVar[str] = "cgan"
+
+    beta1: float = opt(0.9, "Adam beta1")
+    ngf: int = opt(3, "generator filters in the first layer (the “Comparison of Generative Models” report: 3, "
+                      "then 3, 2, 1)", ge=1)
+    ndf: int = opt(32, "discriminator filters in the first layer", ge=1)
+    dropout_G: float = opt(0.45, "dropout after the generator's dense layer (its only noise)", ge=0, lt=1)
+    dropout_D: float = opt(0.3, "dropout after each discriminator conv", ge=0, lt=1)
+    gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("vanilla", "adversarial objective (BCE)")
+    lambda_gp: float = opt(10.0, "gradient-penalty weight when gan_mode=wgangp", ge=0)
+    lambda_L1: float = opt(0.0, "weight of an L1 term (0 in the baseline)", ge=0)
+
+
+@dataclass
+class DiffusionConfig(TrainConfig):
+    """denoising diffusion (DDPM training, DDIM or DDPM sampling), conditional or unconditional."""
+
+    model_name: ClassVar[str] = "diffusion"
+
+    crop_size: int = opt(64, "training crop size in pixels")
+    batch_size: int = opt(8, "images per step")
+    lr: float = opt(2e-4, "AdamW learning rate")
+    beta1: float = opt(0.9, "AdamW beta1")
+    weight_decay: float = opt(5e-5, "AdamW weight decay", ge=0)
+    lr_policy: Literal["linear", "step", "cosine", "constant"] = opt("constant", "learning-rate schedule")
+    n_epochs: int = opt(15, "epochs at the initial learning rate")
+    n_epochs_decay: int = opt(0, "epochs of linear decay to zero (linear policy)")
+    conditional: bool = opt(True, "condition on the source image (false: generate from noise)")
+    schedule: Literal["linear", "scaled_linear", "cosine", "sigmoid", "signal_cosine"] = opt(
+        "cosine", "noise schedule")
+    timesteps: int = opt(1000, "diffusion steps T", ge=2)
+    beta_start: float = opt(1e-4, "first β (linear, scaled_linear, sigmoid)", gt=0, lt=1)
+    beta_end: float = opt(0.02, "last β (linear, scaled_linear, sigmoid)", gt=0, lt=1)
+    min_signal_rate: float = opt(0.02, "signal_cosine: √ᾱ at the noisiest step", gt=0, lt=1)
+    max_signal_rate: float = opt(0.95, "signal_cosine: √ᾱ at the cleanest step", gt=0, lt=1)
+    prediction: Literal["eps", "v"] = opt("v", "what the network predicts (v converges faster than eps here)")
+    sampler: Literal["ddim", "ddpm"] = opt("ddim", "reverse process used for samples")
+    sample_steps: int = opt(50, "denoising steps when sampling", ge=1)
+    val_sample_steps: int = opt(20, "denoising steps for the validation samples", ge=1)
+    eta: float = opt(0.0, "DDIM stochasticity (0 = deterministic)", ge=0, le=1)
+    clip_sample: bool = opt(True, "clip each sampling step's predicted clean image to [-1, 1]")
+    base_channels: int = opt(32, "U-Net width at full resolution", ge=1)
+    channel_mults: str = opt("1,2,4", "width multipliers per resolution level")
+    num_res_blocks: int = opt(2, "residual blocks per level", ge=1)
+    attention_levels: str = opt("2", "levels (0 = full resolution) with self-attention")
+    dropout_rate: float = opt(0.0, "dropout in the residual blocks", ge=0, lt=1)
+    ema_decay: float = opt(0.999, "EMA decay of the sampling weights, warmed up as min(decay, (1+n)/(10+n)) "
+                                  "after n steps", ge=0, le=1)
+    val_images: int = opt(16, "validation images for val/psnr, val/ssim and val/kid each epoch, each fully sampled")
+    inception_weights: str = opt("", "path of weights-inception-2015-12-05-6726825d.pth for val/kid; default: the "
+                                     "torch hub cache (val/kid is skipped, with a warning, when absent)")

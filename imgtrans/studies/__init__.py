@@ -1,0 +1,1 @@
+"""The `study` command: Optuna studies over any run kind, tracked in MLflow."""

@@ -1,0 +1,144 @@
+"""Where a study lives and how workers share it: the storage (database, journal or SQLite file), the locks
+that let workers create SQLite stores at once, heartbeats that fail and retry a dead worker's trial, and
+each worker's sampler seed."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import socket
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from imgtrans.errors import one_line
+from imgtrans.studies.options import STUDY_STORAGE_VARIABLE
+from imgtrans.studies.spec import Heartbeat, StudySpec
+
+WORKER_DIED = "worker died (heartbeat lost)"
+
+
+def resolve_storage(storage: str, study_name: str):
+    """SQLAlchemy URL, journal file, or a file path for SQLite; default: IMGTRANS_STUDY_STORAGE (what
+    `imgtrans server` prints), else studies/<study_name>.db."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = storage or os.environ.get(STUDY_STORAGE_VARIABLE, "")
+    if not storage:
+        Path("studies").mkdir(exist_ok=True)
+        storage = f"studies/{study_name}.db"
+    if "://" in storage:
+        return storage
+    path = Path(storage).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in (".log", ".journal"):
+        return JournalStorage(JournalFileBackend(str(path)))
+    return f"sqlite:///{path}"
+
+
+def sqlite_file(location: Any) -> Path | None:
+    """The database file of a SQLite URL; None for anything else (other databases, journals, servers)."""
+    if not isinstance(location, str) or not location.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(location).database
+    return Path(database).resolve() if database and database != ":memory:" else None
+
+
+@contextmanager
+def locked(files: Iterable[Path]) -> Iterator[None]:
+    """Hold `<file>.lock` beside each file: SQLite schemas (Optuna's, MLflow's) are created without one, and
+    workers started at once on a fresh file would create them twice and crash."""
+    with ExitStack() as stack:
+        for file in sorted(set(files)):
+            file.parent.mkdir(parents=True, exist_ok=True)
+            lock = stack.enter_context(open(f"{file}.lock", "w"))
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def worker_id() -> str:
+    """This process, as recorded in the user attribute `worker` of its trials."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def report_failure(number: int, reason: str) -> None:
+    print(f"imgtrans: trial {number} failed: {reason}", file=sys.stderr)
+
+
+def on_stale_trial(max_retry: int) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """What a worker does with a trial that Optuna failed because its worker stopped beating."""
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def fail_and_retry(study: optuna.Study, trial: FrozenTrial) -> None:
+        from mlflow.exceptions import MlflowException
+
+        from imgtrans.tracking import fail_runs_of_dead_trial
+
+        report_failure(trial.number, WORKER_DIED)
+        retry(study, trial)
+        try:
+            fail_runs_of_dead_trial(study.study_name, trial.number, WORKER_DIED)
+        except MlflowException as exc:  # the study goes on; only the dead runs' status is left behind
+            print(f"imgtrans: warning: trial {trial.number}'s MLflow runs are left RUNNING: {one_line(exc)}",
+                  file=sys.stderr)
+
+    return fail_and_retry
+
+
+def make_storage(location, heartbeat: Heartbeat):
+    """A journal as it is (Optuna has no heartbeat for it); a database URL with the spec's heartbeat."""
+    if not isinstance(location, str):
+        return location
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(location, heartbeat_interval=heartbeat.interval,
+                                          grace_period=heartbeat.grace_period,
+                                          heartbeat_stale_trial_callback=on_stale_trial(heartbeat.max_retry))
+
+
+def make_sampler(spec: StudySpec, seed: int):
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(spec: StudySpec):
+    pruner = spec.pruner
+    if pruner.type == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=pruner.n_startup_trials)
+    if pruner.type == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if pruner.type == "threshold":
+        return optuna.pruners.ThresholdPruner(lower=pruner.lower, upper=pruner.upper)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(spec: StudySpec, study_name: str, location) -> tuple[optuna.Study, int]:
+    """Create the study, or join it; returns it with this worker's sampler seed.
+
+    The worker that creates the study samples with the spec's seed, so that one worker on a fresh study is
+    reproducible; every other worker, and every continuation, with a seed derived from the spec's seed, this
+    worker (host, pid) and the trials already in the study, so that workers do not propose each other's points."""
+    storage = make_storage(location, spec.heartbeat)
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage, sampler=make_sampler(spec, spec.seed),
+                                    pruner=make_pruner(spec), directions=[o.direction for o in spec.objectives])
+        return study, spec.seed
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=study_name, storage=storage, pruner=make_pruner(spec))
+        key = f"{spec.seed}:{worker_id()}:{len(study.trials)}".encode()
+        seed = int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
+        study.sampler = make_sampler(spec, seed)
+        return study, seed
