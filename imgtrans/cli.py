@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from imgtrans import config as config_mod
 from imgtrans import interrupts
-from imgtrans.commands import COMMANDS
+from imgtrans.commands import COMMANDS, load
 from imgtrans.errors import ImgtransError, one_line
 from imgtrans.files import sweep_scratch
 
@@ -103,9 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _end_run(status: str, message: str) -> None:
-    """A run that ended before its command's own run could (e.g. a bad option under `mlflow run`)."""
-    if "mlflow" not in sys.modules and "MLFLOW_RUN_ID" not in os.environ:
-        return  # no run can be open (importing MLflow to find none would cost seconds, at every Ctrl-C)
-    from imgtrans.tracking import end_active_run
-
-    end_active_run(status, message)
+    """The run `mlflow run` opened, when the command ended before its own run could (e.g. a bad option)."""
+    if "MLFLOW_RUN_ID" in os.environ:  # otherwise no run can be open: MLflow (seconds to import) stays out
+        load("imgtrans.tracking.tracker:end_project_run")(status, message)

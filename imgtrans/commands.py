@@ -25,6 +25,7 @@ from imgtrans.infer.options import TranslateConfig
 from imgtrans.models import options as model_options
 from imgtrans.studies.options import StudyConfig
 from imgtrans.team.options import ServerConfig
+from imgtrans.tracking.options import RunsConfig
 
 
 def load(target: str) -> Any:
@@ -109,6 +110,9 @@ COMMANDS: dict[str, Command] = {
                      "an Optuna study over a model (trials = nested MLflow runs); `study best` prints the best"),
     "benchmark": Command(BenchmarkConfig, "imgtrans.benchmarks.command:benchmark_command",
                          "inference and training throughput per backend, precision and batch size"),
+    "runs": Command(RunsConfig, "imgtrans.tracking.command:runs_command",
+                    "close runs that processes which died left RUNNING (`runs close-dead`, --older-than for other hosts)",
+                    entry_point=False),
     "server": Command(ServerConfig, "imgtrans.team.server:server_command",
                       "a team's MLflow tracking server on PostgreSQL, serving artifacts, and the study database",
                       entry_point=False),

@@ -13,22 +13,30 @@ import json
 import math
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from imgtrans.errors import ImgtransError
 
 BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+NetG = Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"]
+InitType = Literal["normal", "xavier", "kaiming", "orthogonal"]
+LAB = {"color_space": ("lab",)}
+WGANGP = {"gan_mode": ("wgangp",)}
+SEVERAL_PROCESSES = {"nproc": lambda n: n > 1}
 EXPERIMENT_HELP = ("MLflow experiment; empty = the current one: MLFLOW_EXPERIMENT_NAME / _ID, else Default "
                    "(as `mlflow run`)")
 
 
-def opt(default: Any, help: str, **bounds: float) -> Any:
-    """An option with its help text and, for numbers, its valid range: ge, gt, le, lt (as in `0 <= x < 1`)."""
+def opt(default: Any, help: str, when: dict[str, Any] | None = None, **bounds: float) -> Any:
+    """An option with its help text, for numbers its valid range — ge, gt, le, lt (as in `0 <= x < 1`) — and
+    `when` it applies: other options' required values (a tuple of them, or a predicate), e.g.
+    `when={"gan_mode": ("wgangp",)}`; an option that does not apply is not a param of the run."""
     unknown = set(bounds) - set(BOUNDS)
     if unknown:
         raise TypeError(f"unknown bound {sorted(unknown)[0]}; use {', '.join(BOUNDS)}")
-    return field(default=default, metadata={"help": help, "bounds": bounds})
+    return field(default=default, metadata={"help": help, "bounds": bounds, "when": when or {}})
 
 
 @dataclass
@@ -49,9 +57,15 @@ class RunConfig:
 
     # The entry point whose options these are (set by each run kind's config).
     model_name: ClassVar[str] = ""
+    # The options that tell runs of this entry point apart: in each run's name and short tags.
+    distinguishing: ClassVar[tuple[str, ...]] = ()
 
     def validate(self) -> None:
         check_types(self)
+
+    def data_label(self) -> str:
+        """The data a run learns from, in a few characters (a run's name, the `dataset` tag)."""
+        return ""
 
 
 @dataclass
@@ -65,10 +79,10 @@ class TrainConfig(RunConfig):
     direction: Literal["AtoB", "BtoA"] = opt("AtoB", "which side of a pair is the input")
     color_space: Literal["rgb", "lab"] = opt("rgb", "lab: predict a,b from L (colorization layout only)")
     gamut_bound: bool = opt(True, "lab: scale each predicted a,b towards gray until it is an sRGB colour at its L "
-                                  "(black and white get no colour)")
+                                  "(black and white get no colour)", when=LAB)
     chroma_blur: float = opt(3.0, "lab: standard deviation (px) of a Gaussian low-pass over the predicted a,b at "
                                   "inference (validation, evaluate, export; training losses see them unsmoothed): "
-                                  "colour at a coarser scale than lightness; 0 = off", ge=0, le=16)
+                                  "colour at a coarser scale than lightness; 0 = off", when=LAB, ge=0, le=16)
     load_size: int = opt(0, "resize images to this size before cropping; 0 = crop_size * 286/256", ge=0)
     crop_size: int = opt(128, "training crop size in pixels", ge=1)
     preprocess: Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"] = opt(
@@ -87,7 +101,8 @@ class TrainConfig(RunConfig):
         "linear", "learning-rate schedule: linear keeps lr for n_epochs then decays to 0 over n_epochs_decay")
     n_epochs: int = opt(1, "epochs at the initial learning rate (linear policy)", ge=0)
     n_epochs_decay: int = opt(1, "epochs of linear decay to zero (linear policy)", ge=0)
-    lr_decay_iters: int = opt(50, "step policy: multiply lr by 0.1 every this many epochs", ge=1)
+    lr_decay_iters: int = opt(50, "step policy: multiply lr by 0.1 every this many epochs",
+                              when={"lr_policy": ("step",)}, ge=1)
     # run
     num_workers: int = opt(-1, "data loader workers; -1 = 4 on CUDA, 0 on CPU", ge=-1)
     data_cache: Literal["auto", "off", "host", "device"] = opt(
@@ -106,11 +121,16 @@ class TrainConfig(RunConfig):
     cuda_graphs: bool = opt(True, "replay the whole training step as one captured CUDA graph where the model "
                                   "allows it (CUDA; the imgtrans.cuda_graphs tag says whether it did, or why not)")
     sync_bn: bool = opt(False, "under torchrun (nproc > 1): batch-norm statistics over the global batch "
-                               "(nn.SyncBatchNorm, CUDA) instead of each process's share")
+                               "(nn.SyncBatchNorm, CUDA) instead of each process's share", when=SEVERAL_PROCESSES)
     val_every: int = opt(1, "validate (val/<metric>, sample grid) every this many epochs, and at the end", ge=1)
 
     def total_epochs(self) -> int:
         return self.epochs or (self.n_epochs + self.n_epochs_decay)
+
+    def data_label(self) -> str:
+        """The built-in dataset's name or the folder's, and `lab` for Lab colorization."""
+        name = Path(self.dataset).expanduser().name or self.dataset
+        return f"{name}-lab" if self.color_space == "lab" else name
 
     def validate(self) -> None:
         validate(self)
@@ -120,21 +140,23 @@ class TrainConfig(RunConfig):
 class GANConfig(TrainConfig):
     """Options shared by the adversarial models (pix2pix, CycleGAN, CUT, BicycleGAN, CGAN)."""
 
-    netG: Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"] = opt(
+    distinguishing: ClassVar[tuple[str, ...]] = ("netG", "gan_mode")
+
+    netG: NetG = opt(
         "unet", "generator; unet = U-Net as deep as the crop allows (unet_256 at 256 px, unet_128 at 128 px)")
     netD: Literal["basic", "n_layers", "pixel"] = opt("basic", "discriminator: basic = 70×70 PatchGAN")
-    n_layers_D: int = opt(3, "PatchGAN layers when netD=n_layers", ge=1)
+    n_layers_D: int = opt(3, "PatchGAN layers when netD=n_layers", when={"netD": ("n_layers",)}, ge=1)
     num_D: int = opt(1, "discriminators at successively halved scales (multi-scale when > 1)", ge=1)
     ngf: int = opt(64, "generator filters in the first layer", ge=1)
     ndf: int = opt(64, "discriminator filters in the first layer", ge=1)
     norm: Literal["batch", "instance", "none"] = opt("batch", "normalisation layers")
     gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("vanilla", "adversarial objective")
-    lambda_gp: float = opt(10.0, "gradient-penalty weight when gan_mode=wgangp", ge=0)
+    lambda_gp: float = opt(10.0, "gradient-penalty weight when gan_mode=wgangp", when=WGANGP, ge=0)
     dropout: bool = opt(True, "dropout in the generator")
     upsample: Literal["transpose", "resize_conv"] = opt(
         "resize_conv", "the generator's ×2 upsampling: bilinear resizing + 3×3 conv, free of checkerboard "
                        "artifacts, or stride-2 transposed convs (the papers')")
-    init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = opt("normal", "weight initialisation")
+    init_type: InitType = opt("normal", "weight initialisation")
     init_gain: float = opt(0.02, "scale of the initialisation", gt=0)
 
 
@@ -145,6 +167,13 @@ class InstanceNormGANConfig(GANConfig):
     norm: Literal["batch", "instance", "none"] = opt("instance", "normalisation layers")
     gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("lsgan", "adversarial objective")
     dropout: bool = opt(False, "dropout in the generator(s)")
+
+
+@dataclass
+class UnpairedGANConfig(InstanceNormGANConfig):
+    """CycleGAN's and CUT's: the 9-block ResNet generator of the papers' 256 px experiments."""
+
+    netG: NetG = opt("resnet_9blocks", "generator")
 
 
 def fields(cls_or_obj) -> list[dataclasses.Field]:
@@ -195,11 +224,30 @@ def parse_value(name: str, tp, raw: Any) -> Any:
 
 def bounds_of(cls, name: str) -> dict[str, float]:
     """A field's declared range; an override that only changes the default keeps its parent's range."""
+    return _declared(cls, name, "bounds")
+
+
+def _declared(cls, name: str, key: str) -> Any:
+    """A field's declaration `key` (bounds, when); an override that only changes the default keeps its parent's."""
     for klass in cls.__mro__:
         f = getattr(klass, "__dataclass_fields__", {}).get(name)
-        if f is not None and f.metadata.get("bounds"):
-            return f.metadata["bounds"]
+        if f is not None and f.metadata.get(key):
+            return f.metadata[key]
     return {}
+
+
+def applies(cfg, name: str) -> bool:
+    """Whether option `name` has an effect with the other options as they are (see `opt(when=…)`)."""
+    for other, accepted in _declared(type(cfg), name, "when").items():
+        value = getattr(cfg, other)
+        if not (accepted(value) if callable(accepted) else value in accepted):
+            return False
+    return True
+
+
+def applicable(cfg) -> dict[str, Any]:
+    """The options that have an effect, with their values."""
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg) if applies(cfg, f.name)}
 
 
 def check_range(name: str, value: Any, bounds: dict[str, float]) -> None:

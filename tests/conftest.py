@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
+import tempfile
 from contextlib import closing
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from PIL import Image
 
 from imgtrans.data import synthetic
 from imgtrans.data.codec import Codec
+from imgtrans.tracking.tracker import Tracker
 
 TINY_COUNTS = {"train": 6, "val": 2, "test": 2}
 # Flags that make a training run take a second or two on a CPU.
@@ -70,6 +72,53 @@ def aerial(tmp_path_factory) -> Path:
     return root
 
 
+class FolderTracker(Tracker):
+    """A tracker that keeps a run's artifacts in a folder and nothing else: the loop tested without MLflow."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.run_id = folder, folder.name
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        target = self.folder / (artifact_path or "")
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target / Path(path).name)
+
+
+def train_in_folder(cfg, folder: Path, resume_payload: dict | None = None):
+    """A Trainer run of `cfg` whose checkpoints land in `folder`/checkpoints."""
+    from imgtrans.training.trainer import Trainer
+
+    return Trainer(cfg, FolderTracker(folder), resume_payload=resume_payload, progress=False).fit()
+
+
+def generator_uri(run_id: str) -> str:
+    """The `models:/<id>` URI of the generator a training run logged."""
+    from imgtrans.tracking.models import generator_of_run
+
+    return generator_of_run(run_id)
+
+
+def figures(run_id: str) -> dict[str, float]:
+    """A run's one-off figures (its `figures.json` table)."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    path = MlflowClient().download_artifacts(run_id, "figures.json", tempfile.mkdtemp())
+    table = json.loads(Path(path).read_text())
+    return {row[0]: row[1] for row in table["data"]}
+
+
+def evaluation_summary(run_id: str, split: str = "test") -> dict:
+    """What `evaluate` recorded of a run: every statistic, its settings and the unavailable metrics."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    path = MlflowClient().download_artifacts(run_id, f"evaluation/{split}/summary.json", tempfile.mkdtemp())
+    return json.loads(Path(path).read_text())
+
+
 def one_line_error(capsys) -> str:
     """The single `imgtrans: error: …` line a failed command printed (and nothing after it, no traceback)."""
     err = capsys.readouterr().err
@@ -107,7 +156,8 @@ def random_inception_file(path: Path) -> Path:
 # --- a tiny exported model and archives of scans for `translate` ------------------------
 
 def tiny_model(netG="unet", norm="batch", codec=Codec(True, "lab")):
-    from imgtrans.models.pix2pix import Pix2Pix, Pix2PixConfig
+    from imgtrans.models.options import Pix2PixConfig
+    from imgtrans.models.pix2pix import Pix2Pix
 
     torch.manual_seed(0)
     model = Pix2Pix(Pix2PixConfig(netG=netG, ngf=4, ndf=4, crop_size=64, norm=norm), codec)

@@ -1,6 +1,6 @@
 import mlflow
 
-from imgtrans.benchmarks import command as benchmark
+from imgtrans.benchmarks import inference as benchmark
 from imgtrans.cli import main
 
 
@@ -65,7 +65,7 @@ def test_end_to_end_benchmark_runs_the_real_loop_at_tiny_size(capsys):
     assert "| end to end | batch | loop img/s |" in out and "| pix2pix | 2 |" in out
     assert "GPU targets were not measured" in out
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    (parent,) = [r for r in runs if r.info.run_name == "benchmark"]
+    (parent,) = [r for r in runs if r.info.run_name == "benchmark-cpu"]
     (child,) = [r for r in runs if r.info.run_name == "e2e-pix2pix-b2"]
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id and child.info.status == "FINISHED"
     metrics = parent.data.metrics

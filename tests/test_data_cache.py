@@ -75,7 +75,7 @@ def test_a_run_with_the_cache_trains_as_one_without(facades):
         assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "3", "--data-cache", cache]) == 0
     off, host = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                    order_by=["attributes.start_time ASC"])
-    assert off.data.tags["imgtrans.data_cache"].startswith("off")
-    assert host.data.tags["imgtrans.data_cache"].startswith("host")
+    assert off.data.params["data_cache"].startswith("off")
+    assert host.data.params["data_cache"].startswith("host")
     for key in ("train/G_GAN", "train/G_L1", "train/D_real", "train/D_fake"):
         assert off.data.metrics[key] == host.data.metrics[key], key

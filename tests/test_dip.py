@@ -6,7 +6,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import write_image
+from conftest import figures, write_image
 from mlflow.tracking import MlflowClient
 
 from imgtrans.cli import main
@@ -16,7 +16,7 @@ from imgtrans.dip.model import DeepImagePrior, stage_plan, total_iterations
 from imgtrans.dip.nets import DIP_NETS, build_dip_net
 from imgtrans.dip.options import DIPConfig
 from imgtrans.errors import ImgtransError
-from imgtrans.nets.losses import PerceptualLoss
+from imgtrans.nets.perceptual import PerceptualLoss
 from imgtrans.training import checkpoint
 
 # A DIP run small enough for a CPU test: a 32 px crop and a narrow network.
@@ -104,10 +104,10 @@ def test_two_step_dip_run_logs_curves_and_images(aerial):
     assert dip(aerial, "--max-steps", "2", "--epochs", "2") == 0
     (run,) = runs()
     client = MlflowClient()
-    assert run.info.status == "FINISHED" and run.data.tags["imgtrans.model"] == "dip"
-    for name in ("dip/psnr_noisy", "dip/psnr_clean", "train/loss", "val/psnr", "val/ssim", "dip/best_psnr_clean",
-                 "dip/best_iteration", "dip/input_psnr_clean"):
+    assert run.info.status == "FINISHED" and run.data.tags["model"] == "dip"
+    for name in ("dip/psnr_noisy", "dip/psnr_clean", "train/loss", "val/psnr", "val/ssim"):
         assert name in run.data.metrics, name
+    assert {"best_psnr_clean", "best_iteration", "input_psnr_clean"} <= set(figures(run.info.run_id))
     assert [m.step for m in client.get_metric_history(run.info.run_id, "dip/psnr_clean")] == [1, 2]
     files = {a.path for a in client.list_artifacts(run.info.run_id, "dip")}
     assert {"dip/restored.png", "dip/best.png", "dip/degraded.png", "dip/clean.png", "dip/psnr_curve.png"} <= files
@@ -118,17 +118,17 @@ def test_dip_beats_the_noisy_input_within_a_few_hundred_iterations(aerial):
     assert main(["dip", "--dataset", str(aerial), "--crop-size", "48", "--width", "32", "--depth", "4",
                  "--input-depth", "16", "--max-steps", "300", "--epochs", "3", "--log-every", "50",
                  "--noise-std", "0.15", "--no-progress"]) == 0
-    metrics = runs()[0].data.metrics
-    assert metrics["dip/best_psnr_clean"] > metrics["dip/input_psnr_clean"] + 1.0
-    assert 0 < metrics["dip/best_iteration"] <= 300
+    found = figures(runs()[0].info.run_id)
+    assert found["best_psnr_clean"] > found["input_psnr_clean"] + 1.0
+    assert 0 < found["best_iteration"] <= 300
 
 
 def test_progressive_mode_runs_its_stages(aerial):
     assert dip(aerial, "--mode", "progressive", "--stages", "3", "--e-max", "4", "--e-k", "-10") == 0
     run = runs()[0]
     expected = [round(4 * (1 - 0.3 * math.exp(10 * b))) for b in np.linspace(0.001, 0.01, 3)[::-1]]
-    assert run.data.metrics["dip/iterations"] == sum(expected)
-    assert run.data.tags["imgtrans.dip.stage_iterations"] == ",".join(map(str, expected))
+    assert figures(run.info.run_id)["iterations"] == sum(expected)
+    assert run.data.params["stage_iterations"] == ",".join(map(str, expected))
 
 
 def test_dip_resumes_exactly(aerial, tmp_path):
@@ -153,7 +153,7 @@ def test_missing_vgg_weights_disable_the_perceptual_term(aerial, monkeypatch, tm
     run = runs()[0]
     assert run.info.status == "FINISHED"
     assert run.data.params["lambda_perceptual"] == "0.0"
-    assert run.data.tags["imgtrans.perceptual"].startswith("disabled: perceptual loss unavailable")
+    assert "Perceptual loss disabled: perceptual loss unavailable" in run.data.tags["mlflow.note.content"]
     assert "vgg16-397923af.pth" in capsys.readouterr().err
 
 
@@ -161,7 +161,8 @@ def test_perceptual_term_uses_a_given_weights_file(aerial, tmp_path):
     path = vgg16_file(tmp_path)
     assert dip(aerial, "--max-steps", "2", "--lambda-perceptual", "0.1", "--vgg-weights", str(path)) == 0
     run = runs()[0]
-    assert run.data.params["lambda_perceptual"] == "0.1" and "VGG16" in run.data.tags["imgtrans.perceptual"]
+    assert run.data.params["lambda_perceptual"] == "0.1"
+    assert "Perceptual loss: VGG16 from" in run.data.tags["mlflow.note.content"]
 
 
 def test_own_image_with_mask_and_output_file(tmp_path):
@@ -226,13 +227,14 @@ def test_dip_diffusion_compares_the_dip_start_with_pure_noise(facades):
     assert main(["dip_diffusion", "--diffusion-run", diffusion_run, *SMALL, "--num-iter", "2", "--t-start", "20",
                  "--sample-steps", "10"]) == 0
     run = runs()[-1]
-    metrics = run.data.metrics
-    assert run.info.status == "FINISHED" and run.data.tags["imgtrans.diffusion_run"] == diffusion_run
-    assert metrics["dip_diffusion/steps_from_noise"] == 10 and metrics["dip_diffusion/steps_from_dip"] == 4
+    found = figures(run.info.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["imgtrans.source_runs"] == diffusion_run
+    assert found["dip_diffusion/steps_from_noise"] == 10 and found["dip_diffusion/steps_from_dip"] == 4
     for name in ("dip", "dip_diffusion", "noise_start"):
-        assert f"dip_diffusion/psnr_{name}" in metrics and f"dip_diffusion/ssim_{name}" in metrics
-    for name in ("time/dip_s", "time/diffusion_from_dip_s", "time/diffusion_from_noise_s", "dip/psnr_clean"):
-        assert name in metrics, name
+        assert f"dip_diffusion/psnr_{name}" in found and f"dip_diffusion/ssim_{name}" in found
+    for name in ("time/dip_s", "time/diffusion_from_dip_s", "time/diffusion_from_noise_s"):
+        assert name in found, name
+    assert "dip/psnr_clean" in run.data.metrics
 
 
 def test_dip_diffusion_checks_t_start_before_fitting(facades, capsys):
@@ -270,4 +272,4 @@ def test_a_plain_folder_of_images_is_a_source(tmp_path):
     for i in range(3):
         write_image(tmp_path / "photos" / f"{i}.png", np.random.default_rng(i).integers(0, 256, (32, 32, 3), np.uint8))
     assert dip(tmp_path / "photos", "--max-steps", "2") == 0
-    assert runs()[0].data.tags["imgtrans.dip.image"].endswith("test image 0")
+    assert runs()[0].data.params["image"].endswith("test image 0")

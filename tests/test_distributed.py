@@ -122,14 +122,16 @@ def test_an_interrupted_job_resumes_exactly(two_process_run, facades, monkeypatc
 
 
 def test_a_crashing_process_fails_the_job_with_its_reason(facades, tmp_path):
-    """An unreadable image that only rank 1 reads: the job ends at once, its run FAILED with rank 1's reason."""
+    """An image only rank 1 decodes, truncated after its header (which rank 0 reads for the dataset's summary):
+    the job ends at once, its run FAILED with rank 1's reason."""
     data = tmp_path / "data"
     shutil.copytree(facades, data)
     first_of_rank_1 = shard(EpochSampler(6, seed=0).order(0), 1, World(1, 2))[0]
     names = sorted(p.name for p in (data / "train" / "A").iterdir())
     assert first_of_rank_1 != 0  # the image every process reads to detect the layout stays readable
     for side in ("A", "B"):
-        (data / "train" / side / names[first_of_rank_1]).write_bytes(b"not an image")
+        path = data / "train" / side / names[first_of_rank_1]
+        path.write_bytes(path.read_bytes()[:200])
     started = time.monotonic()
     job = torchrun("pix2pix", "--dataset", str(data), "--data-cache", "off", *SAME_MATH, cwd=tmp_path, launcher=True)
     _, err = job.communicate(timeout=TIMEOUT_S)

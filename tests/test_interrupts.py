@@ -109,7 +109,53 @@ def test_a_run_killed_with_sigkill_is_marked_stale_when_resumed(facades, tmp_pat
     assert main(["pix2pix", "--resume", run_id, "--max-steps", str(step + 1), "--no-progress"]) == 0
     assert not scratch_left(tmp_path)  # … so the next command swept it
     stale = MlflowClient().get_run(run_id)
-    assert stale.info.status == "KILLED" and "stale" in stale.data.tags["error"]
+    assert stale.info.status == "KILLED" and "ended without closing the run" in stale.data.tags["error"]
+
+
+def dead_process_owner() -> str:
+    """The owner tag of a process that has ended."""
+    import psutil
+
+    from imgtrans.tracking.store import owner_tag
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = psutil.Process(proc.pid).create_time()
+    proc.wait()
+    return owner_tag().split()[0] + f" {proc.pid} {started:.2f}"
+
+
+def test_any_next_command_closes_the_runs_of_dead_processes(facades, capsys):
+    """A run whose process died (kill -9, a lost machine) is KILLED by the next command that opens a run in its
+    experiment; `imgtrans runs close-dead` does it alone."""
+    from imgtrans.tracking import store
+
+    client = MlflowClient()
+    dead = client.create_run("0", run_name="dead", tags={store.OWNER_TAG: dead_process_owner()}).info.run_id
+    alive = client.create_run("0", run_name="alive", tags={store.OWNER_TAG: store.owner_tag()}).info.run_id
+    assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "1"]) == 0
+    assert client.get_run(dead).info.status == "KILLED"
+    assert "ended without closing the run" in client.get_run(dead).data.tags["error"]
+    assert client.get_run(alive).info.status == "RUNNING"  # this process: alive
+    assert "closed run dead" in capsys.readouterr().err
+
+    other_host = client.create_run("0", run_name="elsewhere", tags={
+        store.OWNER_TAG: "another-host 1 1.00", store.ALIVE_TAG: str(int(time.time()) - 7200)}).info.run_id
+    assert main(["runs", "close-dead"]) == 0
+    assert client.get_run(other_host).info.status == "RUNNING"  # another host's process cannot be checked …
+    assert main(["runs", "close-dead", "--older-than", "1"]) == 0  # … unless it has been silent too long
+    assert client.get_run(other_host).info.status == "KILLED"
+    assert "gave no sign of life for 2.0 h" in client.get_run(other_host).data.tags["error"]
+
+
+def test_resuming_a_run_that_died_before_its_first_checkpoint_says_so(capsys):
+    from imgtrans.tracking import store
+
+    client = MlflowClient()
+    dead = client.create_run("0", run_name="early", tags={store.OWNER_TAG: dead_process_owner()}).info.run_id
+    assert main(["pix2pix", "--resume", dead, "--no-progress"]) == 2
+    line = one_line_error(capsys)
+    assert "has no checkpoints/last.pt" in line and "before its first checkpoint" in line
+    assert client.get_run(dead).info.status == "KILLED"
 
 
 def test_resuming_past_the_end_is_an_error(facades, tmp_path, capsys):

@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from conftest import FAST, random_inception_file
+from conftest import FAST, evaluation_summary, generator_uri, random_inception_file
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from skimage.metrics import structural_similarity
 
 from imgtrans.cli import main
+from imgtrans.data.sheets import HEADER
 from imgtrans.metrics.distribution import DistributionMetrics, FidelityInception
 from imgtrans.metrics.perceptual import lpips_network, lpips_per_image
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
@@ -136,7 +137,7 @@ def test_psnr_and_ssim_equal_torchmetrics():
 def test_sample_grid_is_torchvisions_layout():
     from torchvision.utils import make_grid
 
-    from imgtrans.data.images import sample_grid
+    from imgtrans.data.sheets import sample_grid
 
     columns = [torch.rand(3, 3, 8, 10) for _ in range(4)]
     expected = make_grid(torch.stack(columns, 1).flatten(0, 1), nrow=4, padding=2, pad_value=1.0)
@@ -193,8 +194,11 @@ def test_evaluate_and_compare_two_runs(facades, tmp_path, capsys, monkeypatch):
     run = client.get_run(run_ids[0])
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
-    assert metrics["test/n_images"] == 2 and "test/psnr_std" in metrics and "test/ssim" in metrics
-    assert "test/fid" not in metrics and "imgtrans.test.unavailable.fid" in run.data.tags
+    assert "test/psnr" in metrics and "test/ssim" in metrics and "test/fid" not in metrics
+    summary = evaluation_summary(run_ids[0])
+    assert summary["metrics"]["n_images"] == 2 and "psnr_std" in summary["metrics"]
+    assert set(summary["unavailable"]) == {"lpips", "fid", "kid", "is"}
+    assert run.data.tags["imgtrans.test.unavailable"].count("FID/KID/IS unavailable") == 1
     artifacts = {a.path for a in client.list_artifacts(run_ids[0], "evaluation/test")}
     assert {"evaluation/test/per_image.csv", "evaluation/test/grid.png", "evaluation/test/samples"} <= artifacts
 
@@ -204,8 +208,13 @@ def test_evaluate_and_compare_two_runs(facades, tmp_path, capsys, monkeypatch):
     html = (tmp_path / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64") == 2 * 4  # 2 rows × (input, 2 outputs, target)
     sheet = Image.open(tmp_path / "report" / "samples.jpg")
-    assert sheet.size == (2 + 4 * (64 + 2), 14 + 2 + 2 * (64 + 2))  # 4 columns of 64 px tiles, a header, 2 rows
-    assert "](samples.jpg)" in (tmp_path / "report" / "report.md").read_text()
+    # 4 columns of 64 px tiles enlarged to 256 px, a header row, 2 rows
+    assert sheet.size == (2 + 4 * (256 + 2), HEADER + 2 + 2 * (256 + 2))
+    report = (tmp_path / "report" / "report.md").read_text()
+    names = [client.get_run(run_id).info.run_name for run_id in run_ids]
+    assert "](samples.jpg)" in report and all(f"[{name}](" in report for name in names)
+    assert f"Columns: input, {names[0]}, {names[1]}, target." in report or \
+        f"Columns: input, {names[1]}, {names[0]}, target." in report
     csv_text = (tmp_path / "report" / "report.csv").read_text()
     assert all(run_id in csv_text for run_id in run_ids)
 
@@ -236,10 +245,11 @@ def test_weight_files_in_the_hub_cache_enable_every_metric(facades, tmp_path, mo
     run_id = run.info.run_id
     assert main(["evaluate", "--run-id", run_id, "--kid-subset-size", "2"]) == 0
     run = MlflowClient().get_run(run_id)
-    for name in ("test/lpips", "test/fid", "test/kid", "test/kid_std", "test/is"):
+    for name in ("test/lpips", "test/fid", "test/kid", "test/is"):
         assert name in run.data.metrics, name
-    assert run.data.tags["imgtrans.test.fid_n_real"] == "2"
-    assert not any(".unavailable." in k for k in run.data.tags)
+    summary = evaluation_summary(run_id)
+    assert summary["settings"]["fid_n_real"] == "2" and "kid_std" in summary["metrics"]
+    assert not summary["unavailable"] and "imgtrans.test.unavailable" not in run.data.tags
 
 
 def test_a_colorizer_is_scored_against_the_grayscale_copy(aerial, tmp_path, capsys, monkeypatch):
@@ -247,7 +257,7 @@ def test_a_colorizer_is_scored_against_the_grayscale_copy(aerial, tmp_path, caps
     assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab"]) == 0
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert main(["evaluate", "--run-id", run.info.run_id]) == 0
-    metrics = MlflowClient().get_run(run.info.run_id).data.metrics
+    metrics = {f"test/{k}": v for k, v in evaluation_summary(run.info.run_id)["metrics"].items()}
     assert {"test/baseline/grayscale/psnr", "test/baseline/grayscale/ssim_std"} <= set(metrics)
     assert main(["compare", "--run-ids", run.info.run_id]) == 0
     out = capsys.readouterr().out
@@ -261,7 +271,7 @@ def test_a_colorizer_is_scored_against_the_grayscale_copy(aerial, tmp_path, caps
     from imgtrans.data.codec import Codec
     from imgtrans.data.synthetic import aerial_scene
     from imgtrans.metrics.quality import psnr_per_image
-    from imgtrans.tracking import generator_checkpoint
+    from imgtrans.tracking.models import generator_checkpoint
     from imgtrans.training.checkpoint import load_model
 
     scans = tmp_path / "scans"
@@ -270,8 +280,8 @@ def test_a_colorizer_is_scored_against_the_grayscale_copy(aerial, tmp_path, caps
         Image.fromarray(aerial_scene(np.random.default_rng(h), 160)[:h, :w]).save(scans / split / "0.png")
     assert main(["evaluate", "--run-id", run.info.run_id, "--dataset", str(scans), "--split", "val"]) == 0
     run = MlflowClient().get_run(run.info.run_id)
-    assert run.data.tags["imgtrans.eval_val.image_size"].startswith("stored size")
-    model = load_model(generator_checkpoint(f"runs:/{run.info.run_id}/model", tmp_path / "model")).eval()
+    assert evaluation_summary(run.info.run_id, "val")["settings"]["image_size"].startswith("stored size")
+    model = load_model(generator_checkpoint(generator_uri(run.info.run_id), tmp_path / "model")).eval()
     codec = Codec(colorization=True, color_space="lab")
     rgb = torch.from_numpy(np.asarray(Image.open(scans / "val" / "0.png"))).permute(2, 0, 1)[None].float() / 255
     x = codec.encode_input(rgb)

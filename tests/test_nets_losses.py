@@ -160,7 +160,8 @@ def test_a_lab_colorizer_puts_no_colour_on_black_or_white_and_only_colours_sRGB_
     from imgtrans.data.codec import Codec
     from imgtrans.data.color import in_srgb_gamut
     from imgtrans.data.synthetic import aerial_scene
-    from imgtrans.models.pix2pix import Pix2Pix, Pix2PixConfig
+    from imgtrans.models.options import Pix2PixConfig
+    from imgtrans.models.pix2pix import Pix2Pix
     from imgtrans.nets.gamut import LabGamutBound
 
     rgb = torch.from_numpy(aerial_scene(np.random.default_rng(3), 128)).permute(2, 0, 1).float() / 255

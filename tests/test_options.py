@@ -43,7 +43,7 @@ def test_out_of_range_option_is_one_line(facades, capsys, flag, value, expected)
 
 
 def test_an_override_keeps_its_parents_range():
-    from imgtrans.models.bicyclegan import BicycleGANConfig
+    from imgtrans.models.options import BicycleGANConfig
 
     assert BicycleGANConfig.__dataclass_fields__["batch_size"].default == 2
     with pytest.raises(ImgtransError, match="batch_size"):
@@ -51,7 +51,7 @@ def test_an_override_keeps_its_parents_range():
 
 
 def test_checkpoint_configs_are_range_checked_too():
-    from imgtrans.models.pix2pix import Pix2PixConfig
+    from imgtrans.models.options import Pix2PixConfig
 
     with pytest.raises(ImgtransError, match="beta2"):
         config_mod.from_dict(Pix2PixConfig, {"beta2": 1.0})

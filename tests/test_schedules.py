@@ -1,6 +1,6 @@
 import pytest
 
-from imgtrans.models.pix2pix import Pix2PixConfig
+from imgtrans.models.options import Pix2PixConfig
 from imgtrans.training.lr_schedules import lr_factor
 
 

@@ -48,9 +48,10 @@ def test_three_trials_are_nested_runs_of_one_parent(facades, tmp_path, capsys):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(children) == 3
     assert sorted(r.data.tags["optuna.trial"] for r in children) == ["0", "1", "2"]
-    assert all("trial.lr" in r.data.params and "val/psnr" in r.data.metrics for r in children)
+    assert all("lr" in r.data.params and "val/psnr" in r.data.metrics for r in children)
     parent = parents[0]
-    assert "best.lr" in parent.data.params and parent.data.metrics["study/complete"] == 3
+    assert parent.data.tags["optuna.best_trial"] in ("0", "1", "2")
+    assert "**3 trials**: 3 complete" in parent.data.tags["mlflow.note.content"]
     artifacts = {a.path for a in MlflowClient().list_artifacts(parent.info.run_id, "study")}
     assert {"study/best.yaml", "study/optimization_history.png", "study/parallel_coordinate.png"} <= artifacts
     capsys.readouterr()
@@ -73,7 +74,7 @@ def test_pruned_trials_are_recorded(facades, tmp_path):
     spec = write_spec(tmp_path, facades, pruner={"type": "threshold", "lower": 1000.0})
     assert study(spec, tmp_path / "s.db", "--n-trials", "2") == 0
     assert {t.state for t in load(tmp_path / "s.db").trials} == {optuna.trial.TrialState.PRUNED}
-    children = [r for r in all_runs() if r.info.run_name.startswith("trial-")]
+    children = [r for r in all_runs() if r.info.run_name.startswith("s-trial-")]
     assert {r.data.tags["optuna.state"] for r in children} == {"PRUNED"}
     assert {r.info.status for r in children} == {"KILLED"}
 
@@ -87,7 +88,7 @@ def test_a_failing_trial_does_not_stop_the_study(facades, tmp_path):
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(trials) == 4 and failed and any(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert "crop_size" in failed[0].user_attrs["fail_reason"]
-    assert any(r.info.status == "FAILED" for r in all_runs() if r.info.run_name.startswith("trial-"))
+    assert any(r.info.status == "FAILED" for r in all_runs() if r.info.run_name.startswith("s-trial-"))
 
 
 def test_multi_objective_pareto_front(facades, tmp_path, capsys):
@@ -104,8 +105,9 @@ def test_retrain_registers_the_champion(facades, tmp_path):
     assert study(spec, tmp_path / "s.db", "--n-trials", "1", "--retrain", "--register-as", "facade-model") == 0
     version = MlflowClient().get_model_version_by_alias("facade-model", "champion")
     assert mlflow.pyfunc.load_model("models:/facade-model@champion") is not None
-    retrain = [r for r in all_runs() if r.info.run_name == "retrain-s"]
+    retrain = [r for r in all_runs() if r.info.run_name == "s-retrain"]
     assert retrain and version.run_id == retrain[0].info.run_id
+    assert "Retrain of the best trial" in version.description and version.tags["study"] == "s"
 
 
 def test_a_dip_study_tunes_restoration(aerial, tmp_path):
@@ -115,7 +117,7 @@ def test_a_dip_study_tunes_restoration(aerial, tmp_path):
                                     "mode": {"type": "categorical", "choices": ["classic", "progressive"]}})
     assert study(spec, tmp_path / "s.db", "--n-trials", "2", "--max-steps", "4") == 0
     children = [r for r in all_runs() if "optuna.trial" in r.data.tags]
-    assert len(children) == 2 and all(r.data.tags["imgtrans.model"] == "dip" for r in children)
+    assert len(children) == 2 and all(r.data.tags["model"] == "dip" for r in children)
     assert all("val/psnr" in r.data.metrics for r in children)
     assert len([t for t in load(tmp_path / "s.db").trials if t.state.name == "COMPLETE"]) == 2
 

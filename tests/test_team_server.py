@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import FAST, one_line_error
+from conftest import FAST, generator_uri, one_line_error
 
 from imgtrans.cli import main
 from imgtrans.team.network import free_port
@@ -112,10 +112,10 @@ def test_training_through_the_server_and_export_from_the_registry_elsewhere(on_s
     assert run.data.params["netG"] == "unet" and "val/psnr" in run.data.metrics
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/G_L1")] == [1, 2]
     assert {"checkpoints", "images"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").flavors["python_function"]
-    model = client.create_registered_model("facades")
-    version = client.create_model_version(model.name, f"runs:/{run.info.run_id}/model", run.info.run_id)
-    client.set_registered_model_alias(model.name, "champion", version.version)
+    uri = generator_uri(run.info.run_id)
+    assert mlflow.models.get_model_info(uri).flavors["python_function"]
+    version = mlflow.register_model(uri, "facades")
+    client.set_registered_model_alias("facades", "champion", version.version)
 
     elsewhere = tmp_path / "another-machine"
     elsewhere.mkdir()

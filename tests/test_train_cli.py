@@ -1,5 +1,6 @@
 """The training loop through the real `imgtrans` command, into a temporary MLflow store."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-from conftest import FAST, one_line_error, random_rgb, write_image
+from conftest import FAST, generator_uri, one_line_error, random_rgb, write_image
 from mlflow.tracking import MlflowClient
 
 from imgtrans.cli import main
@@ -47,13 +48,13 @@ def test_two_step_run_logs_the_contract(facades, tmp_path):
                  "time/images_per_s", "time/step_s"):
         assert name in metrics, name
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/G_L1")] == [1, 2]
-    assert run.data.tags["imgtrans.torch_version"] == torch.__version__
-    assert "imgtrans.git_commit" in run.data.tags
+    assert params["torch"] == torch.__version__
+    assert "mlflow.source.git.commit" in run.data.tags
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"checkpoints", "config.json", "images"} <= artifacts
+    assert {"checkpoints", "config.json", "images", "samples"} <= artifacts
     assert any(a.path.endswith(".png") for a in client.list_artifacts(run.info.run_id, "images"))
     # The logged model loads and translates with nothing retyped.
-    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    model = mlflow.pyfunc.load_model(generator_uri(run.info.run_id))
     out = model.predict(random_rgb(64, 64)[None].astype("float32") / 255)
     assert out.shape == (1, 64, 64, 3) and 0 <= out.min() and out.max() <= 1
 
@@ -114,7 +115,8 @@ def test_aligned_real_layout(tmp_path):
         for i in range(3):
             write_image(tmp_path / "facades" / split / f"{i}.jpg", random_rgb(64, 128, i))
     train(tmp_path / "facades", "--max-steps", "2")
-    assert runs()[0].data.tags["imgtrans.dataset_layout"] == "aligned"
+    (train_input, _) = runs()[0].inputs.dataset_inputs
+    assert json.loads(train_input.dataset.profile)["layout"] == "aligned"
 
 
 # --- bad input: one line, exit 2, run FAILED --------------------------------
@@ -228,7 +230,8 @@ def test_mlflow_run_entry_point(facades, tmp_path):
     assert run.info.status == "FINISHED"
     assert "val/psnr" in run.data.metrics and run.data.params["max_steps"] == "2"
     assert "checkpoints" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
-    assert mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").flavors["python_function"]
+    assert mlflow.models.get_model_info(generator_uri(run.info.run_id)).flavors["python_function"]
+    assert run.info.run_name == f"pix2pix-unet-vanilla-{Path(facades).name}"  # the project's run, renamed
 
 
 def test_runs_follow_the_experiment_the_user_names(facades, monkeypatch):

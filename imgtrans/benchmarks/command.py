@@ -35,7 +35,7 @@ from imgtrans.compute.runtime import resolve_device
 from imgtrans.errors import ImgtransError
 from imgtrans.models.registry import MODELS
 from imgtrans.nets.generators import GENERATORS
-from imgtrans.tracking import tracked_run
+from imgtrans.tracking.tracker import tracked_run
 
 
 def benchmark_command(cfg: BenchmarkConfig, explicit: dict, progress: bool) -> int:
@@ -57,7 +57,7 @@ def benchmark_command(cfg: BenchmarkConfig, explicit: dict, progress: bool) -> i
     precisions = listed(cfg.precisions, "fp32,fp16,bf16" if gpu else "fp32", valid=("fp32", "fp16", "bf16"))
     repeats = cfg.repeats or (20 if gpu else 5)
     name = torch.cuda.get_device_name(0) if gpu else (platform.processor() or "cpu")
-    with tracked_run(cfg.experiment, run_name="benchmark") as tracker:
+    with tracked_run(cfg.experiment, f"benchmark-{device.type}", "benchmark", "benchmark") as tracker:
         tracker.log_params({**config_mod.to_dict(cfg), "device_name": name, "torch": torch.__version__})
         inference = inference_rows(generators, cfg.tile, batches, precisions, backends, device,
                                    warmup=3 if gpu else 1, repeats=repeats)
@@ -76,7 +76,7 @@ def benchmark_command(cfg: BenchmarkConfig, explicit: dict, progress: bool) -> i
             dip = dip_rows(cfg.dip_size, precisions, [False, True] if gpu else [False], device,
                            cfg.dip_iterations or (50 if gpu else 3))
         e2e = [e2e_row(m, b, cfg.e2e_tile or (cfg.tile if gpu else 64), cfg.e2e_epochs or (3 if gpu else 2),
-                       cfg.e2e_images or (0 if gpu else 8), device, cfg.experiment, steps)
+                       cfg.e2e_images or (0 if gpu else 8), device, tracker.run_id, steps)
                for m, b in trained] if cfg.e2e else []
         archive = archive_rows(generators[0], cfg.tile, cfg.translate_images or (64 if gpu else 4),
                                cfg.translate_size or (2048 if gpu else 256), "auto" if gpu else "cpu") \

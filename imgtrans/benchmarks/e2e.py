@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from mlflow.tracking import MlflowClient
 
-from imgtrans.benchmarks.tables import markdown_table
+from imgtrans.benchmarks.tables import markdown_table, row_metrics
 from imgtrans.benchmarks.training import train_row
 from imgtrans.models.registry import model_class
-from imgtrans.tracking import tracked_run
+from imgtrans.tracking.tracker import tracked_run
 from imgtrans.training.trainer import Trainer
 
 DATASET = "synthetic-facades"
@@ -40,26 +39,22 @@ class E2ERow:
         return f"bench_e2e/{self.model}/b{self.batch}"
 
 
-def _mean(client: MlflowClient, run_id: str, key: str) -> float:
-    values = [m.value for m in client.get_metric_history(run_id, key)]
+def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
 def e2e_row(model_name: str, batch: int, crop: int, epochs: int, images: int, device: torch.device,
-            experiment: str, step_repeats: int) -> E2ERow:
+            parent_run_id: str, step_repeats: int) -> E2ERow:
     cfg = model_class(model_name).config_class(
         dataset=DATASET, crop_size=crop, batch_size=batch, epochs=epochs, max_dataset_size=images,
         device=device.type, val_images=16, sample_images=4)
-    with tracked_run(experiment, run_name=f"e2e-{model_name}-b{batch}", nested=True) as tracker:
+    with tracked_run("", f"e2e-{model_name}-b{batch}", model_name, "train", parent_run_id=parent_run_id) as tracker:
         result = Trainer(cfg, tracker, progress=False).fit()
-    client = MlflowClient()
-    run_id = result.run_id
     trained_images = result.step * batch
-    checkpoint_bytes = sum(f.file_size or 0 for f in client.list_artifacts(run_id, "checkpoints"))
     step = train_row(model_name, batch, step_repeats, crop, device)
     return E2ERow(model_name, batch, trained_images / result.loop_seconds, step.best_images_per_s,
-                  1000 * _mean(client, run_id, "time/data_wait_s"), _mean(client, run_id, "time/epoch_boundary_s"),
-                  checkpoint_bytes / 2 ** 20, _mean(client, run_id, "time/checkpoint_s"))
+                  1000 * _mean(result.timings["data_wait_s"]), _mean(result.timings["epoch_boundary_s"]),
+                  result.checkpoint_bytes / 2 ** 20, _mean(result.timings["checkpoint_s"]))
 
 
 def format_e2e(rows: list[E2ERow]) -> str:
@@ -72,9 +67,5 @@ def format_e2e(rows: list[E2ERow]) -> str:
 
 
 def e2e_metrics(rows: list[E2ERow]) -> dict[str, float]:
-    metrics = {}
-    for r in rows:
-        for name in ("loop_images_per_s", "step_images_per_s", "ratio", "data_wait_ms_per_step",
-                     "epoch_boundary_s", "checkpoint_mb", "checkpoint_blocked_s"):
-            metrics[f"{r.key()}/{name}"] = getattr(r, name)
-    return metrics
+    return row_metrics(rows, ("loop_images_per_s", "step_images_per_s", "ratio", "data_wait_ms_per_step",
+                              "epoch_boundary_s", "checkpoint_mb", "checkpoint_blocked_s"))

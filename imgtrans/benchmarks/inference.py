@@ -12,7 +12,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from imgtrans.benchmarks.tables import device_peak, markdown_table, time_calls
+from imgtrans.benchmarks.tables import (
+    device_peak,
+    markdown_table,
+    row_metrics,
+    time_calls,
+)
 from imgtrans.compute.runtime import AUTOCAST_DTYPES
 from imgtrans.data.codec import Codec
 from imgtrans.export.onnx import export_model
@@ -123,10 +128,4 @@ def format_inference(rows: list[Row]) -> str:
 
 
 def inference_metrics(rows: list[Row]) -> dict[str, float]:
-    metrics = {}
-    for r in rows:
-        metrics[f"{r.key()}/images_per_s"] = r.images_per_s
-        metrics[f"{r.key()}/p50_ms"] = r.p50_ms
-        metrics[f"{r.key()}/p90_ms"] = r.p90_ms
-        metrics[f"{r.key()}/tflops"] = r.tflops
-    return metrics
+    return row_metrics(rows, ("images_per_s", "p50_ms", "p90_ms", "tflops"))

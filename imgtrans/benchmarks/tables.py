@@ -42,3 +42,8 @@ def markdown_table(header: list[str], cells: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines)
+
+
+def row_metrics(rows, names: tuple[str, ...]) -> dict[str, float]:
+    """`<row key>/<name>` → value, for each row (a dataclass with `key()`) and each of its figures `names`."""
+    return {f"{r.key()}/{name}": getattr(r, name) for r in rows for name in names}

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from imgtrans.benchmarks.inference import generator_model
-from imgtrans.benchmarks.tables import markdown_table
+from imgtrans.benchmarks.tables import markdown_table, row_metrics
 from imgtrans.export.onnx import export_model
 from imgtrans.files import scratch_dir
 from imgtrans.infer.archive import plan_archive, run_archive
@@ -96,9 +96,4 @@ def format_archive(rows: list[ArchiveRow]) -> str:
 
 
 def archive_metrics(rows: list[ArchiveRow]) -> dict[str, float]:
-    metrics = {}
-    for r in rows:
-        metrics[f"{r.key()}/images_per_s"] = r.images_per_s
-        metrics[f"{r.key()}/per_device_images_per_s"] = r.per_device_images_per_s
-        metrics[f"{r.key()}/scaling"] = r.scaling
-    return metrics
+    return row_metrics(rows, ("images_per_s", "per_device_images_per_s", "scaling"))

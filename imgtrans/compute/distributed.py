@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -129,6 +132,13 @@ def gather_to_main(value: Any) -> list[Any] | None:
     return gathered
 
 
+def gather_tensors(tensor: torch.Tensor) -> torch.Tensor | None:
+    """Every process's rows, concatenated in rank order on rank 0 (in host memory; None elsewhere); a process
+    with no rows may give an empty tensor of any shape."""
+    parts = gather_to_main(tensor.detach().cpu())
+    return torch.cat([part for part in parts if part.numel()]) if parts is not None else None
+
+
 def shard(order: list[int], batch_size: int, world: World) -> list[int]:
     """This process's part of an epoch's order: of each global batch (batch_size × processes items in a row),
     the rank-th slice of batch_size. The last, shorter global batch is padded from the start of the order to a
@@ -150,10 +160,6 @@ def shard(order: list[int], batch_size: int, world: World) -> list[int]:
 def launch(nproc: int, arguments: list[str]) -> int:
     """`imgtrans ARGUMENTS` as `torchrun --standalone --nproc_per_node nproc` (one machine; for several, start
     torchrun yourself with --nnodes and a rendezvous). Returns its exit status; an interrupt is passed on."""
-    import signal
-    import subprocess
-    import sys
-
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "imgtrans", "--", *arguments]  # after --: our options are not torchrun's
     job = subprocess.Popen(command)

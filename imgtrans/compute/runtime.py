@@ -1,16 +1,12 @@
 """Where and how a run computes — device, autocast precision, memory format, compilation — its seeding,
-and the tags that record it."""
+and the params that record it."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 import random
-import socket
-import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -76,26 +72,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def runtime_tags(runtime: Runtime) -> dict[str, object]:
-    """Where and how a run computed, as MLflow tags."""
+def runtime_params(runtime: Runtime) -> dict[str, object]:
+    """Where and how a run computed, as the values that took effect (not the `auto`s that were asked for)."""
     on_gpu = runtime.device.type == "cuda"
     return {
-        "imgtrans.git_commit": git_commit(),
-        "imgtrans.device": torch.cuda.get_device_name(0) if on_gpu else platform.processor() or "cpu",
-        "imgtrans.torch_version": torch.__version__,
-        "imgtrans.precision": str(runtime.autocast_dtype or "fp32").replace("torch.", ""),
-        "imgtrans.channels_last": runtime.channels_last,
-        "imgtrans.compile": runtime.compile,
-        # With the pid, a RUNNING run whose process is gone (killed with -9) is recognised as stale.
-        "imgtrans.host": socket.gethostname(),
-        "imgtrans.pid": os.getpid(),
+        "device": str(runtime.device),
+        "device_name": torch.cuda.get_device_name(runtime.device) if on_gpu else platform.processor() or "cpu",
+        "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[runtime.autocast_dtype],
+        "channels_last": runtime.channels_last,
+        "compile": runtime.compile,
+        "torch": torch.__version__,
     }

@@ -21,6 +21,7 @@ from imgtrans.data import transforms
 from imgtrans.data.codec import Codec
 from imgtrans.data.images import as_channels, load_image
 from imgtrans.data.sources import Source, find_source
+from imgtrans.data.splits import SplitSummary, summarize
 from imgtrans.errors import ImgtransError
 
 
@@ -58,6 +59,12 @@ class PairedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def input_path(self, index: int) -> Path:
+        return self.items[index][0]
+
+    def files(self) -> list[Path]:
+        return [path for pair in self.items for path in pair if path is not None]
+
     def rgb_pair(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         a_path, b_path = self.items[index]
         if self.codec.colorization:
@@ -93,6 +100,12 @@ class UnpairedDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.a)
+
+    def input_path(self, index: int) -> Path:
+        return self.a[index]
+
+    def files(self) -> list[Path]:
+        return [*self.a, *self.b]
 
     def _load(self, path: Path, epoch: int, index: int) -> torch.Tensor:
         image = _tensor(load_image(path), 3)
@@ -144,6 +157,13 @@ class Data:
     train: Dataset
     val: Dataset
     test: Dataset
+
+
+def summarize_split(data: Data, split: str, dataset: str) -> SplitSummary:
+    """What `split` (train, val, test) of `data` holds, as the tracker records it."""
+    examples = {"train": data.train, "val": data.val, "test": data.test}[split]
+    return summarize(data.source.root, examples.files(), len(examples), split, dataset, data.source.layout,
+                     data.codec.color_space)
 
 
 def build_data(cfg, *, unpaired: bool = False, any_images: bool = False) -> Data:

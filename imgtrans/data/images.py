@@ -79,16 +79,6 @@ def to_uint8(rgb: torch.Tensor) -> np.ndarray:
     return (rgb.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
-def sample_grid(columns: list[torch.Tensor], padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
-    """Columns of (N, C, H, W) images side by side, one input per row, each image framed by `padding` px of
-    `pad_value` (the layout of torchvision's make_grid): (C, N·(H+p)+p, columns·(W+p)+p)."""
-    images = torch.stack(columns, 1)
-    rows, count, channels, height, width = images.shape
-    framed = torch.nn.functional.pad(images, (padding, 0, padding, 0), value=pad_value)
-    grid = framed.permute(2, 0, 3, 1, 4).reshape(channels, rows * (height + padding), count * (width + padding))
-    return torch.nn.functional.pad(grid, (0, padding, 0, padding), value=pad_value)
-
-
 def _read_tiff(path: Path, memmap: bool) -> np.ndarray:
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]

@@ -19,7 +19,7 @@ import torch
 
 from imgtrans.compute.runtime import resolve_device
 from imgtrans.data.color import to_unit
-from imgtrans.data.images import to_uint8
+from imgtrans.data.sheets import sample_sheet
 from imgtrans.dip.images import centre_crop, dataset_image, read_tensor
 from imgtrans.dip.options import DIPDiffusionConfig
 from imgtrans.dip.runner import DIPRunner
@@ -28,15 +28,16 @@ from imgtrans.files import scratch_dir
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
 from imgtrans.models.diffusion import Diffusion
 from imgtrans.nets.layers import pad_to_multiple
-from imgtrans.tracking import Tracker, generator_checkpoint
+from imgtrans.tracking import store
+from imgtrans.tracking.models import generator_checkpoint, generator_of_run
+from imgtrans.tracking.tracker import SOURCE_RUNS_TAG, Tracker
+from imgtrans.training.checkpoint import load_model
 from imgtrans.training.runs import Validation
 
 
 def load_diffusion(run_id: str, device: torch.device):
-    from imgtrans.training.checkpoint import load_model
-
     with scratch_dir("diffusion-model") as tmp:
-        model = load_model(generator_checkpoint(f"runs:/{run_id}/model", tmp), device)
+        model = load_model(generator_checkpoint(generator_of_run(run_id), tmp), device)
     if not isinstance(model, Diffusion):
         raise ImgtransError(f"run {run_id} holds a {model.cfg.model_name} model; diffusion_run needs a diffusion run")
     return model
@@ -93,7 +94,7 @@ class DIPDiffusionRun:
         if not cfg.image and not cfg.dataset:
             cfg = dataclasses.replace(cfg, dataset=model.cfg.dataset)
         cond_rgb = condition_image(cfg, model)
-        tracker.set_tags({"imgtrans.diffusion_run": cfg.diffusion_run})
+        tracker.set_tags({SOURCE_RUNS_TAG: cfg.diffusion_run})
         runner = DIPRunner(cfg, tracker, resume_payload=self.resume_payload, progress=self.progress,
                            on_validation=self.on_validation)
         dip = runner.fit()
@@ -121,13 +122,18 @@ class DIPDiffusionRun:
         metrics = {"time/dip_s": dip.seconds, "time/dip_diffusion_s": dip.seconds + dip_diffusion_s,
                    "time/diffusion_from_dip_s": dip_diffusion_s, "time/diffusion_from_noise_s": noise_s,
                    "dip_diffusion/steps_from_dip": steps_from_dip, "dip_diffusion/steps_from_noise": steps}
-        columns = [to_unit(state.degraded).expand(-1, 3, -1, -1), *results.values()]
+        columns = {"degraded": to_unit(state.degraded).expand(-1, 3, -1, -1),
+                   "DIP": results["dip"], "DIP → diffusion": results["dip_diffusion"],
+                   "diffusion from noise": results["noise_start"]}
         if state.clean is not None:
             clean = to_unit(state.clean).expand(-1, 3, -1, -1)
-            columns.append(clean)
+            columns["clean"] = clean
             for name, image in results.items():
                 metrics[f"dip_diffusion/psnr_{name}"] = psnr_per_image(image, clean).item()
                 metrics[f"dip_diffusion/ssim_{name}"] = ssim_per_image(image, clean).item()
-        tracker.log_metrics(metrics, dip.step)
-        tracker.log_image(to_uint8(torch.cat(columns, -1)[0]), key="dip_diffusion", step=0)
+        tracker.log_table({"figure": list(metrics), "value": list(metrics.values())}, "figures.json")
+        tracker.log_image_file(sample_sheet(columns), "dip_diffusion.png")
+        source = store.get_run(cfg.diffusion_run)
+        tracker.append_description(f"Diffusion model: run [{source.info.run_name}]"
+                                   f"({store.ui_path(source.info.experiment_id, cfg.diffusion_run)}).")
         return DIPDiffusionResult(tracker.run_id, dip.val_metrics, metrics)

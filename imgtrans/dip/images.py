@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from imgtrans.data.datasets import whole_images
 from imgtrans.data.images import load_image, to_uint8
 from imgtrans.dip.options import DIPConfig
 from imgtrans.errors import ImgtransError
@@ -30,8 +31,6 @@ def read_tensor(path: str, what: str) -> torch.Tensor:
 def dataset_image(dataset: str, index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input, target) of test image `index` of a paired, colorization or plain image dataset, rgb [0, 1],
     (1, 3, H, W); for a plain folder the input is the gray version."""
-    from imgtrans.data.datasets import whole_images
-
     data = whole_images(dataset)
     split = data.test if len(data.test) else data.val
     if index >= len(split):

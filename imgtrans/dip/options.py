@@ -9,12 +9,15 @@ from typing import ClassVar, Literal
 from imgtrans.config import RunConfig, opt
 from imgtrans.errors import ImgtransError
 
+PROGRESSIVE = {"mode": ("progressive",)}
+
 
 @dataclass
 class DIPConfig(RunConfig):
     """Options of the `dip` entry point (the common ones keep their shared names)."""
 
     model_name: ClassVar[str] = "dip"
+    distinguishing: ClassVar[tuple[str, ...]] = ("mode", "net")
 
     # the image
     image: str = opt("", "the image to restore; empty = test image `image_index` of `dataset`")
@@ -35,17 +38,17 @@ class DIPConfig(RunConfig):
     # the optimisation
     mode: Literal["classic", "progressive"] = opt("classic", "classic: fit the degraded image; progressive: "
                                                             "fit its forward-diffusion noisings, strong to weak")
-    num_iter: int = opt(3000, "iterations in classic mode", ge=1)
+    num_iter: int = opt(3000, "iterations in classic mode", when={"mode": ("classic",)}, ge=1)
     lr: float = opt(0.01, "Adam learning rate", gt=0)
     lambda_perceptual: float = opt(0.0, "weight of the VGG16 perceptual loss added to the MSE", ge=0)
     vgg_weights: str = opt("", "path of vgg16-397923af.pth; default: the torch hub cache")
-    schedule: Literal["linear", "scaled_linear", "sigmoid"] = opt("linear", "progressive: β schedule of the stages")
-    beta_min: float = opt(0.001, "progressive: β of the weakest-noise stage", gt=0, lt=1)
-    beta_max: float = opt(0.01, "progressive: β of the strongest-noise stage", gt=0, lt=1)
-    stages: int = opt(10, "progressive: number of targets, from strong to weak noise", ge=2)
-    e_max: int = opt(600, "progressive: E_max in E(i) = E_max·(1 − α·exp(−k·β_i))", ge=1)
-    e_alpha: float = opt(0.3, "progressive: α in E(i)")
-    e_k: float = opt(-100.0, "progressive: k in E(i); negative gives fewer iterations to noisier stages")
+    schedule: Literal["linear", "scaled_linear", "sigmoid"] = opt("linear", "progressive: β schedule of the stages", when=PROGRESSIVE)
+    beta_min: float = opt(0.001, "progressive: β of the weakest-noise stage", when=PROGRESSIVE, gt=0, lt=1)
+    beta_max: float = opt(0.01, "progressive: β of the strongest-noise stage", when=PROGRESSIVE, gt=0, lt=1)
+    stages: int = opt(10, "progressive: number of targets, from strong to weak noise", when=PROGRESSIVE, ge=2)
+    e_max: int = opt(600, "progressive: E_max in E(i) = E_max·(1 − α·exp(−k·β_i))", when=PROGRESSIVE, ge=1)
+    e_alpha: float = opt(0.3, "progressive: α in E(i)", when=PROGRESSIVE)
+    e_k: float = opt(-100.0, "progressive: k in E(i); negative gives fewer iterations to noisier stages", when=PROGRESSIVE)
     # the common options (seed, device, resume, precision, … come from RunConfig)
     epochs: int = opt(10, "snapshots over the run: sample grid, val/psnr, val/ssim and a checkpoint at each", ge=1)
     max_steps: int = opt(0, "stop after this many iterations; 0 = the mode's full schedule", ge=0)
@@ -54,6 +57,12 @@ class DIPConfig(RunConfig):
 
     # Without `image` or `dataset` there is nothing to restore (dip_diffusion has its diffusion run's dataset).
     needs_image_source: ClassVar[bool] = True
+
+    def data_label(self) -> str:
+        """The image's file name, else the dataset's name and the test image's index."""
+        if self.image:
+            return Path(self.image).stem
+        return f"{Path(self.dataset).expanduser().name or self.dataset}-{self.image_index}" if self.dataset else ""
 
     def validate(self) -> None:
         super().validate()

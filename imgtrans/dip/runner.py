@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from imgtrans import interrupts
 from imgtrans.compute.runtime import resolve_runtime, seed_everything
 from imgtrans.data.color import to_signed, to_unit
-from imgtrans.data.images import to_uint8
+from imgtrans.data.sheets import sample_sheet
 from imgtrans.dip.images import Images, load_images, save_png
 from imgtrans.dip.model import DeepImagePrior, DIPState, stage_plan, total_iterations
 from imgtrans.dip.options import DIPConfig
@@ -30,8 +31,8 @@ from imgtrans.files import scratch_dir
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
 from imgtrans.metrics.weights import missing_message, weights_file
 from imgtrans.nets.layers import count_parameters, pad_to_multiple
-from imgtrans.nets.losses import VGG16_FILE, VGG16_URL, PerceptualLoss
-from imgtrans.tracking import Tracker
+from imgtrans.nets.perceptual import VGG16_FILE, VGG16_URL, PerceptualLoss
+from imgtrans.tracking.tracker import Tracker
 from imgtrans.training import checkpoint
 from imgtrans.training.runs import Validation, log_setup
 
@@ -79,6 +80,8 @@ class DIPRunner:
         self.cfg, self.tracker, self.resume_payload = cfg, tracker, resume_payload
         self.progress, self.on_validation = progress, on_validation
         self.workdir: Path | None = None
+        self.notes: list[str] = []
+        self.figures: dict[str, float] = {}  # one-off figures, logged as a table at the end
 
     def _perceptual(self) -> PerceptualLoss | None:
         cfg = self.cfg
@@ -88,10 +91,10 @@ class DIPRunner:
         if weights is None:
             message = missing_message("perceptual loss", VGG16_FILE, VGG16_URL, cfg.vgg_weights, "vgg_weights")
             print(f"imgtrans: warning: {message}; training with lambda_perceptual=0", file=sys.stderr)
-            self.tracker.set_tags({"imgtrans.perceptual": f"disabled: {message}"})
+            self.notes.append(f"Perceptual loss disabled: {message}.")
             self.cfg = dataclasses.replace(cfg, lambda_perceptual=0.0)
             return None
-        self.tracker.set_tags({"imgtrans.perceptual": f"VGG16 from {weights}"})
+        self.notes.append(f"Perceptual loss: VGG16 from {weights}.")
         return PerceptualLoss(weights)
 
     def _build(self) -> None:
@@ -145,19 +148,17 @@ class DIPRunner:
     def _log_setup(self) -> None:
         cfg = self.cfg
         h, w = self.state.degraded.shape[-2:]
-        log_setup(self.tracker, cfg, self.runtime, self.step, {
-            "imgtrans.dip.image": self.source,
-            "imgtrans.dip.size": f"{w}x{h}",
-            "imgtrans.generator_params": count_parameters(self.model.net),
-        })
+        facts = {"image": self.source, "size": f"{w}x{h}", "generator_params": count_parameters(self.model.net)}
         if cfg.mode == "progressive":
             plan = stage_plan(cfg)
+            facts["stage_iterations"] = ",".join(str(s.iterations) for s in plan)
             self.tracker.log_text("stage,beta,alpha_bar,noise_std,iterations\n" + "".join(
                 f"{i},{s.beta:.6g},{s.alpha_bar:.6g},{s.noise_std:.6g},{s.iterations}\n" for i, s in enumerate(plan)),
                 "dip/stages.csv")
+        log_setup(self.tracker, cfg, self.runtime, self.step, facts, {}, self.notes)
         if self.state.clean is not None:
             clean, degraded = to_unit(self.state.clean), to_unit(self.state.degraded)
-            self.tracker.log_metrics({"dip/input_psnr_clean": psnr_per_image(degraded, clean).item()}, 0)
+            self.figures["input_psnr_clean"] = psnr_per_image(degraded, clean).item()
 
     def fit(self) -> DIPResult:
         """Fit to the end. An interrupt (Ctrl-C, SIGTERM) is taken between two iterations, after a checkpoint."""
@@ -240,9 +241,11 @@ class DIPRunner:
             metrics = {"val/psnr": psnr_per_image(current, clean).item(),
                        "val/ssim": ssim_per_image(current, clean).item()}
             self.tracker.log_metrics(metrics, self.step)
-        columns = [to_unit(state.degraded), current.cpu()] + ([to_unit(state.clean)] if state.clean is not None else [])
-        row = torch.cat([c.expand(-1, 3, -1, -1) if c.shape[1] == 1 else c for c in columns], -1)
-        self.tracker.log_image(to_uint8(row[0]), key="samples", step=index)
+        columns = {"degraded": to_unit(state.degraded), "restored": current.cpu(),
+                   **({"clean": to_unit(state.clean)} if state.clean is not None else {})}
+        sheet = sample_sheet({k: c.expand(-1, 3, -1, -1) if c.shape[1] == 1 else c for k, c in columns.items()})
+        self.tracker.log_image(sheet, "samples", self.step)
+        self.tracker.log_image_file(sheet, f"samples/snapshot_{index + 1:03d}.png")
         self._checkpoint()
         if self.on_validation is not None:
             self.on_validation(index, metrics)
@@ -270,32 +273,24 @@ class DIPRunner:
         cfg = self.cfg
         files = [save_png(self.workdir / "restored.png", restored),
                  save_png(self.workdir / "degraded.png", to_unit(self.state.degraded))]
-        summary = {"dip/seconds": seconds, "dip/iterations": float(self.step)}
+        self.figures.update(seconds=seconds, iterations=float(self.step))
         if self.state.clean is not None:
             clean = to_unit(self.state.clean)
-            summary.update({"dip/final_psnr_clean": psnr_per_image(restored, clean).item(),
-                            "dip/best_psnr_clean": float(self.best_psnr),
-                            "dip/best_iteration": float(self.best_iteration)})
+            self.figures.update(final_psnr_clean=psnr_per_image(restored, clean).item(),
+                                best_psnr_clean=float(self.best_psnr), best_iteration=float(self.best_iteration))
             files += [save_png(self.workdir / "best.png", self.best_image.cpu()),
                       save_png(self.workdir / "clean.png", clean)]
-        self.tracker.log_metrics(summary, self.step)
+        self.tracker.log_table({"figure": list(self.figures), "value": list(self.figures.values())}, "figures.json")
         if cfg.output:
             save_png(Path(cfg.output).expanduser(), restored)
         for path in files:
             self.tracker.log_artifact(path, "dip")
         self.tracker.log_artifact(self._plot_curve(), "dip")
-        if cfg.mode == "progressive":
-            self.tracker.set_tags({"imgtrans.dip.stage_iterations": ",".join(
-                str(s.iterations) for s in stage_plan(cfg))})
         return restored
 
     def _plot_curve(self) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        figure, ax = plt.subplots(figsize=(8, 4.5))
+        figure = Figure(figsize=(8, 4.5))
+        ax = figure.subplots()
         for key, label in (("dip/psnr_noisy", "output vs degraded input"), ("dip/psnr_clean", "output vs clean")):
             points = self.history[key]
             if points:
@@ -314,5 +309,4 @@ class DIPRunner:
         ax.legend()
         path = self.workdir / "psnr_curve.png"
         figure.savefig(path, bbox_inches="tight", dpi=100)
-        plt.close(figure)
         return path

@@ -1,240 +1,36 @@
-"""A report across evaluated runs: one row per run, and the same test inputs translated by each.
-
-Inputs are tables of plain values (built from MLflow runs by `tracking`), so
-the report itself is independent of MLflow and easy to test.
-"""
+"""The `compare` command: the report across evaluated runs, as the description of a compare run that links to
+every run it compares, as its artifacts, and optionally as files."""
 
 from __future__ import annotations
 
-import base64
-import csv
-import html
-import io
-from dataclasses import dataclass, field
+from contextlib import nullcontext
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
 from imgtrans.evaluation.options import CompareConfig
-from imgtrans.files import atomic_write_bytes
-
-SHEET_FILE = "samples.jpg"
-BASELINE_PREFIX = "baseline/"
-BASELINE_METRICS = ("psnr", "ssim")  # what `evaluate` scores its trivial baselines on
-
-METRICS = [("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("lpips", "LPIPS ↓"), ("fid", "FID ↓"), ("kid", "KID ↓"),
-           ("is", "IS ↑")]
-KEY_PARAMS = ["dataset", "netG", "netD", "gan_mode", "norm", "lambda_L1", "ngf", "ndf", "color_space",
-              "crop_size", "batch_size", "lr", "n_epochs", "n_epochs_decay", "max_steps"]
-
-
-@dataclass
-class RunSummary:
-    run_id: str
-    name: str
-    model: str
-    params: dict[str, str]
-    generator_params: int | None
-    train_minutes: float | None
-    metrics: dict[str, float]  # without the split prefix: psnr, psnr_std, ms_per_image, n_images, …
-    settings: dict[str, str] = field(default_factory=dict)
-    samples: dict[str, list[bytes]] = field(default_factory=dict)  # kind → PNG bytes
-
-
-def varying_params(runs: list[RunSummary]) -> list[str]:
-    """Key params that differ between the runs (all present ones when there is a single run)."""
-    present = [k for k in KEY_PARAMS if any(k in r.params for r in runs)]
-    if len(runs) < 2:
-        return [k for k in present if k in ("netG", "gan_mode", "color_space")]
-    return [k for k in present if len({r.params.get(k) for r in runs}) > 1]
-
-
-def _cell(metrics: dict[str, float], name: str) -> str:
-    if name not in metrics:
-        return "n/a"
-    std = metrics.get(f"{name}_std")
-    return f"{metrics[name]:.4g} ± {std:.2g}" if std is not None else f"{metrics[name]:.4g}"
-
-
-def baselines(run: RunSummary) -> dict[str, dict[str, float]]:
-    """The trivial baselines scored on the run's own evaluation images: name → metrics (psnr, psnr_std, …)."""
-    found: dict[str, dict[str, float]] = {}
-    for key, value in run.metrics.items():
-        if key.startswith(BASELINE_PREFIX):
-            name, metric = key[len(BASELINE_PREFIX):].split("/", 1)
-            found.setdefault(name, {})[metric] = value
-    return found
-
-
-def below_baseline(run: RunSummary, metric: str) -> bool:
-    """Whether the run does not beat the best of its trivial baselines on `metric` (higher is better)."""
-    best = [b[metric] for b in baselines(run).values() if metric in b]
-    return bool(best) and metric in run.metrics and run.metrics[metric] <= max(best)
-
-
-def table(runs: list[RunSummary]) -> tuple[list[str], list[list[str]]]:
-    """One row per run, then one per trivial baseline (per dataset and image count); a metric where a run
-    does not beat its best baseline is marked ✗."""
-    params = varying_params(runs)
-    header = ["run", "model", *params, "G params (M)", "train min", "ms/image", "N", *[t for _, t in METRICS]]
-    rows = []
-    for r in runs:
-        rows.append([
-            f"{r.name} ({r.run_id[:8]})", r.model, *[r.params.get(k, "") for k in params],
-            f"{r.generator_params / 1e6:.3g}" if r.generator_params else "n/a",
-            f"{r.train_minutes:.1f}" if r.train_minutes is not None else "n/a",
-            f"{r.metrics['ms_per_image']:.2f}" if "ms_per_image" in r.metrics else "n/a",
-            f"{int(r.metrics['n_images'])}" if "n_images" in r.metrics else "n/a",
-            *[_cell(r.metrics, m) + (" ✗" if m in BASELINE_METRICS and below_baseline(r, m) else "")
-              for m, _ in METRICS],
-        ])
-    shown = set()
-    for r in runs:
-        for name, metrics in baselines(r).items():
-            key = (name, tuple(sorted(metrics.items())))  # one row per distinct baseline: same images, same scores
-            if key in shown:
-                continue
-            shown.add(key)
-            rows.append([f"baseline: {name}", "—", *[r.params.get(k, "") if k == "dataset" else "" for k in params],
-                         "—", "—", "—", f"{int(r.metrics['n_images'])}" if "n_images" in r.metrics else "n/a",
-                         *[_cell(metrics, m) for m, _ in METRICS]])
-    return header, rows
-
-
-def settings_notes(runs: list[RunSummary]) -> list[str]:
-    notes = ["PSNR and SSIM: per image in rgb, data range 1.0, mean ± std over the evaluated images.",
-             "baseline rows: what a model that learned nothing scores on the same images — the grayscale copy of "
-             "the input for colorization, the input itself otherwise; ✗ marks a run that does not beat its best "
-             "baseline on that metric."]
-    for r in runs:
-        s = r.settings
-        if "fid_n_real" in s:
-            notes.append(f"{r.name}: FID/KID on N={s['fid_n_real']} real and {s['fid_n_generated']} generated "
-                         f"images, resize {s.get('fid_resize', '?')}, KID subsets of {s.get('kid_subset_size', '?')}"
-                         + (f" — {s['fid_warning']}" if "fid_warning" in s else ""))
-        missing = sorted(k for k in s if k.startswith("unavailable."))
-        if missing:
-            notes.append(f"{r.name}: unavailable: {', '.join(k.split('.', 1)[1] for k in missing)} "
-                         "(weights file missing; see the run's tags)")
-    return notes
-
-
-def markdown(runs: list[RunSummary], title: str, sheet: str | None = None) -> str:
-    """`sheet`: file name of the side-by-side image written next to the report, linked when given."""
-    header, rows = table(runs)
-    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", *[f"- {note}" for note in settings_notes(runs)]]
-    if sheet:
-        columns = ", ".join(heading for heading, _, _ in side_by_side(runs))
-        lines += ["", f"![The same test inputs, translated by each run]({sheet})", "",
-                  f"Columns: {columns}."]
-    return "\n".join(lines) + "\n"
-
-
-def side_by_side(runs: list[RunSummary]) -> list[tuple[str, str, list[bytes]]]:
-    """Columns of the shared test inputs, as (heading, model, PNGs of equal count): input, the output of
-    every run that kept samples, target (model "" for those two). Empty when no run kept samples."""
-    with_samples = [r for r in runs if r.samples.get("output")]
-    if not with_samples:
-        return []
-    first = with_samples[0]
-    count = min(len(r.samples["output"]) for r in with_samples)
-    return [("input", "", first.samples["input"][:count]),
-            *[(r.name, r.model, r.samples["output"][:count]) for r in with_samples],
-            ("target", "", first.samples["target"][:count])]
-
-
-def sample_sheet(runs: list[RunSummary], padding: int = 2, header: int = 14) -> bytes | None:
-    """One JPEG of the shared test inputs: input | each run's output | target, a row per input, each
-    column headed by its run name. None when no run kept sample images."""
-    columns = side_by_side(runs)
-    if not columns:
-        return None
-    tiles = [[Image.open(io.BytesIO(png)).convert("RGB") for png in images] for _, _, images in columns]
-    w = max(t.width for column in tiles for t in column)
-    h = max(t.height for column in tiles for t in column)
-    count = len(tiles[0])
-    sheet = Image.new("RGB", (len(columns) * (w + padding) + padding, header + count * (h + padding) + padding),
-                      "white")
-    draw = ImageDraw.Draw(sheet)
-    for c, ((name, _, _), column) in enumerate(zip(columns, tiles)):
-        x = padding + c * (w + padding)
-        draw.text((x, 1), name[: max(w // 6, 1)], fill="black")
-        for r, tile in enumerate(column):
-            sheet.paste(tile, (x, header + padding + r * (h + padding)))
-    buffer = io.BytesIO()
-    sheet.save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def csv_text(runs: list[RunSummary]) -> str:
-    header, rows = table(runs)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["run_id", *header])
-    for r, row in zip(runs, rows):
-        writer.writerow([r.run_id, *row])
-    return buffer.getvalue()
-
-
-def _img(png: bytes) -> str:
-    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
-def html_page(runs: list[RunSummary], title: str) -> str:
-    header, rows = table(runs)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:center}img{width:160px;image-rendering:pixelated}"
-             "</style></head><body>", f"<h1>{html.escape(title)}</h1><table><tr>"]
-    parts += [f"<th>{html.escape(h)}</th>" for h in header]
-    parts.append("</tr>")
-    for row in rows:
-        parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
-    parts.append("</table><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in settings_notes(runs)) + "</ul>")
-    columns = side_by_side(runs)
-    if columns:
-        parts.append("<h2>The same test inputs, translated by each run</h2><table><tr>")
-        parts += [f"<th>{html.escape(heading)}" + (f"<br>{html.escape(model)}" if model else "") + "</th>"
-                  for heading, model, _ in columns]
-        parts.append("</tr>")
-        for row in zip(*(images for _, _, images in columns)):
-            parts.append("<tr>" + "".join(f"<td>{_img(png)}</td>" for png in row) + "</tr>")
-        parts.append("</table>")
-    parts.append("</body></html>")
-    return "".join(parts)
-
-
-def write_reports(runs: list[RunSummary], title: str, folder: Path) -> list[Path]:
-    """report.md, report.csv, report.html and, when the runs kept sample images, samples.jpg."""
-    folder.mkdir(parents=True, exist_ok=True)
-    sheet = sample_sheet(runs)
-    files = {"report.md": markdown(runs, title, SHEET_FILE if sheet else None).encode(),
-             "report.csv": csv_text(runs).encode(), "report.html": html_page(runs, title).encode()}
-    if sheet:
-        files[SHEET_FILE] = sheet
-    return [atomic_write_bytes(folder / name, data) for name, data in files.items()]
+from imgtrans.evaluation.report import SHEET_FILE, markdown, write_reports
+from imgtrans.evaluation.summaries import evaluated_runs
+from imgtrans.files import scratch_dir
+from imgtrans.tracking.tracker import SOURCE_RUNS_TAG, tracked_run
 
 
 def compare_command(cfg: CompareConfig, explicit: dict, progress: bool) -> int:
-    """`imgtrans compare`: the report across evaluated runs, printed, logged and optionally written."""
-    from contextlib import nullcontext
-
-    from imgtrans.files import scratch_dir
-    from imgtrans.tracking import run_summaries, tracked_run
-
+    """`imgtrans compare`: the report across evaluated runs — printed, the description of a compare run (with
+    the side-by-side sheet) that links to every run, its artifacts, and optionally files in `output`."""
     run_ids = [r.strip() for r in cfg.run_ids.split(",") if r.strip()]
-    runs = run_summaries(cfg.experiment, run_ids, cfg.split)
+    runs = evaluated_runs(cfg.experiment, run_ids, cfg.split)
     title = f"imgtrans comparison: {cfg.experiment or ('selected runs' if run_ids else 'current experiment')} " \
             f"({cfg.split} split, {len(runs)} runs)"
-    with tracked_run(cfg.report_experiment, run_name="compare") as tracker, \
+    name = "compare-" + "-vs-".join(r.name for r in runs) if len(runs) <= 3 else f"compare-{len(runs)}-runs"
+    with tracked_run(cfg.report_experiment, name[:200], "compare", "compare",
+                     tags={SOURCE_RUNS_TAG: ",".join(r.run_id for r in runs)}) as tracker, \
             (nullcontext(Path(cfg.output)) if cfg.output else scratch_dir("compare")) as folder:
         paths = write_reports(runs, title, folder)
-        tracker.log_params({"experiment": cfg.experiment, "run_ids": ",".join(r.run_id for r in runs),
-                            "split": cfg.split})
+        tracker.log_params({"compared_experiment": cfg.experiment, "runs": len(runs), "split": cfg.split})
         for path in paths:
             tracker.log_artifact(path, "report")
+        sheet = f"get-artifact?path=report/{SHEET_FILE}&run_uuid={tracker.run_id}" if (folder / SHEET_FILE).exists() \
+            else None
+        tracker.describe(markdown(runs, title, sheet))
     print(markdown(runs, title))
     print(f"imgtrans: report logged to run {tracker.run_id} ({', '.join('report/' + p.name for p in paths)})"
           + (f" and written to {folder}" if cfg.output else ""))

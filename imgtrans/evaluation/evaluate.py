@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import sys
 import time
 import warnings
@@ -22,10 +23,14 @@ from PIL import Image
 from torch.nn import functional as F
 from torch.utils.data import Subset
 
-from imgtrans.data.datasets import build_data, make_loader
+from imgtrans.compute.runtime import resolve_device
+from imgtrans.data.datasets import build_data, make_loader, summarize_split
 from imgtrans.data.images import to_uint8
+from imgtrans.data.sheets import sheet_from_files
+from imgtrans.data.splits import SplitSummary
 from imgtrans.errors import ImgtransError
 from imgtrans.evaluation.options import EvaluateConfig
+from imgtrans.files import scratch_dir
 from imgtrans.metrics.distribution import DistributionMetrics, FidelityInception
 from imgtrans.metrics.perceptual import lpips_network, lpips_per_image
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
@@ -38,6 +43,9 @@ from imgtrans.metrics.weights import (
     missing_message,
     weights_file,
 )
+from imgtrans.tracking import store
+from imgtrans.tracking.models import generator_checkpoint, generator_of_run
+from imgtrans.tracking.tracker import SOURCE_RUNS_TAG, MlflowTracker, tracked_run
 from imgtrans.training.checkpoint import load_model
 
 SAMPLES_DIR = "samples"
@@ -45,15 +53,16 @@ SAMPLES_DIR = "samples"
 
 @dataclass
 class Evaluation:
-    metrics: dict[str, float]
-    tags: dict[str, str]
+    metrics: dict[str, float]  # the headline scores and their statistics (_std, n_images, baselines)
+    settings: dict[str, str]  # how they were computed
     unavailable: list[Unavailable]
     artifacts: Path
+    split: SplitSummary
 
-
-def grid_image(columns: list[list[torch.Tensor]]) -> np.ndarray:
-    rows = [np.concatenate([to_uint8(img) for img in row], 1) for row in zip(*columns)]
-    return np.concatenate(rows, 0)
+    def headline(self) -> dict[str, float]:
+        """What goes in as metrics (and onto the model): the mean scores, not their statistics."""
+        return {k: v for k, v in self.metrics.items()
+                if not k.endswith("_std") and k != "n_images" and not k.startswith("baseline/")}
 
 
 def pairwise_diversity(model, codec, x: torch.Tensor, lpips_net, device) -> torch.Tensor:
@@ -86,7 +95,8 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
     train_cfg = dataclasses.replace(model.cfg, **(other if cfg.dataset else {}),
                                     **({} if cfg.crop else {"preprocess": "none"}))
     data = build_data(train_cfg, unpaired=model.unpaired, any_images=not model.is_conditional(train_cfg))
-    dataset = data.test if cfg.split == "test" else data.val
+    split = cfg.split
+    dataset = data.test if split == "test" else data.val
     count = min(cfg.max_images or len(dataset), len(dataset))
     if count == 0:
         raise ImgtransError(f"the {cfg.split} split of {data.source.root} has no images")
@@ -130,8 +140,8 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
             distribution.update(target, pred)
         if model.multimodal:
             diversity.append(pairwise_diversity(model, codec, x, lpips_net, device))
-        for i, index in enumerate(batch["index"].tolist()):
-            rows.append({"index": index})
+        for index in batch["index"].tolist():
+            rows.append({"file": str(dataset.input_path(index).relative_to(data.source.root)), "index": index})
         if has_targets:  # per-image scores need ground truth; unpaired data only has distributions
             baseline, trivial = codec.trivial_output(x)
             for name, score in (("psnr", psnr_per_image), ("ssim", ssim_per_image)):
@@ -144,7 +154,7 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
                     row["lpips"] = float(lp[i])
         keep = max(0, cfg.grid_images - len(columns[0]))
         for col, images in zip(columns, (codec.decode_input(x), pred, target)):
-            col.extend(thumbnail(image, display) for image in images[:keep])
+            col.extend(to_uint8(thumbnail(image, display)) for image in images[:keep])
 
     results: dict[str, float] = {"n_images": float(count), "ms_per_image": 1000 * seconds / count}
     scores = {name: [r[name] for r in rows if name in r] for name in ("psnr", "ssim", "lpips")} | baselines
@@ -156,7 +166,7 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
         name = "diversity_lpips" if lpips_net is not None else "diversity_l1"
         values = torch.cat(diversity)
         results[name], results[f"{name}_std"] = float(values.mean()), float(values.std(unbiased=False))
-    tags = {"data_range": "1.0 (rgb in [0, 1])", "split": cfg.split, "dataset": str(data.source.root),
+    settings = {"data_range": "1.0 (rgb in [0, 1])", "split": cfg.split, "dataset": str(data.source.root),
             "color_space": f"{codec.color_space} (metrics computed in rgb)",
             "image_size": f"centre crops of {model.cfg.crop_size} px ({model.cfg.preprocess})" if cfg.crop else
             "stored size (padded to the size multiple for the network, scored unpadded)"}
@@ -167,54 +177,74 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
         for w in caught:
             print(f"imgtrans: warning: {w.message}", file=sys.stderr)
         results.update(result.values)
-        tags.update(result.settings)
+        settings.update(result.settings)
 
     with open(out / "per_image.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    Image.fromarray(grid_image(columns)).save(out / "grid.png")
+    labels = ["gray input = baseline" if codec.colorization else "input", "output", "target"]
+    Image.fromarray(sheet_from_files(dict(zip(labels, columns)))).save(out / "grid.png")
     (out / SAMPLES_DIR).mkdir()
     for i, (inp, pred, target) in enumerate(zip(*columns)):
         for kind, image in (("input", inp), ("output", pred), ("target", target)):
-            Image.fromarray(to_uint8(image)).save(out / SAMPLES_DIR / f"{kind}_{i:04d}.png")
-    return Evaluation(results, tags, unavailable, out)
+            Image.fromarray(image).save(out / SAMPLES_DIR / f"{kind}_{i:04d}.png")
+    return Evaluation(results, settings, unavailable, out, summarize_split(data, split, train_cfg.dataset))
 
 
 def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int:
-    """`imgtrans evaluate`: test metrics of a run, logged to that run."""
-    import os
-
-    from imgtrans.compute.runtime import resolve_device
-    from imgtrans.files import scratch_dir
-    from imgtrans.tracking import RunWriter, generator_checkpoint, tracked_run
-
+    """`imgtrans evaluate`: a run's test metrics, logged to that run and onto its model; an evaluation run beside
+    it links to it and summarises the result."""
     if not cfg.run_id:
         raise ImgtransError("run_id is required: the training run to evaluate")
-    target = RunWriter(cfg.run_id)
+    source = store.get_run(cfg.run_id)
+    model_uri = generator_of_run(cfg.run_id)
     device = resolve_device(cfg.device)
-    with scratch_dir("evaluate") as tmp:
-        ckpt = generator_checkpoint(f"runs:/{cfg.run_id}/model", tmp / "model")
-        (tmp / "results").mkdir()
-        result = evaluate(cfg, ckpt, device, tmp / "results")
-        target.log_artifacts(result.artifacts, f"evaluation/{cfg.split}")
     prefix = "test" if cfg.split == "test" else "eval_val"
-    metrics = {f"{prefix}/{k}": v for k, v in result.metrics.items()}
-    tags = {f"imgtrans.{prefix}.{k}": v for k, v in result.tags.items()}
-    for message in dict.fromkeys(m.message for m in result.unavailable):
+    with tracked_run("", f"evaluate-{source.info.run_name}", "evaluate", "evaluate",
+                     experiment_id=source.info.experiment_id, tags={SOURCE_RUNS_TAG: cfg.run_id}) as tracker, \
+            scratch_dir("evaluate") as tmp:
+        (tmp / "results").mkdir()
+        result = evaluate(cfg, generator_checkpoint(model_uri, tmp / "model"), device, tmp / "results")
+        summary = {"metrics": result.metrics, "settings": result.settings,
+                   "unavailable": {m.metric: m.message for m in result.unavailable}}
+        (tmp / "results" / "summary.json").write_text(json.dumps(summary, indent=2))
+        target = MlflowTracker.of_run(cfg.run_id)
+        target.log_artifacts(result.artifacts, f"evaluation/{cfg.split}")
+        target.log_dataset(result.split, cfg.split if cfg.split == "test" else "validation")
+        target.log_metrics({f"{prefix}/{k}": v for k, v in result.headline().items()}, step=0,
+                           model_id=model_uri.split("/")[-1], dataset=result.split)
+        messages = dict.fromkeys(m.message for m in result.unavailable)
+        if messages:
+            target.set_tags({f"imgtrans.{prefix}.unavailable": " ".join(messages)})
+        tracker.log_artifact(result.artifacts / "grid.png", f"evaluation/{cfg.split}")
+        tracker.log_artifact(result.artifacts / "per_image.csv", f"evaluation/{cfg.split}")
+        tracker.log_params({"split": cfg.split, "dataset": cfg.dataset, "max_images": cfg.max_images or None,
+                            "crop": cfg.crop})
+        tracker.describe(evaluation_description(source, result, prefix))
+    for message in messages:
         print(f"imgtrans: warning: {message}", file=sys.stderr)
-    for missing in result.unavailable:
-        tags[f"imgtrans.{prefix}.unavailable.{missing.metric}"] = missing.message
-    target.log_metrics(metrics)
-    target.set_tags(tags)
-    if "MLFLOW_RUN_ID" in os.environ and os.environ["MLFLOW_RUN_ID"] != cfg.run_id:
-        with tracked_run("") as tracker:
-            tracker.set_tags({"imgtrans.evaluated_run": cfg.run_id})
-            tracker.log_metrics(metrics, step=0)
+    metrics = {f"{prefix}/{k}": v for k, v in result.metrics.items() if not k.startswith("baseline/")}
     width = max(len(k) for k in metrics)
     for key, value in metrics.items():
         if not key.endswith("_std"):
             std = metrics.get(f"{key}_std")
             print(f"{key:<{width}}  {value:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
-    print(f"imgtrans: logged {len(metrics)} metrics and evaluation/{cfg.split}/ to run {cfg.run_id}")
+    print(f"imgtrans: logged {len(result.headline())} metrics and evaluation/{cfg.split}/ to run {cfg.run_id} "
+          f"and its model; evaluation run {tracker.run_id}")
     return 0
+
+
+def evaluation_description(source, result: Evaluation, prefix: str) -> str:
+    """The evaluation run's summary: which run, on which images, and a table of every score."""
+    link = f"[{source.info.run_name}]({store.ui_path(source.info.experiment_id, source.info.run_id)})"
+    split = result.split
+    lines = [f"Evaluation of run {link} on `{split.name}` ({result.metrics.get('n_images', 0):.0f} images, "
+             f"{split.sizes}, digest `{split.digest}`).", "", "| metric | mean | std |", "|---|---|---|"]
+    for key, value in result.metrics.items():
+        if key.endswith("_std") or key == "n_images":
+            continue
+        std = result.metrics.get(f"{key}_std")
+        lines.append(f"| {prefix}/{key} | {value:.4f} | {'' if std is None else f'{std:.4f}'} |")
+    lines += ["", *[f"- {m.metric}: {m.message}" for m in {m.message: m for m in result.unavailable}.values()]]
+    return "\n".join(lines).strip()

@@ -4,29 +4,42 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from imgtrans.errors import ImgtransError
 from imgtrans.export.onnx import export_model
 from imgtrans.export.options import ExportConfig
+from imgtrans.export.sidecar import sidecar_path
 from imgtrans.files import scratch_dir
-from imgtrans.tracking import generator_checkpoint, tracked_run
+from imgtrans.tracking import models
+from imgtrans.tracking.models import generator_checkpoint, generator_of_run
+from imgtrans.tracking.tracker import SOURCE_RUNS_TAG, tracked_run
 from imgtrans.training.checkpoint import load_model
 
 
 def export_command(cfg: ExportConfig, explicit: dict, progress: bool) -> int:
-    """`imgtrans export`: a run's (or registered model's) generator to ONNX, logged to an export run."""
+    """`imgtrans export`: a run's (or registered model's) generator to ONNX, logged as the model of an export run
+    that links to where it came from."""
     if bool(cfg.run_id) == bool(cfg.model_uri):
         raise ImgtransError("give exactly one of run_id or model_uri")
-    source = cfg.model_uri or f"runs:/{cfg.run_id}/model"
-    with tracked_run(cfg.experiment, run_name="export") as tracker, scratch_dir("export") as tmp:
-        model = load_model(generator_checkpoint(source, tmp))
-        name = cfg.output or f"export/{model.cfg.model_name}-{cfg.run_id or 'model'}"
-        if cfg.precision == "fp16" and not cfg.output:
-            name += "-fp16"
-        path, sidecar = export_model(model, Path(name), precision=cfg.precision, source=source)
-        tracker.log_params({"source": source, "precision": cfg.precision, "opset": sidecar.opset,
-                            "onnx_path": str(path)})
-        tracker.log_metrics({"export/parity_max_abs_error": sidecar.parity_max_abs_error}, step=0)
-        tracker.log_onnx(path)
-    print(f"imgtrans: exported {source} to {path} (parity max abs error {sidecar.parity_max_abs_error:.2e}, "
+    source_uri = cfg.model_uri or generator_of_run(cfg.run_id)
+    origin = models.origin(source_uri)
+    label = cfg.run_id or origin.label
+    with scratch_dir("export") as tmp:
+        model = load_model(generator_checkpoint(source_uri, tmp))
+        name = cfg.output or f"export/{model.cfg.model_name}-{label}" + ("-fp16" if cfg.precision == "fp16" else "")
+        with tracked_run(cfg.experiment, f"export-{label}", "export", "export",
+                         tags={SOURCE_RUNS_TAG: origin.run_id} if origin.run_id else None) as tracker:
+            path, sidecar = export_model(model, Path(name), precision=cfg.precision, source=source_uri)
+            tracker.log_params({"source": source_uri, "precision": cfg.precision, "opset": sidecar.opset,
+                                "onnx_path": str(path), "parity_max_abs_error": f"{sidecar.parity_max_abs_error:.2e}"})
+            example = np.random.default_rng(0).uniform(-1, 1, (1, sidecar.input_channels, sidecar.tile_size,
+                                                                sidecar.tile_size)).astype(np.float32)
+            tracker.log_onnx(path, example, f"ONNX export of {origin.markdown} ({cfg.precision}, opset {sidecar.opset}, "
+                                            f"parity max abs error {sidecar.parity_max_abs_error:.2e})")
+            tracker.log_artifact(sidecar_path(path), "export")
+            tracker.describe(f"Export of {origin.markdown} to `{path}` ({cfg.precision}, opset {sidecar.opset}); "
+                             f"ONNX Runtime matches PyTorch within {sidecar.parity_max_abs_error:.2e}.")
+    print(f"imgtrans: exported {source_uri} to {path} (parity max abs error {sidecar.parity_max_abs_error:.2e}, "
           f"{sidecar.precision}, opset {sidecar.opset})")
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 
 from imgtrans.config import to_dict
@@ -109,8 +110,6 @@ def to_fp16(model_bytes: bytes) -> bytes:
 def check_parity(net: torch.nn.Module, model_bytes: bytes, shapes: list[tuple[int, ...]], seed: int = 0,
                  z_dim: int = 0) -> float:
     """Largest |ONNX Runtime − PyTorch| over random inputs (and codes) of several shapes (CPU provider)."""
-    import onnxruntime as ort
-
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     g = torch.Generator().manual_seed(seed)
     worst = 0.0

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from imgtrans.errors import ImgtransError
 from imgtrans.infer.archive import Engine, plan_archive, run_archive
+from imgtrans.infer.engines import LocalEngine, choose_devices
 from imgtrans.infer.manifest import MANIFEST
 from imgtrans.infer.options import TranslateConfig
 from imgtrans.infer.tile_rule import tiling_recipe
 from imgtrans.infer.worker import TranslateSettings
+from imgtrans.tracking.tracker import open_run
 
 STATUSES = ("done", "skipped", "failed")
 
@@ -29,9 +31,10 @@ def file_digest(path: Path) -> str:
 
 
 def log_to_mlflow_run(cfg: TranslateConfig, engine_params: dict, counts: dict[str, int], elapsed: float) -> None:
-    from imgtrans.tracking import Tracker
-
-    tracker = Tracker("")
+    """Under `mlflow run`: the archive's figures in the run MLflow Projects opened."""
+    tracker = open_run("", f"translate-{Path(cfg.input).name}", "translate", "translate")
+    tracker.describe(f"Translated `{cfg.input}` into `{cfg.output}` with `{cfg.model}`: {counts['done']} done, "
+                     f"{counts['skipped']} already done, {counts['failed']} failed in {elapsed:.1f} s.")
     tracker.log_params(engine_params | {"tile": cfg.tile, "margin": cfg.margin, "overlap": cfg.overlap,
                                         "output_bits": cfg.output_bits})
     tracker.log_metrics({f"translate/{k}": v for k, v in counts.items()} |
@@ -56,8 +59,6 @@ def start_engine(cfg: TranslateConfig, settings: TranslateSettings) -> Engine:
         from imgtrans.infer.ray_engine import RayEngine
 
         return RayEngine(settings, cfg.ray_address, cfg.cpus_per_worker)
-    from imgtrans.infer.engines import LocalEngine, choose_devices
-
     return LocalEngine(settings, choose_devices(cfg.provider, cfg.devices))
 
 

@@ -12,14 +12,14 @@ import queue
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Iterator
 
+import torch
+
 from imgtrans.errors import ImgtransError
 from imgtrans.infer.session import GPU_PROVIDERS, choose_providers
 from imgtrans.infer.worker import FileTranslator, Translated, TranslateSettings, Work
 
 
 def gpu_count() -> int:
-    import torch
-
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
+import torch
 
 from imgtrans.errors import ImgtransError
 from imgtrans.export.sidecar import Sidecar, sidecar_path
@@ -18,18 +20,11 @@ GPU_PROVIDERS = {PROVIDERS["tensorrt"], PROVIDERS["cuda"]}
 
 
 def _gpu_present() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
+    return torch.cuda.is_available()
 
 
 def usable_providers() -> list[str]:
     """Our provider names, best first, that this onnxruntime build offers (GPU ones only with a GPU)."""
-    import onnxruntime as ort
-
     available = ort.get_available_providers()
     names = list(PROVIDERS) if _gpu_present() else ["cpu"]
     return [name for name in names if PROVIDERS[name] in available]
@@ -55,8 +50,6 @@ class OnnxGenerator:
     def __init__(self, model_path: Path, provider: str = "auto", device_id: int = 0, threads: int = 0):
         """`device_id`: the GPU of the CUDA/TensorRT providers; `threads`: the CPU provider's intra-op threads
         (0 = one per core)."""
-        import onnxruntime as ort
-
         model_path = Path(model_path)
         if not model_path.is_file():
             raise ImgtransError(f"ONNX model not found: {model_path}; export one with `imgtrans export`")

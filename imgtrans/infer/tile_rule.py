@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import psutil
+import torch
 
 from imgtrans.errors import ImgtransError
 from imgtrans.export.sidecar import Sidecar
@@ -26,8 +27,6 @@ def free_memory(provider: str, device_id: int = 0) -> int:
     """Bytes the provider can use: free memory of GPU `device_id` for the CUDA/TensorRT providers, available RAM
     otherwise."""
     if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
-        import torch
-
         if torch.cuda.is_available():
             return torch.cuda.mem_get_info(device_id)[0]
     return psutil.virtual_memory().available

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lpips
 import torch
 from torch import nn
 
@@ -11,8 +12,6 @@ from torch import nn
 def lpips_network(alexnet_weights: Path | None) -> nn.Module:
     """LPIPS v0.1 with an AlexNet backbone. The linear heads ship with the lpips package; the backbone is
     loaded from `alexnet_weights` (torchvision's file), or left random when None (for tests of the math)."""
-    import lpips
-
     net = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
     if alexnet_weights is not None:
         state = torch.load(alexnet_weights, map_location="cpu", weights_only=True)

@@ -144,8 +144,11 @@ class TranslationModel(nn.Module):
         return {}
 
     @torch.no_grad()
-    def visuals(self, batch: dict) -> list[torch.Tensor]:
-        """Columns of the sample grid as rgb [0, 1]: input | output | target."""
+    def visuals(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Labelled columns of the sample grid as rgb [0, 1]: input | output | target (a colorizer's gray input
+        is also its trivial baseline, the grayscale copy)."""
         x = batch["A"]
         y = self.translate_for_validation(x).cpu()
-        return [self.codec.decode_input(x), self.codec.decode_output(x, y), self.codec.decode_output(x, batch["B"])]
+        source = "gray input = baseline" if self.codec.colorization else "input"
+        return {source: self.codec.decode_input(x), "output": self.codec.decode_output(x, y),
+                "target": self.codec.decode_output(x, batch["B"])}

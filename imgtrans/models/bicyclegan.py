@@ -114,7 +114,7 @@ class BicycleGAN(GANModel):
         return {"val/diversity_l1": float(torch.stack(distances).mean())}
 
     @torch.no_grad()
-    def visuals(self, batch: dict) -> list[torch.Tensor]:
+    def visuals(self, batch: dict) -> dict[str, torch.Tensor]:
         """input | outputs for 3 random z | output for z encoded from the target | target."""
         x = batch["A"]
         outs = self.samples(x, 3, torch.Generator().manual_seed(0)).cpu()
@@ -122,5 +122,5 @@ class BicycleGAN(GANModel):
             mu, _ = self.netE(self.to_device(batch["B"]))
             encoded = self.generate(self.to_device(x), mu).float().cpu()
         decode = self.codec.decode_output
-        return [self.codec.decode_input(x), *[decode(x, o) for o in outs], decode(x, encoded),
-                decode(x, batch["B"])]
+        return {"input": self.codec.decode_input(x), **{f"random z {i + 1}": decode(x, o) for i, o in enumerate(outs)},
+                "z of the target": decode(x, encoded), "target": decode(x, batch["B"])}

@@ -63,11 +63,12 @@ class CycleGAN(GANModel):
         return losses
 
     @torch.no_grad()
-    def visuals(self, batch: dict) -> list[torch.Tensor]:
+    def visuals(self, batch: dict) -> dict[str, torch.Tensor]:
         """A → B → A and B → A → B."""
         real_a, real_b = self.to_device(batch["A"]), self.to_device(batch["B"])
         with self.autocast():
             fake_b, fake_a = self.netG_A(real_a), self.netG_B(real_b)
             rec_a, rec_b = self.netG_B(fake_b), self.netG_A(fake_a)
         decode = self.codec.decode_input
-        return [decode(t.float().cpu()) for t in (real_a, fake_b, rec_a, real_b, fake_a, rec_b)]
+        return {label: decode(t.float().cpu()) for label, t in (("A", real_a), ("A→B", fake_b), ("A→B→A", rec_a),
+                                                                 ("B", real_b), ("B→A", fake_a), ("B→A→B", rec_b))}

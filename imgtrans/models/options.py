@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from imgtrans.config import GANConfig, InstanceNormGANConfig, TrainConfig, opt
+from imgtrans.config import WGANGP, GANConfig, InitType, InstanceNormGANConfig, TrainConfig, UnpairedGANConfig, opt
+
+BETA_SCHEDULES = {"schedule": ("linear", "scaled_linear", "sigmoid")}
+SIGNAL_COSINE = {"schedule": ("signal_cosine",)}
+NCE = {"lambda_NCE": lambda weight: weight > 0}
 
 
 @dataclass
@@ -22,13 +26,11 @@ class Pix2PixConfig(GANConfig):
 
 
 @dataclass
-class CycleGANConfig(InstanceNormGANConfig):
+class CycleGANConfig(UnpairedGANConfig):
     """CycleGAN (Zhu et al. 2017): two generators and two discriminators, cycle-consistent on unpaired data."""
 
     model_name: ClassVar[str] = "cyclegan"
 
-    netG: Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"] = opt(
-        "resnet_9blocks", "generator for both directions")
     lambda_A: float = opt(10.0, "weight of the cycle loss A → B → A", ge=0)
     lambda_B: float = opt(10.0, "weight of the cycle loss B → A → B", ge=0)
     lambda_identity: float = opt(0.5, "identity loss weight, relative to lambda_A/B; 0 disables it", ge=0)
@@ -36,21 +38,20 @@ class CycleGANConfig(InstanceNormGANConfig):
 
 
 @dataclass
-class CUTConfig(InstanceNormGANConfig):
+class CUTConfig(UnpairedGANConfig):
     """CUT (Park et al. 2020): one-sided unpaired translation with a patchwise contrastive loss."""
 
     model_name: ClassVar[str] = "cut"
 
-    netG: Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"] = opt(
-        "resnet_9blocks", "generator")
-    init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = opt("xavier", "weight initialisation")
+    init_type: InitType = opt("xavier", "weight initialisation")
     lambda_GAN: float = opt(1.0, "weight of the adversarial loss", ge=0)
     lambda_NCE: float = opt(1.0, "weight of the PatchNCE loss", ge=0)
-    nce_idt: bool = opt(True, "also apply PatchNCE to G(B) vs B (identity)")
-    nce_layers: str = opt("", "comma-separated generator layers for PatchNCE; empty = the generator's default")
-    nce_T: float = opt(0.07, "PatchNCE temperature", gt=0)
-    num_patches: int = opt(256, "patches sampled per layer and image", ge=1)
-    netF_nc: int = opt(256, "width of the projection MLP", ge=1)
+    nce_idt: bool = opt(True, "also apply PatchNCE to G(B) vs B (identity)", when=NCE)
+    nce_layers: str = opt("", "comma-separated generator layers for PatchNCE; empty = the generator's default",
+                          when=NCE)
+    nce_T: float = opt(0.07, "PatchNCE temperature", when=NCE, gt=0)
+    num_patches: int = opt(256, "patches sampled per layer and image", when=NCE, ge=1)
+    netF_nc: int = opt(256, "width of the projection MLP", when=NCE, ge=1)
     flip_equivariance: bool = opt(False, "randomly flip inputs to enforce flip equivariance (FastCUT)")
 
 
@@ -61,7 +62,7 @@ class FastCUTConfig(CUTConfig):
     model_name: ClassVar[str] = "fastcut"
 
     lambda_NCE: float = opt(10.0, "weight of the PatchNCE loss")
-    nce_idt: bool = opt(False, "also apply PatchNCE to G(B) vs B (identity)")
+    nce_idt: bool = opt(False, "also apply PatchNCE to G(B) vs B (identity)", when=NCE)
     flip_equivariance: bool = opt(True, "randomly flip inputs to enforce flip equivariance")
 
 
@@ -72,7 +73,7 @@ class BicycleGANConfig(InstanceNormGANConfig):
     model_name: ClassVar[str] = "bicyclegan"
 
     batch_size: int = opt(2, "images per step")
-    init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = opt("xavier", "weight initialisation")
+    init_type: InitType = opt("xavier", "weight initialisation")
     num_D: int = opt(2, "discriminators at successively halved scales")
     nz: int = opt(8, "latent code size", ge=1)
     netE: Literal["resnet", "conv"] = opt("resnet", "encoder of B into z")
@@ -90,6 +91,7 @@ class CVAEConfig(TrainConfig):
     """conditional VAE of the report “A Comparison of Generative Models for Image Translation”."""
 
     model_name: ClassVar[str] = "cvae"
+    distinguishing: ClassVar[tuple[str, ...]] = ("recon",)
 
     batch_size: int = opt(16, "images per step (the “Comparison of Generative Models” report: 64)")
     lr: float = opt(5e-4, "Adam learning rate (the “Comparison of Generative Models” report: 1e-4 in its table, "
@@ -110,6 +112,7 @@ class CGANConfig(TrainConfig):
     """the plain conditional GAN baseline of the report “A Comparison of Generative Models for Image Translation”."""
 
     model_name: ClassVar[str] = "cgan"
+    distinguishing: ClassVar[tuple[str, ...]] = ("gan_mode",)
 
     beta1: float = opt(0.9, "Adam beta1")
     ngf: int = opt(3, "generator filters in the first layer (the “Comparison of Generative Models” report: 3, "
@@ -118,7 +121,7 @@ class CGANConfig(TrainConfig):
     dropout_G: float = opt(0.45, "dropout after the generator's dense layer (its only noise)", ge=0, lt=1)
     dropout_D: float = opt(0.3, "dropout after each discriminator conv", ge=0, lt=1)
     gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("vanilla", "adversarial objective (BCE)")
-    lambda_gp: float = opt(10.0, "gradient-penalty weight when gan_mode=wgangp", ge=0)
+    lambda_gp: float = opt(10.0, "gradient-penalty weight when gan_mode=wgangp", when=WGANGP, ge=0)
     lambda_L1: float = opt(0.0, "weight of an L1 term (0 in the baseline)", ge=0)
 
 
@@ -127,6 +130,7 @@ class DiffusionConfig(TrainConfig):
     """denoising diffusion (DDPM training, DDIM or DDPM sampling), conditional or unconditional."""
 
     model_name: ClassVar[str] = "diffusion"
+    distinguishing: ClassVar[tuple[str, ...]] = ("schedule", "prediction")
 
     crop_size: int = opt(64, "training crop size in pixels")
     batch_size: int = opt(8, "images per step")
@@ -140,15 +144,15 @@ class DiffusionConfig(TrainConfig):
     schedule: Literal["linear", "scaled_linear", "cosine", "sigmoid", "signal_cosine"] = opt(
         "cosine", "noise schedule")
     timesteps: int = opt(1000, "diffusion steps T", ge=2)
-    beta_start: float = opt(1e-4, "first β (linear, scaled_linear, sigmoid)", gt=0, lt=1)
-    beta_end: float = opt(0.02, "last β (linear, scaled_linear, sigmoid)", gt=0, lt=1)
-    min_signal_rate: float = opt(0.02, "signal_cosine: √ᾱ at the noisiest step", gt=0, lt=1)
-    max_signal_rate: float = opt(0.95, "signal_cosine: √ᾱ at the cleanest step", gt=0, lt=1)
+    beta_start: float = opt(1e-4, "first β (linear, scaled_linear, sigmoid)", when=BETA_SCHEDULES, gt=0, lt=1)
+    beta_end: float = opt(0.02, "last β (linear, scaled_linear, sigmoid)", when=BETA_SCHEDULES, gt=0, lt=1)
+    min_signal_rate: float = opt(0.02, "signal_cosine: √ᾱ at the noisiest step", when=SIGNAL_COSINE, gt=0, lt=1)
+    max_signal_rate: float = opt(0.95, "signal_cosine: √ᾱ at the cleanest step", when=SIGNAL_COSINE, gt=0, lt=1)
     prediction: Literal["eps", "v"] = opt("v", "what the network predicts (v converges faster than eps here)")
     sampler: Literal["ddim", "ddpm"] = opt("ddim", "reverse process used for samples")
     sample_steps: int = opt(50, "denoising steps when sampling", ge=1)
     val_sample_steps: int = opt(20, "denoising steps for the validation samples", ge=1)
-    eta: float = opt(0.0, "DDIM stochasticity (0 = deterministic)", ge=0, le=1)
+    eta: float = opt(0.0, "DDIM stochasticity (0 = deterministic)", when={"sampler": ("ddim",)}, ge=0, le=1)
     clip_sample: bool = opt(True, "clip each sampling step's predicted clean image to [-1, 1]")
     base_channels: int = opt(32, "U-Net width at full resolution", ge=1)
     channel_mults: str = opt("1,2,4", "width multipliers per resolution level")

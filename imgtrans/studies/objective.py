@@ -23,8 +23,9 @@ from imgtrans.studies.spec import (
     Distribution,
     StudySpec,
 )
-from imgtrans.studies.storage import report_failure, worker_id
-from imgtrans.tracking import tracked_run
+from imgtrans.studies.storage import RUN_ID_ATTR, report_failure, worker_id
+from imgtrans.tracking.tracker import tracked_run
+from imgtrans.training.runs import filter_tags
 
 
 def sample(trial: optuna.Trial, space: dict[str, Distribution]) -> dict[str, Any]:
@@ -78,7 +79,10 @@ def record_failure(trial: optuna.Trial, tracker, exc: BaseException) -> None:
     tracker.set_tags({"optuna.state": "FAIL"})
 
 
-def make_objective(spec: StudySpec, study_name: str, max_steps: int, experiment: str):
+def make_objective(spec: StudySpec, study_name: str, max_steps: int, experiment: str, parent_run_id: str,
+                   sampler_seed: int):
+    """Optuna's objective: each trial trains in a run nested under the study's parent run (tagged with the
+    sampler seed of the worker that ran it)."""
     budget = dict(spec.budget)
     if max_steps:
         budget["max_steps"] = max_steps
@@ -94,13 +98,18 @@ def make_objective(spec: StudySpec, study_name: str, max_steps: int, experiment:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"{first}={metrics[first]:.4g} at epoch {epoch}")
 
-        with tracked_run(experiment, run_name=f"trial-{trial.number}", nested=True,
-                         stops=(optuna.TrialPruned,)) as tracker:
-            tracker.set_tags({"optuna.study": study_name, "optuna.trial": trial.number})
+        try:
+            cfg = trial_config(spec, params, budget, experiment)
+        except ImgtransError as exc:  # e.g. sampled options that do not go together
+            trial.set_user_attr("fail_reason", one_line(exc))
+            raise
+        tags = {"optuna.study": study_name, "optuna.trial": trial.number, "optuna.sampler_seed": sampler_seed,
+                **filter_tags(cfg)}
+        with tracked_run(experiment, f"{study_name}-trial-{trial.number}", cfg.model_name, "trial",
+                         parent_run_id=parent_run_id, tags=tags, stops=(optuna.TrialPruned,)) as tracker:
             trial.set_user_attr("worker", worker_id())
-            tracker.log_params({f"trial.{k}": v for k, v in params.items()})
+            trial.set_user_attr(RUN_ID_ATTR, tracker.run_id)
             try:
-                cfg = trial_config(spec, params, budget, experiment)
                 result = RUNS[spec.model].create(cfg, tracker, progress=False, on_validation=report).fit()
                 values = objective_values(spec, result)
             except optuna.TrialPruned as exc:
@@ -109,8 +118,12 @@ def make_objective(spec: StudySpec, study_name: str, max_steps: int, experiment:
             except Exception as exc:
                 record_failure(trial, tracker, exc)
                 raise
-            tracker.log_metrics({f"optuna/objective_{i}": v for i, v in enumerate(values)}, step=trial.number)
+            measured = {o.metric: v for o, v in zip(spec.objectives, values) if o.metric not in result.val_metrics}
+            if measured:  # objectives that are not already the run's validation metrics
+                tracker.log_metrics(measured, step=0)
             tracker.set_tags({"optuna.state": "COMPLETE"})
+            tracker.append_description(f"Trial {trial.number} of study `{study_name}`: " + ", ".join(
+                f"{o.metric} {v:.4g}" for o, v in zip(spec.objectives, values)))
         return values[0] if len(values) == 1 else values
 
     return objective

@@ -70,6 +70,11 @@ class Distribution(_Strict):
             raise ValueError(f"a log scale needs low > 0, got {self.low}")
         return self
 
+    def describe(self) -> str:
+        if self.type == "categorical":
+            return "in {" + ", ".join(map(str, self.choices)) + "}"
+        return f"{self.type} in [{self.low:g}, {self.high:g}]" + (" (log)" if self.log else "")
+
     def bounds(self) -> list[Any]:
         if self.type == "categorical":
             return list(self.choices)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import socket
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -16,20 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial
+from sqlalchemy.engine import make_url
 
-from imgtrans.errors import one_line
 from imgtrans.studies.options import STUDY_STORAGE_VARIABLE
 from imgtrans.studies.spec import Heartbeat, StudySpec
+from imgtrans.tracking import store
 
 WORKER_DIED = "worker died (heartbeat lost)"
+RUN_ID_ATTR = "mlflow_run_id"  # a trial's user attribute: the MLflow run it trains in
+PARENT_RUN_ATTR = "mlflow_parent_run"  # the study's user attribute: its MLflow parent run
 
 
 def resolve_storage(storage: str, study_name: str):
     """SQLAlchemy URL, journal file, or a file path for SQLite; default: IMGTRANS_STUDY_STORAGE (what
     `imgtrans server` prints), else studies/<study_name>.db."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     storage = storage or os.environ.get(STUDY_STORAGE_VARIABLE, "")
     if not storage:
@@ -48,7 +50,6 @@ def sqlite_file(location: Any) -> Path | None:
     """The database file of a SQLite URL; None for anything else (other databases, journals, servers)."""
     if not isinstance(location, str) or not location.startswith("sqlite:"):
         return None
-    from sqlalchemy.engine import make_url
 
     database = make_url(location).database
     return Path(database).resolve() if database and database != ":memory:" else None
@@ -67,8 +68,8 @@ def locked(files: Iterable[Path]) -> Iterator[None]:
 
 
 def worker_id() -> str:
-    """This process, as recorded in the user attribute `worker` of its trials."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process (host, pid, start time), as recorded in the user attribute `worker` of its trials."""
+    return store.owner_tag()
 
 
 def report_failure(number: int, reason: str) -> None:
@@ -80,17 +81,12 @@ def on_stale_trial(max_retry: int) -> Callable[[optuna.Study, FrozenTrial], None
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def fail_and_retry(study: optuna.Study, trial: FrozenTrial) -> None:
-        from mlflow.exceptions import MlflowException
-
-        from imgtrans.tracking import fail_runs_of_dead_trial
-
         report_failure(trial.number, WORKER_DIED)
         retry(study, trial)
-        try:
-            fail_runs_of_dead_trial(study.study_name, trial.number, WORKER_DIED)
-        except MlflowException as exc:  # the study goes on; only the dead runs' status is left behind
-            print(f"imgtrans: warning: trial {trial.number}'s MLflow runs are left RUNNING: {one_line(exc)}",
-                  file=sys.stderr)
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        problem = run_id and store.end_run_if_running(run_id, "FAILED", WORKER_DIED, {"optuna.state": "FAIL"})
+        if problem:  # the study goes on; only the dead trial's run status is left behind
+            print(f"imgtrans: warning: trial {trial.number}'s MLflow run is left RUNNING: {problem}", file=sys.stderr)
 
     return fail_and_retry
 
@@ -125,8 +121,8 @@ def make_pruner(spec: StudySpec):
     return optuna.pruners.NopPruner()
 
 
-def open_study(spec: StudySpec, study_name: str, location) -> tuple[optuna.Study, int]:
-    """Create the study, or join it; returns it with this worker's sampler seed.
+def open_study(spec: StudySpec, study_name: str, location) -> tuple[optuna.Study, int, bool]:
+    """Create the study, or join it; returns it with this worker's sampler seed, and whether it created it.
 
     The worker that creates the study samples with the spec's seed, so that one worker on a fresh study is
     reproducible; every other worker, and every continuation, with a seed derived from the spec's seed, this
@@ -135,10 +131,10 @@ def open_study(spec: StudySpec, study_name: str, location) -> tuple[optuna.Study
     try:
         study = optuna.create_study(study_name=study_name, storage=storage, sampler=make_sampler(spec, spec.seed),
                                     pruner=make_pruner(spec), directions=[o.direction for o in spec.objectives])
-        return study, spec.seed
+        return study, spec.seed, True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=make_pruner(spec))
         key = f"{spec.seed}:{worker_id()}:{len(study.trials)}".encode()
         seed = int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
         study.sampler = make_sampler(spec, seed)
-        return study, seed
+        return study, seed, False

@@ -17,6 +17,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from imgtrans.errors import ImgtransError
 from imgtrans.files import scratch_dir, write_secret
 from imgtrans.team.network import advertised, free_port, local, port_in_use
@@ -40,15 +43,12 @@ def server_programs() -> Path:
 
 
 def redacted(url: str) -> str:
-    from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
 
 
 def check_database_url(url: str, option: str) -> None:
     """A PostgreSQL URL without a password in it, whose database answers; else one line saying what to do."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
 
     try:
         parsed = make_url(url)
@@ -70,7 +70,6 @@ def connect(url: str, option: str = "database", environment: dict[str, str] | No
         import psycopg
     except ImportError:
         raise ImgtransError('PostgreSQL support is not installed: pip install "imgtrans[team]"') from None
-    from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
     try:

@@ -20,6 +20,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
+from sqlalchemy.engine import make_url
+
 from imgtrans.errors import ImgtransError
 from imgtrans.studies.options import STUDY_STORAGE_VARIABLE
 from imgtrans.team.network import advertised, local, port_in_use
@@ -65,15 +68,12 @@ def open_databases(cfg: ServerConfig) -> Databases:
 
 
 def _same_server(url: str, database: str) -> str:
-    from sqlalchemy.engine import make_url
 
     return make_url(url).set(database=database).render_as_string(hide_password=False)
 
 
 def create_study_schema(url: str, environment: dict[str, str]) -> None:
     """Optuna's tables, created once here: study workers started at once would otherwise race to create them."""
-    import optuna
-
     passfile = environment.get("PGPASSFILE")
     engine_kwargs = {"connect_args": {"passfile": passfile}} if passfile else {}
     optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs).engine.dispose()

@@ -24,9 +24,11 @@ import numpy as np
 import torch
 
 from imgtrans import config as config_mod
+from imgtrans.compute.runtime import Runtime
 from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
 from imgtrans.files import atomic_write
+from imgtrans.models.registry import model_class
 
 FORMAT = 3
 LEGACY_FORMATS = (1, 2)  # a bare torch.save payload, without (1) or with (2) a checksum of its values: still read
@@ -292,9 +294,6 @@ def restore_nets(model, payload: dict[str, Any], source: str) -> None:
 
 def load_model(path: Path | str, device: str | torch.device = "cpu"):
     """Rebuild a trained model for inference from a checkpoint alone (eval mode)."""
-    from imgtrans.compute.runtime import Runtime
-    from imgtrans.models.registry import model_class
-
     payload = read(path)
     cls = model_class(payload["model"])
     cfg = config_mod.from_dict(cls.config_class, payload["config"])

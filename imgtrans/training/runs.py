@@ -12,16 +12,13 @@ from typing import Any, Callable, Protocol
 from imgtrans import config as config_mod
 from imgtrans.commands import run_kind
 from imgtrans.compute import distributed
-from imgtrans.compute.runtime import resolve_device, runtime_tags
+from imgtrans.compute.runtime import Runtime, resolve_device, runtime_params
 from imgtrans.config import RunConfig
+from imgtrans.data.splits import SplitSummary
 from imgtrans.errors import ImgtransError
 from imgtrans.files import scratch_dir
-from imgtrans.tracking import (
-    QuietTracker,
-    download_checkpoint,
-    end_stale_run,
-    tracked_run,
-)
+from imgtrans.tracking import store
+from imgtrans.tracking.tracker import QuietTracker, tracked_run
 from imgtrans.training import checkpoint
 
 Validation = Callable[[int, dict[str, float]], None]
@@ -34,10 +31,21 @@ class RunResult(Protocol):
     def summary(self) -> str: ...
 
 
+def run_name(cfg: RunConfig) -> str:
+    """What tells this run apart at a glance: its model, distinguishing options and data, e.g.
+    `pix2pix-unet-lsgan-synthetic-facades` (the tracker makes it unique within the experiment)."""
+    return "-".join([cfg.model_name, *(str(getattr(cfg, name)) for name in cfg.distinguishing), cfg.data_label()])
+
+
+def filter_tags(cfg: RunConfig) -> dict[str, str]:
+    """The few short tags users filter runs on: model, dataset and the distinguishing options."""
+    return {"model": cfg.model_name, "dataset": cfg.data_label(),
+            **{name: str(getattr(cfg, name)) for name in cfg.distinguishing}}
+
+
 def start(cfg: RunConfig, explicit: dict[str, Any], progress: bool = True) -> int:
     """The command of every run kind: validate, resolve `resume`, run it tracked, print its summary. With
     nproc > 1 it starts itself under torchrun; under torchrun rank 0 tracks the one run of the job."""
-
     cfg.validate()
     kind = run_kind(cfg.model_name)
     world = distributed.World.from_environment()
@@ -49,12 +57,15 @@ def start(cfg: RunConfig, explicit: dict[str, Any], progress: bool = True) -> in
         return distributed.launch(cfg.nproc, [cfg.model_name, *options, *([] if progress else ["--no-progress"])])
     world = distributed.start(resolve_device(cfg.device).type)
     try:
-        cfg, payload = resolve_resume(cfg, explicit, end_stale=world.is_main)
+        cfg, payload = resolve_resume(cfg, explicit, end_dead=world.is_main)
         cfg.validate()
         if world.is_main:
-            with tracked_run(cfg.experiment, run_name=cfg.model_name) as tracker:
+            with tracked_run(cfg.experiment, run_name(cfg), cfg.model_name, "train", tags=filter_tags(cfg),
+                             system_metrics=True) as tracker:
                 distributed.from_main(tracker.run_id)
                 result = kind.create(cfg, tracker, resume_payload=payload, progress=progress).fit()
+                summary = result.summary()
+                tracker.append_description(f"**Result**: {summary}")
         else:
             tracker = QuietTracker(distributed.from_main(None), world.rank)
             with tracker.failures_recorded():
@@ -62,15 +73,14 @@ def start(cfg: RunConfig, explicit: dict[str, Any], progress: bool = True) -> in
             return 0
     finally:
         distributed.stop()
-    summary = result.summary()
     print(f"imgtrans: {cfg.model_name} finished: run {result.run_id}" + (f", {summary}" if summary else ""))
     return 0
 
 
-def resolve_resume(cfg: RunConfig, explicit: dict[str, Any], end_stale: bool = True) -> tuple[RunConfig, dict | None]:
+def resolve_resume(cfg: RunConfig, explicit: dict[str, Any], end_dead: bool = True) -> tuple[RunConfig, dict | None]:
     """With `resume`, the checkpoint's config is used, updated by the options the user set explicitly; the run
-    resumed from is marked KILLED if it died RUNNING (`end_stale`: by one process of a job only)."""
-
+    resumed from is marked KILLED if its process died leaving it RUNNING (`end_dead`: by one process of a
+    job only)."""
     ref = cfg.resume
     if not ref:
         return cfg, None
@@ -80,21 +90,50 @@ def resolve_resume(cfg: RunConfig, explicit: dict[str, Any], end_stale: bool = T
     elif "/" in ref or ref.endswith(".pt"):
         raise ImgtransError(f"checkpoint not found: {path}")
     else:
+        run = store.get_run(ref)
+        reason = store.dead_run_reason(run) if store.is_running(run) else None
+        if reason and end_dead:
+            store.end_run(ref, "KILLED", reason)
         with scratch_dir("resume") as tmp:
-            payload = checkpoint.read(download_checkpoint(ref, tmp))
-        if end_stale:
-            end_stale_run(ref)
+            local = store.download(ref, "checkpoints/last.pt", tmp)
+            if local is None:
+                died = f" ({reason}, before its first checkpoint; it is now marked KILLED)" if reason else ""
+                raise ImgtransError(f"run '{ref}' has no checkpoints/last.pt to resume from{died}; start a new run")
+            payload = checkpoint.read(local)
     if payload["model"] != cfg.model_name:
         raise ImgtransError(f"cannot resume {cfg.model_name} from a {payload['model']} checkpoint ({ref})")
     merged = {**payload["config"], **explicit, "resume": ref}
     return config_mod.from_dict(type(cfg), merged), payload
 
 
-def log_setup(tracker, cfg: RunConfig, runtime, step: int, tags: dict[str, object]) -> None:
-    """What every run records first: the config as params and config.json, where it runs, and its own tags."""
-
-    tracker.log_params({"model": cfg.model_name, **config_mod.to_dict(cfg)})
+def log_setup(tracker, cfg: RunConfig, runtime: Runtime, step: int, facts: dict[str, Any],
+              datasets: dict[str, SplitSummary], notes: list[str] = ()) -> None:
+    """What every run records first: its effective configuration as params (options that apply, with the values
+    that took effect, plus `facts` such as parameter counts), the requested one as config.json, its data as
+    dataset inputs, and a description of the run."""
+    effective = runtime_params(runtime)
+    tracker.log_params({"model": cfg.model_name, **config_mod.applicable(cfg), **effective, **facts})
     tracker.log_text(config_mod.to_json(cfg), "config.json")
-    tracker.set_tags({"imgtrans.model": cfg.model_name, **runtime_tags(runtime), **tags})
+    for context, summary in datasets.items():
+        tracker.log_dataset(summary, context)
     if cfg.resume:
-        tracker.set_tags({"imgtrans.resumed_from": cfg.resume, "imgtrans.resumed_at_step": step})
+        tracker.set_tags({"imgtrans.resumed_from": cfg.resume})
+        notes = [f"Resumed from `{cfg.resume}` at step {step}.", *notes]
+    tracker.describe(describe(cfg, effective, datasets, notes))
+
+
+def describe(cfg: RunConfig, effective: dict[str, Any], datasets: dict[str, SplitSummary],
+             notes: list[str] = ()) -> str:
+    """The run's Markdown description: what ran on what data, what was changed from the defaults and where it
+    computed (`start` adds the result when it finishes)."""
+    defaults = type(cfg)()
+    changed = [f"{name}={value}" for name, value in config_mod.applicable(cfg).items()
+               if value != getattr(defaults, name) and name not in ("experiment", "resume")]
+    data = ", ".join(f"{s.split} {s.images} ({s.sizes}, {s.channels})" for s in datasets.values())
+    lines = [f"**{cfg.model_name}** on `{cfg.data_label()}`" + (f" — {data}" if data else ""), "",
+             "Options changed from the defaults: " + (", ".join(f"`{c}`" for c in changed) if changed else "none"),
+             "", "Computed on " + ", ".join(f"{k} `{v}`" for k, v in effective.items()) + ".",
+             *[f"\n{note}" for note in notes]]
+    return "\n".join(lines)
+
+

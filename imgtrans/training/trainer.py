@@ -4,14 +4,13 @@ validation, sample grids and tracking."""
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import Subset
 from tqdm import tqdm
 
 from imgtrans import config as config_mod
@@ -20,26 +19,19 @@ from imgtrans.compute import distributed
 from imgtrans.compute.runtime import resolve_runtime, seed_everything
 from imgtrans.config import TrainConfig
 from imgtrans.data.cache import training_loader
-from imgtrans.data.datasets import Data, EpochSampler, build_data, make_loader
-from imgtrans.data.images import sample_grid, to_uint8
+from imgtrans.data.datasets import Data, EpochSampler, build_data, summarize_split
+from imgtrans.data.splits import SplitSummary
 from imgtrans.errors import ImgtransError
 from imgtrans.files import scratch_dir
-from imgtrans.metrics.distribution import FidelityInception, kernel_inception_distance
-from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
-from imgtrans.metrics.weights import (
-    INCEPTION_FILE,
-    INCEPTION_URL,
-    missing_message,
-    weights_file,
-)
 from imgtrans.models.base import TranslationModel
 from imgtrans.models.registry import model_class
-from imgtrans.nets.layers import count_parameters
-from imgtrans.tracking import Tracker
-from imgtrans.training import bn_recalibration, checkpoint
+from imgtrans.nets.layers import count_parameters, round_up
+from imgtrans.tracking.tracker import Tracker
+from imgtrans.training import checkpoint
 from imgtrans.training.graphed_step import training_step_for
 from imgtrans.training.lr_schedules import build_scheduler
 from imgtrans.training.runs import Validation, log_setup
+from imgtrans.training.validation import Validator
 
 PROCESS_SEED_STRIDE = 1_000_003  # process r of a torchrun job draws its noise from seed + r × this
 
@@ -52,6 +44,9 @@ class TrainResult:
     model: TranslationModel
     val_dataset: object
     loop_seconds: float  # from the first step to the end of the last validation
+    timings: dict[str, list[float]]  # data_wait_s per step window, epoch_boundary_s, checkpoint_s (loop blocked)
+    checkpoint_bytes: int  # the size of the last training checkpoint
+    model_id: str  # the logged generator ("" in the processes of a torchrun job other than rank 0)
 
     def summary(self) -> str:
         return ", ".join([f"{self.step} steps", *(f"{k}={v:.4f}" for k, v in self.val_metrics.items())])
@@ -103,22 +98,12 @@ class Trainer:
         self.schedulers = {k: build_scheduler(o, cfg, self.steps_per_epoch) for k, o in self.model.optimizers.items()}
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.last_checkpoint, self.checkpoint_step = time.monotonic(), -1
-        self.kid_features, self.kid_status = self._kid_features()
-
-    def _kid_features(self):
-        """Inception features for `val/kid`, for models that ask for it (diffusion, as the “Comparison of
-        Generative Models” report does), when the weights file is there; otherwise None and the message saying
-        which file would enable it."""
-        cfg = self.cfg
-        if not self.model.validation_kid or not cfg.val_images:
-            return None, None
-        given = self.model.inception_weights
-        weights = weights_file(INCEPTION_FILE, given)
-        if weights is None:
-            message = missing_message("val/kid", INCEPTION_FILE, INCEPTION_URL, given, "inception_weights")
-            print(f"imgtrans: warning: {message}", file=sys.stderr)
-            return None, f"unavailable: {message}"
-        return FidelityInception(weights).to(self.runtime.device).eval(), f"Inception from {weights}"
+        self.timings: dict[str, list[float]] = defaultdict(list)
+        self.figures: dict[str, float] = {}  # one-off figures of the run, logged as a table at the end
+        self.splits: dict[str, SplitSummary] = {
+            context: summarize_split(self.data, split, cfg.dataset)
+            for context, split in (("train", "train"), ("validation", "val"))} if self.world.is_main else {}
+        self.validator = Validator(cfg, self.model, self.data, self.splits.get("validation"), self.tracker)
 
     def _restore(self, payload: dict) -> None:
         pos = checkpoint.restore_training(self.model, self.schedulers, payload)
@@ -139,19 +124,14 @@ class Trainer:
 
     def _log_setup(self) -> None:
         model = self.model
-        params = {name: count_parameters(net) for name, net in model.named_children() if count_parameters(net)}
-        log_setup(self.tracker, self.cfg, self.runtime, self.step, {
-            "imgtrans.dataset_root": self.data.source.root,
-            "imgtrans.dataset_layout": self.data.source.layout,
-            "imgtrans.train_images": len(self.data.train),
-            "imgtrans.generator_params": count_parameters(model.generator()),
-            **{f"imgtrans.params.{k}": v for k, v in params.items()},
-        })
-        self.tracker.log_params({"world_size": self.world.size,
-                                 "global_batch_size": self.cfg.batch_size * self.world.size})
-        self.tracker.set_tags({"imgtrans.data_cache": self.data_cache, "imgtrans.cuda_graphs": self.cuda_graphs})
-        if self.kid_status:
-            self.tracker.set_tags({"imgtrans.val_kid": self.kid_status})
+        nets = {f"params_{name}": count_parameters(net) for name, net in model.named_children()
+                if count_parameters(net)}
+        facts = {"world_size": self.world.size, "global_batch_size": self.cfg.batch_size * self.world.size,
+                 "train_images": len(self.data.train), "generator_params": count_parameters(model.generator()),
+                 **nets, "data_cache": self.data_cache, "cuda_graphs": self.cuda_graphs == "on"}
+        notes = [f"CUDA graphs: {self.cuda_graphs}." if self.cuda_graphs != "on" else "",
+                 self.validator.kid_note]
+        log_setup(self.tracker, self.cfg, self.runtime, self.step, facts, self.splits, [n for n in notes if n])
 
     # --- the loop ------------------------------------------------------------
     def total_steps(self) -> int:
@@ -211,9 +191,12 @@ class Trainer:
                         "time/step_s": elapsed / window_steps,
                         "time/images_per_s": window_images / elapsed,
                         "time/data_wait_s": window_wait / window_steps,
-                        "train/lr": float(self.schedulers[next(iter(self.schedulers))].get_last_lr()[0]),
                     })
+                    if self.cfg.lr_policy != "constant":  # a constant lr is a param, not a flat line
+                        metrics["train/lr"] = float(self.schedulers[next(iter(self.schedulers))].get_last_lr()[0])
                     self.tracker.log_metrics(metrics, self.step)
+                    self.tracker.alive()
+                    self.timings["data_wait_s"].append(window_wait / window_steps)
                     bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in metrics.items()
                                      if k.startswith("train/") and k != "train/lr"}, refresh=False)
                     sums.clear()
@@ -236,17 +219,18 @@ class Trainer:
             epoch_done = self.batch_in_epoch >= self.steps_per_epoch
             finished = self.step >= total
             if finished:
-                self._recalibrate_batch_norm()
+                self.figures.update(self.validator.recalibrate_batch_norm())
             # Save before validating so the saved RNG state is the one training continues from.
             if finished or distributed.any_process(self._checkpoint_due(epoch_end=True), self.runtime.device):
                 self._checkpoint()
             if finished or epoch_done and (self.epoch + 1) % self.cfg.val_every == 0:
                 started = time.perf_counter()
-                val_metrics = self._evaluate(self.epoch)
+                val_metrics = self.validator.validate(self.epoch, self.step)
                 self.tracker.log_metrics({"time/validation_s": time.perf_counter() - started}, self.step)
                 if self.on_validation is not None:
                     self.on_validation(self.epoch, val_metrics)
-            self.tracker.log_metrics({"time/epoch_boundary_s": time.perf_counter() - boundary_start}, self.step)
+            self.timings["epoch_boundary_s"].append(time.perf_counter() - boundary_start)
+            self.tracker.log_metrics({"time/epoch_boundary_s": self.timings["epoch_boundary_s"][-1]}, self.step)
             if not finished:  # at the end the model is logged first; a pending interrupt is raised after it
                 self._stop_if_interrupted()
             if epoch_done:
@@ -254,10 +238,27 @@ class Trainer:
         bar.close()
         loop_seconds = time.perf_counter() - loop_start
         self.saver.wait()
-        if self.world.is_main:
-            final = checkpoint.atomic_save(checkpoint.model_payload(self.model), self.workdir / "generator.pt")
-            self.tracker.log_generator(final, config_mod.to_json(self.cfg))
-        return TrainResult(self.tracker.run_id, self.step, val_metrics, self.model, self.data.val, loop_seconds)
+        model_id = self._log_model(val_metrics) if self.world.is_main else ""
+        last = self.workdir / "last.pt"
+        return TrainResult(self.tracker.run_id, self.step, val_metrics, self.model, self.data.val, loop_seconds,
+                           dict(self.timings), last.stat().st_size if last.exists() else 0, model_id)
+
+    def _log_model(self, val_metrics: dict[str, float]) -> str:
+        """The generator as the run's MLflow model, the final validation scores linked to it, and the run's
+        one-off figures as a table."""
+        final = checkpoint.atomic_save(checkpoint.model_payload(self.model), self.workdir / "generator.pt")
+        side = round_up(64, self.model.size_multiple)
+        example = np.random.default_rng(0).random((1, side, side, 3), dtype=np.float32)
+        description = (f"{self.cfg.model_name} generator trained on `{self.cfg.data_label()}` for {self.step} "
+                       f"steps: " + ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
+        model_id = self.tracker.log_generator(final, {"model": self.cfg.model_name, **config_mod.to_dict(self.cfg)},
+                                              self.step, example, description)
+        if val_metrics:
+            self.tracker.log_metrics(val_metrics, self.step, model_id=model_id, dataset=self.splits.get("validation"))
+        if self.figures:
+            self.tracker.log_table({"figure": list(self.figures), "value": list(self.figures.values())},
+                                   "figures.json")
+        return model_id
 
     def _mean_losses(self, sums: dict[str, torch.Tensor | float], steps: int) -> dict[str, float]:
         """The window's mean of each loss, over the processes of a torchrun job too (the global batch's)."""
@@ -284,9 +285,14 @@ class Trainer:
         extra = {"rng_by_rank": rngs} if self.world.active else None
         self.saver.save(checkpoint.training_payload(self.model, self.schedulers, position, extra),
                         self.workdir / "last.pt")
-        self.tracker.log_metrics({"time/checkpoint_s": time.perf_counter() - started}, self.step)
+        self.timings["checkpoint_s"].append(time.perf_counter() - started)
+        self.figures[f"checkpoint at step {self.step}: loop blocked (s)"] = self.timings["checkpoint_s"][-1]
 
     def _checkpoint_due(self, epoch_end: bool) -> bool:
+        """By the clock (`checkpoint_minutes`), or at epoch ends; and at the end of the first logging window of
+        a new run, so that a run killed soon after it started can still be resumed."""
+        if self.resume_payload is None and self.checkpoint_step < 0:
+            return True
         minutes = self.cfg.checkpoint_minutes
         return epoch_end if not minutes else time.monotonic() - self.last_checkpoint >= 60 * minutes
 
@@ -300,68 +306,3 @@ class Trainer:
 
         interrupts.stop_if_pending(save_now, f"step {self.step}", self.tracker.run_id,
                                    everywhere=lambda pending: distributed.any_process(pending, self.runtime.device))
-
-    def _recalibrate_batch_norm(self) -> None:
-        """The generator's batch-norm statistics recomputed with its final weights (see `bn_recalibration`)."""
-        generator, count = self.model.generator(), min(self.cfg.recalibrate_bn, len(self.data.train))
-        if not count or not bn_recalibration.batch_norms(generator):
-            return
-        model = self.model
-        loader = make_loader(Subset(self.data.train, range(count)), batch_size=self.cfg.batch_size)
-        with torch.random.fork_rng(devices=[]):
-            model.eval()
-            inputs = [batch["A"] for batch in loader]
-            before = bn_recalibration.eval_train_gap(generator, model.translate, inputs[0])
-            bn_recalibration.recalibrate(generator, model.translate, inputs)
-            after = bn_recalibration.eval_train_gap(generator, model.translate, inputs[0])
-            model.train()
-        self.tracker.log_metrics({"bn/eval_train_gap_before": before, "bn/eval_train_gap_after": after}, self.step)
-
-    # --- validation ----------------------------------------------------------
-    @torch.no_grad()
-    def _evaluate(self, epoch: int) -> dict[str, float]:
-        cfg, model, codec = self.cfg, self.model, self.data.codec
-        count = min(cfg.val_images, len(self.data.val))
-        metrics: dict[str, float] = {}
-        device = self.runtime.device
-        # Without cuDNN autotuning: it would spend seconds on each of validation's batch shapes.
-        cudnn = torch.backends.cudnn
-        # Batch-norm statistics as rank 0 has them (what its checkpoint holds); each process scores its share.
-        distributed.broadcast_state(model, buffers_only=True)
-        world = self.world
-        with torch.random.fork_rng(devices=[]), cudnn.flags(enabled=cudnn.enabled, benchmark=False,
-                                                            deterministic=cudnn.deterministic,
-                                                            allow_tf32=cudnn.allow_tf32):
-            model.eval()
-            if count and self.data.source.has_targets:
-                psnrs, ssims, preds, targets = [], [], [], []
-                loader = make_loader(Subset(self.data.val, range(world.rank, count, world.size)), batch_size=8)
-                for batch in loader:
-                    x = batch["A"].to(device)
-                    pred = codec.decode_output(x, model.translate_for_validation(x))
-                    target = codec.decode_output(x, batch["B"].to(device))
-                    psnrs.append(psnr_per_image(pred, target))
-                    ssims.append(ssim_per_image(pred, target))
-                    preds.append(pred)
-                    targets.append(target)
-                scores = torch.stack([torch.cat(psnrs).sum(), torch.cat(ssims).sum()]) if psnrs else \
-                    torch.zeros(2, device=device)
-                psnr_sum, ssim_sum = distributed.sum_over_processes(scores.to(device)).tolist()
-                metrics = {"val/psnr": psnr_sum / count, "val/ssim": ssim_sum / count}
-                if self.kid_features is not None and world.is_main:  # on rank 0's share
-                    kid, kid_std, _ = kernel_inception_distance(self.kid_features, torch.cat(targets),
-                                                                  torch.cat(preds))
-                    metrics.update({"val/kid": kid, "val/kid_std": kid_std})
-            if count and world.is_main:
-                batch = next(iter(make_loader(Subset(self.data.val, range(min(count, 8))), batch_size=8)))
-                metrics.update(model.validation_metrics(batch))
-            if metrics:
-                self.tracker.log_metrics(metrics, self.step)
-            rows = min(cfg.sample_images, len(self.data.val)) if world.is_main else 0
-            if rows:
-                batch = next(iter(make_loader(Subset(self.data.val, range(rows)), batch_size=rows)))
-                columns = model.visuals(batch)
-                grid = sample_grid(columns)
-                self.tracker.log_image(to_uint8(grid), key="samples", step=epoch)
-            model.train()
-        return metrics

@@ -1,0 +1,52 @@
+"""The VGG16 perceptual loss (relu1_2, relu2_2, relu3_3 activations), of its own because torchvision, which it
+needs, takes seconds to import: only the runs that use the loss pay for it."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.models.vgg import cfgs, make_layers
+
+VGG16_FILE = "vgg16-397923af.pth"
+VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class PerceptualLoss(nn.Module):
+    """Mean squared distance between VGG16 activations (relu1_2, relu2_2, relu3_3) of two images in [-1, 1].
+
+    The backbone is torchvision's VGG16 loaded from `weights` (its state-dict file); None leaves it random,
+    which keeps the math testable without the file. Gray images are repeated to three channels.
+    """
+
+    LAYERS = (3, 8, 15)
+
+    def __init__(self, weights=None):
+        super().__init__()
+        # Only the convolutional layers in use: building the whole VGG16 would initialise its 120 M-parameter
+        # classifier for nothing.
+        features = make_layers(cfgs["D"])[:max(self.LAYERS) + 1]
+        if weights is not None:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            wanted = features.state_dict().keys()
+            features.load_state_dict({k: state[f"features.{k}"] for k in wanted})
+        self.features = features.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float() + 1) / 2
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return (x - self.mean) / self.std
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        x, y = self._normalise(prediction), self._normalise(target)
+        loss = prediction.new_zeros((), dtype=torch.float32)
+        for index, layer in enumerate(self.features):
+            x, y = layer(x), layer(y)
+            if index in self.LAYERS:
+                loss = loss + F.mse_loss(x, y)
+        return loss / len(self.LAYERS)

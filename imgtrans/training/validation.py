@@ -1,0 +1,121 @@
+"""Validation during training: `val/psnr`, `val/ssim` (and `val/kid` for models that ask for it, the model's
+own `val/*` scores) on the validation split, summed over a torchrun job's processes, and the labelled sample
+sheet; the generator's batch-norm statistics recomputed with its final weights."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch.utils.data import Subset
+
+from imgtrans.compute import distributed
+from imgtrans.config import TrainConfig
+from imgtrans.data.datasets import Data, make_loader
+from imgtrans.data.sheets import sample_sheet
+from imgtrans.data.splits import SplitSummary
+from imgtrans.metrics.distribution import FidelityInception, kernel_inception_distance
+from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
+from imgtrans.metrics.weights import (
+    INCEPTION_FILE,
+    INCEPTION_URL,
+    missing_message,
+    weights_file,
+)
+from imgtrans.models.base import TranslationModel
+from imgtrans.tracking.tracker import Tracker
+from imgtrans.training import bn_recalibration
+
+
+class Validator:
+    def __init__(self, cfg: TrainConfig, model: TranslationModel, data: Data, val_summary: SplitSummary,
+                 tracker: Tracker):
+        self.cfg, self.model, self.data, self.val_summary, self.tracker = cfg, model, data, val_summary, tracker
+        self.world = distributed.WORLD
+        self.kid_features, self.kid_note = self._kid_features()
+
+    def _kid_features(self):
+        """Inception features for `val/kid`, for models that ask for it (diffusion, as the “Comparison of
+        Generative Models” report does), when the weights file is there; otherwise None and the message saying
+        which file would enable it."""
+        if not self.model.validation_kid or not self.cfg.val_images:
+            return None, ""
+        given = self.model.inception_weights
+        weights = weights_file(INCEPTION_FILE, given)
+        if weights is None:
+            message = missing_message("val/kid", INCEPTION_FILE, INCEPTION_URL, given, "inception_weights")
+            print(f"imgtrans: warning: {message}", file=sys.stderr)
+            return None, message
+        return FidelityInception(weights).to(self.model.runtime.device).eval(), f"val/kid: Inception from {weights}"
+
+    @torch.no_grad()
+    def validate(self, epoch: int, step: int) -> dict[str, float]:
+        """Score the validation images (each process its share), log the metrics and the epoch's sample sheet."""
+        cfg, model, world = self.cfg, self.model, self.world
+        count = min(cfg.val_images, len(self.data.val))
+        device = model.runtime.device
+        metrics: dict[str, float] = {}
+        # Without cuDNN autotuning: it would spend seconds on each of validation's batch shapes.
+        cudnn = torch.backends.cudnn
+        # Batch-norm statistics as rank 0 has them (what its checkpoint holds); each process scores its share.
+        distributed.broadcast_state(model, buffers_only=True)
+        with torch.random.fork_rng(devices=[]), cudnn.flags(enabled=cudnn.enabled, benchmark=False,
+                                                            deterministic=cudnn.deterministic,
+                                                            allow_tf32=cudnn.allow_tf32):
+            model.eval()
+            if count and self.data.source.has_targets:
+                metrics = self._scores(count, device)
+            if count and world.is_main:
+                batch = next(iter(make_loader(Subset(self.data.val, range(min(count, 8))), batch_size=8)))
+                metrics.update(model.validation_metrics(batch))
+            if metrics:
+                self.tracker.log_metrics(metrics, step)
+            rows = min(cfg.sample_images, len(self.data.val)) if world.is_main else 0
+            if rows:
+                batch = next(iter(make_loader(Subset(self.data.val, range(rows)), batch_size=rows)))
+                sheet = sample_sheet(model.visuals(batch))
+                self.tracker.log_image(sheet, "samples", step)
+                self.tracker.log_image_file(sheet, f"samples/epoch_{epoch + 1:03d}.png")
+            model.train()
+        return metrics
+
+    def _scores(self, count: int, device: torch.device) -> dict[str, float]:
+        model, codec, world = self.model, self.data.codec, self.world
+        psnrs, ssims, preds, targets = [], [], [], []
+        loader = make_loader(Subset(self.data.val, range(world.rank, count, world.size)), batch_size=8)
+        for batch in loader:
+            x = batch["A"].to(device)
+            pred = codec.decode_output(x, model.translate_for_validation(x))
+            target = codec.decode_output(x, batch["B"].to(device))
+            psnrs.append(psnr_per_image(pred, target))
+            ssims.append(ssim_per_image(pred, target))
+            preds.append(pred)
+            targets.append(target)
+        scores = torch.stack([torch.cat(psnrs).sum(), torch.cat(ssims).sum()]) if psnrs else \
+            torch.zeros(2, device=device)
+        psnr_sum, ssim_sum = distributed.sum_over_processes(scores.to(device)).tolist()
+        metrics = {"val/psnr": psnr_sum / count, "val/ssim": ssim_sum / count}
+        if self.kid_features is not None:  # KID from every process's images
+            real, fake = (distributed.gather_tensors(torch.cat(images) if images else torch.empty(0))
+                          for images in (targets, preds))
+            if world.is_main:
+                kid, kid_std, _ = kernel_inception_distance(self.kid_features, real, fake)
+                metrics.update({"val/kid": kid, "val/kid_std": kid_std})
+        return metrics
+
+    def recalibrate_batch_norm(self) -> dict[str, float]:
+        """The generator's batch-norm statistics recomputed with its final weights (see `bn_recalibration`);
+        the eval-vs-batch-statistics gap before and after, or nothing when there is no batch norm."""
+        model = self.model
+        generator, count = model.generator(), min(self.cfg.recalibrate_bn, len(self.data.train))
+        if not count or not bn_recalibration.batch_norms(generator):
+            return {}
+        loader = make_loader(Subset(self.data.train, range(count)), batch_size=self.cfg.batch_size)
+        with torch.random.fork_rng(devices=[]):
+            model.eval()
+            inputs = [batch["A"] for batch in loader]
+            before = bn_recalibration.eval_train_gap(generator, model.translate, inputs[0])
+            bn_recalibration.recalibrate(generator, model.translate, inputs)
+            after = bn_recalibration.eval_train_gap(generator, model.translate, inputs[0])
+            model.train()
+        return {"bn_eval_train_gap_before": before, "bn_eval_train_gap_after": after}
