@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -51,7 +52,11 @@ def isolated(tmp_path, monkeypatch, empty_store):
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("IMGTRANS_DATA_CACHE", str(tmp_path / "cache"))
-    torch.set_num_threads(2)
+    # Under pytest-xdist (-n 2) each worker computes on one core; alone, on both. The processes tests start
+    # use as many (results depend on the thread count: an exact resume compares runs of both).
+    threads = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+    torch.set_num_threads(threads)
+    monkeypatch.setenv("OMP_NUM_THREADS", str(threads))
     yield
     while mlflow.active_run():
         mlflow.end_run()

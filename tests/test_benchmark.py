@@ -1,9 +1,11 @@
 import mlflow
+import pytest
 
 from imgtrans.benchmarks import inference as benchmark
 from imgtrans.cli import main
 
 
+@pytest.mark.slow
 def test_benchmark_command_prints_and_logs(capsys):
     code = main(["benchmark", "--generators", "unet_128", "--tile", "128", "--batch-sizes", "1,2",
                  "--backends", "eager,ort-cpu", "--repeats", "1", "--train", "--train-models", "pix2pix,cgan", "--train-batch-sizes", "1",
@@ -43,6 +45,7 @@ def test_diffusion_sampling_benchmark(capsys):
     assert run.data.metrics["bench_sample/32px/fp32/b1/s_per_image"] > 0
 
 
+@pytest.mark.slow
 def test_dip_iteration_and_translate_benchmarks(capsys):
     assert main(["benchmark", "--generators", "unet_128", "--tile", "128", "--batch-sizes", "1", "--backends", "eager",
                  "--repeats", "1", "--dip", "--dip-size", "64", "--dip-iterations", "2", "--translate",
@@ -56,6 +59,7 @@ def test_dip_iteration_and_translate_benchmarks(capsys):
     assert metrics["bench_translate/unet_128/cpu1/scaling"] == 1.0
 
 
+@pytest.mark.slow
 def test_end_to_end_benchmark_runs_the_real_loop_at_tiny_size(capsys):
     code = main(["benchmark", "--generators", "unet_128", "--tile", "128", "--batch-sizes", "1", "--backends", "eager",
                  "--repeats", "1", "--e2e", "--train-models", "pix2pix", "--train-batch-sizes", "2",

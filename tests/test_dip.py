@@ -114,6 +114,7 @@ def test_two_step_dip_run_logs_curves_and_images(aerial):
     assert any(a.path.startswith("checkpoints") for a in client.list_artifacts(run.info.run_id))
 
 
+@pytest.mark.slow
 def test_dip_beats_the_noisy_input_within_a_few_hundred_iterations(aerial):
     assert main(["dip", "--dataset", str(aerial), "--crop-size", "48", "--width", "32", "--depth", "4",
                  "--input-depth", "16", "--max-steps", "300", "--epochs", "3", "--log-every", "50",
@@ -219,6 +220,7 @@ def test_sampling_from_a_noised_estimate_starts_at_t_start():
     assert torch.allclose(x, point, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_dip_diffusion_compares_the_dip_start_with_pure_noise(facades):
     assert main(["diffusion", "--dataset", str(facades), "--crop-size", "32", "--batch-size", "2", "--max-steps", "1",
                  "--base-channels", "8", "--channel-mults", "1,2", "--timesteps", "50", "--val-images", "1",

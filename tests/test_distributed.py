@@ -20,6 +20,8 @@ from imgtrans.cli import main
 from imgtrans.compute.distributed import World, shard
 from imgtrans.data.datasets import EpochSampler
 
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # real processes and servers
+
 REPO = Path(__file__).resolve().parents[1]
 # Instance norm and no dropout: then two processes at batch 1 compute exactly what one does at batch 2, up to
 # the order of floating-point sums (batch norm would see half the batch per process).

@@ -77,11 +77,15 @@ def stop_with(signum: int, facades: Path, tmp_path: Path) -> str:
     return run_id
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_ctrl_c_checkpoints_and_ends_the_run_killed(facades, tmp_path):
     run_id = stop_with(signal.SIGINT, facades, tmp_path)
     assert saved_checkpoint(run_id, tmp_path)["position"]["step"] >= 2
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_sigterm_checkpoints_ends_the_run_killed_and_resumes_exactly(facades, tmp_path):
     run_id = stop_with(signal.SIGTERM, facades, tmp_path)
     stopped_at = saved_checkpoint(run_id, tmp_path)["position"]["step"]
@@ -97,6 +101,8 @@ def test_sigterm_checkpoints_ends_the_run_killed_and_resumes_exactly(facades, tm
         assert torch.equal(tensor, b["nets"][name]), name
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_a_run_killed_with_sigkill_is_marked_stale_when_resumed(facades, tmp_path, monkeypatch):
     proc = start_training(facades, tmp_path)
     run_id = wait_for_step(proc, 4)
@@ -165,6 +171,8 @@ def test_resuming_past_the_end_is_an_error(facades, tmp_path, capsys):
     assert "nothing left to train: the checkpoint" in one_line_error(capsys)
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_no_scratch_folder_outlives_its_command(facades, tmp_path, monkeypatch):
     scratch = tmp_path / "tmp"
     scratch.mkdir()

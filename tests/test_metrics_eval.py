@@ -179,6 +179,7 @@ def test_real_inception_features():
 
 # --- evaluate and compare ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_evaluate_and_compare_two_runs(facades, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
     for gan_mode in ("vanilla", "lsgan"):
@@ -230,6 +231,7 @@ def test_compare_without_evaluations(facades, capsys):
     assert "no evaluated runs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_weight_files_in_the_hub_cache_enable_every_metric(facades, tmp_path, monkeypatch):
     """Files with the libraries' names (here from random networks) make LPIPS/FID/KID/IS appear."""
     import torchvision

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pytest
 from conftest import FAST
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
@@ -26,6 +27,7 @@ def by_role(role: str) -> list:
     return [r for r in all_runs() if r.data.tags.get(store.ROLE_TAG) == role]
 
 
+@pytest.mark.slow
 def test_training_runs_are_told_apart_and_carry_data_model_and_samples(facades):
     client = MlflowClient()
     for gan_mode in ("vanilla", "lsgan", "lsgan"):
@@ -104,6 +106,7 @@ def test_training_runs_are_told_apart_and_carry_data_model_and_samples(facades):
     assert Model.load(f"models:/{onnx_output.model_id}").signature.inputs.inputs[0].shape == (-1, 3, -1, -1)
 
 
+@pytest.mark.slow
 def test_a_study_has_one_parent_that_links_its_best_trial(facades, tmp_path):
     spec = write_spec(tmp_path, facades)
     storage = tmp_path / "s.db"

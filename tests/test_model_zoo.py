@@ -70,6 +70,7 @@ def zoo_config(model: str, dataset, **values):
     return dataclasses.replace(cfg, **values)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ZOO)
 def test_checkpoint_resumes_exactly(model, facades, tmp_path):
     """1 step, then resumed from its checkpoint file to 3 == 3 steps straight (the loop without MLflow)."""
@@ -97,6 +98,7 @@ def test_cut_with_unet_generator(facades):
     assert runs()[0].info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_cyclegan_identity_disabled(facades):
     assert train("cyclegan", facades, "--max-steps", "1", "--lambda-identity", "0") == 0
     assert train("cyclegan", facades, "--max-steps", "1") == 0
@@ -186,6 +188,7 @@ def test_all_models_registered():
     assert set(MODELS) == {"pix2pix", *ZOO}
 
 
+@pytest.mark.slow
 def test_evaluate_bicyclegan_reports_diversity(facades):
     assert train("bicyclegan", facades, "--max-steps", "1") == 0
     run_id = runs()[0].info.run_id
@@ -221,6 +224,7 @@ def test_diffusion_rejects_a_bad_schedule(facades, capsys):
     assert "monotonically" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_diffusion_validation_reports_kid_when_inception_weights_exist(facades, tmp_path, monkeypatch, capsys):
     from conftest import random_inception_file
 

@@ -40,6 +40,7 @@ def load(storage):
     return optuna.load_study(study_name="s", storage=f"sqlite:///{storage}")
 
 
+@pytest.mark.slow
 def test_three_trials_are_nested_runs_of_one_parent(facades, tmp_path, capsys):
     storage = tmp_path / "s.db"
     assert study(write_spec(tmp_path, facades), storage, "--n-trials", "3") == 0
@@ -60,6 +61,7 @@ def test_three_trials_are_nested_runs_of_one_parent(facades, tmp_path, capsys):
     assert best["best_trial"] in (0, 1, 2) and best["config"]["model"] == "pix2pix" and "lr" in best["config"]
 
 
+@pytest.mark.slow
 def test_continuing_a_study_adds_trials(facades, tmp_path):
     storage = tmp_path / "s.db"
     spec = write_spec(tmp_path, facades)
@@ -79,6 +81,7 @@ def test_pruned_trials_are_recorded(facades, tmp_path):
     assert {r.info.status for r in children} == {"KILLED"}
 
 
+@pytest.mark.slow
 def test_a_failing_trial_does_not_stop_the_study(facades, tmp_path):
     # unet_256 cannot be built at a 64 px crop: those trials crash inside the objective, the rest finish.
     space = {"netG": {"type": "categorical", "choices": ["unet_256", "unet"]}}
@@ -100,6 +103,7 @@ def test_multi_objective_pareto_front(facades, tmp_path, capsys):
     assert len(load(tmp_path / "s.db").directions) == 2
 
 
+@pytest.mark.slow
 def test_retrain_registers_the_champion(facades, tmp_path):
     spec = write_spec(tmp_path, facades, full_budget={"max_steps": 3})
     assert study(spec, tmp_path / "s.db", "--n-trials", "1", "--retrain", "--register-as", "facade-model") == 0

@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 import sqlalchemy
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from test_studies import REPO, all_runs, study, write_spec
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # real processes and servers
 
 HEARTBEAT = {"interval": 1, "grace_period": 5}
 

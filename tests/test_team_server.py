@@ -25,11 +25,12 @@ from imgtrans.team.postgres import server_programs
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120
 
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # real PostgreSQL and mlflow server processes
 try:
     server_programs()
     import psycopg  # noqa: F401
 except Exception as exc:  # only where PostgreSQL cannot be installed at all; .ci/run installs it
-    pytestmark = pytest.mark.skip(reason=f"PostgreSQL is not installed here: {exc}")
+    pytestmark.append(pytest.mark.skip(reason=f"PostgreSQL is not installed here: {exc}"))
 
 
 @dataclass

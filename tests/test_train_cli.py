@@ -59,6 +59,7 @@ def test_two_step_run_logs_the_contract(facades, tmp_path):
     assert out.shape == (1, 64, 64, 3) and 0 <= out.min() and out.max() <= 1
 
 
+@pytest.mark.slow
 def test_exact_resume(facades, tmp_path):
     """2 steps, resume, 2 more steps == 4 steps straight (crossing an epoch end: 3 steps/epoch)."""
     train(facades, "--max-steps", "4")
@@ -76,6 +77,7 @@ def test_exact_resume(facades, tmp_path):
     assert a["optimizers"]["G"]["state"][0]["exp_avg"].equal(b["optimizers"]["G"]["state"][0]["exp_avg"])
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_path_keeps_architecture(facades, tmp_path):
     train(facades, "--max-steps", "1", "--ngf", "8", "--netG", "resnet_6blocks")
     ckpt = tmp_path / "ck"
@@ -87,6 +89,7 @@ def test_resume_from_checkpoint_path_keeps_architecture(facades, tmp_path):
     assert params["ngf"] == "8" and params["netG"] == "resnet_6blocks"
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses(facades):
     train(facades, "--max-steps", "3", "--seed", "7")
     train(facades, "--max-steps", "3", "--seed", "7")
@@ -213,6 +216,8 @@ def test_mlproject_defaults_parse_back_to_the_config_defaults():
             assert parse_value(f.name, types[f.name], params[f.name]["default"]) == f.default, (name, f.name)
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_mlflow_run_entry_point(facades, tmp_path):
     """`mlflow run . -e pix2pix` as a user types it, into this test's store, and into the same experiment as
     `imgtrans pix2pix` (both: the current one, Default unless MLFLOW_EXPERIMENT_NAME says otherwise)."""
@@ -234,6 +239,7 @@ def test_mlflow_run_entry_point(facades, tmp_path):
     assert run.info.run_name == f"pix2pix-unet-vanilla-{Path(facades).name}"  # the project's run, renamed
 
 
+@pytest.mark.slow
 def test_runs_follow_the_experiment_the_user_names(facades, monkeypatch):
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "facades-study")
     train(facades, "--max-steps", "1")

@@ -165,6 +165,8 @@ def writes_watched(out: Path, stop: threading.Event) -> dict[str, set[int]]:
     return seen
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_ray_with_a_killed_actor_gives_the_outputs_tags_and_manifest_of_one_process(tmp_path, exported,
                                                                                   ray_cluster, ray_env):
     scans = mixed_archive(tmp_path / "scans")
