@@ -241,3 +241,19 @@ def test_diffusion_validation_reports_kid_when_inception_weights_exist(facades, 
     run = runs()[-1]
     assert "val/kid" in run.data.metrics and "val/kid_std" in run.data.metrics
     assert f"val/kid: Inception from {weights}" in run.data.tags["mlflow.note.content"]
+
+
+def test_diffusion_ema_averages_buffers_too_and_warms_up():
+    from imgtrans.models.diffusion import Diffusion
+    from imgtrans.models.options import DiffusionConfig
+
+    model = Diffusion(DiffusionConfig(crop_size=32, base_channels=8, channel_mults="1,2", timesteps=50,
+                                      ema_decay=0.9), Codec(colorization=False))
+    model.net.register_buffer("statistic", torch.zeros(1))
+    model.ema.module.register_buffer("statistic", torch.zeros(1))
+    model.ema.update_parameters(model.net)  # the first update copies
+    model.net.statistic.fill_(1.0)
+    model.ema.update_parameters(model.net)  # n = 2: decay min(0.9, 3/12)
+    assert model.ema.module.statistic.item() == pytest.approx(1 - 3 / 12)
+    weight = next(model.net.parameters())
+    assert torch.equal(next(model.generator().parameters()), weight)  # unchanged since the copy

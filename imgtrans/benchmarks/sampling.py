@@ -38,7 +38,7 @@ def sampling_rows(sizes: list[int], precisions: list[str], batch: int, steps: in
         torch.manual_seed(0)
         model = Diffusion(DiffusionConfig(crop_size=size, base_channels=channels, channel_mults="1,2,4,4"),
                           Codec(colorization=False))
-        params = count_parameters(model.ema) / 1e6
+        params = count_parameters(model.generator()) / 1e6
         cond = torch.rand(batch, 3, size, size) * 2 - 1
         for precision in precisions:
             dtype = AUTOCAST_DTYPES[precision]

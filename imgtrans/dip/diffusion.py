@@ -107,7 +107,7 @@ class DIPDiffusionRun:
         codec = model.codec
         cond = codec.encode_input(cond_rgb if cond_rgb is not None else restored)
         start = codec.encode_target(restored)
-        multiple = model.ema.size_multiple
+        multiple = model.size_multiple
         (cond_p, (h, w)), (start_p, _) = pad_to_multiple(cond, multiple), pad_to_multiple(start, multiple)
         steps = cfg.sample_steps or model.cfg.sample_steps
         steps_from_dip = max(1, round(steps * (cfg.t_start + 1) / timesteps))

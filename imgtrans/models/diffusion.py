@@ -7,10 +7,9 @@ images). Sampling uses the EMA weights.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel
 
 from imgtrans.data.codec import Codec
 from imgtrans.diffusion.noise_schedules import NoiseSchedule, ScheduleConfig
@@ -44,8 +43,9 @@ class Diffusion(TranslationModel):
                                  _ints("attention_levels", cfg.attention_levels), cfg.dropout_rate)
         if cfg.crop_size % self.net.size_multiple:
             raise ImgtransError(f"crop_size must be a multiple of {self.net.size_multiple}, got {cfg.crop_size}")
-        self.ema = copy.deepcopy(self.net).requires_grad_(False)
-        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        # The sampling weights: an exponential moving average of parameters and buffers alike.
+        self.ema = AveragedModel(self.net, multi_avg_fn=self._ema_step, use_buffers=True).requires_grad_(False)
+        self._register_load_state_dict_pre_hook(_ema_keys_of_format_2)
 
     @classmethod
     def is_conditional(cls, cfg: DiffusionConfig) -> bool:
@@ -61,7 +61,7 @@ class Diffusion(TranslationModel):
             weight_decay=self.cfg.weight_decay, fused=self.runtime.fused_optimizers or None)}
 
     def generator(self):
-        return self.ema
+        return self.ema.module
 
     def export_obstacle(self) -> str | None:
         return ("a diffusion model translates by running its denoiser (which also takes the step t) over "
@@ -80,15 +80,19 @@ class Diffusion(TranslationModel):
             out = self.net(self._input(x_t, cond), t)
         loss = F.mse_loss(out.float(), self.schedule.target(x0, noise, t).float())
         self.update(self.optimizers["net"], loss)
-        with torch.no_grad():
-            # Warm-up (as in diffusers' EMAModel): with a fixed 0.999 a short run would sample from weights
-            # still mostly at their random initialisation.
-            self.ema_updates += 1
-            n = self.ema_updates.float()
-            weight = 1 - torch.clamp((1 + n) / (10 + n), max=self.cfg.ema_decay)
-            for ema, live in zip(self.ema.parameters(), self.net.parameters()):
-                ema.lerp_(live, weight)
+        self.ema.update_parameters(self.net)
         return {"mse": loss}
+
+    def _ema_step(self, averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        """The decay warms up as min(ema_decay, (1 + n)/(10 + n)) after n updates (as diffusers' EMAModel does):
+        with a fixed 0.999 a short run would sample from weights still mostly at their random initialisation."""
+        n = updates.float() + 1
+        weight = 1 - torch.clamp((1 + n) / (10 + n), max=self.cfg.ema_decay)
+        for ema, live in zip(averaged, current):
+            if ema.is_floating_point():
+                ema.lerp_(live, weight.to(ema.dtype))
+            else:  # counters such as batch norm's step count follow the live network
+                ema.copy_(live)
 
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, steps: int, seed: int = 0, start_from: torch.Tensor | None = None,
@@ -111,14 +115,23 @@ class Diffusion(TranslationModel):
             x = self.schedule.add_noise(self.to_device(start_from).float(), x, t)
         for t in sampler.timesteps.tolist():
             with self.autocast():
-                out = self.ema(self._input(x, cond), torch.full((x.shape[0],), t, device=x.device))
+                out = self.generator()(self._input(x, cond), torch.full((x.shape[0],), t, device=x.device))
             x = sampler.step(out.float(), t, x, generator=g)
         return x.clamp(-1, 1)
 
     @torch.no_grad()
     def translate(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        padded, (h, w) = pad_to_multiple(x, self.ema.size_multiple)
+        padded, (h, w) = pad_to_multiple(x, self.size_multiple)
         return self.sample(padded, steps or self.cfg.sample_steps)[..., :h, :w].float()
 
     def translate_for_validation(self, x: torch.Tensor) -> torch.Tensor:
         return self.translate(x, self.cfg.val_sample_steps)
+
+
+def _ema_keys_of_format_2(state_dict: dict, prefix: str, *args) -> None:
+    """Checkpoints from before the EMA was an `AveragedModel`: `ema.<name>` and `ema_updates` renamed."""
+    for key in [k for k in state_dict if k.startswith(f"{prefix}ema.") and not k.startswith(f"{prefix}ema.module.")
+                and k != f"{prefix}ema.n_averaged"]:
+        state_dict[f"{prefix}ema.module.{key[len(prefix) + 4:]}"] = state_dict.pop(key)
+    if f"{prefix}ema_updates" in state_dict:
+        state_dict[f"{prefix}ema.n_averaged"] = state_dict.pop(f"{prefix}ema_updates")

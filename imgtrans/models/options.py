@@ -9,7 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from imgtrans.config import WGANGP, GANConfig, InitType, InstanceNormGANConfig, TrainConfig, UnpairedGANConfig, opt
+from imgtrans.config import (
+    WGANGP,
+    GANConfig,
+    InitType,
+    InstanceNormGANConfig,
+    TrainConfig,
+    UnpairedGANConfig,
+    opt,
+)
 
 BETA_SCHEDULES = {"schedule": ("linear", "scaled_linear", "sigmoid")}
 SIGNAL_COSINE = {"schedule": ("signal_cosine",)}
