@@ -4,6 +4,7 @@ import dataclasses
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 from conftest import evaluation_summary, random_rgb, train_in_folder, write_image
@@ -35,6 +36,7 @@ SMALL = {
     "diffusion": ["--base-channels", "8", "--channel-mults", "1,2", "--timesteps", "50", "--val-sample-steps", "2"],
 }
 ZOO = list(SMALL)
+PIX2PIX = ["--ngf", "4", "--ndf", "4"]
 
 
 def train(model, dataset, *extra):
@@ -65,7 +67,7 @@ def test_two_step_run(model, facades):
 
 def zoo_config(model: str, dataset, **values):
     """The model's config as `train(model, dataset)` would parse it, with `values` set."""
-    args = build_parser().parse_args([model, "--dataset", str(dataset), *COMMON, *SMALL[model]])
+    args = build_parser().parse_args([model, "--dataset", str(dataset), *COMMON, *SMALL.get(model, PIX2PIX)])
     cfg, _ = config_from_args(COMMANDS[model].config_class, args)
     return dataclasses.replace(cfg, **values)
 
@@ -133,19 +135,18 @@ def test_patch_nce_prefers_aligned_features():
     assert patch_nce_loss(aligned, keys, 2) < patch_nce_loss(shuffled, keys, 2)
 
 
-def test_image_pool():
+def test_image_pool_state_travels_in_the_state_dict():
     torch.manual_seed(0)
-    assert torch.equal(ImagePool(0).query(torch.ones(2, 3, 4, 4)), torch.ones(2, 3, 4, 4))
-    pool = ImagePool(2)
+    assert torch.equal(ImagePool(0, (3, 4, 4)).query(torch.ones(2, 3, 4, 4)), torch.ones(2, 3, 4, 4))
+    pool = ImagePool(2, (3, 4, 4))
     first = torch.arange(2.0).view(2, 1, 1, 1).expand(2, 3, 4, 4)
     assert torch.equal(pool.query(first), first)  # filling up: the new images come back
-    assert len(pool.images) == 2
     seen = torch.cat([pool.query(torch.full((1, 3, 4, 4), 9.0)) for _ in range(40)])
     values = set(seen[:, 0, 0, 0].tolist())
     assert 9.0 in values and values & {0.0, 1.0}  # sometimes history, sometimes the new image
-    restored = ImagePool(2)
-    restored.set_extra_state(pool.get_extra_state())
-    assert all(torch.equal(a, b) for a, b in zip(restored.images, pool.images))
+    restored = ImagePool(2, (3, 4, 4))
+    restored.load_state_dict(pool.state_dict())
+    assert torch.equal(restored.images, pool.images) and int(restored.stored) == 2
 
 
 def tiny_bicycle(where_add="input"):
@@ -257,3 +258,50 @@ def test_diffusion_ema_averages_buffers_too_and_warms_up():
     assert model.ema.module.statistic.item() == pytest.approx(1 - 3 / 12)
     weight = next(model.net.parameters())
     assert torch.equal(next(model.generator().parameters()), weight)  # unchanged since the copy
+
+
+def reference_pool_draws(size: int, queries: int, seed: int) -> list[int]:
+    """The paper's pool, one image at a time: which query each returned image came from."""
+    rng, pool, out = np.random.default_rng(seed), [], []
+    for index in range(queries):
+        if len(pool) < size:
+            pool.append(index)
+            out.append(index)
+        elif rng.random() < 0.5:
+            slot = int(rng.integers(size))
+            out.append(pool[slot])
+            pool[slot] = index
+        else:
+            out.append(index)
+    return out
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_the_device_image_pool_draws_like_the_papers(batch):
+    """Image k is filled with k: what comes back says how old it is. Same share of history and same ages."""
+    torch.manual_seed(0)
+    pool, queries, drawn = ImagePool(50, (1, 1, 1)), 4000, []
+    for start in range(0, queries, batch):
+        images = torch.arange(start, start + batch, dtype=torch.float32).view(-1, 1, 1, 1)
+        drawn += pool.query(images).flatten().long().tolist()
+    reference = reference_pool_draws(50, queries, seed=0)
+    for got in (drawn, reference):
+        assert got[:50] == list(range(50))  # filling: every image comes back as it is
+    ages = [np.array([i - k for i, k in enumerate(d)][50:]) for d in (drawn, reference)]
+    shares = [float((a > 0).mean()) for a in ages]
+    assert abs(shares[0] - shares[1]) < 0.05 and abs(shares[0] - 0.5) < 0.05
+    old = [a[a > 0].mean() for a in ages]
+    assert abs(old[0] - old[1]) / old[1] < 0.15  # a stored image is returned after ~2 × size queries
+    assert int(pool.stored) == 50 and set(pool.images[:50].flatten().long().tolist()) <= set(range(queries))
+
+
+def test_an_optimizer_stepped_outside_update_is_refused():
+    """Only `update` averages gradients over a torchrun job's processes: stepping elsewhere would let the
+    processes' weights drift apart (CUT's F once did), so it raises."""
+    model = CUT(CUTConfig(ngf=4, ndf=4, netG="resnet_6blocks", crop_size=64, num_patches=8, netF_nc=8),
+                Codec(colorization=False))
+    model.configure_optimizers()
+    with pytest.raises(RuntimeError, match="optimizer F of CUT was stepped outside `update`"):
+        model.optimizers["F"].step()
+    batch = {"A": torch.rand(1, 3, 64, 64) * 2 - 1, "B": torch.rand(1, 3, 64, 64) * 2 - 1}
+    assert set(model.training_step(batch)) >= {"G_GAN", "NCE"}  # every optimizer of the step goes through it

@@ -8,6 +8,7 @@ sample grids. Models never touch MLflow, argument parsing or the file system.
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import torch
@@ -40,6 +41,7 @@ class TranslationModel(nn.Module):
         self.cfg = cfg
         self.codec = codec
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._updating = False
         self.runtime = Runtime(torch.device("cpu"))
         self.scaler = torch.amp.GradScaler("cpu", enabled=False)
 
@@ -73,8 +75,12 @@ class TranslationModel(nn.Module):
             optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         distributed.average_gradients(p for o in optimizers for group in o.param_groups for p in group["params"])
-        for optimizer in optimizers:
-            self.scaler.step(optimizer)
+        self._updating = True
+        try:
+            for optimizer in optimizers:
+                self.scaler.step(optimizer)
+        finally:
+            self._updating = False
 
     @staticmethod
     def set_requires_grad(nets: nn.Module | list[nn.Module], flag: bool) -> None:
@@ -97,9 +103,22 @@ class TranslationModel(nn.Module):
         """The Inception weights file given for val/kid; "" = look in the torch hub cache."""
         return ""
 
-    def configure_optimizers(self) -> None:
-        """Fill `self.optimizers` (name → optimizer); called after `setup`."""
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The model's optimizers by name (made after `setup`, on the device's parameters)."""
         raise NotImplementedError
+
+    def configure_optimizers(self) -> None:
+        """`self.optimizers` from `build_optimizers`, each guarded: an optimizer stepped anywhere but in `update`
+        — where a torchrun job averages the gradients over its processes — raises instead of letting the
+        processes' weights drift apart."""
+        self.optimizers = self.build_optimizers()
+        for name, optimizer in self.optimizers.items():
+            optimizer.register_step_pre_hook(functools.partial(self._only_in_update, name))
+
+    def _only_in_update(self, name: str, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+        if not self._updating:
+            raise RuntimeError(f"optimizer {name} of {type(self).__name__} was stepped outside `update`: its "
+                               "gradients would not be averaged over a torchrun job's processes")
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -138,6 +157,11 @@ class TranslationModel(nn.Module):
     def samples(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(n, N, C, H, W): n outputs per input, for multimodal models."""
         raise NotImplementedError
+
+    def local_state(self) -> dict[str, torch.Tensor]:
+        """Entries of the state dict that differ between the processes of a torchrun job (the rest is kept
+        equal by the averaged updates); checkpoints hold every process's."""
+        return {}
 
     def validation_metrics(self, batch: dict) -> dict[str, float]:
         """Model-specific `val/<name>` scores on a validation batch, beside val/psnr and val/ssim."""

@@ -48,9 +48,9 @@ class BicycleGAN(GANModel):
         self.netE = init_weights(build_encoder(cfg.netE, codec.output_nc, cfg.nz, nef=cfg.nef, norm=cfg.norm),
                                  cfg.init_type, cfg.init_gain)
 
-    def configure_optimizers(self) -> None:
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         discriminators = [self.netD] + ([self.netD2] if self.netD2 is not None else [])
-        self.optimizers = {"G": self.adam(self.netG), "E": self.adam(self.netE), "D": self.adam(*discriminators)}
+        return {"G": self.adam(self.netG), "E": self.adam(self.netE), "D": self.adam(*discriminators)}
 
     def generator(self):
         return ZeroCodeGenerator(self)

@@ -38,8 +38,8 @@ class CUT(GANModel):
             raise ImgtransError(f"nce_layers {spec} do not all exist in netG={cfg.netG}")
         self.netF = init_weights(PatchSampler([f.shape[1] for f in probe], cfg.netF_nc), cfg.init_type, cfg.init_gain)
 
-    def configure_optimizers(self) -> None:
-        self.optimizers = {"G": self.adam(self.netG), "D": self.adam(self.netD), "F": self.adam(self.netF)}
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"G": self.adam(self.netG), "D": self.adam(self.netD), "F": self.adam(self.netF)}
 
     def generator(self):
         return self.netG
@@ -80,9 +80,7 @@ class CUT(GANModel):
                     losses["NCE_Y"] = self.nce(real_b, idt_b) * cfg.lambda_NCE
                     nce_total = (nce_total + losses["NCE_Y"]) * 0.5
                 loss_g = loss_g + nce_total
-        self.optimizers["F"].zero_grad(set_to_none=True)
-        self.update(self.optimizers["G"], loss_g)
-        self.scaler.step(self.optimizers["F"])
+        self.update([self.optimizers["G"], self.optimizers["F"]], loss_g)
         return losses
 
 

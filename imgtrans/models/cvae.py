@@ -27,8 +27,8 @@ class CVAE(TranslationModel):
                                    flat_size=cells, hidden=cfg.hidden)
         self.decoder = CodeDecoder(codec.input_nc, codec.output_nc, cfg.latent_dim, cfg.crop_size, WIDTHS)
 
-    def configure_optimizers(self) -> None:
-        self.optimizers = {"G": self.adam(self.encoder, self.decoder)}
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"G": self.adam(self.encoder, self.decoder)}
 
     def generator(self):
         return self.decoder

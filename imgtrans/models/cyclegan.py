@@ -23,18 +23,18 @@ class CycleGAN(GANModel):
         nc = codec.input_nc
         self.netG_A, self.netG_B = self.build_G(nc, nc), self.build_G(nc, nc)  # A→B, B→A
         self.netD_A, self.netD_B = self.build_D(nc), self.build_D(nc)  # judge B, judge A
-        self.pool_A, self.pool_B = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)  # of fake A, fake B
+        shape = (nc, cfg.crop_size, cfg.crop_size)
+        self.pool_A, self.pool_B = ImagePool(cfg.pool_size, shape), ImagePool(cfg.pool_size, shape)  # fake A, fake B
 
-    def configure_optimizers(self) -> None:
-        self.optimizers = {"G": self.adam(self.netG_A, self.netG_B), "D": self.adam(self.netD_A, self.netD_B)}
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"G": self.adam(self.netG_A, self.netG_B), "D": self.adam(self.netD_A, self.netD_B)}
 
     def generator(self):
         return self.netG_A
 
-    def graph_capture_obstacle(self) -> str | None:
-        if self.cfg.pool_size:
-            return "pool_size>0: the image pool picks its images on the host"
-        return super().graph_capture_obstacle()
+    def local_state(self) -> dict[str, torch.Tensor]:
+        """The image pools hold this process's own generated images."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(("pool_A.", "pool_B."))}
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         cfg = self.cfg

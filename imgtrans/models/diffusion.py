@@ -55,8 +55,8 @@ class Diffusion(TranslationModel):
     def inception_weights(self) -> str:
         return self.cfg.inception_weights
 
-    def configure_optimizers(self) -> None:
-        self.optimizers = {"net": torch.optim.AdamW(
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"net": torch.optim.AdamW(
             self.net.parameters(), lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2),
             weight_decay=self.cfg.weight_decay, fused=self.runtime.fused_optimizers or None)}
 

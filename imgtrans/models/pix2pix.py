@@ -20,8 +20,8 @@ class Pix2Pix(GANModel):
         self.netG = self.build_G(codec.input_nc, codec.output_nc)
         self.netD = self.build_D(codec.input_nc + codec.output_nc)
 
-    def configure_optimizers(self) -> None:
-        self.optimizers = {"G": self.adam(self.netG), "D": self.adam(self.netD)}
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"G": self.adam(self.netG), "D": self.adam(self.netD)}
 
     def generator(self):
         return self.netG

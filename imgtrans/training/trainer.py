@@ -110,6 +110,9 @@ class Trainer:
         by_rank = payload.get("rng_by_rank", [])
         if len(by_rank) == self.world.size:
             checkpoint.set_rng_state(by_rank[self.world.rank])
+        local = payload.get("local_by_rank", [])
+        if len(local) == self.world.size:  # this process's own part of the model's state (e.g. image pools)
+            self.model.load_state_dict(local[self.world.rank], strict=False)
         self.step, self.epoch, self.batch_in_epoch = pos["step"], pos["epoch"], pos["batch_in_epoch"]
         saved_world = pos.get("world_size", 1)
         if saved_world != self.world.size:  # the same images done, in steps of this job's global batch
@@ -276,13 +279,15 @@ class Trainer:
             return
         self.checkpoint_step = self.step
         started = time.perf_counter()
-        rngs = distributed.gather_to_main(checkpoint.rng_state())  # each process's own, for exact resume
+        # Each process's own RNG states and model state, for exact resume.
+        rngs = distributed.gather_to_main(checkpoint.rng_state())
+        local = distributed.gather_to_main(checkpoint.to_host(self.model.local_state()))
         self.last_checkpoint = time.monotonic()
         if not self.world.is_main:
             return
         position = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                     "world_size": self.world.size}
-        extra = {"rng_by_rank": rngs} if self.world.active else None
+        extra = {"rng_by_rank": rngs, "local_by_rank": local} if self.world.active else None
         self.saver.save(checkpoint.training_payload(self.model, self.schedulers, position, extra),
                         self.workdir / "last.pt")
         self.timings["checkpoint_s"].append(time.perf_counter() - started)
