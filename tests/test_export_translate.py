@@ -15,6 +15,7 @@ from conftest import (
     run_translate,
     tiny_model,
     tree_digest,
+    write_image,
 )
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -73,6 +74,7 @@ def test_sidecar_round_trip(exported):
     assert sidecar.size_multiple == 64 and sidecar.tile_size % 64 == 0
     assert sidecar.config["ngf"] == 4 and sidecar.config["netG"] == "unet"
     sidecar.save(exported.with_name("copy.json"))
+    assert Sidecar.load(exported.with_name("copy.json")) == sidecar
 
 
 def test_the_default_tile_is_the_whole_image_when_it_fits_else_the_largest_that_does(exported, tmp_path, capsys):
@@ -80,12 +82,14 @@ def test_the_default_tile_is_the_whole_image_when_it_fits_else_the_largest_that_
     assert sidecar.bytes_per_pixel > 0 and sidecar.receptive_radius == 0  # a U-Net sees its whole input
     rule = TileRule.create(sidecar, "CPUExecutionProvider")
     assert rule.max_tile % 64 == 0 and rule.max_tile >= 512
-    assert rule.for_image(150, 230) == Tiling(256, 32, 32)  # one tile: 230 rounded up to the multiple 64
+    # One tile, a rectangle: each side rounded up to the multiple 64 only.
+    assert [(t.height, t.width) for t in (rule.for_image(150, 230), rule.for_image(100, 2000))] == [
+        (192, 256), (128, 2048)]
     small = dataclasses.replace(rule, max_tile=128)
-    assert small.for_image(300, 500) == Tiling(128, 16, 16)
-    assert small.batch_size(Tiling(128, 16, 16), 8) == 8
+    assert small.for_image(300, 500) == Tiling(128, 128, 16, 16)
+    assert small.batch_size(Tiling(128, 128, 16, 16), 8) == 8
     assert dataclasses.replace(small, budget=small.bytes_per_pixel * 128 ** 2 * 3).batch_size(
-        Tiling(128, 16, 16), 8) == 3  # three tiles of 128 px fit the budget, not eight
+        Tiling(128, 128, 16, 16), 8) == 3  # three tiles of 128 px fit the budget, not eight
     with pytest.raises(ImgtransError, match="tile 64 leaves nothing"):
         TileRule.create(sidecar, "CPUExecutionProvider", tile=64, margin=28)
 
@@ -95,8 +99,47 @@ def test_the_default_tile_is_the_whole_image_when_it_fits_else_the_largest_that_
     assert err.count(": one tile") == 3
     assert run_translate(exported, scans, tmp_path / "tiled", "--verbose", "--tile", "64") == 0
     line = next(x for x in capsys.readouterr().err.splitlines() if "big.tif" in x)
-    assert "7 × 5 tiles of 64 px (margin 8, overlap 8), seam energy" in line
-    assert Sidecar.load(exported.with_name("copy.json")) == sidecar
+    assert "7 × 5 tiles of 64×64 px (margin 8, overlap 8), seam energy" in line
+
+
+def test_outputs_do_not_depend_on_the_device_its_memory_or_the_tile_setting(exported, tmp_path, monkeypatch):
+    """The automatic tile comes from the model and the image: a device with little free memory (which only
+    batches fewer tiles), a large --tile, and the whole-image PyTorch pass all give the same pixels."""
+    from imgtrans.infer import session as session_module
+    from imgtrans.infer import tile_rule
+
+    scans = make_scans(tmp_path / "scans")
+    shapes = []
+    real_call = session_module.OnnxGenerator.__call__
+    monkeypatch.setattr(session_module.OnnxGenerator, "__call__",
+                        lambda self, x, *a, **k: shapes.append(x.shape) or real_call(self, x, *a, **k))
+    outputs = {}
+    for name, free, extra in (("small device", 10 ** 7, []), ("large device", 10 ** 12, []),
+                              ("large tile", 10 ** 12, ["--tile", "1024"])):
+        monkeypatch.setattr(tile_rule, "free_memory", lambda provider, device_id=0, free=free: free)
+        assert run_translate(exported, scans, tmp_path / name, *extra) == 0
+        outputs[name] = {k: v for k, v in tree_digest(tmp_path / name).items() if k != "manifest.csv"}
+    assert outputs["small device"] == outputs["large device"] == outputs["large tile"]
+    assert (1, 1, 128, 64) in shapes  # the 70 × 50 scan: padded to the multiple 64 only, not to a square tile
+
+    model = tiny_model()
+    rgb = torch.from_numpy(np.asarray(Image.open(scans / "color.jpg"), np.float32) / 255).permute(2, 0, 1)[None]
+    x = model.codec.encode_input(rgb)
+    expected = model.codec.decode_output(x, model.translate(x))[0].permute(1, 2, 0).numpy() * 255
+    got = np.asarray(Image.open(tmp_path / "large device" / "color.jpg"), np.float32)
+    assert np.abs(got - expected).mean() < 2  # the same pass, up to float rounding and JPEG's loss
+
+
+def test_a_strip_is_translated_as_a_strip(exported, tmp_path, monkeypatch):
+    from imgtrans.infer import session as session_module
+
+    shapes = []
+    real_call = session_module.OnnxGenerator.__call__
+    monkeypatch.setattr(session_module.OnnxGenerator, "__call__",
+                        lambda self, x, *a, **k: shapes.append(x.shape) or real_call(self, x, *a, **k))
+    write_image(tmp_path / "strips" / "strip.png", np.full((100, 2000), 128, np.uint8))
+    assert run_translate(exported, tmp_path / "strips", tmp_path / "out") == 0
+    assert shapes == [(1, 1, 128, 2048)]  # not 2048 × 2048
 
 
 def test_missing_sidecar_is_a_clear_error(tmp_path, exported):
@@ -126,7 +169,7 @@ def test_spans_cover_the_image_with_cores_inside_their_windows():
 def run_tiled(image: np.ndarray, fn, tiling: Tiling) -> tuple[np.ndarray, float | None]:
     """The tiled output, and its seam energy."""
     c, h, w = image.shape
-    out = np.zeros((fn(np.zeros((1, c, tiling.tile, tiling.tile), np.float32)).shape[1], h, w), np.float32)
+    out = np.zeros((fn(np.zeros((1, c, tiling.height, tiling.width), np.float32)).shape[1], h, w), np.float32)
     covered = np.zeros(h, int)
     rows, cols = tiling.plans(h, w)
     seams = SeamEnergy(seam_positions(rows), seam_positions(cols))
@@ -141,7 +184,7 @@ def run_tiled(image: np.ndarray, fn, tiling: Tiling) -> tuple[np.ndarray, float 
 
 def test_pointwise_network_has_no_seams():
     image = np.random.default_rng(0).random((2, 150, 230), dtype=np.float32)
-    out, _ = run_tiled(image, lambda x: np.tanh(x) * 0.5, Tiling(64, 8, 16))
+    out, _ = run_tiled(image, lambda x: np.tanh(x) * 0.5, Tiling(64, 64, 8, 16))
     np.testing.assert_allclose(out, np.tanh(image) * 0.5, atol=1e-6)
 
 
@@ -156,9 +199,9 @@ def test_margins_of_the_receptive_radius_reproduce_the_whole_image():
     yy, xx = np.mgrid[0:200, 0:300].astype(np.float32)
     image = (np.sin(xx / 17) * np.cos(yy / 23))[None] + 0.05 * rng.random((1, 200, 300), dtype=np.float32)
     whole = box_filter(image[None])[0]
-    exact, _ = run_tiled(image, box_filter, Tiling(64, 2, 16))  # the box filter reaches 2 px
+    exact, _ = run_tiled(image, box_filter, Tiling(64, 64, 2, 16))  # the box filter reaches 2 px
     np.testing.assert_allclose(exact, whole, atol=1e-6)
-    without_margin, _ = run_tiled(image, box_filter, Tiling(64, 0, 16))
+    without_margin, _ = run_tiled(image, box_filter, Tiling(64, 64, 0, 16))
     assert np.abs(without_margin - whole).max() > 1e-4  # tiles then see their own padding
 
 
@@ -207,7 +250,7 @@ def test_unet_tiles_leave_no_visible_grid():
     net, fn = generator_fn("unet", crop_size=64)
     assert receptive_radius(net, 1, 64) == 0  # a U-Net sees its whole input: no margin makes tiles exact
     image = aerial_mosaic(512)
-    _, naive = run_tiled(image, fn, Tiling(64, 0, 0))
+    _, naive = run_tiled(image, fn, Tiling(64, 64, 0, 0))
     _, chosen = run_tiled(image, fn, TileRule(64, 64, receptive_radius=0).for_image(512, 512))
     assert abs(naive - 1) > 0.5  # the measure sees the grid where tiles meet edge to edge
     assert chosen == pytest.approx(1.0, abs=0.1)

@@ -1,10 +1,13 @@
-"""How `translate` tiles each image: the largest tile that fits the device, with margins from the model.
+"""How `translate` tiles each image — decided by the model and the image alone, so that an output is the same
+bytes whichever device computed it.
 
-The rule (`tile=0`): one tile per image whenever the image, rounded up to the model's size multiple, fits a
-quarter of the memory the provider computes in (GPU memory for CUDA/TensorRT, RAM for the CPU) at the model's
-activation bytes per pixel measured at export; larger images get the largest such tile. Margins: the model's
-receptive radius where it is finite and at most a quarter of the tile (then tiles equal one whole-image pass),
-else an eighth of the tile; neighbouring tiles cross-fade over an eighth of the tile.
+The rule (`tile=0`): one tile per image whenever the image, rounded up to the model's size multiple, is at
+most `max_tile` on each side — the largest tile whose activations (at the model's bytes per pixel measured
+at export) take `ACTIVATION_BUDGET`; larger images are tiled with tiles of `max_tile`. Tiles are rectangles,
+and an image smaller than its tile is padded (reflected) only up to the size multiple, so the padding never
+depends on a tile setting. Margins: the model's receptive radius where it is finite and at most a quarter of
+the tile (then tiles equal one whole-image pass), else an eighth of the tile; neighbouring tiles cross-fade
+over an eighth of the tile. The device's free memory decides only how many tiles go into one call.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from imgtrans.export.sidecar import Sidecar
 from imgtrans.infer.tiling import Tiling
 from imgtrans.nets.layers import round_up
 
-MEMORY_SHARE = 0.25
+MEMORY_SHARE = 0.25  # of the device's free memory, for one inference call's tiles
+ACTIVATION_BUDGET = 2 * 2 ** 30  # bytes of activations one tile may take: the automatic tile's size
 
 
 def free_memory(provider: str, device_id: int = 0) -> int:
@@ -41,7 +45,7 @@ def tiling_recipe(tile: int, margin: int, overlap: int) -> str:
 @dataclass(frozen=True)
 class TileRule:
     multiple: int
-    max_tile: int  # the largest tile that fits the memory budget
+    max_tile: int  # the largest tile whose activations take ACTIVATION_BUDGET
     tile: int = 0  # fixed size; 0 = per image, up to max_tile
     margin: int = -1  # -1 = from the receptive radius
     overlap: int = -1  # -1 = an eighth of the tile
@@ -58,7 +62,8 @@ class TileRule:
         budget, max_tile = 0.0, sidecar.tile_size  # a sidecar from before the footprint was measured
         if sidecar.bytes_per_pixel > 0:
             budget = MEMORY_SHARE * free_memory(provider, device_id)
-            max_tile = max(multiple, int(math.sqrt(budget / sidecar.bytes_per_pixel)) // multiple * multiple)
+            side = int(math.sqrt(ACTIVATION_BUDGET / sidecar.bytes_per_pixel))
+            max_tile = max(multiple, side // multiple * multiple)
         rule = cls(multiple, max_tile, tile, margin, overlap, sidecar.receptive_radius, budget,
                    sidecar.bytes_per_pixel)
         if tile:
@@ -66,20 +71,21 @@ class TileRule:
         return rule
 
     def for_image(self, height: int, width: int) -> Tiling:
-        tile = self.tile or min(self.max_tile, round_up(max(height, width), self.multiple))
+        tile = self.tile or self.max_tile
         radius = self.receptive_radius
         margin = self.margin if self.margin >= 0 else radius if 0 < radius <= tile // 4 else tile // 8
         overlap = self.overlap if self.overlap >= 0 else tile // 8
-        if tile - 2 * margin <= overlap:
+        if tile - 2 * margin <= overlap and max(height, width) > tile:
             raise ImgtransError(f"tile {tile} leaves nothing between margins of {margin} px and an overlap of "
                                 f"{overlap} px; use a larger tile or smaller margin/overlap")
-        return Tiling(tile, margin, overlap)
+        return Tiling(min(tile, round_up(height, self.multiple)), min(tile, round_up(width, self.multiple)), margin,
+                      overlap)
 
     def batch_size(self, tiling: Tiling, requested: int) -> int:
-        """Tiles per inference call: as requested, fewer when that many large tiles would not fit."""
+        """Tiles per inference call: as requested, fewer when that many would not fit the device's memory."""
         if not self.budget:
             return requested
-        return max(1, min(requested, int(self.budget // (self.bytes_per_pixel * tiling.tile ** 2))))
+        return max(1, min(requested, int(self.budget // (self.bytes_per_pixel * tiling.height * tiling.width))))
 
     def describe(self) -> str:
         if self.tile:

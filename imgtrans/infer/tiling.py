@@ -74,10 +74,11 @@ def seam_positions(plan: list[Span]) -> list[int]:
     return [(b.core_start + a.core_end + 1) // 2 for a, b in zip(plan, plan[1:])]
 
 
-def _padded_tile(image: np.ndarray, top: int, left: int, tile: int) -> np.ndarray:
-    """A (C, tile, tile) crop; reflect-padded where the image is smaller than a tile."""
-    crop = image[:, top:top + tile, left:left + tile]
-    ph, pw = tile - crop.shape[1], tile - crop.shape[2]
+def _padded_tile(image: np.ndarray, left: int, height: int, width: int) -> np.ndarray:
+    """A (C, height, width) crop of a band from column `left`, reflect-padded (at the bottom and right) where
+    the image is smaller than the tile: up to the size multiple only (see `TileRule`)."""
+    crop = image[:, :height, left:left + width]
+    ph, pw = height - crop.shape[1], width - crop.shape[2]
     if ph or pw:
         mode = "reflect" if ph < crop.shape[1] and pw < crop.shape[2] else "edge"
         crop = np.pad(crop, ((0, 0), (0, ph), (0, pw)), mode=mode)
@@ -86,18 +87,23 @@ def _padded_tile(image: np.ndarray, top: int, left: int, tile: int) -> np.ndarra
 
 @dataclass(frozen=True)
 class Tiling:
-    tile: int
+    """Windows of `height` × `width` px (rectangular: a strip is not padded to a square)."""
+
+    height: int
+    width: int
     margin: int
     overlap: int
 
     def plans(self, height: int, width: int) -> tuple[list[Span], list[Span]]:
-        return spans(height, self.tile, self.margin, self.overlap), spans(width, self.tile, self.margin, self.overlap)
+        return (spans(height, self.height, self.margin, self.overlap),
+                spans(width, self.width, self.margin, self.overlap))
 
     def describe(self, height: int, width: int) -> str:
         rows, cols = self.plans(height, width)
         if len(rows) == len(cols) == 1:
             return "one tile"
-        return f"{len(rows)} × {len(cols)} tiles of {self.tile} px (margin {self.margin}, overlap {self.overlap})"
+        return (f"{len(rows)} × {len(cols)} tiles of {self.height}×{self.width} px (margin {self.margin}, "
+                f"overlap {self.overlap})")
 
 
 def translate_bands(read_rows: Callable[[int, int], np.ndarray], height: int, width: int, *,
@@ -108,19 +114,19 @@ def translate_bands(read_rows: Callable[[int, int], np.ndarray], height: int, wi
     `read_rows(top, bottom)` returns the network-space input rows [top, bottom)
     as float32 (C_in, rows, W). Memory stays at about two tile-rows of floats.
     """
-    tile, overlap = tiling.tile, tiling.overlap
+    tile_h, tile_w, overlap = tiling.height, tiling.width, tiling.overlap
     row_plan, col_plan = tiling.plans(height, width)
-    col_weights = [span_weights(s, width, tile, overlap) for s in col_plan]
+    col_weights = [span_weights(s, width, tile_w, overlap) for s in col_plan]
     acc_top = 0
     acc = np.zeros((out_channels, 0, width), np.float32)
     weight = np.zeros((0, width), np.float32)
     for i, span in enumerate(row_plan):
-        top, bottom = span.window, min(span.window + tile, height)
+        top, bottom = span.window, min(span.window + tile_h, height)
         band = read_rows(top, bottom)
-        tiles = [_padded_tile(band, 0, s.window, tile) for s in col_plan]
+        tiles = [_padded_tile(band, s.window, tile_h, tile_w) for s in col_plan]
         outputs = np.concatenate([translate(np.stack(tiles[k:k + batch_size]))
                                   for k in range(0, len(tiles), batch_size)])
-        row_weights = span_weights(span, height, tile, overlap)
+        row_weights = span_weights(span, height, tile_h, overlap)
         # Rows above acc_top are finished; this window's weight there is 0 (they lie before its core).
         skip = max(acc_top - top, 0)
         grow = bottom - (acc_top + acc.shape[1])
@@ -129,7 +135,7 @@ def translate_bands(read_rows: Callable[[int, int], np.ndarray], height: int, wi
             weight = np.concatenate([weight, np.zeros((grow, width), np.float32)], 0)
         r0, rows = top + skip - acc_top, bottom - top - skip
         for s, out, cw in zip(col_plan, outputs, col_weights):
-            w = min(tile, width - s.window)
+            w = min(tile_w, width - s.window)
             win = np.outer(row_weights[skip:skip + rows], cw[:w])
             acc[:, r0:r0 + rows, s.window:s.window + w] += out[:, skip:skip + rows, :w] * win
             weight[r0:r0 + rows, s.window:s.window + w] += win
