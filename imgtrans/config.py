@@ -54,6 +54,9 @@ class RunConfig:
                         "N > 1 starts `torchrun --standalone --nproc_per_node N`; batch_size is per process",
                      ge=1)
     experiment: str = opt("", EXPERIMENT_HELP)
+    keep_checkpoints: Literal["last", "none"] = opt(
+        "last", "what a FINISHED run keeps of its training checkpoint: last = checkpoints/last.pt, to go on with "
+                "resume; none = only the model or result (a run that stops early keeps its checkpoint)")
 
     # The entry point whose options these are (set by each run kind's config).
     model_name: ClassVar[str] = ""

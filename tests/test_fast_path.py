@@ -159,3 +159,14 @@ def test_the_warm_up_before_a_capture_leaves_no_trace_and_checkpoints_stay_porta
     untrained.optimizers["G"].load_state_dict(state)
     untrained.training_step(batch)  # an eager run continues from a graph run's checkpoint
     assert untrained.optimizers["G"].param_groups[0]["lr"] == pytest.approx(model.cfg.lr)
+
+
+def test_a_finished_run_keeps_only_what_its_checkpoint_policy_says(facades):
+    client = MlflowClient()
+    for keep in ("last", "none"):
+        assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "2", "--keep-checkpoints", keep]) == 0
+    kept, dropped = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                       order_by=["attributes.start_time ASC"])
+    assert "checkpoints" in {a.path for a in client.list_artifacts(kept.info.run_id)}
+    assert "checkpoints" not in {a.path for a in client.list_artifacts(dropped.info.run_id)}
+    assert dropped.outputs.model_outputs  # the model stays

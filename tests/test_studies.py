@@ -50,6 +50,8 @@ def test_three_trials_are_nested_runs_of_one_parent(facades, tmp_path, capsys):
     assert len(parents) == 1 and len(children) == 3
     assert sorted(r.data.tags["optuna.trial"] for r in children) == ["0", "1", "2"]
     assert all("lr" in r.data.params and "val/psnr" in r.data.metrics for r in children)
+    # a finished trial keeps its model, not a training checkpoint
+    assert all("checkpoints" not in {a.path for a in MlflowClient().list_artifacts(r.info.run_id)} for r in children)
     parent = parents[0]
     assert parent.data.tags["optuna.best_trial"] in ("0", "1", "2")
     assert "**3 trials**: 3 complete" in parent.data.tags["mlflow.note.content"]

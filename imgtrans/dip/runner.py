@@ -286,6 +286,8 @@ class DIPRunner:
         for path in files:
             self.tracker.log_artifact(path, "dip")
         self.tracker.log_artifact(self._plot_curve(), "dip")
+        if cfg.keep_checkpoints == "none":
+            self.tracker.delete_artifacts("checkpoints")
         return restored
 
     def _plot_curve(self) -> Path:

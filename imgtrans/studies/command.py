@@ -230,7 +230,7 @@ def retrain_best(spec: StudySpec, info: dict[str, Any], name: str, cfg: StudyCon
     """Train the best configuration with the full budget and register it as `<name>@champion`."""
     if "best_params" not in info:
         raise ImgtransError("retrain needs a single-objective study with a completed trial")
-    retrain_cfg = trial_config(spec, info["best_params"], spec.full_budget, cfg.experiment)
+    retrain_cfg = trial_config(spec, info["best_params"], spec.full_budget, cfg.experiment, keep_checkpoints="last")
     with tracked_run(cfg.experiment, f"{name}-retrain", spec.model, "train", parent_run_id=parent.run_id,
                      tags=filter_tags(retrain_cfg), system_metrics=True) as child:
         result = RUNS[spec.model].create(retrain_cfg, child, progress=progress).fit()

@@ -40,8 +40,12 @@ def sample(trial: optuna.Trial, space: dict[str, Distribution]) -> dict[str, Any
     return params
 
 
-def trial_config(spec: StudySpec, params: dict[str, Any], budget: dict[str, Any], experiment: str):
-    values = {**spec.fixed, **params, **budget, "dataset": spec.dataset, "experiment": experiment}
+def trial_config(spec: StudySpec, params: dict[str, Any], budget: dict[str, Any], experiment: str,
+                 keep_checkpoints: str = "none"):
+    """A trial's config; a finished trial keeps only its model unless the spec says otherwise (a study of
+    many trials would otherwise keep a training checkpoint of each)."""
+    values = {"keep_checkpoints": keep_checkpoints, **spec.fixed, **params, **budget, "dataset": spec.dataset,
+              "experiment": experiment}
     cfg = config_mod.from_dict(RUNS[spec.model].config_class, values)
     cfg.validate()
     return cfg

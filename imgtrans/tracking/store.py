@@ -19,6 +19,7 @@ import mlflow
 import psutil
 from mlflow.entities import Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.default_experiment import DEFAULT_EXPERIMENT_ID
 
@@ -107,6 +108,11 @@ def unique_run_name(experiment_id: str, base: str, current_run: str | None = Non
     if base not in taken:
         return base
     return next(f"{base}-{n}" for n in range(2, len(taken) + 3) if f"{base}-{n}" not in taken)
+
+
+def artifact_repository(run_id: str):
+    """Where a run's artifacts are (a folder, the tracking server, a bucket), to change them."""
+    return get_artifact_repository(get_run(run_id).info.artifact_uri)
 
 
 def download(run_id: str, artifact_path: str, dest: Path) -> Path | None:

@@ -76,6 +76,9 @@ class Tracker:
     def log_text(self, text: str, artifact_file: str) -> None:
         """A text file into the run's artifacts."""
 
+    def delete_artifacts(self, artifact_path: str) -> None:
+        """Remove a file or folder from the run's artifacts."""
+
     def log_table(self, columns: dict[str, list], artifact_file: str) -> None:
         """A table (column name → values) as MLflow's JSON table artifact."""
 
@@ -176,6 +179,9 @@ class MlflowTracker(Tracker):
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
+
+    def delete_artifacts(self, artifact_path: str) -> None:
+        store.artifact_repository(self.run_id).delete_artifacts(artifact_path)
 
     def log_table(self, columns: dict[str, list], artifact_file: str) -> None:
         self.client.log_table(self.run_id, data=columns, artifact_file=artifact_file)

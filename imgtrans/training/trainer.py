@@ -242,6 +242,8 @@ class Trainer:
         loop_seconds = time.perf_counter() - loop_start
         self.saver.wait()
         model_id = self._log_model(val_metrics) if self.world.is_main else ""
+        if self.world.is_main and self.cfg.keep_checkpoints == "none":
+            self.tracker.delete_artifacts("checkpoints")
         last = self.workdir / "last.pt"
         return TrainResult(self.tracker.run_id, self.step, val_metrics, self.model, self.data.val, loop_seconds,
                            dict(self.timings), last.stat().st_size if last.exists() else 0, model_id)
