@@ -162,3 +162,32 @@ def test_every_model_keeps_its_processes_identical_and_resumes_exactly(facades, 
         for key, value in straight.items():
             assert torch.equal(value, other_rank[key]), (model, key, "processes differ")
             assert torch.equal(value, resumed[key]), (model, key, "resume is not exact")
+
+
+def test_a_killed_process_ends_the_job_in_one_line_and_leaves_nothing_behind(facades, tmp_path):
+    """kill -9 of rank 1: no torchrun traceback, no "interrupted" from the survivor, the run FAILED with the
+    reason, and torchrun's temporary folders gone."""
+    import psutil
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    job = subprocess.Popen([sys.executable, "-m", "imgtrans", "pix2pix", "--dataset", str(facades), "--epochs", "100",
+                            *SAME_MATH, "--checkpoint-minutes", "0", "--nproc", "2"], cwd=tmp_path,
+                           env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp)}, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (started := mlflow.search_runs(search_all_experiments=True, output_format="list")) or \
+            len(losses(started[0].info.run_id)) < 2:
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1][-3000:]
+        time.sleep(0.1)
+    (rank_1,) = [p for p in psutil.Process(job.pid).children(recursive=True)
+                 if p.environ().get("RANK") == "1" and "imgtrans" in " ".join(p.cmdline())]
+    rank_1.kill()
+    _, err = job.communicate(timeout=TIMEOUT_S)
+    assert job.returncode != 0
+    assert "Traceback" not in err and "interrupted (SIGTERM)" not in err, err[-3000:]
+    (line,) = [x for x in err.splitlines() if x.startswith("imgtrans: error:")]
+    assert "the process of rank 1 was killed by SIGKILL" in line and started[0].info.run_id in line
+    run = MlflowClient().get_run(started[0].info.run_id)
+    assert run.info.status == "FAILED" and run.data.tags["error"] == "the process of rank 1 was killed by SIGKILL"
+    assert not list(tmp.glob("torchelastic_*")) and not list(tmp.glob("imgtrans-*"))

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -155,17 +152,3 @@ def shard(order: list[int], batch_size: int, world: World) -> list[int]:
         rest = (rest + order)[:share * world.size]
         mine += rest[world.rank * share:(world.rank + 1) * share]
     return mine
-
-
-def launch(nproc: int, arguments: list[str]) -> int:
-    """`imgtrans ARGUMENTS` as `torchrun --standalone --nproc_per_node nproc` (one machine; for several, start
-    torchrun yourself with --nnodes and a rendezvous). Returns its exit status; an interrupt is passed on."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "imgtrans", "--", *arguments]  # after --: our options are not torchrun's
-    job = subprocess.Popen(command)
-    try:
-        return job.wait()
-    except KeyboardInterrupt:  # torchrun hands SIGTERM to its processes, which checkpoint and stop together
-        job.send_signal(signal.SIGTERM)
-        job.wait()
-        raise

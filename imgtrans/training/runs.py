@@ -20,6 +20,7 @@ from imgtrans.files import scratch_dir
 from imgtrans.tracking import store
 from imgtrans.tracking.tracker import QuietTracker, tracked_run
 from imgtrans.training import checkpoint
+from imgtrans.training.launch import launch
 
 Validation = Callable[[int, dict[str, float]], None]
 
@@ -54,7 +55,8 @@ def start(cfg: RunConfig, explicit: dict[str, Any], progress: bool = True) -> in
     if cfg.nproc > 1 and not world.active:
         options = [arg for name, value in explicit.items()
                    for arg in (f"--{name.replace('_', '-')}", str(value).lower() if isinstance(value, bool) else str(value))]
-        return distributed.launch(cfg.nproc, [cfg.model_name, *options, *([] if progress else ["--no-progress"])])
+        return launch(cfg.nproc, [cfg.model_name, *options, *([] if progress else ["--no-progress"])],
+                      run_name(cfg), cfg.model_name, cfg.experiment, filter_tags(cfg))
     world = distributed.start(resolve_device(cfg.device).type)
     try:
         cfg, payload = resolve_resume(cfg, explicit, end_dead=world.is_main)

@@ -1,0 +1,89 @@
+"""`nproc=N`: a run kind's command started again as N processes of one torchrun job on this machine, and
+watched from here. The job's MLflow run is opened here first (the processes continue it); torchrun's
+temporary folders live in a scratch folder that goes with the job; a process that dies (killed, out of
+memory) is said in one line and recorded as the run's reason — not as torchrun's traceback, and not as the
+"interrupted (SIGTERM)" of the processes torchrun then stops."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from imgtrans.files import scratch_dir
+from imgtrans.tracking import store
+from imgtrans.tracking.tracker import FAILED_RANK_TAG, open_run
+
+TORCHRUN_LOGGER = re.compile(r"torch[./]distributed[./]elastic")
+STOPPED_BY_TORCHRUN = "imgtrans: interrupted (SIGTERM)"
+TRACEBACK = "Traceback (most recent call last):"
+
+
+@dataclass(frozen=True)
+class Death:
+    rank: int
+    exitcode: int
+
+    def describe(self) -> str:
+        how = f"was killed by {signal.Signals(-self.exitcode).name}" if self.exitcode < 0 else \
+            f"exited with status {self.exitcode}"
+        return f"the process of rank {self.rank} {how}"
+
+
+def launch(nproc: int, arguments: list[str], name: str, command: str, experiment: str,
+           tags: dict[str, str]) -> int:
+    """`imgtrans ARGUMENTS` as `torchrun --standalone --nproc_per_node nproc` (one machine; for several, start
+    torchrun yourself with --nnodes and a rendezvous). Returns its exit status; an interrupt is passed on."""
+    run = open_run(experiment, name, command, "train", tags=tags)
+    with scratch_dir("torchrun") as scratch:
+        env = {**os.environ, "MLFLOW_RUN_ID": run.run_id, "TMPDIR": str(scratch)}
+        job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                f"--nproc_per_node={nproc}", "-m", "imgtrans", "--", *arguments],  # after --: ours
+                               env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
+        try:
+            death, held = _relay(job)
+            status = job.wait()
+        except KeyboardInterrupt:  # torchrun hands SIGTERM to its processes, which checkpoint and stop together
+            job.send_signal(signal.SIGTERM)
+            _relay(job)
+            job.wait()
+            raise
+    if death is None:
+        for line in held:  # the job was stopped from outside: the processes say so themselves
+            print(line, file=sys.stderr)
+        return status
+    reason = death.describe()
+    recorded = store.get_run(run.run_id)
+    if FAILED_RANK_TAG not in recorded.data.tags:  # no process recorded a reason of its own
+        store.end_run(run.run_id, "FAILED", reason)
+    print(f"imgtrans: error: {reason}; the job stopped (run {run.run_id}: resume it with --resume "
+          f"{run.run_id})", file=sys.stderr)
+    return status or 1
+
+
+def _relay(job: subprocess.Popen) -> tuple[Death | None, list[str]]:
+    """Pass the processes' stderr on; keep torchrun's own logging and its traceback back, and read from it
+    which process died first. The processes' "interrupted (SIGTERM)" lines are held back: they are the
+    consequence, not the cause, when one of them died."""
+    held, tail = [], []
+    for line in job.stderr:
+        line = line.rstrip("\n")
+        if TORCHRUN_LOGGER.search(line):
+            continue
+        if line == STOPPED_BY_TORCHRUN:
+            held.append(line)
+        elif tail or line.startswith(TRACEBACK):  # torchrun's comes last: tracebacks are sorted at the end
+            tail.append(line)
+        else:
+            print(line, file=sys.stderr)
+    death = None
+    for block in "\n".join(tail).split(TRACEBACK)[1:]:
+        if "ChildFailedError" not in block:  # a process's own: pass it on
+            print(TRACEBACK + block, file=sys.stderr)
+            continue
+        found = re.search(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", block.split("Root Cause", 1)[-1], re.S)
+        death = Death(int(found[1]), int(found[2])) if found else None
+    return death, held
