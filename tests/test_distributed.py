@@ -49,12 +49,13 @@ def test_the_processes_share_every_epoch_evenly(size, batch):
 
 def torchrun(*args: str, cwd: Path, launcher: bool = False) -> subprocess.Popen:
     """`torchrun --standalone --nproc_per_node 2 -m imgtrans -- ARGS`, or (launcher) `imgtrans ARGS --nproc 2`,
-    which starts the same, as `mlflow run -P nproc=2` does."""
+    which starts the same, as `mlflow run -P nproc=2` does; one thread per process, as torchrun sets it by
+    default (the module's job and a test's compare bit for bit only at the same thread count)."""
     command = [sys.executable, "-m", "imgtrans", *args, "--nproc", "2"] if launcher else \
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "imgtrans", "--",
          *args]
-    return subprocess.Popen(command, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finished(job: subprocess.Popen) -> str:
@@ -173,8 +174,8 @@ def test_a_killed_process_ends_the_job_in_one_line_and_leaves_nothing_behind(fac
     tmp.mkdir()
     job = subprocess.Popen([sys.executable, "-m", "imgtrans", "pix2pix", "--dataset", str(facades), "--epochs", "100",
                             *SAME_MATH, "--checkpoint-minutes", "0", "--nproc", "2"], cwd=tmp_path,
-                           env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp)}, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+                           env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + TIMEOUT_S
     while not (started := mlflow.search_runs(search_all_experiments=True, output_format="list")) or \
             len(losses(started[0].info.run_id)) < 2:
