@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command = COMMANDS[args.command]
             cfg, explicit = config_from_args(command.config_class, args)
             return command.run(cfg, explicit, progress=not args.no_progress)
-    except ImgtransError as exc:
+    except (ImgtransError, OSError) as exc:  # bad input, or what the machine says no to (a full disk, …)
         message = one_line(exc)
         _end_run("FAILED", message)
         print(f"imgtrans: error: {message}", file=sys.stderr)

@@ -1,12 +1,38 @@
 """The one exception type whose message is shown to users as-is, and how any error becomes one line."""
 
+import errno
+
+# What an OSError means, and what to do about it, by its errno.
+OS_ERRORS = {
+    errno.ENOSPC: ("no space left on the device", "free some space or choose a folder on another disk"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or choose a folder on another disk"),
+    errno.EROFS: ("read-only file system", "choose a folder you can write to"),
+    errno.EACCES: ("permission denied", "check its permissions or choose another path"),
+    errno.EPERM: ("operation not permitted", "check its permissions or choose another path"),
+    errno.EISDIR: ("is a folder where a file was expected", "give a file"),
+    errno.ENOTDIR: ("part of the path is a file where a folder was expected", "choose another path"),
+    errno.EEXIST: ("exists already", "remove it or choose another path"),
+    errno.ENOENT: ("no such file or folder", "check the path"),
+    errno.ENAMETOOLONG: ("the name is too long", "choose a shorter path"),
+}
+
 
 class ImgtransError(Exception):
     """A problem with the user's input: printed as one line, exit code 2, no traceback."""
 
 
+def os_error_message(exc: OSError) -> str:
+    """`what happened: which path; what to do` for an operating-system error (a full disk, a read-only folder,
+    a file where a folder should be …)."""
+    what, advice = OS_ERRORS.get(exc.errno, (exc.strerror or type(exc).__name__, "check the path"))
+    paths = " → ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    return f"{what}: {paths}; {advice}" if paths else f"{what}; {advice}"
+
+
 def one_line(exc: BaseException) -> str:
     """The user-facing message; errors raised in loader workers arrive wrapped in a traceback."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os_error_message(exc)
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__

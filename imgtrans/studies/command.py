@@ -94,7 +94,8 @@ def best_command(cfg: StudyConfig) -> int:
     if not cfg.study_name:
         raise ImgtransError("give the study with --study (and its --storage)")
     try:
-        study = optuna.load_study(study_name=cfg.study_name, storage=resolve_storage(cfg.storage, cfg.study_name))
+        study = optuna.load_study(study_name=cfg.study_name,
+                                  storage=resolve_storage(cfg.storage, cfg.study_name, create=False))
     except KeyError:
         raise ImgtransError(f"no study named '{cfg.study_name}' in the storage; check --storage") from None
     info = summary(study)

@@ -20,6 +20,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
 
+from imgtrans.errors import ImgtransError
 from imgtrans.studies.options import STUDY_STORAGE_VARIABLE
 from imgtrans.studies.spec import Heartbeat, StudySpec
 from imgtrans.tracking import store
@@ -29,17 +30,18 @@ RUN_ID_ATTR = "mlflow_run_id"  # a trial's user attribute: the MLflow run it tra
 PARENT_RUN_ATTR = "mlflow_parent_run"  # the study's user attribute: its MLflow parent run
 
 
-def resolve_storage(storage: str, study_name: str):
+def resolve_storage(storage: str, study_name: str, create: bool = True):
     """SQLAlchemy URL, journal file, or a file path for SQLite; default: IMGTRANS_STUDY_STORAGE (what
-    `imgtrans server` prints), else studies/<study_name>.db."""
-
-    storage = storage or os.environ.get(STUDY_STORAGE_VARIABLE, "")
-    if not storage:
-        Path("studies").mkdir(exist_ok=True)
-        storage = f"studies/{study_name}.db"
+    `imgtrans server` prints), else studies/<study_name>.db. Without `create`, a file must exist already
+    (reading a study never leaves an empty database behind a mistyped path)."""
+    storage = storage or os.environ.get(STUDY_STORAGE_VARIABLE, "") or f"studies/{study_name}.db"
     if "://" in storage:
+        if not create and (path := sqlite_file(storage)) is not None and not path.is_file():
+            raise ImgtransError(f"no study storage at {path}; check --storage")
         return storage
     path = Path(storage).expanduser().resolve()
+    if not create and not path.is_file():
+        raise ImgtransError(f"no study storage at {path}; check --storage")
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix in (".log", ".journal"):
         return JournalStorage(JournalFileBackend(str(path)))
