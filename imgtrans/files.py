@@ -15,6 +15,7 @@ from imgtrans import interrupts
 
 SCRATCH_PREFIX = "imgtrans-"
 OWNER_FILE = ".owner"
+SHORT_PARENT = 24  # characters of a folder that `scratch_dir(short=True)` may use as it is
 
 
 def _file_mode() -> int:
@@ -63,10 +64,12 @@ def write_secret(path: Path, text: str) -> Path:
 
 
 @contextmanager
-def scratch_dir(purpose: str) -> Iterator[Path]:
+def scratch_dir(purpose: str, short: bool = False) -> Iterator[Path]:
     """A temporary folder for one job, removed when the block ends. While it exists its owner file is locked,
-    so the folder of a process killed with -9 is recognised (unlocked) and removed by `sweep_scratch`."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{SCRATCH_PREFIX}{purpose}-"))
+    so the folder of a process killed with -9 is recognised (unlocked) and removed by `sweep_scratch`.
+    `short`: its path is at most a few dozen characters (under /tmp when TMPDIR is longer), for programs that
+    put Unix sockets in it (their paths may not exceed 107 bytes)."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{SCRATCH_PREFIX}{purpose}-", dir=_short_parent() if short else None))
     owner = os.open(staging / OWNER_FILE, os.O_CREAT | os.O_RDWR, 0o600)
     fcntl.flock(owner, fcntl.LOCK_EX)
     path = staging.with_name(staging.name[1:])
@@ -78,10 +81,16 @@ def scratch_dir(purpose: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _short_parent() -> str:
+    temp = tempfile.gettempdir()
+    return temp if len(temp) <= SHORT_PARENT else "/tmp"
+
+
 def sweep_scratch() -> list[Path]:
     """Remove the scratch folders of imgtrans processes that died without cleaning up; returns them."""
     removed = []
-    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+    parents = {Path(tempfile.gettempdir()), Path(_short_parent())}
+    for path in (found for parent in parents for found in parent.glob(f"{SCRATCH_PREFIX}*")):
         try:
             owner = os.open(path / OWNER_FILE, os.O_RDWR)
         except OSError:  # not a folder of ours, or already gone

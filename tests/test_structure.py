@@ -13,8 +13,7 @@ MAX_LINES = 400
 # What may be imported inside a function: the optional extras (pip install imgtrans[ray] / [team]), and the
 # two libraries that cost seconds to import where only rare paths need them — torchmetrics (FID, KID, IS,
 # pulling in torchvision) and torchvision (16-bit colour PNGs) — so that training processes start without them.
-LATE_IMPORTS = {"ray", "psycopg", "imgtrans.infer.ray_engine", "torchmetrics", "torch_fidelity", "torchvision",
-                "onnxruntime.transformers"}
+LATE_IMPORTS = {"ray", "psycopg", "torchmetrics", "torch_fidelity", "torchvision", "onnxruntime.transformers"}
 
 
 def module_name(path: Path) -> str:

@@ -60,8 +60,8 @@ def test_two_sessions_in_threads_give_the_outputs_of_one(tmp_path, exported):
     results = {}
     for name, devices in (("one", [0]), ("two", [0, 0])):  # on the CPU the device index is not used
         out = tmp_path / name
-        outcomes = run_archive(plan_archive(scans, out), out, LocalEngine(settings(exported), devices), "test",
-                               progress=False)
+        engine = LocalEngine(settings(exported), devices)
+        outcomes = run_archive(plan_archive(scans, out), out, lambda: engine, "test", progress=False)
         assert sorted(o.status for o in outcomes) == ["done"] * 4 + ["failed"]
         results[name] = outputs(out), manifest_records(out)
     assert results["one"] == results["two"]
@@ -105,6 +105,8 @@ def test_a_ray_address_nobody_listens_on_is_one_line_at_once(tmp_path, exported,
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"imgtrans: error: cannot reach the Ray cluster at {address} (") and "\n" not in err
     assert not (tmp_path / "out").exists()
+    assert run_translate(exported, scans, tmp_path / "out", "--engine", "ray", "--ray-address", "no-port") == 2
+    assert "invalid Ray address 'no-port'" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 @pytest.fixture
@@ -187,6 +189,8 @@ def test_ray_with_a_killed_actor_gives_the_outputs_tags_and_manifest_of_one_proc
         actors[0].kill()
         done_at_kill = len(list(out.glob("*.png")))
         assert run.wait(RAY_START_S) == 1, run.stderr.read()  # 1: the corrupt file
+        err = run.stderr.read()
+        assert "constructor arguments in the object store" not in err, err  # actors Ray can restart
     finally:
         stop.set()
         if run.poll() is None:
@@ -198,9 +202,19 @@ def test_ray_with_a_killed_actor_gives_the_outputs_tags_and_manifest_of_one_proc
     assert not list(out.rglob("*.part"))
     with tifffile.TiffFile(out / "sub" / "ortho.tif") as tif:
         assert tif.pages[0].dtype == np.uint16 and tif.pages[0].tags[33550].value == (0.5, 0.5, 0.0)
-    # A rerun skips what is done, as the single-process engine does; with no address, on a local cluster.
+    # A rerun skips what is done, as the single-process engine does, without starting any Ray.
     (scans / "bad.png").unlink()
     rerun = subprocess.run(translate_on_ray(exported, scans, out), env=ray_env, capture_output=True, text=True,
                            timeout=2 * RAY_START_S)
     assert rerun.returncode == 0 and "0 translated, 20 already done, 0 failed" in rerun.stdout, rerun.stderr
-    assert "Ray at a local cluster: 2 actors, one per 1 CPU" in rerun.stderr
+    assert "Ray at" not in rerun.stderr
+    # With no address, on a local cluster whose session files go with it.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    (scans / "new.png").write_bytes((scans / "scan00.png").read_bytes())
+    local = subprocess.run(translate_on_ray(exported, scans, out), env=ray_env | {"TMPDIR": str(tmp)},
+                           capture_output=True, text=True, timeout=2 * RAY_START_S)
+    assert local.returncode == 0 and "1 translated, 20 already done" in local.stdout, local.stderr
+    assert "Ray at a local cluster: 2 actors, one per 1 CPU" in local.stderr
+    # Nothing of Ray's or ours is left (`.ses` is ONNX Runtime's telemetry marker, written on import).
+    assert [p.name for p in tmp.iterdir()] in ([], [".ses"])

@@ -31,7 +31,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple, Protocol
+from typing import Callable, Iterator, NamedTuple, Protocol
 
 from tqdm import tqdm
 
@@ -143,10 +143,11 @@ def remove_stale_temp_files(out_dir: Path) -> None:
             stale.unlink()
 
 
-def run_archive(jobs: list[Job], out_dir: Path, engine: Engine, recipe: str, *, progress: bool = True,
-                verbose: bool = False) -> list[Outcome]:
+def run_archive(jobs: list[Job], out_dir: Path, start_engine: Callable[[], Engine], recipe: str, *,
+                progress: bool = True, verbose: bool = False) -> list[Outcome]:
     """Translate every input of `plan_archive` not already done with `recipe` (the settings' `recipe`); the
-    outcomes of this run, skipped ones first."""
+    outcomes of this run, skipped ones first. The engine is started only when there is something to do (a
+    rerun of a finished archive starts no session, no cluster), and closed at the end."""
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out_dir)
     manifest = Manifest(out_dir / MANIFEST)
@@ -163,10 +164,11 @@ def run_archive(jobs: list[Job], out_dir: Path, engine: Engine, recipe: str, *, 
             manifest.add(outcomes[-1])
         else:
             works.append(Work(identity.path, str(job.target.absolute()), output, identity.size, identity.mtime_ns))
+    engine = start_engine() if works else None
     bar = tqdm(total=len(jobs), initial=len(outcomes), disable=not progress, unit="img", dynamic_ncols=True)
     translated = 0
     try:
-        for outcome, report in engine(works, run_started_ns) if works else ():
+        for outcome, report in engine(works, run_started_ns) if engine is not None else ():
             if outcome.status == "failed":
                 tqdm.write(f"imgtrans: skipped {outcome.input}: {outcome.error}", file=sys.stderr)
             elif verbose and report:
@@ -180,4 +182,6 @@ def run_archive(jobs: list[Job], out_dir: Path, engine: Engine, recipe: str, *, 
     finally:
         bar.close()
         manifest.save()
+        if engine is not None:
+            engine.close()
     return outcomes

@@ -14,6 +14,7 @@ from imgtrans.infer.archive import Engine, plan_archive, run_archive
 from imgtrans.infer.engines import LocalEngine, choose_devices
 from imgtrans.infer.manifest import MANIFEST
 from imgtrans.infer.options import TranslateConfig
+from imgtrans.infer.ray_engine import RayEngine, check_reachable, import_ray
 from imgtrans.infer.tile_rule import tiling_recipe
 from imgtrans.infer.worker import TranslateSettings
 from imgtrans.tracking.tracker import open_run
@@ -52,12 +53,20 @@ def settings_for(cfg: TranslateConfig) -> TranslateSettings:
     return dataclasses.replace(settings, recipe=recipe)
 
 
+def check_engine(cfg: TranslateConfig) -> None:
+    """What can be said of the engine's settings before anything is planned or written (the engine itself
+    starts only when there is something to translate)."""
+    if cfg.engine == "local":
+        choose_devices(cfg.provider, cfg.devices)
+        return
+    if cfg.devices != "all":
+        raise ImgtransError("--devices is for the local engine; on Ray every actor gets a GPU of its own")
+    import_ray()
+    check_reachable(cfg.ray_address or os.environ.get("RAY_ADDRESS", ""))
+
+
 def start_engine(cfg: TranslateConfig, settings: TranslateSettings) -> Engine:
     if cfg.engine == "ray":
-        if cfg.devices != "all":
-            raise ImgtransError("--devices is for the local engine; on Ray every actor gets a GPU of its own")
-        from imgtrans.infer.ray_engine import RayEngine
-
         return RayEngine(settings, cfg.ray_address, cfg.cpus_per_worker)
     return LocalEngine(settings, choose_devices(cfg.provider, cfg.devices))
 
@@ -68,17 +77,21 @@ def translate_command(cfg: TranslateConfig, explicit: dict, progress: bool) -> i
         if not getattr(cfg, name):
             raise ImgtransError(f"{name} is required (see `imgtrans translate --help`)")
     out_dir = Path(cfg.output)
+    check_engine(cfg)
     jobs = plan_archive(Path(cfg.input), out_dir)
     settings = settings_for(cfg)
-    engine = start_engine(cfg, settings)
-    try:
+    params = {"engine": "none: nothing left to translate"}
+
+    def start() -> Engine:
+        nonlocal params
+        engine = start_engine(cfg, settings)
         print(f"imgtrans: translating with {engine.describe()}", file=sys.stderr)
         params = engine.params()
-        started = time.perf_counter()
-        outcomes = run_archive(jobs, out_dir, engine, settings.recipe, progress=progress, verbose=cfg.verbose)
-        elapsed = time.perf_counter() - started
-    finally:
-        engine.close()
+        return engine
+
+    started = time.perf_counter()
+    outcomes = run_archive(jobs, out_dir, start, settings.recipe, progress=progress, verbose=cfg.verbose)
+    elapsed = time.perf_counter() - started
     counts = {s: sum(o.status == s for o in outcomes) for s in STATUSES}
     if "MLFLOW_RUN_ID" in os.environ:
         log_to_mlflow_run(cfg, params, counts, elapsed)

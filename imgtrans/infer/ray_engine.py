@@ -1,24 +1,27 @@
-"""The archive on a Ray cluster: Ray Data streams the file list through a pool of actors, each one
-`FileTranslator` (one ONNX Runtime session) on a GPU of its own, or on a CPU slot where the cluster has none.
+"""The archive on a Ray cluster: a pool of actors, each one `FileTranslator` (one ONNX Runtime session) on a
+GPU of its own, or on a CPU slot where the cluster has none, takes the files one at a time.
 
-Each file is a block of its own, so a lost actor costs only the file it was on: Ray Data restarts the actor
-(on another node when its own is gone) and retries the file there. Actors write outputs where the driver would (the input and
-output folders must be mounted at the same paths on every node); the driver keeps the manifest. A file
-whose actor was lost after putting its output in place but before reporting it is not written again (see
-`FileTranslator`).
+A lost actor costs only the file it was on: Ray restarts the actor (on another node when its own is gone)
+and retries the file there — its constructor takes only small plain values, which travel with the actor's
+definition and so survive the restart. Actors write outputs where the driver would (the input and output
+folders must be mounted at the same paths on every node); the driver keeps the manifest. A file whose actor
+was lost after putting its output in place but before reporting it is not written again (see
+`FileTranslator`). Without a cluster address a local Ray is started for the run, its session files in a
+scratch folder that goes with it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
+from contextlib import ExitStack
 from typing import Iterator
 
-import numpy as np
-
 from imgtrans.errors import ImgtransError
-from imgtrans.infer.manifest import COLUMNS, Outcome
+from imgtrans.files import scratch_dir
+from imgtrans.infer.manifest import Outcome
 from imgtrans.infer.worker import FileTranslator, Translated, TranslateSettings, Work
 
 INSTALL_HINT = 'the Ray engine needs Ray: pip install "imgtrans[ray]"'
@@ -28,22 +31,20 @@ CONNECT_TIMEOUT_S = 10
 def import_ray():
     try:
         import ray
-        import ray.data
+        import ray.util
     except ImportError:
         raise ImgtransError(f"--engine ray: {INSTALL_HINT}") from None
     return ray
 
 
-def plain(value):
-    """A Python value for a NumPy scalar of a Ray Data column."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def check_reachable(address: str) -> None:
     """A cluster's `host:port` that refuses connections is said at once (Ray itself retries for minutes)."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or "://" in address:
+    if address in ("", "auto") or "://" in address:
         return  # Ray's other forms ("auto", "ray://…") are Ray's to resolve
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ImgtransError(f"invalid Ray address '{address}': give the head's host:port (as `ray start --head` "
+                            "prints it), auto, or ray://host:port — or leave it empty for a local cluster")
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
@@ -55,23 +56,19 @@ def check_reachable(address: str) -> None:
 def quiet_ray_console() -> None:
     """Ray's notices would drown the run's own lines on the console; Ray's log files keep them."""
     logging.getLogger("ray").setLevel(logging.ERROR)
-    for handler in logging.getLogger("ray.data").handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setLevel(logging.ERROR)
 
 
 class RayFileTranslator:
-    """A Ray Data actor: batches of `Work` columns in, `Outcome` columns (and each file's report) out."""
+    """An actor: one file at a time, as plain values in and out."""
 
-    def __init__(self, settings: TranslateSettings, threads: int, run_started_ns: int):
-        self.translate = FileTranslator(settings, device_id=0, threads=threads)  # Ray sets CUDA_VISIBLE_DEVICES
+    def __init__(self, settings: dict, threads: int, run_started_ns: int):
+        # Ray sets CUDA_VISIBLE_DEVICES: the actor's GPU is its device 0.
+        self.translate = FileTranslator(TranslateSettings(**settings), device_id=0, threads=threads)
         self.run_started_ns = run_started_ns
 
-    def __call__(self, batch: dict) -> dict:
-        results = [self.translate(Work(*map(plain, values)), self.run_started_ns)
-                   for values in zip(*(batch[name] for name in Work._fields))]
-        columns = {name: [getattr(outcome, name) for outcome, _ in results] for name in COLUMNS}
-        return columns | {"report": [report for _, report in results]}
+    def __call__(self, work: tuple) -> tuple[tuple, str]:
+        outcome, report = self.translate(Work(*work), self.run_started_ns)
+        return dataclasses.astuple(outcome), report
 
 
 class RayEngine:
@@ -84,10 +81,13 @@ class RayEngine:
         quiet_ray_console()
         self.address = address or "a local cluster"
         check_reachable(address)
+        self.scratch = ExitStack()  # a local cluster's session files, removed with it
+        local = {} if address else {"_temp_dir": str(self.scratch.enter_context(scratch_dir("ray", short=True)))}
         try:
             self.ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
-                          log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError) as exc:
+                          log_to_driver=False, configure_logging=False, **local)
+        except (ConnectionError, RuntimeError, ValueError) as exc:  # what Ray says of addresses it rejects
+            self.scratch.close()
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ImgtransError(f"cannot reach the Ray cluster at {self.address} ({reason}); check --ray-address "
                                 "or RAY_ADDRESS, or leave both empty for a local cluster") from None
@@ -106,9 +106,6 @@ class RayEngine:
                                     f"{cpus} CPUs; ask for at most that many")
             self.workers, self.threads = cpus // cpus_per_worker, cpus_per_worker
             self.per_worker = {"num_cpus": cpus_per_worker}
-        context = self.ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # the run's own bar counts files
-        context.print_on_execution_start = False
 
     def describe(self) -> str:
         slot = "GPU" if "num_gpus" in self.per_worker else f"{self.threads} CPU{'s' * (self.threads > 1)}"
@@ -119,14 +116,14 @@ class RayEngine:
                 "worker_resources": "1 GPU" if "num_gpus" in self.per_worker else f"{self.threads} CPU"}
 
     def __call__(self, works: list[Work], run_started_ns: int) -> Iterator[Translated]:
-        data = self.ray.data.from_items([work._asdict() for work in works], override_num_blocks=len(works))
-        results = data.map_batches(
-            RayFileTranslator, batch_size=1, compute=self.ray.data.ActorPoolStrategy(size=min(self.workers, len(works))),
-            fn_constructor_kwargs={"settings": self.settings, "threads": self.threads,
-                                   "run_started_ns": run_started_ns}, **self.per_worker)
-        for row in results.iter_rows():
-            report = row.pop("report")
-            yield Translated(Outcome(**{name: plain(row[name]) for name in COLUMNS}), report)
+        # Restarted as often as it dies; a file it was on is retried on the restarted actor.
+        actor = self.ray.remote(max_restarts=-1, max_task_retries=-1, **self.per_worker)(RayFileTranslator)
+        settings = dataclasses.asdict(self.settings)
+        pool = self.ray.util.ActorPool([actor.remote(settings, self.threads, run_started_ns)
+                                        for _ in range(min(self.workers, len(works)))])
+        for outcome, report in pool.map_unordered(lambda a, work: a.__call__.remote(tuple(work)), works):
+            yield Translated(Outcome(*outcome), report)
 
     def close(self) -> None:
         self.ray.shutdown()
+        self.scratch.close()
