@@ -82,3 +82,12 @@ def test_device_counts_double_up_to_every_device():
     from imgtrans.benchmarks.translate import device_counts
 
     assert [device_counts(n) for n in (1, 2, 3, 6, 8)] == [[1], [1, 2], [1, 2, 3], [1, 2, 4, 6], [1, 2, 4, 8]]
+
+
+def test_the_default_generators_fit_any_tile():
+    """`benchmark --tile 64` once picked unet_256, which its own tile cannot feed."""
+    from imgtrans.benchmarks.options import BenchmarkConfig
+
+    for name in BenchmarkConfig().generators.split(","):
+        for tile in (64, 128, 256):
+            benchmark.generator_model(name, tile)

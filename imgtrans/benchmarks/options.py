@@ -10,7 +10,7 @@ from imgtrans.config import EXPERIMENT_HELP, opt
 
 @dataclass
 class BenchmarkConfig:
-    generators: str = opt("unet_256,resnet_9blocks", "comma-separated generators to time")
+    generators: str = opt("unet,resnet_9blocks", "comma-separated generators to time; unet = as deep as the tile allows")
     tile: int = opt(256, "tile size in pixels", ge=1)
     batch_sizes: str = opt("auto", "comma-separated batch sizes; auto = 1,8,16,32,64 on a GPU, 1,4 on a CPU")
     backends: str = opt("auto", "comma-separated: eager, compile, ort-cpu, ort-cuda, ort-tensorrt; "
