@@ -7,7 +7,13 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import evaluation_summary, random_rgb, train_in_folder, write_image
+from conftest import (
+    evaluation_summary,
+    one_line_error,
+    random_rgb,
+    train_in_folder,
+    write_image,
+)
 from mlflow.tracking import MlflowClient
 
 from imgtrans.cli import build_parser, config_from_args, main
@@ -218,6 +224,13 @@ def test_unconditional_diffusion_on_a_plain_folder(tmp_path):
                  "--prediction", "v", "--sampler", "ddpm") == 0
     run = runs()[0]
     assert run.info.status == "FINISHED" and run.data.params["conditional"] == "False"
+
+
+def test_exporting_a_diffusion_model_is_refused_in_one_line(facades, capsys):
+    assert train("diffusion", facades, "--max-steps", "1", "--val-images", "0", "--sample-images", "0") == 0
+    assert main(["export", "--run-id", runs()[0].info.run_id]) == 2
+    line = one_line_error(capsys)
+    assert "diffusion cannot be exported to ONNX" in line and "sampling steps" in line
 
 
 def test_diffusion_rejects_a_bad_schedule(facades, capsys):

@@ -2,6 +2,7 @@
 16-bit and float scans, a corrupt sidecar and a GPU provider that is not there (issue #13)."""
 
 import csv
+import json
 import os
 import shutil
 from pathlib import Path
@@ -230,12 +231,21 @@ def test_output_bits_16_widens_8bit_scans_but_jpeg_stays_8bit(tmp_path, exported
 
 # --- the model and the provider -------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"format": "imgtrans-onnx/1", "model": "x"}'],
-                         ids=["invalid", "not-an-object", "incomplete"])
-def test_corrupt_sidecar_is_one_line_saying_to_re_export(tmp_path, exported, capsys, text):
+@pytest.mark.parametrize("change", ["{not json", "[1, 2]", '{"format": "imgtrans-onnx/1", "model": "x"}',
+                                    {"size_multiple": "abc"}, {"size_multiple": 0}, {"precision": "fp8"},
+                                    {"codec": {"colorization": "yes"}}, b"\xff\xfe"],
+                         ids=["invalid", "not-an-object", "incomplete", "text-multiple", "zero-multiple",
+                              "unknown-precision", "bad-codec", "not-utf8"])
+def test_corrupt_sidecar_is_one_line_saying_to_re_export(tmp_path, exported, capsys, change):
     model = tmp_path / "m.onnx"
     shutil.copy(exported, model)
-    sidecar_path(model).write_text(text)
+    if isinstance(change, dict):
+        text = json.dumps({**json.loads(sidecar_path(exported).read_text()), **change})
+        sidecar_path(model).write_text(text)
+    elif isinstance(change, bytes):
+        sidecar_path(model).write_bytes(change)
+    else:
+        sidecar_path(model).write_text(change)
     scans = make_scans(tmp_path / "scans")
     assert run_translate(model, scans, tmp_path / "out") == 2
     line = one_error_line(capsys)
