@@ -74,11 +74,11 @@ def archive_rows(generator: str, tile: int, images: int, size: int, provider: st
             engine = LocalEngine(settings, devices[:count])
             for index, translator in enumerate(engine.translators):
                 translator(Work(str(warm), str(scratch / f"warm-{count}-{index}.png"), "warm.png", -1, -1))
+            on_gpu = engine.on_gpu
             out = scratch / f"out-{count}"
             started = time.perf_counter()
             outcomes = run_archive(plan_archive(scans, out), out, lambda: engine, settings.recipe, progress=False)
             seconds = time.perf_counter() - started
-            on_gpu = engine.on_gpu
             if any(outcome.status != "done" for outcome in outcomes):
                 raise RuntimeError(f"the benchmark archive failed on {count} device(s): {outcomes}")
             one = rows[0].images_per_s if rows else images / seconds

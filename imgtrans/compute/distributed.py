@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -59,6 +60,22 @@ def start(device_type: str) -> World:
     return world
 
 
+PEER_LOST = "another process of the job stopped"
+
+
+class PeerLost(ImgtransError):
+    """An exchange with the other processes failed because one of them ended: this one stops too."""
+
+
+@contextmanager
+def _exchange() -> Iterator[None]:
+    try:
+        yield
+    except (RuntimeError, dist.DistError) as exc:
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise PeerLost(f"{PEER_LOST} ({first[:200]})") from None
+
+
 def stop() -> None:
     global WORLD
     if dist.is_initialized():
@@ -78,7 +95,8 @@ def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         flat = torch.cat([p.grad.reshape(-1) for p in group])
-        dist.all_reduce(flat)
+        with _exchange():
+            dist.all_reduce(flat)
         flat /= WORLD.size
         offset = 0
         for p in group:
@@ -92,13 +110,15 @@ def broadcast_state(module: torch.nn.Module, buffers_only: bool = False) -> None
         return
     with torch.no_grad():
         for tensor in [*([] if buffers_only else module.parameters()), *module.buffers()]:
-            dist.broadcast(tensor.data, 0)
+            with _exchange():
+                dist.broadcast(tensor.data, 0)
 
 
 def sum_over_processes(values: torch.Tensor) -> torch.Tensor:
     if WORLD.active:
         values = values.clone()
-        dist.all_reduce(values)
+        with _exchange():
+            dist.all_reduce(values)
     return values
 
 
@@ -107,7 +127,8 @@ def any_process(flag: bool, device: torch.device) -> bool:
     if not WORLD.active:
         return flag
     value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    with _exchange():
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
 
 
@@ -116,7 +137,8 @@ def from_main(value: Any) -> Any:
     if not WORLD.active:
         return value
     box = [value]
-    dist.broadcast_object_list(box, 0)
+    with _exchange():
+        dist.broadcast_object_list(box, 0)
     return box[0]
 
 
@@ -125,7 +147,8 @@ def gather_to_main(value: Any) -> list[Any] | None:
     if not WORLD.active:
         return [value]
     gathered = [None] * WORLD.size if WORLD.is_main else None
-    dist.gather_object(value, gathered, dst=0)
+    with _exchange():
+        dist.gather_object(value, gathered, dst=0)
     return gathered
 
 

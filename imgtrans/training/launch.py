@@ -13,12 +13,14 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from imgtrans.compute.distributed import PEER_LOST
 from imgtrans.files import scratch_dir
 from imgtrans.tracking import store
 from imgtrans.tracking.tracker import FAILED_RANK_TAG, open_run
 
 TORCHRUN_LOGGER = re.compile(r"torch[./]distributed[./]elastic")
-STOPPED_BY_TORCHRUN = "imgtrans: interrupted (SIGTERM)"
+# What the surviving processes say when another one died: the consequence, not the cause.
+CONSEQUENCES = ("imgtrans: interrupted (SIGTERM)", f"imgtrans: error: {PEER_LOST}")
 TRACEBACK = "Traceback (most recent call last):"
 
 
@@ -66,14 +68,14 @@ def launch(nproc: int, arguments: list[str], name: str, command: str, experiment
 
 def _relay(job: subprocess.Popen) -> tuple[Death | None, list[str]]:
     """Pass the processes' stderr on; keep torchrun's own logging and its traceback back, and read from it
-    which process died first. The processes' "interrupted (SIGTERM)" lines are held back: they are the
-    consequence, not the cause, when one of them died."""
+    which process died first. The survivors' "interrupted (SIGTERM)" and "another process stopped" lines are
+    held back: they are the consequence, not the cause, when one of them died."""
     held, tail = [], []
     for line in job.stderr:
         line = line.rstrip("\n")
         if TORCHRUN_LOGGER.search(line):
             continue
-        if line == STOPPED_BY_TORCHRUN:
+        if line.startswith(CONSEQUENCES):
             held.append(line)
         elif tail or line.startswith(TRACEBACK):  # torchrun's comes last: tracebacks are sorted at the end
             tail.append(line)
