@@ -1,5 +1,7 @@
 """Metric math against references (no pretrained weights), and the evaluate / compare commands."""
 
+import math
+
 import mlflow
 import numpy as np
 import pytest
@@ -12,6 +14,9 @@ from skimage.metrics import structural_similarity
 
 from imgtrans.cli import main
 from imgtrans.data.sheets import HEADER
+from imgtrans.evaluation.report import RunSummary
+from imgtrans.evaluation.report import table as report_table
+from imgtrans.metrics.colour import ColourSums, colourfulness
 from imgtrans.metrics.distribution import DistributionMetrics, FidelityInception
 from imgtrans.metrics.perceptual import lpips_network, lpips_per_image
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
@@ -264,8 +269,10 @@ def test_a_colorizer_is_scored_against_the_grayscale_copy(aerial, tmp_path, caps
     assert main(["compare", "--run-ids", run.info.run_id]) == 0
     out = capsys.readouterr().out
     assert "| baseline: grayscale |" in out
-    below = any(metrics[f"test/{m}"] <= metrics[f"test/baseline/grayscale/{m}"] for m in ("psnr", "ssim"))
-    assert (" ✗ |" in out) == below
+    assert metrics["test/baseline/grayscale/colourfulness_ratio"] == pytest.approx(0, abs=1e-4)
+    below = sum(metrics[f"test/{m}"] <= metrics[f"test/baseline/grayscale/{m}"]
+                for m in ("psnr", "ssim", "colourfulness_ratio"))
+    assert out.count(" ✗ |") == below + (metrics["test/cast"] > metrics["test/cast_truth"])
 
     # Scans of any size are scored whole, at their stored size: here 100 × 150 and 70 × 90 (not multiples of 64).
     from PIL import Image
@@ -290,6 +297,52 @@ def test_a_colorizer_is_scored_against_the_grayscale_copy(aerial, tmp_path, caps
     target = codec.decode_output(x, codec.encode_target(rgb))
     expected = psnr_per_image(codec.decode_output(x, model.translate(x)), target)
     assert run.data.metrics["eval_val/psnr"] == pytest.approx(float(expected), abs=1e-3)
+
+
+def test_colourfulness_known_values():
+    red = torch.zeros(1, 3, 8, 8)
+    red[:, 0] = 1
+    gray = torch.full((1, 3, 8, 8), 0.4)
+    # rg = 255, yb = 127.5 everywhere: no spread, 0.3 · |mean| (Hasler & Süsstrunk).
+    assert colourfulness(red).item() == pytest.approx(0.3 * math.hypot(255, 127.5), rel=1e-5)
+    assert colourfulness(gray).item() == pytest.approx(0, abs=1e-4)
+
+
+def test_colour_sums_see_washed_out_and_cast_outputs():
+    generator = torch.Generator().manual_seed(0)
+    target = torch.rand(4, 3, 16, 16, generator=generator)
+    target[:, :, :8] = target[:, :1, :8]  # the top half gray: near-neutral pixels
+    identical, gray = ColourSums(), ColourSums()
+    identical.update(target, target)
+    gray.update(target.mean(1, keepdim=True).expand_as(target), target)
+    same = identical.results()
+    assert same["colourfulness_ratio"] == pytest.approx(1) and same["chroma_error"] == pytest.approx(0, abs=1e-4)
+    assert same["cast"] == pytest.approx(same["cast_truth"]) and same["cast_truth"] < 1
+    assert gray.results()["colourfulness_ratio"] < 0.05 and gray.results()["chroma_error"] > 5
+
+    sepia = torch.stack([target.mean(1) * 1.0, target.mean(1) * 0.85, target.mean(1) * 0.6], 1)
+    tinted = ColourSums()
+    tinted.update(sepia, target)
+    assert tinted.results()["cast"] > 5 * tinted.results()["cast_truth"]
+
+    # Batch by batch (or process by process, summed) is the same as all at once.
+    halves = ColourSums(), ColourSums()
+    halves[0].update(sepia[:1], target[:1])
+    halves[1].update(sepia[1:], target[1:])
+    summed = ColourSums.from_tensor(halves[0].as_tensor() + halves[1].as_tensor()).results()
+    assert summed == pytest.approx(tinted.results())
+
+
+def test_compare_marks_a_washed_out_or_tinted_colorizer():
+    base = {"psnr": 25.0, "ssim": 0.9, "colourfulness_ratio": 0.8, "chroma_error": 6.0, "cast": 2.0,
+            "cast_truth": 2.5, "baseline/grayscale/psnr": 20.0, "baseline/grayscale/ssim": 0.85,
+            "baseline/grayscale/colourfulness_ratio": 0.0, "n_images": 4}
+    good = RunSummary("a", "good", "pix2pix", {}, None, None, base)
+    tinted = RunSummary("b", "tinted", "pix2pix", {}, None, None, base | {"cast": 4.0, "ssim": 0.8})
+    _, rows = report_table([good, tinted])
+    assert not any("✗" in cell for cell in rows[0])
+    assert [cell for cell in rows[1] if "✗" in cell] == ["0.8 ✗", "4 (2.5) ✗"]
+    assert rows[2][0] == "baseline: grayscale" and "0" in rows[2]
 
 
 def test_the_grayscale_baseline_is_neutral_and_keeps_lightness():

@@ -65,6 +65,7 @@ def test_training_runs_are_told_apart_and_carry_data_model_and_samples(facades):
 
     samples = [a.path for a in client.list_artifacts(second.info.run_id, "samples")]
     assert samples == ["samples/epoch_001.png"]
+    assert "samples.png" in {a.path for a in client.list_artifacts(second.info.run_id)}  # for the compare page
     assert any(a.path.endswith(".png") for a in client.list_artifacts(second.info.run_id, "images"))
     experiment = client.get_experiment(second.info.experiment_id)
     assert experiment.tags[store.EXPERIMENT_KIND_TAG] == store.MODEL_TRAINING
@@ -88,6 +89,7 @@ def test_training_runs_are_told_apart_and_carry_data_model_and_samples(facades):
                                                      f"evaluate-{second.info.run_name}"]
     assert evaluations[1].data.tags["imgtrans.source_runs"] == second.info.run_id
     assert second.info.run_id in evaluations[1].data.tags[store.DESCRIPTION_TAG]
+    assert {"grid.png", "per_image.csv"} <= {a.path for a in client.list_artifacts(evaluations[1].info.run_id)}
 
     assert main(["compare", "--no-progress"]) == 0
     (compare,) = by_role("compare")

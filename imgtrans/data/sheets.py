@@ -56,7 +56,7 @@ def sample_sheet(columns: dict[str, torch.Tensor]) -> np.ndarray:
 def sheet_from_files(columns: dict[str, list[bytes | np.ndarray]]) -> np.ndarray:
     """The same from images of possibly different sizes (e.g. PNG bytes of kept samples): each is fitted into
     the largest one's tile."""
-    tiles = {label: [np.asarray(Image.open(io.BytesIO(t)).convert("RGB")) if isinstance(t, bytes) else t
+    tiles = {label: [np.array(Image.open(io.BytesIO(t)).convert("RGB")) if isinstance(t, bytes) else t
                      for t in items] for label, items in columns.items()}
     height = max(t.shape[0] for items in tiles.values() for t in items)
     width = max(t.shape[1] for items in tiles.values() for t in items)

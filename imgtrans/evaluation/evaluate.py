@@ -31,6 +31,7 @@ from imgtrans.data.splits import SplitSummary
 from imgtrans.errors import ImgtransError
 from imgtrans.evaluation.options import EvaluateConfig
 from imgtrans.files import scratch_dir
+from imgtrans.metrics.colour import ColourSums
 from imgtrans.metrics.distribution import DistributionMetrics, FidelityInception
 from imgtrans.metrics.perceptual import lpips_network, lpips_per_image
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
@@ -123,6 +124,7 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
     diversity: list[torch.Tensor] = []
     rows, columns = [], [[], [], []]
     baselines: dict[str, list[float]] = defaultdict(list)
+    colour, baseline_colour = ColourSums(), defaultdict(ColourSums)
     seconds = 0.0
     # At stored sizes images may differ in size: one at a time.
     loader = make_loader(Subset(dataset, range(count)), batch_size=cfg.batch_size if cfg.crop else 1)
@@ -146,10 +148,12 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
             baseline, trivial = codec.trivial_output(x)
             for name, score in (("psnr", psnr_per_image), ("ssim", ssim_per_image)):
                 baselines[f"baseline/{baseline}/{name}"] += score(trivial, target).tolist()
+            baseline_colour[baseline].update(trivial, target)
             psnr, ssim = psnr_per_image(pred, target), ssim_per_image(pred, target)
+            colours = colour.update(pred, target)
             lp = lpips_per_image(lpips_net, pred.to(device), target.to(device)).cpu() if lpips_net else None
             for i, row in enumerate(rows[-len(pred):]):
-                row.update(psnr=float(psnr[i]), ssim=float(ssim[i]))
+                row.update(psnr=float(psnr[i]), ssim=float(ssim[i]), **{k: float(v[i]) for k, v in colours.items()})
                 if lp is not None:
                     row["lpips"] = float(lp[i])
         keep = max(0, cfg.grid_images - len(columns[0]))
@@ -162,6 +166,9 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
         if values:
             results[name] = float(np.mean(values))
             results[f"{name}_std"] = float(np.std(values))
+    results.update(colour.results())
+    for baseline, sums in baseline_colour.items():
+        results.update({f"baseline/{baseline}/{k}": v for k, v in sums.results().items()})
     if diversity:
         name = "diversity_lpips" if lpips_net is not None else "diversity_l1"
         values = torch.cat(diversity)
@@ -217,8 +224,9 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
         messages = dict.fromkeys(m.message for m in result.unavailable)
         if messages:
             target.set_tags({f"imgtrans.{prefix}.unavailable": " ".join(messages)})
-        tracker.log_artifact(result.artifacts / "grid.png", f"evaluation/{cfg.split}")
-        tracker.log_artifact(result.artifacts / "per_image.csv", f"evaluation/{cfg.split}")
+        # At the evaluation run's root, where MLflow's compare page offers files two runs share.
+        tracker.log_artifact(result.artifacts / "grid.png")
+        tracker.log_artifact(result.artifacts / "per_image.csv")
         tracker.log_params({"split": cfg.split, "dataset": cfg.dataset, "max_images": cfg.max_images or None,
                             "crop": cfg.crop})
         tracker.describe(evaluation_description(source, result, prefix))

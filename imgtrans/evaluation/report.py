@@ -20,10 +20,12 @@ from imgtrans.files import atomic_write_bytes
 
 SHEET_FILE = "samples.jpg"
 BASELINE_PREFIX = "baseline/"
-BASELINE_METRICS = ("psnr", "ssim")  # what `evaluate` scores its trivial baselines on
+# What a run must beat its trivial baselines on (higher is better).
+BASELINE_METRICS = ("psnr", "ssim", "colourfulness_ratio")
 
 METRICS = [("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("lpips", "LPIPS ↓"), ("fid", "FID ↓"), ("kid", "KID ↓"),
-           ("is", "IS ↑")]
+           ("is", "IS ↑"), ("colourfulness_ratio", "colour ratio ↑"), ("chroma_error", "Δab ↓"),
+           ("cast", "cast (truth) ↓")]
 KEY_PARAMS = ["dataset", "netG", "netD", "gan_mode", "norm", "lambda_L1", "ngf", "ndf", "color_space",
               "crop_size", "batch_size", "lr", "n_epochs", "n_epochs_decay", "max_steps"]
 
@@ -54,8 +56,22 @@ def varying_params(runs: list[RunSummary]) -> list[str]:
 def _cell(metrics: dict[str, float], name: str) -> str:
     if name not in metrics:
         return "n/a"
+    if name == "cast" and "cast_truth" in metrics:
+        return f"{metrics['cast']:.3g} ({metrics['cast_truth']:.3g})"
     std = metrics.get(f"{name}_std")
     return f"{metrics[name]:.4g} ± {std:.2g}" if std is not None else f"{metrics[name]:.4g}"
+
+
+def casts_colour(metrics: dict[str, float]) -> bool:
+    """Whether outputs put more colour on near-neutral pixels than the truth has there."""
+    return "cast" in metrics and "cast_truth" in metrics and metrics["cast"] > metrics["cast_truth"]
+
+
+def mark(run: RunSummary, metric: str) -> str:
+    """✗ where the run does not beat its best baseline, or casts a tint the truth does not have."""
+    failed = below_baseline(run, metric) if metric in BASELINE_METRICS else \
+        metric == "cast" and casts_colour(run.metrics)
+    return " ✗" if failed else ""
 
 
 def baselines(run: RunSummary) -> dict[str, dict[str, float]]:
@@ -75,8 +91,7 @@ def below_baseline(run: RunSummary, metric: str) -> bool:
 
 
 def table(runs: list[RunSummary], linked: bool = False) -> tuple[list[str], list[list[str]]]:
-    """One row per run, then one per trivial baseline (per dataset and image count); a metric where a run
-    does not beat its best baseline is marked ✗."""
+    """One row per run, then one per trivial baseline (per dataset and image count), with ✗ marks (`mark`)."""
     params = varying_params(runs)
     header = ["run", "model", *params, "G params (M)", "train min", "ms/image", "N", *[t for _, t in METRICS]]
     rows = []
@@ -87,8 +102,7 @@ def table(runs: list[RunSummary], linked: bool = False) -> tuple[list[str], list
             f"{r.train_minutes:.1f}" if r.train_minutes is not None else "n/a",
             f"{r.metrics['ms_per_image']:.2f}" if "ms_per_image" in r.metrics else "n/a",
             f"{int(r.metrics['n_images'])}" if "n_images" in r.metrics else "n/a",
-            *[_cell(r.metrics, m) + (" ✗" if m in BASELINE_METRICS and below_baseline(r, m) else "")
-              for m, _ in METRICS],
+            *[_cell(r.metrics, m) + mark(r, m) for m, _ in METRICS],
         ])
     shown = set()
     for r in runs:
@@ -107,7 +121,10 @@ def settings_notes(runs: list[RunSummary]) -> list[str]:
     notes = ["PSNR and SSIM: per image in rgb, data range 1.0, mean ± std over the evaluated images.",
              "baseline rows: what a model that learned nothing scores on the same images — the grayscale copy of "
              "the input for colorization, the input itself otherwise; ✗ marks a run that does not beat its best "
-             "baseline on that metric."]
+             "baseline on that metric, or whose cast exceeds the truth's.",
+             "colour ratio: the outputs' mean colourfulness (Hasler & Süsstrunk) over the targets' (0 for a gray "
+             "copy); Δab: mean |Δa| + |Δb| in CIE Lab; cast: mean chroma of the outputs on pixels whose target is "
+             "near-neutral (C* < 5), the truth's own in brackets."]
     for r in runs:
         s = r.settings
         if "fid_n_real" in s:

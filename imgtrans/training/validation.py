@@ -1,5 +1,5 @@
-"""Validation during training: `val/psnr`, `val/ssim` (and `val/kid` for models that ask for it, the model's
-own `val/*` scores) on the validation split, summed over a torchrun job's processes, and the labelled sample
+"""Validation during training: `val/psnr`, `val/ssim` (a colorizer's colour scores, `val/kid` for models that
+ask for it, the model's own `val/*` scores) on the validation split, summed over a torchrun job's processes, and the labelled sample
 sheet; the generator's batch-norm statistics recomputed with its final weights."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from imgtrans.config import TrainConfig
 from imgtrans.data.datasets import Data, make_loader
 from imgtrans.data.sheets import sample_sheet
 from imgtrans.data.splits import SplitSummary
+from imgtrans.metrics.colour import ColourSums
 from imgtrans.metrics.distribution import FidelityInception, kernel_inception_distance
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
 from imgtrans.metrics.weights import (
@@ -25,6 +26,9 @@ from imgtrans.metrics.weights import (
 from imgtrans.models.base import TranslationModel
 from imgtrans.tracking.tracker import Tracker
 from imgtrans.training import bn_recalibration
+
+# What a colorizer's validation adds, to follow saturation and cast over training.
+VALIDATION_COLOUR = ("colourfulness_ratio", "chroma_error", "cast", "cast_truth")
 
 
 class Validator:
@@ -76,12 +80,15 @@ class Validator:
                 sheet = sample_sheet(model.visuals(batch))
                 self.tracker.log_image(sheet, "samples", step)
                 self.tracker.log_image_file(sheet, f"samples/epoch_{epoch + 1:03d}.png")
+                # The latest sheet again at the root: MLflow's compare page offers only root files both runs have.
+                self.tracker.log_image_file(sheet, "samples.png")
             model.train()
         return metrics
 
     def _scores(self, count: int, device: torch.device) -> dict[str, float]:
         model, codec, world = self.model, self.data.codec, self.world
         psnrs, ssims, preds, targets = [], [], [], []
+        colour = ColourSums() if codec.colorization else None
         loader = make_loader(Subset(self.data.val, range(world.rank, count, world.size)), batch_size=8)
         for batch in loader:
             x = batch["A"].to(device)
@@ -89,12 +96,17 @@ class Validator:
             target = codec.decode_output(x, batch["B"].to(device))
             psnrs.append(psnr_per_image(pred, target))
             ssims.append(ssim_per_image(pred, target))
+            if colour is not None:
+                colour.update(pred, target)
             preds.append(pred)
             targets.append(target)
         scores = torch.stack([torch.cat(psnrs).sum(), torch.cat(ssims).sum()]) if psnrs else \
             torch.zeros(2, device=device)
         psnr_sum, ssim_sum = distributed.sum_over_processes(scores.to(device)).tolist()
         metrics = {"val/psnr": psnr_sum / count, "val/ssim": ssim_sum / count}
+        if colour is not None:
+            colour = ColourSums.from_tensor(distributed.sum_over_processes(colour.as_tensor().to(device)).cpu())
+            metrics.update({f"val/{k}": v for k, v in colour.results().items() if k in VALIDATION_COLOUR})
         if self.kid_features is not None:  # KID from every process's images
             real, fake = (distributed.gather_tensors(torch.cat(images) if images else torch.empty(0))
                           for images in (targets, preds))
