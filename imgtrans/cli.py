@@ -67,6 +67,9 @@ def config_from_args(cls: type, args: argparse.Namespace) -> tuple[Any, dict[str
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="imgtrans", description="Image-to-image translation experiments tracked in MLflow.")
+    parser.add_argument("--offline", action="store_true",
+                        help="never download pretrained weights (metrics without theirs are unavailable); "
+                             "the same as IMGTRANS_OFFLINE=1")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help, description=command.help)
@@ -83,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command is None:
                 parser.print_help()
                 return 2
+            if args.offline:  # in the environment, so that the processes the command starts inherit it
+                os.environ["IMGTRANS_OFFLINE"] = "1"  # metrics.weights.OFFLINE_VARIABLE, not imported: it needs torch
             sweep_scratch()
             command = COMMANDS[args.command]
             cfg, explicit = config_from_args(command.config_class, args)

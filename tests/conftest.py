@@ -52,6 +52,7 @@ def isolated(tmp_path, monkeypatch, empty_store):
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("IMGTRANS_DATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("IMGTRANS_OFFLINE", "1")  # pretrained weights are never downloaded by tests
     # Under pytest-xdist (-n 2) each worker computes on one core; alone, on both. The processes tests start
     # use as many (results depend on the thread count: an exact resume compares runs of both).
     threads = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2

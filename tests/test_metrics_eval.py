@@ -20,13 +20,7 @@ from imgtrans.metrics.colour import ColourSums, colourfulness
 from imgtrans.metrics.distribution import DistributionMetrics, FidelityInception
 from imgtrans.metrics.perceptual import lpips_network, lpips_per_image
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
-from imgtrans.metrics.weights import (
-    ALEXNET_FILE,
-    INCEPTION_FILE,
-    INCEPTION_URL,
-    missing_message,
-    weights_file,
-)
+from imgtrans.metrics.weights import ALEXNET, INCEPTION, resolve_weights, weights_file
 
 
 class RandomFeatures(torch.nn.Module):
@@ -160,25 +154,25 @@ def test_lpips_math_with_random_backbone():
 
 def test_weights_are_looked_up_without_download(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    assert weights_file(INCEPTION_FILE) is None
+    assert weights_file(INCEPTION) is None
+    path, message = resolve_weights(INCEPTION, "", "FID", "inception_weights")  # tests run offline
+    assert path is None and INCEPTION.filename in message and "inception_weights=<path>" in message
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "hub" / "checkpoints" / INCEPTION_FILE).write_bytes(b"x")
-    assert weights_file(INCEPTION_FILE) == tmp_path / "hub" / "checkpoints" / INCEPTION_FILE
-    assert weights_file(INCEPTION_FILE, str(tmp_path / "elsewhere.pth")) is None
-    message = missing_message("FID", INCEPTION_FILE, INCEPTION_URL, "", "inception_weights")
-    assert INCEPTION_FILE in message and "inception_weights=<path>" in message
+    (tmp_path / "hub" / "checkpoints" / INCEPTION.filename).write_bytes(b"x")
+    assert weights_file(INCEPTION) == tmp_path / "hub" / "checkpoints" / INCEPTION.filename
+    assert weights_file(INCEPTION, str(tmp_path / "elsewhere.pth")) is None
 
 
-@pytest.mark.skipif(weights_file(ALEXNET_FILE) is None, reason="AlexNet weights not in the torch hub cache")
+@pytest.mark.skipif(weights_file(ALEXNET) is None, reason="AlexNet weights not in the torch hub cache")
 def test_real_lpips_weights_load():
-    net = lpips_network(weights_file(ALEXNET_FILE))
+    net = lpips_network(weights_file(ALEXNET))
     real, fake = image_sets(2)
     assert (lpips_per_image(net, real, fake) > 0).all()
 
 
-@pytest.mark.skipif(weights_file(INCEPTION_FILE) is None, reason="FID Inception weights not in the hub cache")
+@pytest.mark.skipif(weights_file(INCEPTION) is None, reason="FID Inception weights not in the hub cache")
 def test_real_inception_features():
-    features = FidelityInception(weights_file(INCEPTION_FILE))
+    features = FidelityInception(weights_file(INCEPTION))
     assert features(torch.rand(2, 3, 64, 64)).shape == (2, 2048)
 
 
@@ -196,7 +190,7 @@ def test_evaluate_and_compare_two_runs(facades, tmp_path, capsys, monkeypatch):
     for run_id in run_ids:
         assert main(["evaluate", "--run-id", run_id, "--grid-images", "2"]) == 0
     err = capsys.readouterr().err
-    assert err.count("LPIPS unavailable") == 2 and INCEPTION_FILE in err  # said once per evaluation
+    assert err.count("LPIPS unavailable") == 2 and INCEPTION.filename in err  # said once per evaluation
     run = client.get_run(run_ids[0])
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
@@ -243,8 +237,8 @@ def test_weight_files_in_the_hub_cache_enable_every_metric(facades, tmp_path, mo
 
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    torch.save(torchvision.models.alexnet().state_dict(), checkpoints / ALEXNET_FILE)
-    random_inception_file(checkpoints / INCEPTION_FILE)
+    torch.save(torchvision.models.alexnet().state_dict(), checkpoints / ALEXNET.filename)
+    random_inception_file(checkpoints / INCEPTION.filename)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
 
     assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "1"]) == 0

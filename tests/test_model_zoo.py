@@ -242,13 +242,13 @@ def test_diffusion_rejects_a_bad_schedule(facades, capsys):
 def test_diffusion_validation_reports_kid_when_inception_weights_exist(facades, tmp_path, monkeypatch, capsys):
     from conftest import random_inception_file
 
-    from imgtrans.metrics.weights import INCEPTION_FILE
+    from imgtrans.metrics.weights import INCEPTION
 
     assert train("diffusion", facades, "--max-steps", "1") == 0
     run = runs()[0]
     assert "val/kid" not in run.data.metrics and "val/psnr" in run.data.metrics
     assert "val/kid unavailable" in run.data.tags["mlflow.note.content"]
-    assert INCEPTION_FILE in capsys.readouterr().err
+    assert INCEPTION.filename in capsys.readouterr().err
 
     weights = random_inception_file(tmp_path / "inception.pth")
     assert train("diffusion", facades, "--max-steps", "1", "--inception-weights", str(weights)) == 0

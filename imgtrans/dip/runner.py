@@ -29,9 +29,9 @@ from imgtrans.dip.options import DIPConfig
 from imgtrans.errors import ImgtransError
 from imgtrans.files import scratch_dir
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
-from imgtrans.metrics.weights import missing_message, weights_file
+from imgtrans.metrics.weights import VGG16, resolve_weights
 from imgtrans.nets.layers import count_parameters, pad_to_multiple
-from imgtrans.nets.perceptual import VGG16_FILE, VGG16_URL, PerceptualLoss
+from imgtrans.nets.perceptual import PerceptualLoss
 from imgtrans.tracking.tracker import Tracker
 from imgtrans.training import checkpoint
 from imgtrans.training.runs import Validation, log_setup
@@ -87,9 +87,8 @@ class DIPRunner:
         cfg = self.cfg
         if cfg.lambda_perceptual <= 0:
             return None
-        weights = weights_file(VGG16_FILE, cfg.vgg_weights)
+        weights, message = resolve_weights(VGG16, cfg.vgg_weights, "perceptual loss", "vgg_weights")
         if weights is None:
-            message = missing_message("perceptual loss", VGG16_FILE, VGG16_URL, cfg.vgg_weights, "vgg_weights")
             print(f"imgtrans: warning: {message}; training with lambda_perceptual=0", file=sys.stderr)
             self.notes.append(f"Perceptual loss disabled: {message}.")
             self.cfg = dataclasses.replace(cfg, lambda_perceptual=0.0)

@@ -35,15 +35,7 @@ from imgtrans.metrics.colour import ColourSums
 from imgtrans.metrics.distribution import DistributionMetrics, FidelityInception
 from imgtrans.metrics.perceptual import lpips_network, lpips_per_image
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
-from imgtrans.metrics.weights import (
-    ALEXNET_FILE,
-    ALEXNET_URL,
-    INCEPTION_FILE,
-    INCEPTION_URL,
-    Unavailable,
-    missing_message,
-    weights_file,
-)
+from imgtrans.metrics.weights import ALEXNET, INCEPTION, Unavailable, resolve_weights
 from imgtrans.tracking import store
 from imgtrans.tracking.models import generator_checkpoint, generator_of_run
 from imgtrans.tracking.tracker import SOURCE_RUNS_TAG, MlflowTracker, tracked_run
@@ -104,21 +96,19 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
     codec = data.codec
     unavailable: list[Unavailable] = []
 
-    lpips_file = weights_file(ALEXNET_FILE, cfg.lpips_weights)
+    lpips_file, lpips_missing = resolve_weights(ALEXNET, cfg.lpips_weights, "LPIPS", "lpips_weights")
     lpips_net = lpips_network(lpips_file).to(device) if lpips_file else None
     if lpips_net is None:
-        unavailable.append(Unavailable("lpips", missing_message(
-            "LPIPS", ALEXNET_FILE, ALEXNET_URL, cfg.lpips_weights, "lpips_weights")))
-    inception_file = weights_file(INCEPTION_FILE, cfg.inception_weights)
+        unavailable.append(Unavailable("lpips", lpips_missing))
+    inception_file, inception_missing = resolve_weights(INCEPTION, cfg.inception_weights, "FID/KID/IS",
+                                                        "inception_weights")
     distribution = None
     if inception_file:
         distribution = DistributionMetrics(FidelityInception(inception_file, "2048"),
                                              FidelityInception(inception_file, "logits_unbiased"),
                                              kid_subset_size=cfg.kid_subset_size)
     else:
-        message = missing_message("FID/KID/IS", INCEPTION_FILE, INCEPTION_URL, cfg.inception_weights,
-                                    "inception_weights")
-        unavailable += [Unavailable(name, message) for name in ("fid", "kid", "is")]
+        unavailable += [Unavailable(name, inception_missing) for name in ("fid", "kid", "is")]
 
     has_targets = data.source.has_targets
     diversity: list[torch.Tensor] = []

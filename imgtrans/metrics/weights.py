@@ -1,18 +1,46 @@
-"""The pretrained weights some metrics need (the FID Inception, LPIPS's AlexNet): where they are looked for
-— an explicit path, else the torch hub cache under the file names the libraries use — and what a metric
-says when its file is missing: it is unavailable, and everything else carries on."""
+"""The pretrained weights some metrics and losses need (the FID Inception, LPIPS's AlexNet, the perceptual loss's
+VGG16): an explicit path, else the torch hub cache under the file names the libraries use, downloaded there on
+first use (checksum checked) unless offline. A file that cannot be had makes its metric unavailable, said in
+one line, and everything else carries on."""
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
 from dataclasses import dataclass
+from http.client import HTTPException
 from pathlib import Path
+from urllib.error import HTTPError
 
 import torch
 
-INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
-INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
-ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
+OFFLINE_VARIABLE = "IMGTRANS_OFFLINE"  # also set by `imgtrans --offline`
+MIRROR_VARIABLE = "IMGTRANS_WEIGHTS_MIRROR"  # a base URL that serves the files under their names
+DOWNLOAD_TIMEOUT_S = 60  # per connection attempt and per read: a silent firewall fails instead of hanging
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    filename: str
+    url: str
+    sha256_prefix: str  # the hex digits torchvision-style names end with
+
+    def cache_path(self) -> Path:
+        return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
+
+    def source(self) -> str:
+        """Where it downloads from: the mirror when one is set."""
+        mirror = os.environ.get(MIRROR_VARIABLE, "")
+        return f"{mirror.rstrip('/')}/{self.filename}" if mirror else self.url
+
+
+INCEPTION = WeightsFile("weights-inception-2015-12-05-6726825d.pth",
+                        "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                        "weights-inception-2015-12-05-6726825d.pth", "6726825d")
+ALEXNET = WeightsFile("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+                      "7be5be79")
+VGG16 = WeightsFile("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth", "397923af")
 
 
 @dataclass(frozen=True)
@@ -21,16 +49,39 @@ class Unavailable:
     message: str
 
 
-def weights_file(filename: str, explicit: str = "") -> Path | None:
-    """An explicit path if given, else the torch hub cache entry, if the file exists."""
-    if explicit:
-        path = Path(explicit).expanduser()
-        return path if path.is_file() else None
-    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+def offline() -> bool:
+    return os.environ.get(OFFLINE_VARIABLE, "").lower() in ("1", "true", "yes", "on")
+
+
+def weights_file(weights: WeightsFile, explicit: str = "") -> Path | None:
+    """An explicit path if given, else the torch hub cache entry, if the file exists (never downloads)."""
+    path = Path(explicit).expanduser() if explicit else weights.cache_path()
     return path if path.is_file() else None
 
 
-def missing_message(metric: str, filename: str, url: str, explicit: str, option: str) -> str:
-    where = explicit or str(Path(torch.hub.get_dir()) / "checkpoints" / filename)
-    return (f"{metric} unavailable: weights file {where} not found; download {url} there on a machine with "
-            f"network access, or pass {option}=<path>")
+def resolve_weights(weights: WeightsFile, explicit: str, metric: str, option: str) -> tuple[Path | None, str]:
+    """The file, downloaded into the torch hub cache when missing there; or None and the line saying why `metric`
+    is unavailable. An explicit path is never downloaded to: the user keeps that file."""
+    found = weights_file(weights, explicit)
+    if found is not None:
+        return found, ""
+    url, path = weights.source(), weights.cache_path()
+    if explicit or offline():
+        where = explicit or str(path)
+        return None, (f"{metric} unavailable: weights file {where} not found; download {url} there on a machine "
+                      f"with network access, or pass {option}=<path>")
+    print(f"imgtrans: downloading {url} to {path}", file=sys.stderr)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torch.hub's urlopen takes no timeout of its own
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A temporary file next to `path`, removed on any failure, renamed into place once its SHA-256 matches.
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=weights.sha256_prefix,
+                                       progress=sys.stderr.isatty())
+    except (OSError, HTTPException, RuntimeError) as exc:  # no network, a refusal, a checksum that does not match
+        reason = exc if isinstance(exc, HTTPError) else getattr(exc, "reason", exc)
+        return None, (f"{metric} unavailable: could not download {url} ({reason}); run again with network access "
+                      f"or put the file at {path}, or pass {option}=<path>")
+    finally:
+        socket.setdefaulttimeout(previous)
+    return path, ""

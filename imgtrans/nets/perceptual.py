@@ -8,8 +8,6 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models.vgg import cfgs, make_layers
 
-VGG16_FILE = "vgg16-397923af.pth"
-VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
