@@ -119,13 +119,18 @@ class TrainConfig(RunConfig):
     checkpoint_minutes: float = opt(10.0, "checkpoint when this many minutes have passed since the last one, and at "
                                           "the end (written in the background); 0 = at every epoch end", ge=0)
     recalibrate_bn: int = opt(100, "at the end, recompute the generator's batch-norm statistics with the final "
-                                   "weights over this many training images (logs bn/eval_train_gap_before/_after); "
-                                   "0 = off; nothing to do without batch norm", ge=0)
+                                   "weights over this many training images, kept only where that narrows the "
+                                   "eval-vs-batch-statistics gap on validation images (figures bn_eval_train_gap_"
+                                   "before/_after, bn_recalibrated); 0 = off; nothing to do without batch norm", ge=0)
     cuda_graphs: bool = opt(True, "replay the whole training step as one captured CUDA graph where the model "
                                   "allows it (CUDA; the imgtrans.cuda_graphs tag says whether it did, or why not)")
     sync_bn: bool = opt(False, "under torchrun (nproc > 1): batch-norm statistics over the global batch "
                                "(nn.SyncBatchNorm, CUDA) instead of each process's share", when=SEVERAL_PROCESSES)
     val_every: int = opt(1, "validate (val/<metric>, sample grid) every this many epochs, and at the end", ge=1)
+    keep_best: Literal["last", "val/psnr", "val/ssim", "val/kid", "val/colourfulness_ratio", "val/chroma_error"] = opt(
+        "val/psnr", "the model the run logs (and export uses): the generator at the validation with the best value "
+                    "of this metric (kid, chroma_error: the lowest), its step in the best_step tag; last = the final "
+                    "generator; a run whose validation lacks the metric keeps the last")
 
     def total_epochs(self) -> int:
         return self.epochs or (self.n_epochs + self.n_epochs_decay)

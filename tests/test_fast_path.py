@@ -70,8 +70,8 @@ def test_by_default_a_short_run_checkpoints_once_at_the_end(facades):
         run_id=run.info.run_id, artifact_path="checkpoints/last.pt"))["position"]["step"] == 9
     assert run.data.params["cuda_graphs"] == "False"
     assert "CUDA graphs: off: not on a CUDA device." in run.data.tags["mlflow.note.content"]
-    # The generator's batch-norm statistics were recomputed with its final weights.
-    assert found["bn_eval_train_gap_after"] < found["bn_eval_train_gap_before"]
+    # The generator's batch-norm statistics were recomputed with its final weights, and kept if that helped.
+    assert found["bn_recalibrated"] == (found["bn_eval_train_gap_after"] < found["bn_eval_train_gap_before"])
 
 
 def test_recalibrated_batch_norm_makes_eval_mode_match_batch_statistics():
@@ -84,12 +84,17 @@ def test_recalibrated_batch_norm_makes_eval_mode_match_batch_statistics():
     net.train()
     net(batches[0])  # one step's worth of running average (momentum 0.1): still far off
     net.eval()
-    before = bn_recalibration.eval_train_gap(net, net, torch.cat(batches))
-    bn_recalibration.recalibrate(net, net, batches)
-    after = bn_recalibration.eval_train_gap(net, net, torch.cat(batches))
-    assert after < 0.05 * before
+    before, after, kept = bn_recalibration.recalibrate_if_closer(net, net, batches, [torch.cat(batches)])
+    assert kept and after < 0.05 * before
     assert not net[1].training and net[1].momentum == 0.1  # the layers are left as they were
     assert bn_recalibration.batch_norms(torch.nn.Sequential(torch.nn.InstanceNorm2d(3))) == []
+
+    # Statistics that already fit the probes are not replaced by ones from other images.
+    fitted = {name: b.clone() for name, b in net.named_buffers()}
+    other = [torch.randn(4, 3, 16, 16) * 0.5 - 4 for _ in range(3)]
+    before, after, kept = bn_recalibration.recalibrate_if_closer(net, net, other, [torch.cat(batches)])
+    assert not kept and after > before
+    assert all(torch.equal(b, fitted[name]) for name, b in net.named_buffers())
 
 
 def tiny_model(name: str, **options):

@@ -256,3 +256,22 @@ def test_nan_loss_stops_with_a_clear_error(facades, monkeypatch, capsys):
     train(facades, "--max-steps", "3", expect=2)
     assert "training diverged by step 1: G_L1 became NaN/inf" in one_line_error(capsys)
     assert runs()[0].info.status == "FAILED"
+
+
+def test_the_run_keeps_the_generator_of_its_best_validation(facades):
+    from imgtrans.training.best import improves
+
+    assert improves("val/psnr", {"val/psnr": 20.0}, None) and not improves("val/psnr", {}, None)
+    assert improves("val/kid", {"val/kid": 0.1}, {"value": 0.2})
+    assert not improves("val/psnr", {"val/psnr": 1}, {"value": 2})
+
+    train(facades, "--epochs", "3", "--lr", "0.01")  # a high lr: scores move from epoch to epoch
+    (run,) = runs()
+    history = {m.step: m.value for m in MlflowClient().get_metric_history(run.info.run_id, "val/psnr")}
+    best_step = max(history, key=history.get)
+    assert best_step != max(history)  # (with this seed the best is not the last)
+    assert run.data.tags["best_step"] == str(best_step)
+    (output,) = run.outputs.model_outputs
+    assert output.step == best_step
+    linked = {m.key: m for m in MlflowClient().get_logged_model(output.model_id).metrics}
+    assert linked["val/psnr"].value == history[best_step] and linked["val/psnr"].step == best_step

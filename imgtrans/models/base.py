@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from imgtrans.compute import distributed
 from imgtrans.compute.runtime import Runtime
@@ -102,6 +103,10 @@ class TranslationModel(nn.Module):
     def inception_weights(self) -> str:
         """The Inception weights file given for val/kid; "" = look in the torch hub cache."""
         return ""
+
+    def fit_to_data(self, train: Dataset) -> None:
+        """Statistics the model takes from its training split before the first step, kept in its state (a
+        resumed run has them from its checkpoint)."""
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The model's optimizers by name (made after `setup`, on the device's parameters)."""

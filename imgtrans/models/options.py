@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from imgtrans.config import (
+    LAB,
     WGANGP,
     GANConfig,
     InitType,
@@ -18,10 +19,12 @@ from imgtrans.config import (
     UnpairedGANConfig,
     opt,
 )
+from imgtrans.errors import ImgtransError
 
 BETA_SCHEDULES = {"schedule": ("linear", "scaled_linear", "sigmoid")}
 SIGNAL_COSINE = {"schedule": ("signal_cosine",)}
 NCE = {"lambda_NCE": lambda weight: weight > 0}
+COLOUR_CLASSES = {"colorization_loss": ("classification", "both")}
 
 
 @dataclass
@@ -30,7 +33,18 @@ class Pix2PixConfig(GANConfig):
 
     model_name: ClassVar[str] = "pix2pix"
 
-    lambda_L1: float = opt(100.0, "weight of the L1 term", ge=0)
+    colorization_loss: Literal["l1", "classification", "both"] = opt(
+        "l1", "lab: how the colours are learned: L1 on a,b (regresses to the mean colour), the class-rebalanced "
+              "cross-entropy over quantised a,b decoded by the annealed mean (Zhang et al., “Colorful Image "
+              "Colorization”), or both", when=LAB)
+    lambda_L1: float = opt(100.0, "weight of the L1 term", when={"colorization_loss": ("l1", "both")}, ge=0)
+    lambda_class: float = opt(1.0, "weight of the colour-class cross-entropy", when=LAB | COLOUR_CLASSES, ge=0)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.colorization_loss != "l1" and self.color_space != "lab":
+            raise ImgtransError(f"colorization_loss={self.colorization_loss} needs color_space=lab (and a "
+                                "colorization dataset); use colorization_loss=l1 for rgb")
 
 
 @dataclass

@@ -9,6 +9,7 @@ from torch import nn
 
 from imgtrans.errors import ImgtransError
 from imgtrans.nets.chroma import LabOutput
+from imgtrans.nets.colour_classes import ClassColourGenerator, ColourClasses
 from imgtrans.nets.layers import Generator, norm_layer
 
 GENERATORS = ("unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks")
@@ -27,6 +28,11 @@ def upsampling(kind: str, in_ch: int, out_ch: int, bias: bool = True) -> nn.Modu
     raise ImgtransError(f"invalid upsample '{kind}'; valid values: {', '.join(UPSAMPLING)}")
 
 
+def final_activation(logits: bool) -> nn.Module:
+    """tanh for outputs in [-1, 1]; none for class scores (logits)."""
+    return nn.Identity() if logits else nn.Tanh()
+
+
 def lab_output(lab: LabOutput | None, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The network's last activations y as they leave it: through the Lab colorizer's output stage, if it has one."""
     return y if lab is None else lab(x, y)
@@ -41,7 +47,7 @@ class UnetGenerator(Generator):
 
     def __init__(self, input_nc: int, output_nc: int, depth: int = 8, ngf: int = 64,
                  norm: str = "batch", dropout: bool = True, nz: int = 0, upsample: str = "transpose",
-                 lab: LabOutput | None = None):
+                 lab: LabOutput | None = None, logits: bool = False):
         super().__init__()
         self.lab = lab
         # nz > 0: a latent code z (N, nz) is broadcast and concatenated to the input of every encoder level
@@ -63,7 +69,7 @@ class UnetGenerator(Generator):
         for i in range(depth):
             in_ch = ch[i] if i == depth - 1 else 2 * ch[i]
             if i == 0:
-                layers = [nn.ReLU(True), upsampling(upsample, in_ch, output_nc), nn.Tanh()]
+                layers = [nn.ReLU(True), upsampling(upsample, in_ch, output_nc), final_activation(logits)]
             else:
                 layers = [nn.ReLU(True), upsampling(upsample, in_ch, ch[i - 1], bias), make_norm(ch[i - 1])]
                 if dropout and 4 <= i <= depth - 2:
@@ -123,7 +129,8 @@ class ResnetGenerator(Generator):
     """c7s1-ngf, two stride-2 downsamplings, n_blocks residual blocks, two upsamplings, c7s1-out."""
 
     def __init__(self, input_nc: int, output_nc: int, n_blocks: int = 9, ngf: int = 64,
-                 norm: str = "batch", dropout: bool = False, upsample: str = "transpose", lab: LabOutput | None = None):
+                 norm: str = "batch", dropout: bool = False, upsample: str = "transpose", lab: LabOutput | None = None,
+                 logits: bool = False):
         super().__init__()
         self.lab = lab
         make_norm, bias = norm_layer(norm)
@@ -138,7 +145,7 @@ class ResnetGenerator(Generator):
             up = nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, 2, 1, output_padding=1, bias=bias) \
                 if upsample == "transpose" else upsampling(upsample, ngf * mult, ngf * mult // 2, bias)
             layers += [up, make_norm(ngf * mult // 2), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), final_activation(logits)]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,19 +173,29 @@ def unet_depth(name: str, crop_size: int) -> int:
 
 def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm: str, dropout: bool,
                     crop_size: int, nz: int = 0, upsample: str = "transpose", gamut: bool = False,
-                    chroma_blur: float = 0.0) -> nn.Module:
+                    chroma_blur: float = 0.0, colour_classes: bool = False) -> nn.Module:
     """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth. `gamut`,
     `chroma_blur`: the output is a,b for the L of the input's first channel, low-passed and kept inside the sRGB
-    gamut (`LabOutput`)."""
+    gamut (`LabOutput`). `colour_classes`: the network scores colour classes and decodes them into that a,b
+    (`ClassColourGenerator`)."""
     lab = LabOutput(gamut, chroma_blur) if gamut or chroma_blur > 0 else None
     if name not in GENERATORS:
         raise ImgtransError(f"invalid netG '{name}'; valid values: {', '.join(GENERATORS)}")
+    if not colour_classes:
+        return _network(name, input_nc, output_nc, ngf, norm, dropout, crop_size, nz, upsample, lab, logits=False)
+    classes = ColourClasses()
+    net = _network(name, input_nc, classes.count, ngf, norm, dropout, crop_size, nz, upsample, None, logits=True)
+    return ClassColourGenerator(net, classes, lab)
+
+
+def _network(name: str, input_nc: int, output_nc: int, ngf: int, norm: str, dropout: bool, crop_size: int, nz: int,
+             upsample: str, lab: LabOutput | None, logits: bool) -> Generator:
     if name.startswith("unet"):
         depth = unet_depth(name, crop_size)
         if crop_size % 2 ** depth:
             raise ImgtransError(f"netG={name} needs crop_size to be a multiple of {2 ** depth}, got {crop_size}")
-        return UnetGenerator(input_nc, output_nc, depth, ngf, norm, dropout, nz, upsample, lab)
+        return UnetGenerator(input_nc, output_nc, depth, ngf, norm, dropout, nz, upsample, lab, logits)
     if nz:
         raise ImgtransError(f"netG={name} cannot take a latent code at every layer; use a unet or where_add=input")
     return ResnetGenerator(input_nc, output_nc, 9 if name == "resnet_9blocks" else 6, ngf, norm, dropout, upsample,
-                           lab)
+                           lab, logits)

@@ -27,7 +27,7 @@ from imgtrans.models.base import TranslationModel
 from imgtrans.models.registry import model_class
 from imgtrans.nets.layers import count_parameters, round_up
 from imgtrans.tracking.tracker import Tracker
-from imgtrans.training import checkpoint
+from imgtrans.training import best, checkpoint
 from imgtrans.training.graphed_step import training_step_for
 from imgtrans.training.lr_schedules import build_scheduler
 from imgtrans.training.runs import Validation, log_setup
@@ -47,9 +47,11 @@ class TrainResult:
     timings: dict[str, list[float]]  # data_wait_s per step window, epoch_boundary_s, checkpoint_s (loop blocked)
     checkpoint_bytes: int  # the size of the last training checkpoint
     model_id: str  # the logged generator ("" in the processes of a torchrun job other than rank 0)
+    kept_step: int  # the step of the generator the run kept (see keep_best)
 
     def summary(self) -> str:
-        return ", ".join([f"{self.step} steps", *(f"{k}={v:.4f}" for k, v in self.val_metrics.items())])
+        steps = f"{self.step} steps" + (f", kept step {self.kept_step}" if self.kept_step != self.step else "")
+        return ", ".join([steps, *(f"{k}={v:.4f}" for k, v in self.val_metrics.items())])
 
 
 class Trainer:
@@ -79,6 +81,8 @@ class Trainer:
         self.world = distributed.WORLD
         seed_everything(cfg.seed)
         self.model: TranslationModel = cls(cfg, self.data.codec)
+        if self.resume_payload is None:
+            self.model.fit_to_data(self.data.train)
         self.model.setup(self.runtime)
         if cfg.sync_bn and self.world.active:
             if self.runtime.device.type != "cuda":
@@ -100,6 +104,7 @@ class Trainer:
         self.last_checkpoint, self.checkpoint_step = time.monotonic(), -1
         self.timings: dict[str, list[float]] = defaultdict(list)
         self.figures: dict[str, float] = {}  # one-off figures of the run, logged as a table at the end
+        self.best: dict | None = None  # see `best`; on the main process only
         self.splits: dict[str, SplitSummary] = {
             context: summarize_split(self.data, split, cfg.dataset)
             for context, split in (("train", "train"), ("validation", "val"))} if self.world.is_main else {}
@@ -114,6 +119,7 @@ class Trainer:
         if len(local) == self.world.size:  # this process's own part of the model's state (e.g. image pools)
             self.model.load_state_dict(local[self.world.rank], strict=False)
         self.step, self.epoch, self.batch_in_epoch = pos["step"], pos["epoch"], pos["batch_in_epoch"]
+        self.best = payload.get("best")
         saved_world = pos.get("world_size", 1)
         if saved_world != self.world.size:  # the same images done, in steps of this job's global batch
             self.batch_in_epoch = self.batch_in_epoch * saved_world // self.world.size
@@ -195,8 +201,9 @@ class Trainer:
                         "time/images_per_s": window_images / elapsed,
                         "time/data_wait_s": window_wait / window_steps,
                     })
-                    if self.cfg.lr_policy != "constant":  # a constant lr is a param, not a flat line
-                        metrics["train/lr"] = float(self.schedulers[next(iter(self.schedulers))].get_last_lr()[0])
+                    scheduler = self.schedulers[next(iter(self.schedulers))]
+                    if scheduler.get_last_lr()[0] != scheduler.base_lrs[0]:  # until then it is the lr param
+                        metrics["train/lr"] = float(scheduler.get_last_lr()[0])
                     self.tracker.log_metrics(metrics, self.step)
                     self.tracker.alive()
                     self.timings["data_wait_s"].append(window_wait / window_steps)
@@ -223,15 +230,18 @@ class Trainer:
             finished = self.step >= total
             if finished:
                 self.figures.update(self.validator.recalibrate_batch_norm())
-            # Save before validating so the saved RNG state is the one training continues from.
-            if finished or distributed.any_process(self._checkpoint_due(epoch_end=True), self.runtime.device):
-                self._checkpoint()
+            # Validation leaves every RNG as it found it, so the checkpoint after it continues exactly, and holds
+            # the best model so far with this validation counted.
             if finished or epoch_done and (self.epoch + 1) % self.cfg.val_every == 0:
                 started = time.perf_counter()
                 val_metrics = self.validator.validate(self.epoch, self.step)
                 self.tracker.log_metrics({"time/validation_s": time.perf_counter() - started}, self.step)
+                if self.world.is_main and best.improves(self.cfg.keep_best, val_metrics, self.best):
+                    self.best = best.snapshot(self.cfg.keep_best, val_metrics, self.step, self.model)
                 if self.on_validation is not None:
                     self.on_validation(self.epoch, val_metrics)
+            if finished or distributed.any_process(self._checkpoint_due(epoch_end=True), self.runtime.device):
+                self._checkpoint()
             self.timings["epoch_boundary_s"].append(time.perf_counter() - boundary_start)
             self.tracker.log_metrics({"time/epoch_boundary_s": self.timings["epoch_boundary_s"][-1]}, self.step)
             if not finished:  # at the end the model is logged first; a pending interrupt is raised after it
@@ -241,25 +251,31 @@ class Trainer:
         bar.close()
         loop_seconds = time.perf_counter() - loop_start
         self.saver.wait()
-        model_id = self._log_model(val_metrics) if self.world.is_main else ""
+        kept_step = self.step
+        if self.best is not None:  # the best validation's generator becomes the run's model
+            kept_step, val_metrics = self.best["step"], self.best["metrics"]
+            self.model.load_state_dict(self.best["nets"])
+            self.tracker.set_tags({"best_step": kept_step})
+        model_id = self._log_model(val_metrics, kept_step) if self.world.is_main else ""
         if self.world.is_main and self.cfg.keep_checkpoints == "none":
             self.tracker.delete_artifacts("checkpoints")
         last = self.workdir / "last.pt"
         return TrainResult(self.tracker.run_id, self.step, val_metrics, self.model, self.data.val, loop_seconds,
-                           dict(self.timings), last.stat().st_size if last.exists() else 0, model_id)
+                           dict(self.timings), last.stat().st_size if last.exists() else 0, model_id, kept_step)
 
-    def _log_model(self, val_metrics: dict[str, float]) -> str:
-        """The generator as the run's MLflow model, the final validation scores linked to it, and the run's
-        one-off figures as a table."""
+    def _log_model(self, val_metrics: dict[str, float], step: int) -> str:
+        """The kept generator (from `step`) as the run's MLflow model, its validation scores linked to it, and the
+        run's one-off figures as a table."""
         final = checkpoint.atomic_save(checkpoint.model_payload(self.model), self.workdir / "generator.pt")
         side = round_up(64, self.model.size_multiple)
         example = np.random.default_rng(0).random((1, side, side, 3), dtype=np.float32)
-        description = (f"{self.cfg.model_name} generator trained on `{self.cfg.data_label()}` for {self.step} "
-                       f"steps: " + ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
+        trained = f"{step} steps" + (f" (the best {self.cfg.keep_best} of {self.step})" if step != self.step else "")
+        description = (f"{self.cfg.model_name} generator trained on `{self.cfg.data_label()}` for {trained}: "
+                       + ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
         model_id = self.tracker.log_generator(final, {"model": self.cfg.model_name, **config_mod.to_dict(self.cfg)},
-                                              self.step, example, description)
+                                              step, example, description)
         if val_metrics:
-            self.tracker.log_metrics(val_metrics, self.step, model_id=model_id, dataset=self.splits.get("validation"))
+            self.tracker.log_metrics(val_metrics, step, model_id=model_id, dataset=self.splits.get("validation"))
         if self.figures:
             self.tracker.log_table({"figure": list(self.figures), "value": list(self.figures.values())},
                                    "figures.json")
@@ -289,7 +305,9 @@ class Trainer:
             return
         position = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                     "world_size": self.world.size}
-        extra = {"rng_by_rank": rngs, "local_by_rank": local} if self.world.active else None
+        extra = {"rng_by_rank": rngs, "local_by_rank": local} if self.world.active else {}
+        if self.best is not None:
+            extra["best"] = self.best
         self.saver.save(checkpoint.training_payload(self.model, self.schedulers, position, extra),
                         self.workdir / "last.pt")
         self.timings["checkpoint_s"].append(time.perf_counter() - started)

@@ -1,6 +1,6 @@
 """Validation during training: `val/psnr`, `val/ssim` (a colorizer's colour scores, `val/kid` for models that
-ask for it, the model's own `val/*` scores) on the validation split, summed over a torchrun job's processes, and the labelled sample
-sheet; the generator's batch-norm statistics recomputed with its final weights."""
+ask for it, the model's own `val/*` scores) on the validation split, summed over a torchrun job's processes, and
+the labelled sample sheet; the generator's batch-norm statistics recomputed with its final weights."""
 
 from __future__ import annotations
 
@@ -17,15 +17,13 @@ from imgtrans.data.splits import SplitSummary
 from imgtrans.metrics.colour import ColourSums
 from imgtrans.metrics.distribution import FidelityInception, kernel_inception_distance
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
-from imgtrans.metrics.weights import (
-    INCEPTION_FILE,
-    INCEPTION_URL,
-    missing_message,
-    weights_file,
-)
+from imgtrans.metrics.weights import INCEPTION, resolve_weights
 from imgtrans.models.base import TranslationModel
 from imgtrans.tracking.tracker import Tracker
 from imgtrans.training import bn_recalibration
+
+# Validation images the batch-norm recalibration is judged on.
+PROBE_IMAGES = 16
 
 # What a colorizer's validation adds, to follow saturation and cast over training.
 VALIDATION_COLOUR = ("colourfulness_ratio", "chroma_error", "cast", "cast_truth")
@@ -44,10 +42,8 @@ class Validator:
         which file would enable it."""
         if not self.model.validation_kid or not self.cfg.val_images:
             return None, ""
-        given = self.model.inception_weights
-        weights = weights_file(INCEPTION_FILE, given)
+        weights, message = resolve_weights(INCEPTION, self.model.inception_weights, "val/kid", "inception_weights")
         if weights is None:
-            message = missing_message("val/kid", INCEPTION_FILE, INCEPTION_URL, given, "inception_weights")
             print(f"imgtrans: warning: {message}", file=sys.stderr)
             return None, message
         return FidelityInception(weights).to(self.model.runtime.device).eval(), f"val/kid: Inception from {weights}"
@@ -63,9 +59,11 @@ class Validator:
         cudnn = torch.backends.cudnn
         # Batch-norm statistics as rank 0 has them (what its checkpoint holds); each process scores its share.
         distributed.broadcast_state(model, buffers_only=True)
-        with torch.random.fork_rng(devices=[]), cudnn.flags(enabled=cudnn.enabled, benchmark=False,
-                                                            deterministic=cudnn.deterministic,
-                                                            allow_tf32=cudnn.allow_tf32):
+        # Every RNG as it was afterwards (the device's too: samplers draw there): training continues exactly.
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), cudnn.flags(enabled=cudnn.enabled, benchmark=False,
+                                                                deterministic=cudnn.deterministic,
+                                                                allow_tf32=cudnn.allow_tf32):
             model.eval()
             if count and self.data.source.has_targets:
                 metrics = self._scores(count, device)
@@ -116,18 +114,20 @@ class Validator:
         return metrics
 
     def recalibrate_batch_norm(self) -> dict[str, float]:
-        """The generator's batch-norm statistics recomputed with its final weights (see `bn_recalibration`);
-        the eval-vs-batch-statistics gap before and after, or nothing when there is no batch norm."""
-        model = self.model
-        generator, count = model.generator(), min(self.cfg.recalibrate_bn, len(self.data.train))
+        """The generator's batch-norm statistics recomputed with its final weights over training images, kept
+        where that narrows the eval-vs-batch-statistics gap on validation images (see `bn_recalibration`); the
+        gap before and after and whether they were kept, or nothing when there is no batch norm."""
+        model, cfg = self.model, self.cfg
+        generator, count = model.generator(), min(cfg.recalibrate_bn, len(self.data.train))
         if not count or not bn_recalibration.batch_norms(generator):
             return {}
-        loader = make_loader(Subset(self.data.train, range(count)), batch_size=self.cfg.batch_size)
+        probe_split = self.data.val if len(self.data.val) else self.data.train
+        probe_loader = make_loader(Subset(probe_split, range(min(PROBE_IMAGES, len(probe_split)))),
+                                   batch_size=cfg.batch_size)
+        loader = make_loader(Subset(self.data.train, range(count)), batch_size=cfg.batch_size)
         with torch.random.fork_rng(devices=[]):
             model.eval()
-            inputs = [batch["A"] for batch in loader]
-            before = bn_recalibration.eval_train_gap(generator, model.translate, inputs[0])
-            bn_recalibration.recalibrate(generator, model.translate, inputs)
-            after = bn_recalibration.eval_train_gap(generator, model.translate, inputs[0])
+            before, after, kept = bn_recalibration.recalibrate_if_closer(
+                generator, model.translate, [batch["A"] for batch in loader], [batch["A"] for batch in probe_loader])
             model.train()
-        return {"bn_eval_train_gap_before": before, "bn_eval_train_gap_after": after}
+        return {"bn_eval_train_gap_before": before, "bn_eval_train_gap_after": after, "bn_recalibrated": float(kept)}

@@ -1,0 +1,133 @@
+"""Colour as classes (Zhang et al., "Colorful Image Colorization"): the quantised gamut, soft encoding, the
+rebalanced loss, annealed-mean decoding, and a pix2pix colorizer trained, resumed and exported with it."""
+
+import numpy as np
+import pytest
+import torch
+
+from imgtrans.data.codec import Codec
+from imgtrans.data.color import AB_SCALE, in_srgb_gamut
+from imgtrans.errors import ImgtransError
+from imgtrans.models.options import Pix2PixConfig
+from imgtrans.models.pix2pix import Pix2Pix
+from imgtrans.nets.colour_classes import (
+    NEIGHBOURS,
+    ClassColourGenerator,
+    ColourClasses,
+    class_centres,
+    soft_encode,
+)
+
+
+def test_the_classes_are_the_cells_of_the_srgb_gamut():
+    centres = class_centres()
+    assert 250 <= len(centres) <= 320  # the paper's grid of 10 has 313
+    assert torch.all(centres.remainder(10) == 0) and centres.abs().max() <= 130
+    # Each centre's cell holds an sRGB colour at some lightness: the nearest gray-ish L finds one for most.
+    lab = torch.stack([torch.zeros(len(centres)), centres[:, 0] / AB_SCALE, centres[:, 1] / AB_SCALE])
+    levels = torch.linspace(-0.9, 0.9, 19)
+    inside = torch.stack([in_srgb_gamut(torch.cat([torch.full((1, len(centres)), float(level)), lab[1:]])[:, :, None],
+                                        tolerance=0.05) for level in levels]).any(0)
+    assert inside.float().mean() > 0.8
+
+
+def test_soft_encoding_weighs_the_nearest_centres():
+    centres = class_centres()
+    ab = torch.tensor([[20.0, -30.0], [3.0, 4.0]]).T.reshape(1, 2, 1, 2)
+    encoded = soft_encode(ab, centres)
+    assert encoded.shape == (1, len(centres), 1, 2)
+    assert torch.allclose(encoded.sum(1), torch.ones(1, 1, 2))
+    assert ((encoded > 0).sum(1) == NEIGHBOURS).all()
+    exact = (centres == torch.tensor([20.0, -30.0])).all(1).nonzero().item()
+    assert encoded[0, :, 0, 0].argmax() == exact
+
+
+def test_rebalancing_favours_rare_colours_and_keeps_the_expected_weight():
+    classes = ColourClasses()
+    assert torch.allclose(classes.class_weights(), torch.ones(classes.count))  # the uniform prior: no change
+    gray_brown = torch.zeros(1, 2, 16, 16)
+    gray_brown[:, 0], gray_brown[:, 1] = 10 / AB_SCALE, 10 / AB_SCALE
+    classes.fit_prior([gray_brown])
+    weights = classes.class_weights()
+    assert (classes.prior * weights).sum() == pytest.approx(1, abs=1e-5)
+    common = torch.cdist(torch.tensor([[10.0, 10.0]]), classes.centres).argmin()
+    rare = torch.cdist(torch.tensor([[60.0, 60.0]]), classes.centres).argmin()
+    assert weights[rare] > 1 > weights[common]
+
+
+def test_the_annealed_mean_lies_between_the_mean_and_the_mode():
+    classes = ColourClasses()
+    red = torch.cdist(torch.tensor([[60.0, 40.0]]), classes.centres).argmin()
+    gray = torch.cdist(torch.tensor([[0.0, 0.0]]), classes.centres).argmin()
+    logits = torch.full((1, classes.count, 1, 1), -30.0)
+    logits[0, red], logits[0, gray] = 0.0, 0.3  # gray slightly more likely than red
+    probabilities = torch.softmax(logits, 1)[0, :, 0, 0]
+    mean = (probabilities[:, None] * classes.centres).sum(0)
+    annealed = classes.decode(logits)[0, :, 0, 0] * AB_SCALE
+    assert 0 < annealed.norm() < mean.norm()  # sharper, towards the mode (gray) but not all the way
+    one_hot = torch.full((1, classes.count, 1, 1), -50.0)
+    one_hot[0, red] = 50.0
+    assert torch.allclose(classes.decode(one_hot)[0, :, 0, 0] * AB_SCALE, classes.centres[red], atol=1e-3)
+
+
+def test_the_loss_is_lowest_for_the_targets_classes():
+    classes = ColourClasses()
+    target = torch.zeros(1, 2, 4, 4)
+    target[:, 0] = 40 / AB_SCALE
+    right = soft_encode(target * AB_SCALE, classes.centres).clamp(min=1e-6).log()
+    wrong = soft_encode(-target * AB_SCALE, classes.centres).clamp(min=1e-6).log()
+    assert classes.loss(right, target) < classes.loss(wrong, target)
+
+
+def colorizer(loss: str) -> Pix2Pix:
+    torch.manual_seed(0)
+    cfg = Pix2PixConfig(ngf=4, ndf=4, crop_size=64, color_space="lab", layout="colorization", colorization_loss=loss)
+    return Pix2Pix(cfg, Codec(True, "lab"))
+
+
+def test_a_classifying_colorizer_trains_on_the_class_loss_and_decodes_inside_its_generator():
+    model = colorizer("classification")
+    assert isinstance(model.generator(), ClassColourGenerator)
+    batch = {"A": torch.rand(2, 1, 64, 64) * 2 - 1, "B": (torch.rand(2, 2, 64, 64) - 0.5) * 0.6}
+    losses = _step(model, batch)
+    assert {"G_GAN", "G_class"} <= set(losses) and "G_L1" not in losses
+    assert {"G_L1", "G_class"} <= set(_step(colorizer("both"), batch))
+    model.eval()
+    out = model.translate(batch["A"])
+    assert out.shape == (2, 2, 64, 64) and out.abs().max() <= 1
+
+
+def _step(model: Pix2Pix, batch: dict) -> dict:
+    model.configure_optimizers()
+    return model.training_step(batch)
+
+
+def test_the_prior_comes_from_the_training_targets_and_stays_with_the_weights(aerial):
+    from imgtrans.data.datasets import build_data
+    from imgtrans.training.checkpoint import model_payload
+
+    model = colorizer("both")
+    cfg = model.cfg
+    data = build_data(Pix2PixConfig(**{**cfg.__dict__, "dataset": str(aerial)}), unpaired=False)
+    model.fit_to_data(data.train)
+    prior = model.netG.classes.prior
+    assert not torch.allclose(prior, torch.full_like(prior, 1 / len(prior)))
+    assert torch.equal(model_payload(model)["nets"]["netG.classes.prior"], prior)
+
+
+def test_classification_needs_lab():
+    with pytest.raises(ImgtransError, match="colorization_loss=classification needs color_space=lab"):
+        Pix2PixConfig(colorization_loss="classification").validate()
+
+
+def test_a_classifying_colorizer_exports_with_its_decoding(tmp_path):
+    from imgtrans.export.onnx import export_model
+    from imgtrans.infer.session import OnnxGenerator
+
+    model = colorizer("classification").eval()
+    path, sidecar = export_model(model, tmp_path / "g")
+    assert sidecar.parity_max_abs_error < 1e-4
+    x = torch.rand(1, 1, 64, 128) * 2 - 1
+    with torch.no_grad():
+        expected = model.generator()(x).numpy()
+    assert np.abs(OnnxGenerator(path, "cpu")(x.numpy()) - expected).max() < 1e-4
