@@ -1,3 +1,5 @@
+import json
+
 import mlflow
 import pytest
 
@@ -8,7 +10,8 @@ from imgtrans.cli import main
 @pytest.mark.slow
 def test_benchmark_command_prints_and_logs(capsys):
     code = main(["benchmark", "--generators", "unet_128", "--tile", "128", "--batch-sizes", "1,2",
-                 "--backends", "eager,ort-cpu", "--repeats", "1", "--train", "--train-models", "pix2pix,cgan", "--train-batch-sizes", "1",
+                 "--backends", "eager,ort-cpu", "--repeats", "1", "--train", "--train-models", "pix2pix,cgan",
+                 "--train-batch-sizes", "1",
                  "--train-steps", "1", "--device", "cpu"])
     assert code == 0
     out = capsys.readouterr().out
@@ -38,11 +41,12 @@ def test_invalid_backend_is_rejected(capsys):
 def test_diffusion_sampling_benchmark(capsys):
     assert main(["benchmark", "--generators", "unet_128", "--tile", "128", "--batch-sizes", "1", "--backends", "eager",
                  "--repeats", "1", "--sampling", "--sampling-sizes", "16,32", "--sampling-steps", "2",
-                 "--sampling-channels", "8", "--device", "cpu"]) == 0
+                 "--fast-sampling-steps", "3", "--sampling-channels", "8", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "| 16×16 | fp32 | 1 | 2 |" in out and "| 32×32 | fp32 | 1 | 2 |" in out
+    assert "| 16×16 | fp32 | 1 | ddim | 2 |" in out and "| 32×32 | fp32 | 1 | dpmpp_2m | 3 |" in out
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    assert run.data.metrics["bench_sample/32px/fp32/b1/s_per_image"] > 0
+    assert run.data.metrics["bench_sample/32px/fp32/b1/ddim/s_per_image"] > 0
+    assert run.data.metrics["bench_sample/32px/fp32/b1/dpmpp_2m/s_per_image"] > 0
 
 
 @pytest.mark.slow
@@ -91,3 +95,24 @@ def test_the_default_generators_fit_any_tile():
     for name in BenchmarkConfig().generators.split(","):
         for tile in (64, 128, 256):
             benchmark.generator_model(name, tile)
+
+
+@pytest.mark.slow
+def test_the_device_script_runs_every_table_quickly_and_writes_its_report(tmp_path, capsys):
+    """`benchmark --all --quick` on a CPU: the GPU session's script, rehearsed (every table, tiny sizes)."""
+    out = tmp_path / "out"
+    assert main(["benchmark", "--all", "--quick", "--device", "cpu", "--output", str(out)]) == 0
+    summary = json.loads((out / "benchmark.json").read_text())
+    assert set(summary["tables"]) == {"inference", "training", "sampling", "dip", "e2e", "translate"}
+    assert all(summary["tables"].values()) and not summary["skipped"]
+    assert {r["backend"] for r in summary["tables"]["inference"]} == {"eager", "ort-cpu"}
+    assert (out / "benchmark.md").read_text() in capsys.readouterr().out
+
+
+def test_a_budget_leaves_out_the_tables_it_has_no_time_for(tmp_path):
+    out = tmp_path / "out"
+    assert main(["benchmark", "--all", "--quick", "--device", "cpu", "--budget-s", "0.001", "--output", str(out)]) == 0
+    summary = json.loads((out / "benchmark.json").read_text())
+    assert list(summary["tables"]) == ["inference"]  # the first table always runs
+    assert summary["skipped"] == ["training", "sampling", "dip", "e2e", "translate"]
+    assert "Not run within the budget of 0.001 s: training, sampling" in (out / "benchmark.md").read_text()

@@ -67,6 +67,27 @@ def test_fp16_export_keeps_normalisation_in_fp32(tmp_path):
     assert norm_inputs and not norm_inputs & half
 
 
+def test_io_bound_calls_match_plain_onnxruntime(exported):
+    """`run_bound`: ONNX Runtime reading and writing the tensors' own memory gives what a plain run returns."""
+    session = OnnxGenerator(exported, "cpu")
+    x = torch.rand(2, 1, 64, 128) * 2 - 1
+    out = torch.full((2, 2, 64, 128), float("nan"))
+    assert session.run_bound(x, out) is out
+    assert np.array_equal(out.numpy(), session(x.numpy()))
+    with pytest.raises(ImgtransError, match="run_bound needs float32 tensors on cpu"):
+        session.run_bound(x.double())
+
+
+def test_gpu_providers_get_their_options(exported):
+    from imgtrans.infer.session import PROVIDERS, provider_options
+
+    trt = provider_options(PROVIDERS["tensorrt"], exported, 1, cuda_graph=False)
+    assert trt["device_id"] == "1" and trt["trt_engine_cache_enable"] == "True"
+    assert trt["trt_engine_cache_path"] == str(exported.with_suffix(".trt")) and trt["trt_fp16_enable"] == "False"
+    assert provider_options(PROVIDERS["cuda"], exported, 0, cuda_graph=True)["enable_cuda_graph"] == "1"
+    assert "enable_cuda_graph" not in provider_options(PROVIDERS["cuda"], exported, 0, cuda_graph=False)
+
+
 def test_sidecar_round_trip(exported):
     sidecar = Sidecar.load(sidecar_path(exported))
     assert sidecar.codec_obj == Codec(True, "lab")

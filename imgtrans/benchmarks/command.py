@@ -10,8 +10,15 @@ measured.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
+import onnxruntime
 import torch
 
 from imgtrans import config as config_mod
@@ -21,7 +28,7 @@ from imgtrans.benchmarks.inference import (
     inference_metrics,
     inference_rows,
 )
-from imgtrans.benchmarks.options import BenchmarkConfig
+from imgtrans.benchmarks.options import BACKENDS, BenchmarkConfig
 from imgtrans.benchmarks.sampling import (
     dip_rows,
     format_dip,
@@ -33,13 +40,32 @@ from imgtrans.benchmarks.training import format_training, train_row, training_me
 from imgtrans.benchmarks.translate import archive_metrics, archive_rows, format_archive
 from imgtrans.compute.runtime import resolve_device
 from imgtrans.errors import ImgtransError
+from imgtrans.files import atomic_write_bytes
 from imgtrans.models.registry import MODELS
 from imgtrans.nets.generators import GENERATORS
 from imgtrans.tracking.tracker import tracked_run
 
+# What `quick` sets where the user gave nothing: every table at its smallest, the same code path.
+QUICK = {"generators": "unet", "tile": 64, "batch_sizes": "1", "precisions": "fp32", "repeats": 1, "train_steps": 2,
+         "train_batch_sizes": "1", "train_width": 8, "sampling_sizes": "32", "sampling_steps": 2,
+         "fast_sampling_steps": 2, "sampling_channels": 8, "sampling_batch": 1, "dip_size": 64, "dip_iterations": 2,
+         "e2e_epochs": 1, "e2e_images": 4, "e2e_tile": 64, "translate_images": 2, "translate_size": 128}
+
+
+@dataclass
+class Section:
+    name: str
+    wanted: bool
+    rows: Callable[[], list]
+    table: Callable[[list], str]
+    metrics: Callable[[list], dict[str, float]]
+
 
 def benchmark_command(cfg: BenchmarkConfig, explicit: dict, progress: bool) -> int:
-    """`imgtrans benchmark`: the tables asked for, printed and logged to MLflow."""
+    """`imgtrans benchmark`: the tables asked for, printed, logged to MLflow and, with `output`, written there."""
+    started = time.monotonic()
+    if cfg.quick:
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in QUICK.items() if k not in explicit})
     device = resolve_device(cfg.device)
     gpu = device.type == "cuda"
 
@@ -52,44 +78,66 @@ def benchmark_command(cfg: BenchmarkConfig, explicit: dict, progress: bool) -> i
 
     generators = listed(cfg.generators, cfg.generators, valid=GENERATORS)
     batches = listed(cfg.batch_sizes, "1,8,16,32,64" if gpu else "1,4", int)
-    backends = listed(cfg.backends, "eager,compile,ort-cuda,ort-tensorrt" if gpu else "eager,ort-cpu",
-                      valid=("eager", "compile", "ort-cpu", "ort-cuda", "ort-tensorrt"))
+    backends = listed(cfg.backends, "eager,compile,ort-cuda,ort-cuda-graph,ort-tensorrt" if gpu else "eager,ort-cpu",
+                      valid=BACKENDS)
     precisions = listed(cfg.precisions, "fp32,fp16,bf16" if gpu else "fp32", valid=("fp32", "fp16", "bf16"))
     repeats = cfg.repeats or (20 if gpu else 5)
+    steps = cfg.train_steps or (30 if gpu else 3)
+    trained = [(m, b) for m in listed(cfg.train_models, cfg.train_models, valid=tuple(MODELS))
+               for b in listed(cfg.train_batch_sizes, cfg.train_batch_sizes, int)]
     name = torch.cuda.get_device_name(0) if gpu else (platform.processor() or "cpu")
     with tracked_run(cfg.experiment, f"benchmark-{device.type}", "benchmark", "benchmark") as tracker:
         tracker.log_params({**config_mod.to_dict(cfg), "device_name": name, "torch": torch.__version__})
-        inference = inference_rows(generators, cfg.tile, batches, precisions, backends, device,
-                                   warmup=3 if gpu else 1, repeats=repeats)
-        steps = cfg.train_steps or (30 if gpu else 3)
-        trained = [(m, b) for m in listed(cfg.train_models, cfg.train_models, valid=tuple(MODELS))
-                   for b in listed(cfg.train_batch_sizes, cfg.train_batch_sizes, int)]
-        training = [train_row(m, b, steps, cfg.tile, device) for m, b in trained] if cfg.train else []
-        sampling = []
-        if cfg.sampling:
-            sampling = sampling_rows(
+        sections = [
+            Section("inference", True, lambda: inference_rows(
+                generators, cfg.tile, batches, precisions, backends, device, warmup=3 if gpu else 1,
+                repeats=repeats), format_inference, inference_metrics),
+            Section("training", cfg.train or cfg.all, lambda: [train_row(m, b, steps, cfg.tile, device, cfg.train_width)
+                                                               for m, b in trained],
+                    format_training, training_metrics),
+            Section("sampling", cfg.sampling or cfg.all, lambda: sampling_rows(
                 listed(cfg.sampling_sizes, cfg.sampling_sizes, int), precisions,
-                cfg.sampling_batch or (16 if gpu else 1), cfg.sampling_steps, cfg.sampling_channels, device,
-                repeats=3 if gpu else 1)
-        dip = []
-        if cfg.dip:
-            dip = dip_rows(cfg.dip_size, precisions, [False, True] if gpu else [False], device,
-                           cfg.dip_iterations or (50 if gpu else 3))
-        e2e = [e2e_row(m, b, cfg.e2e_tile or (cfg.tile if gpu else 64), cfg.e2e_epochs or (3 if gpu else 2),
-                       cfg.e2e_images or (0 if gpu else 8), device, tracker.run_id, steps)
-               for m, b in trained] if cfg.e2e else []
-        archive = archive_rows(generators[0], cfg.tile, cfg.translate_images or (64 if gpu else 4),
-                               cfg.translate_size or (2048 if gpu else 256), "auto" if gpu else "cpu") \
-            if cfg.translate else []
-        report = f"# imgtrans benchmark on {name} (torch {torch.__version__})\n"
-        for rows, table in ((inference, format_inference), (training, format_training), (sampling, format_sampling),
-                            (dip, format_dip), (e2e, format_e2e), (archive, format_archive)):
+                cfg.sampling_batch or (16 if gpu else 1),
+                {"ddim": cfg.sampling_steps, "dpmpp_2m": cfg.fast_sampling_steps}, cfg.sampling_channels, device,
+                repeats=3 if gpu else 1), format_sampling, lambda rows: sampling_metrics(rows, [])),
+            Section("dip", cfg.dip or cfg.all, lambda: dip_rows(
+                cfg.dip_size, precisions, [False, True] if gpu else [False], device,
+                cfg.dip_iterations or (50 if gpu else 3)), format_dip, lambda rows: sampling_metrics([], rows)),
+            Section("e2e", cfg.e2e or cfg.all, lambda: [
+                e2e_row(m, b, cfg.e2e_tile or (cfg.tile if gpu else 64), cfg.e2e_epochs or (3 if gpu else 2),
+                        cfg.e2e_images or (0 if gpu else 8), device, tracker.run_id, steps, cfg.train_width)
+                for m, b in trained],
+                    format_e2e, e2e_metrics),
+            Section("translate", cfg.translate or cfg.all, lambda: archive_rows(
+                generators[0], cfg.tile, cfg.translate_images or (64 if gpu else 4),
+                cfg.translate_size or (2048 if gpu else 256), "auto" if gpu else "cpu"),
+                    format_archive, archive_metrics),
+        ]
+        report = f"# imgtrans benchmark on {name} (torch {torch.__version__}, onnxruntime {onnxruntime.__version__})\n"
+        results, seconds, skipped = {}, {}, []
+        for section in (s for s in sections if s.wanted):
+            if cfg.budget_s and results and time.monotonic() - started > cfg.budget_s:  # the first always runs
+                skipped.append(section.name)
+                continue
+            section_start = time.monotonic()
+            rows = section.rows()
+            results[section.name] = [dataclasses.asdict(row) for row in rows]
+            seconds[section.name] = time.monotonic() - section_start
             if rows:
-                report += "\n" + table(rows) + "\n"
+                report += "\n" + section.table(rows) + "\n"
+                tracker.log_metrics(section.metrics(rows), step=0)
+        if skipped:
+            report += f"\nNot run within the budget of {cfg.budget_s:g} s: {', '.join(skipped)}.\n"
         if not gpu:
             report += "\nNo GPU here: the GPU targets were not measured; CPU figures are for ratios only.\n"
-        tracker.log_metrics(inference_metrics(inference) | training_metrics(training) |
-                            sampling_metrics(sampling, dip) | e2e_metrics(e2e) | archive_metrics(archive), step=0)
         tracker.log_text(report, "benchmark.md")
+        if cfg.output:
+            folder = Path(cfg.output)
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(folder / "benchmark.md", report.encode())
+            summary = {"device": name, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+                       "seconds": time.monotonic() - started, "table_seconds": seconds, "skipped": skipped,
+                       "tables": results}
+            atomic_write_bytes(folder / "benchmark.json", json.dumps(summary, indent=1).encode())
     print(report)
     return 0

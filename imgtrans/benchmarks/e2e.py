@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from imgtrans.benchmarks.tables import markdown_table, row_metrics
-from imgtrans.benchmarks.training import train_row
+from imgtrans.benchmarks.training import train_row, width_options
 from imgtrans.models.registry import model_class
 from imgtrans.tracking.tracker import tracked_run
 from imgtrans.training.trainer import Trainer
@@ -44,14 +44,15 @@ def _mean(values: list[float]) -> float:
 
 
 def e2e_row(model_name: str, batch: int, crop: int, epochs: int, images: int, device: torch.device,
-            parent_run_id: str, step_repeats: int) -> E2ERow:
-    cfg = model_class(model_name).config_class(
+            parent_run_id: str, step_repeats: int, width: int = 0) -> E2ERow:
+    cls = model_class(model_name)
+    cfg = cls.config_class(
         dataset=DATASET, crop_size=crop, batch_size=batch, epochs=epochs, max_dataset_size=images,
-        device=device.type, val_images=16, sample_images=4)
+        device=device.type, val_images=min(16, images or 16), sample_images=4, **width_options(cls, width))
     with tracked_run("", f"e2e-{model_name}-b{batch}", model_name, "train", parent_run_id=parent_run_id) as tracker:
         result = Trainer(cfg, tracker, progress=False).fit()
     trained_images = result.step * batch
-    step = train_row(model_name, batch, step_repeats, crop, device)
+    step = train_row(model_name, batch, step_repeats, crop, device, width)
     return E2ERow(model_name, batch, trained_images / result.loop_seconds, step.best_images_per_s,
                   1000 * _mean(result.timings["data_wait_s"]), _mean(result.timings["epoch_boundary_s"]),
                   result.checkpoint_bytes / 2 ** 20, _mean(result.timings["checkpoint_s"]))

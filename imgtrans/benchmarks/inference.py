@@ -21,7 +21,7 @@ from imgtrans.benchmarks.tables import (
 from imgtrans.compute.runtime import AUTOCAST_DTYPES
 from imgtrans.data.codec import Codec
 from imgtrans.export.onnx import export_model
-from imgtrans.infer.session import OnnxGenerator
+from imgtrans.infer.session import PROVIDERS, OnnxGenerator
 from imgtrans.models.options import Pix2PixConfig
 from imgtrans.models.pix2pix import Pix2Pix
 
@@ -82,20 +82,25 @@ def bench_torch(net, generator, tile, batches, precisions, device, compiled, war
     return rows
 
 
-def bench_onnxruntime(model, generator, tile, batches, precisions, provider, warmup, repeats, flops,
+def bench_onnxruntime(model, generator, tile, batches, precisions, backend, warmup, repeats, flops,
                       device) -> list[Row]:
+    """`backend`: ort-cpu, ort-cuda, ort-cuda-graph (the CUDA provider replaying a captured graph: one session
+    per shape) or ort-tensorrt; inputs and outputs bound in the provider's memory (no host copies timed)."""
+    provider = backend.split("-")[1]
+    graph = backend.endswith("-graph")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for precision in [p for p in precisions if p in ("fp32", "fp16")]:
             path, _ = export_model(model, Path(tmp) / f"{generator}-{precision}", precision=precision)
-            session = OnnxGenerator(path, provider)
-            if session.provider != {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
-                                    "tensorrt": "TensorrtExecutionProvider"}[provider]:
-                continue  # the provider fell back: not the backend we meant to measure
             for batch in batches:
-                x = np.random.default_rng(0).standard_normal((batch, 3, tile, tile), dtype=np.float32)
-                times = time_calls(lambda: session(x), warmup=warmup, repeats=repeats, sync=False)
-                rows.append(_row(generator, f"ort-{provider}", precision, batch, times, flops, device))
+                session = OnnxGenerator(path, provider, cuda_graph=graph)
+                if session.provider != PROVIDERS[provider]:
+                    break  # the provider fell back: not the backend we meant to measure
+                on = "cuda" if session.on_gpu else "cpu"
+                x = torch.randn(batch, 3, tile, tile, generator=torch.Generator().manual_seed(0)).to(on)
+                out = torch.empty_like(x)
+                times = time_calls(lambda: session.run_bound(x, out), warmup=warmup, repeats=repeats, sync=False)
+                rows.append(_row(generator, backend, precision, batch, times, flops, device))
     return rows
 
 
@@ -113,8 +118,8 @@ def inference_rows(generators: list[str], tile: int, batches: list[int], precisi
                 rows += bench_torch(net, name, tile, batches, precisions, device, backend == "compile", warmup,
                                     repeats, flops)
             else:
-                rows += bench_onnxruntime(model.cpu(), name, tile, batches, precisions, backend.split("-")[1],
-                                          warmup, repeats, flops, device)
+                rows += bench_onnxruntime(model.cpu(), name, tile, batches, precisions, backend, warmup, repeats,
+                                          flops, device)
                 net = model.netG.to(device)
     return rows
 

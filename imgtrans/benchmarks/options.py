@@ -7,23 +7,30 @@ from typing import Literal
 
 from imgtrans.config import EXPERIMENT_HELP, opt
 
+BACKENDS = ("eager", "compile", "ort-cpu", "ort-cuda", "ort-cuda-graph", "ort-tensorrt")
+
 
 @dataclass
 class BenchmarkConfig:
-    generators: str = opt("unet,resnet_9blocks", "comma-separated generators to time; unet = as deep as the tile allows")
+    generators: str = opt("unet,resnet_9blocks",
+                          "comma-separated generators to time; unet = as deep as the tile allows")
     tile: int = opt(256, "tile size in pixels", ge=1)
     batch_sizes: str = opt("auto", "comma-separated batch sizes; auto = 1,8,16,32,64 on a GPU, 1,4 on a CPU")
-    backends: str = opt("auto", "comma-separated: eager, compile, ort-cpu, ort-cuda, ort-tensorrt; "
-                                "auto = all that apply to this machine")
+    backends: str = opt("auto", "comma-separated: eager, compile, ort-cpu, ort-cuda, ort-cuda-graph (ORT replaying "
+                                "a captured CUDA graph), ort-tensorrt; auto = all that apply to this machine")
     precisions: str = opt("auto", "comma-separated: fp32, fp16, bf16; auto = all three on a GPU, fp32 on a CPU")
     repeats: int = opt(0, "timed calls per figure; 0 = 20 on a GPU, 5 on a CPU", ge=0)
     train: bool = opt(False, "also time training steps, plain vs fast path")
     train_models: str = opt("pix2pix,cyclegan", "comma-separated models for the training benchmark")
     train_batch_sizes: str = opt("1,16", "batch sizes for the training benchmark")
     train_steps: int = opt(0, "timed training steps; 0 = 30 on a GPU, 3 on a CPU", ge=0)
-    sampling: bool = opt(False, "also time conditional diffusion sampling (DDIM, EMA net) per image")
+    train_width: int = opt(0, "filters in the first layer (ngf, ndf) of the trained models; 0 = their defaults",
+                           ge=0)
+    sampling: bool = opt(False, "also time conditional diffusion sampling (DDIM and DPM-Solver++(2M), EMA net) per "
+                                "image")
     sampling_sizes: str = opt("64,256", "comma-separated image sizes for the sampling benchmark")
     sampling_steps: int = opt(50, "DDIM steps per sample", ge=1)
+    fast_sampling_steps: int = opt(15, "DPM-Solver++(2M) steps per sample, timed beside DDIM", ge=1)
     sampling_channels: int = opt(64, "U-Net width for the sampling benchmark (64 with mults 1,2,4,4: 25 M "
                                      "parameters, about the size of the speed targets)", ge=1)
     sampling_batch: int = opt(0, "images per sampling call; 0 = 16 on a GPU, 1 on a CPU", ge=0)
@@ -41,5 +48,11 @@ class BenchmarkConfig:
                                  "and the scaling")
     translate_images: int = opt(0, "scans in the translate benchmark; 0 = 64 on a GPU, 4 on a CPU", ge=0)
     translate_size: int = opt(0, "side of each scan in pixels; 0 = 2048 on a GPU, 256 on a CPU", ge=0)
+    all: bool = opt(False, "every table: inference, training, sampling, DIP, end to end, translate")
+    quick: bool = opt(False, "the smallest sizes and fewest repeats everywhere: the same code path in about a minute "
+                             "on a CPU (a rehearsal of a GPU session's script)")
+    budget_s: float = opt(0.0, "stop starting tables once this many seconds have passed; the report lists those "
+                               "left out; 0 = no limit", ge=0)
+    output: str = opt("", "also write benchmark.md and benchmark.json into this folder (e.g. $OUT on a lent GPU)")
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto picks the GPU when present")
     experiment: str = opt("", EXPERIMENT_HELP)

@@ -22,31 +22,35 @@ class SamplingRow:
     size: int
     precision: str
     batch: int
+    sampler: str
     steps: int
     params_m: float
     s_per_image: float
 
     def key(self) -> str:
-        return f"bench_sample/{self.size}px/{self.precision}/b{self.batch}"
+        return f"bench_sample/{self.size}px/{self.precision}/b{self.batch}/{self.sampler}"
 
 
-def sampling_rows(sizes: list[int], precisions: list[str], batch: int, steps: int, channels: int,
+def sampling_rows(sizes: list[int], precisions: list[str], batch: int, samplers: dict[str, int], channels: int,
                   device: torch.device, repeats: int) -> list[SamplingRow]:
-    """Conditional diffusion sampling (the model's DDIM loop with its EMA net), seconds per image."""
+    """Conditional diffusion sampling (the model's loop with its EMA net), seconds per image, for each sampler
+    at its number of steps (e.g. DDIM at 50, DPM-Solver++(2M) at 15)."""
     rows = []
     for size in sizes:
-        torch.manual_seed(0)
-        model = Diffusion(DiffusionConfig(crop_size=size, base_channels=channels, channel_mults="1,2,4,4"),
-                          Codec(colorization=False))
-        params = count_parameters(model.generator()) / 1e6
-        cond = torch.rand(batch, 3, size, size) * 2 - 1
-        for precision in precisions:
-            dtype = AUTOCAST_DTYPES[precision]
-            model.setup(Runtime(device, dtype, channels_last=device.type == "cuda"))
-            model.eval()
-            times = time_calls(lambda: model.sample(cond, steps), warmup=1, repeats=repeats,
-                               sync=device.type == "cuda")
-            rows.append(SamplingRow(size, precision, batch, steps, params, statistics.median(times) / batch))
+        for sampler, steps in samplers.items():
+            torch.manual_seed(0)
+            model = Diffusion(DiffusionConfig(crop_size=size, base_channels=channels, channel_mults="1,2,4,4",
+                                              sampler=sampler), Codec(colorization=False))
+            params = count_parameters(model.generator()) / 1e6
+            cond = torch.rand(batch, 3, size, size) * 2 - 1
+            for precision in precisions:
+                dtype = AUTOCAST_DTYPES[precision]
+                model.setup(Runtime(device, dtype, channels_last=device.type == "cuda"))
+                model.eval()
+                times = time_calls(lambda: model.sample(cond, steps), warmup=1, repeats=repeats,
+                                   sync=device.type == "cuda")
+                rows.append(SamplingRow(size, precision, batch, sampler, steps, params,
+                                        statistics.median(times) / batch))
     return rows
 
 
@@ -98,8 +102,8 @@ def format_dip(rows: list[DIPRow]) -> str:
 
 def format_sampling(rows: list[SamplingRow]) -> str:
     return markdown_table(
-        ["diffusion sampling", "precision", "batch", "DDIM steps", "U-Net params (M)", "s/image"],
-        [[f"{r.size}×{r.size}", r.precision, str(r.batch), str(r.steps), f"{r.params_m:.1f}",
+        ["diffusion sampling", "precision", "batch", "sampler", "steps", "U-Net params (M)", "s/image"],
+        [[f"{r.size}×{r.size}", r.precision, str(r.batch), r.sampler, str(r.steps), f"{r.params_m:.1f}",
           f"{r.s_per_image:.4f}"] for r in rows])
 
 

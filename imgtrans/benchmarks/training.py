@@ -12,6 +12,7 @@ import torch
 
 from imgtrans.benchmarks.tables import markdown_table, time_calls
 from imgtrans.compute.runtime import Runtime
+from imgtrans.config import fields as config_fields
 from imgtrans.data.codec import Codec
 from imgtrans.models.registry import model_class
 from imgtrans.training.graphed_step import training_step_for
@@ -40,7 +41,13 @@ class TrainRow:
         return self.best_images_per_s / self.plain_images_per_s
 
 
-def train_row(model_name: str, batch: int, steps: int, crop: int, device: torch.device) -> TrainRow:
+def width_options(cls, width: int) -> dict[str, int]:
+    """The config's filter counts set to `width` (0: the model's defaults)."""
+    names = {f.name for f in config_fields(cls.config_class)}
+    return {name: width for name in ("ngf", "ndf") if width and name in names}
+
+
+def train_row(model_name: str, batch: int, steps: int, crop: int, device: torch.device, width: int = 0) -> TrainRow:
     """A model's real training step, plain (fp32 eager, per-tensor Adam — how the reference code runs) vs fast
     (this suite's defaults on the device), eager and as a CUDA graph, from the same seed and data."""
     cls = model_class(model_name)
@@ -48,7 +55,8 @@ def train_row(model_name: str, batch: int, steps: int, crop: int, device: torch.
     results = {}
     for mode in ("plain", "fast", "graphed"):
         torch.manual_seed(0)
-        cfg = cls.config_class(crop_size=crop, batch_size=batch, cuda_graphs=mode == "graphed")
+        cfg = cls.config_class(crop_size=crop, batch_size=batch, cuda_graphs=mode == "graphed",
+                               **width_options(cls, width))
         model = cls(cfg, Codec(colorization=False))
         fast = mode != "plain" and gpu
         runtime = Runtime(device, torch.bfloat16 if fast else None, channels_last=fast,

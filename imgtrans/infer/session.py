@@ -44,12 +44,26 @@ def choose_providers(choice: str) -> list[str]:
     return [PROVIDERS[name] for name in usable[first:]]
 
 
+def provider_options(name: str, model_path: Path, device_id: int, cuda_graph: bool) -> dict[str, str]:
+    """A GPU provider's options: its device; TensorRT's engines cached beside the model (built once, minutes),
+    in fp16 where the model is; the CUDA provider's graph capture when asked."""
+    options = {"device_id": str(device_id)}
+    if name == PROVIDERS["tensorrt"]:
+        options.update(trt_engine_cache_enable="True", trt_engine_cache_path=str(model_path.with_suffix(".trt")),
+                       trt_fp16_enable=str(Sidecar.load(sidecar_path(model_path)).precision == "fp16"))
+    elif cuda_graph:
+        options["enable_cuda_graph"] = "1"
+    return options
+
+
 class OnnxGenerator:
     """Callable: network-space float32 (N, C_in, h, w) → (N, C_out, h, w)."""
 
-    def __init__(self, model_path: Path, provider: str = "auto", device_id: int = 0, threads: int = 0):
+    def __init__(self, model_path: Path, provider: str = "auto", device_id: int = 0, threads: int = 0,
+                 cuda_graph: bool = False):
         """`device_id`: the GPU of the CUDA/TensorRT providers; `threads`: the CPU provider's intra-op threads
-        (0 = one per core)."""
+        (0 = one per core); `cuda_graph`: the CUDA provider replays the model as one captured CUDA graph — only
+        for calls of one shape through `run_bound` (ORT captures on the first run)."""
         model_path = Path(model_path)
         if not model_path.is_file():
             raise ImgtransError(f"ONNX model not found: {model_path}; export one with `imgtrans export`")
@@ -58,8 +72,8 @@ class OnnxGenerator:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
-        providers = [(name, {"device_id": str(device_id)}) if name in GPU_PROVIDERS else name
-                     for name in choose_providers(provider)]
+        providers = [(name, provider_options(name, model_path, device_id, cuda_graph)) if name in GPU_PROVIDERS
+                     else name for name in choose_providers(provider)]
         try:
             self.session = ort.InferenceSession(str(model_path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -70,6 +84,29 @@ class OnnxGenerator:
                                 f"to {self.provider}); use --provider cpu or auto")
         self.on_gpu = self.provider in GPU_PROVIDERS
         self.device_id = device_id
+
+    def run_bound(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """`x` (N, C_in, h, w), float32, on the session's device (the GPU, or the host for the CPU provider) →
+        the output in `out` (allocated there when None): ONNX Runtime reads and writes the tensors' memory
+        directly (IO binding), with no copy through the host. Multimodal generators get the mean code."""
+        kind = "cuda" if self.on_gpu else "cpu"
+        x = x.contiguous()
+        if out is None:
+            out = torch.empty((x.shape[0], self.sidecar.output_channels, *x.shape[2:]), dtype=torch.float32,
+                              device=x.device)
+        if x.dtype != torch.float32 or out.dtype != torch.float32 or x.device.type != kind or out.device != x.device:
+            raise ImgtransError(f"run_bound needs float32 tensors on {kind}, got {x.dtype} on {x.device}")
+        binding = self.session.io_binding()
+        binding.bind_input("input", kind, self.device_id if self.on_gpu else 0, np.float32, tuple(x.shape),
+                           x.data_ptr())
+        if self.sidecar.z_dim:
+            z = torch.zeros((x.shape[0], self.sidecar.z_dim), dtype=torch.float32, device=x.device)
+            binding.bind_input("z", kind, self.device_id if self.on_gpu else 0, np.float32, tuple(z.shape),
+                               z.data_ptr())
+        binding.bind_output("output", kind, self.device_id if self.on_gpu else 0, np.float32, tuple(out.shape),
+                            out.data_ptr())
+        self.session.run_with_iobinding(binding)
+        return out
 
     def __call__(self, x: np.ndarray, z: np.ndarray | None = None) -> np.ndarray:
         """`z`: the latent code of multimodal generators; by default the mean code, zeros."""

@@ -13,7 +13,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from imgtrans.data.codec import Codec
 from imgtrans.diffusion.noise_schedules import NoiseSchedule, ScheduleConfig
-from imgtrans.diffusion.samplers import DDIMSampler, DDPMSampler
+from imgtrans.diffusion.samplers import build_sampler
 from imgtrans.errors import ImgtransError
 from imgtrans.models.base import TranslationModel
 from imgtrans.models.options import DiffusionConfig
@@ -104,8 +104,7 @@ class Diffusion(TranslationModel):
         """
         cfg = self.cfg
         cond = self.to_device(cond)
-        sampler = (DDIMSampler(self.schedule, cfg.eta, cfg.clip_sample) if cfg.sampler == "ddim"
-                   else DDPMSampler(self.schedule, cfg.clip_sample))
+        sampler = build_sampler(cfg.sampler, self.schedule, cfg.eta, cfg.clip_sample)
         sampler.set_timesteps(steps, start=t_start)
         g = torch.Generator().manual_seed(seed)
         shape = (cond.shape[0], self.codec.output_nc, *cond.shape[-2:])

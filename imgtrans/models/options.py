@@ -171,7 +171,8 @@ class DiffusionConfig(TrainConfig):
     min_signal_rate: float = opt(0.02, "signal_cosine: √ᾱ at the noisiest step", when=SIGNAL_COSINE, gt=0, lt=1)
     max_signal_rate: float = opt(0.95, "signal_cosine: √ᾱ at the cleanest step", when=SIGNAL_COSINE, gt=0, lt=1)
     prediction: Literal["eps", "v"] = opt("v", "what the network predicts (v converges faster than eps here)")
-    sampler: Literal["ddim", "ddpm"] = opt("ddim", "reverse process used for samples")
+    sampler: Literal["ddim", "ddpm", "dpmpp_2m"] = opt(
+        "ddim", "reverse process used for samples; dpmpp_2m = DPM-Solver++(2M), deterministic, for 10–20 steps")
     sample_steps: int = opt(50, "denoising steps when sampling", ge=1)
     val_sample_steps: int = opt(20, "denoising steps for the validation samples", ge=1)
     eta: float = opt(0.0, "DDIM stochasticity (0 = deterministic)", when={"sampler": ("ddim",)}, ge=0, le=1)
