@@ -111,7 +111,8 @@ COMMANDS: dict[str, Command] = {
     "benchmark": Command(BenchmarkConfig, "imgtrans.benchmarks.command:benchmark_command",
                          "inference and training throughput per backend, precision and batch size"),
     "runs": Command(RunsConfig, "imgtrans.tracking.command:runs_command",
-                    "close runs that processes which died left RUNNING (`runs close-dead`, --older-than for other hosts)",
+                    "close runs that processes which died left RUNNING (`runs close-dead`, --older-than for other "
+                    "hosts)",
                     entry_point=False),
     "server": Command(ServerConfig, "imgtrans.team.server:server_command",
                       "a team's MLflow tracking server on PostgreSQL, serving artifacts, and the study database",

@@ -45,7 +45,8 @@ def one_line(exc: BaseException) -> str:
 
 # pydantic's error types in the words of our other one-line errors
 EXPECTED = {"dict_type": "expected a mapping", "model_type": "expected a mapping", "list_type": "expected a list",
-            "int_type": "expected an integer", "int_from_float": "expected an integer", "float_type": "expected a number",
+            "int_type": "expected an integer", "int_from_float": "expected an integer",
+            "float_type": "expected a number",
             "string_type": "expected text", "bool_type": "expected true or false", "missing": "required"}
 BOUND_WORDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<="),
                "less_than": ("lt", "<")}

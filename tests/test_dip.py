@@ -264,7 +264,8 @@ def test_entry_points_take_the_common_parameters(name):
 
 
 def test_resume_refuses_another_stage_layout(aerial, capsys):
-    assert dip(aerial, "--mode", "progressive", "--stages", "3", "--e-max", "4", "--e-k", "-10", "--max-steps", "2") == 0
+    assert dip(aerial, "--mode", "progressive", "--stages", "3", "--e-max", "4", "--e-k", "-10",
+               "--max-steps", "2") == 0
     run_id = runs()[0].info.run_id
     assert main(["dip", "--resume", run_id, "--stages", "4", "--no-progress"]) == 2
     assert "another mode or number of stages" in capsys.readouterr().err

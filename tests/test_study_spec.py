@@ -14,7 +14,8 @@ def test_shipped_specs_are_valid(name):
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"search_space": {"learning_rate": {"type": "float", "low": 0.1, "high": 1}}}, "unknown parameter 'learning_rate'"),
+    ({"search_space": {"learning_rate": {"type": "float", "low": 0.1, "high": 1}}},
+     "unknown parameter 'learning_rate'"),
     ({"search_space": {"lr": {"type": "float", "low": 1.0, "high": 0.1}}}, "low < high"),
     ({"search_space": {"lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}}, "log scale needs low > 0"),
     ({"search_space": {"gan_mode": {"type": "categorical", "choices": ["bce"]}}}, "valid values: vanilla"),

@@ -185,7 +185,8 @@ def test_ray_with_a_killed_actor_gives_the_outputs_tags_and_manifest_of_one_proc
         while not seen:  # the actors are at work
             assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
             time.sleep(0.01)
-        actors = [p for p in psutil.process_iter(["cmdline"]) if "RayFileTranslator" in " ".join(p.info["cmdline"] or [])]
+        actors = [p for p in psutil.process_iter(["cmdline"])
+                  if "RayFileTranslator" in " ".join(p.info["cmdline"] or [])]
         actors[0].kill()
         done_at_kill = len(list(out.glob("*.png")))
         assert run.wait(RAY_START_S) == 1, run.stderr.read()  # 1: the corrupt file

@@ -42,13 +42,15 @@ class DIPConfig(RunConfig):
     lr: float = opt(0.01, "Adam learning rate", gt=0)
     lambda_perceptual: float = opt(0.0, "weight of the VGG16 perceptual loss added to the MSE", ge=0)
     vgg_weights: str = opt("", "path of vgg16-397923af.pth; default: the torch hub cache")
-    schedule: Literal["linear", "scaled_linear", "sigmoid"] = opt("linear", "progressive: β schedule of the stages", when=PROGRESSIVE)
+    schedule: Literal["linear", "scaled_linear", "sigmoid"] = opt("linear", "progressive: β schedule of the stages",
+                                                                  when=PROGRESSIVE)
     beta_min: float = opt(0.001, "progressive: β of the weakest-noise stage", when=PROGRESSIVE, gt=0, lt=1)
     beta_max: float = opt(0.01, "progressive: β of the strongest-noise stage", when=PROGRESSIVE, gt=0, lt=1)
     stages: int = opt(10, "progressive: number of targets, from strong to weak noise", when=PROGRESSIVE, ge=2)
     e_max: int = opt(600, "progressive: E_max in E(i) = E_max·(1 − α·exp(−k·β_i))", when=PROGRESSIVE, ge=1)
     e_alpha: float = opt(0.3, "progressive: α in E(i)", when=PROGRESSIVE)
-    e_k: float = opt(-100.0, "progressive: k in E(i); negative gives fewer iterations to noisier stages", when=PROGRESSIVE)
+    e_k: float = opt(-100.0, "progressive: k in E(i); negative gives fewer iterations to noisier stages",
+                     when=PROGRESSIVE)
     # the common options (seed, device, resume, precision, … come from RunConfig)
     epochs: int = opt(10, "snapshots over the run: sample grid, val/psnr, val/ssim and a checkpoint at each", ge=1)
     max_steps: int = opt(0, "stop after this many iterations; 0 = the mode's full schedule", ge=0)

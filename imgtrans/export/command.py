@@ -35,8 +35,9 @@ def export_command(cfg: ExportConfig, explicit: dict, progress: bool) -> int:
                                 "onnx_path": str(path), "parity_max_abs_error": f"{sidecar.parity_max_abs_error:.2e}"})
             example = np.random.default_rng(0).uniform(-1, 1, (1, sidecar.input_channels, sidecar.tile_size,
                                                                 sidecar.tile_size)).astype(np.float32)
-            tracker.log_onnx(path, example, f"ONNX export of {origin.markdown} ({cfg.precision}, opset {sidecar.opset}, "
-                                            f"parity max abs error {sidecar.parity_max_abs_error:.2e})")
+            tracker.log_onnx(path, example,
+                             f"ONNX export of {origin.markdown} ({cfg.precision}, opset {sidecar.opset}, "
+                             f"parity max abs error {sidecar.parity_max_abs_error:.2e})")
             tracker.log_artifact(sidecar_path(path), "export")
             tracker.describe(f"Export of {origin.markdown} to `{path}` ({cfg.precision}, opset {sidecar.opset}); "
                              f"ONNX Runtime matches PyTorch within {sidecar.parity_max_abs_error:.2e}.")

@@ -239,7 +239,8 @@ def retrain_best(spec: StudySpec, info: dict[str, Any], name: str, cfg: StudyCon
     scores = ", ".join(f"{k} {v:.4g}" for k, v in result.val_metrics.items())
     version = models.register(result.model_id, registered, "champion",
                               f"Retrain of the best trial ({info['best_trial']}) of study `{name}` on "
-                              f"`{spec.dataset}`, run [{child.run_id}]({store.ui_path(child.experiment_id, child.run_id)}): "
+                              f"`{spec.dataset}`, run "
+                              f"[{child.run_id}]({store.ui_path(child.experiment_id, child.run_id)}): "
                               f"{scores}.", {"study": name, "dataset": spec.dataset, "model": spec.model,
                                             "run_id": child.run_id})
     parent.set_tags({"optuna.champion": f"models:/{registered}@champion (v{version})"})

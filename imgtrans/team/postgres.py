@@ -201,7 +201,8 @@ class LocalCluster:
                                 f"let others traverse its parent folders (chmod o+x) or choose another --data-dir")
 
     def _run(self, program: str, *args: str, check: bool = True, on_path: bool = False) -> subprocess.CompletedProcess:
-        """One of PostgreSQL's programs (or, `on_path`, a system one) as the cluster's account; its error as one line."""
+        """One of PostgreSQL's programs (or, `on_path`, a system one) as the cluster's account; its error as one
+        line."""
         executable = program if on_path else str(self.bin / program)
         result = subprocess.run([executable, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL,
                                 cwd="/", **self._account())

@@ -54,7 +54,8 @@ def start(cfg: RunConfig, explicit: dict[str, Any], progress: bool = True) -> in
         raise ImgtransError(f"{cfg.model_name} runs in one process; leave nproc at 1 and start it without torchrun")
     if cfg.nproc > 1 and not world.active:
         options = [arg for name, value in explicit.items()
-                   for arg in (f"--{name.replace('_', '-')}", str(value).lower() if isinstance(value, bool) else str(value))]
+                   for arg in (f"--{name.replace('_', '-')}",
+                               str(value).lower() if isinstance(value, bool) else str(value))]
         return launch(cfg.nproc, [cfg.model_name, *options, *([] if progress else ["--no-progress"])],
                       run_name(cfg), cfg.model_name, cfg.experiment, filter_tags(cfg))
     world = distributed.start(resolve_device(cfg.device).type)
