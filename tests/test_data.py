@@ -129,6 +129,16 @@ def test_lab_needs_colorization(facades):
         build_data(cfg(facades, color_space="lab"))
 
 
+def test_lab_reads_a_folder_of_photographs_as_colorization_data(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        for i in range(2):
+            write_image(tmp_path / split / f"{i}.png", random_rgb(40, 40, seed=i))
+    data = build_data(cfg(tmp_path, color_space="lab"))
+    assert data.source.layout == "single" and data.codec.colorization
+    assert data.train[0]["A"].shape[0] == 1 and data.train[0]["B"].shape[0] == 2
+
+
 def test_lab_round_trip():
     rgb = torch.rand(2, 3, 16, 16, dtype=torch.float64)
     assert torch.allclose(lab_to_rgb(rgb_to_lab(rgb)), rgb, atol=1e-6)

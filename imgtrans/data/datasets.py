@@ -170,7 +170,10 @@ def build_data(cfg, *, unpaired: bool = False, any_images: bool = False) -> Data
     """Datasets for a TrainConfig; `unpaired` models get A and B drawn independently; `any_images` models
     (unconditional generators) also accept a plain folder, read like colorization data (B = the image)."""
     source = find_source(cfg.dataset, cfg.layout, cfg.direction)
-    colorization = source.layout == "colorization" or (any_images and source.layout == "single")
+    # A folder of plain images is colorization data where the model makes images from nothing (any_images) or is
+    # asked to predict a,b (lab): there is nothing else it could be.
+    colorization = source.layout == "colorization" or source.layout == "single" and (
+        any_images or cfg.color_space == "lab")
     if cfg.color_space == "lab" and not colorization:
         raise ImgtransError(f"color_space=lab needs a colorization dataset, but {source.root} has layout "
                             f"'{source.layout}'; add layout=colorization or use color_space=rgb")

@@ -222,7 +222,7 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
         tracker.describe(evaluation_description(source, result, prefix))
     for message in messages:
         print(f"imgtrans: warning: {message}", file=sys.stderr)
-    metrics = {f"{prefix}/{k}": v for k, v in result.metrics.items() if not k.startswith("baseline/")}
+    metrics = {f"{prefix}/{k}": v for k, v in result.metrics.items()}  # the baselines' too, to read against
     width = max(len(k) for k in metrics)
     for key, value in metrics.items():
         if not key.endswith("_std"):
