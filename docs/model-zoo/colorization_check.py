@@ -16,7 +16,7 @@ from PIL import Image
 
 from imgtrans.data.codec import Codec
 from imgtrans.data.synthetic import aerial_scene
-from imgtrans.metrics import psnr_per_image, ssim_per_image
+from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
 
 SIZE = 1536
 
