@@ -161,7 +161,8 @@ def test_every_model_keeps_its_processes_identical_and_resumes_exactly(facades, 
                                          ("straight/rank0.pt", "straight/rank1.pt", "resumed/rank0.pt"))
         assert straight.keys() == other_rank.keys() == resumed.keys()
         for key, value in straight.items():
-            assert torch.equal(value, other_rank[key]), (model, key, "processes differ")
+            if not key.startswith(("pool_A.", "pool_B.")):  # each process's own generated images
+                assert torch.equal(value, other_rank[key]), (model, key, "processes differ")
             assert torch.equal(value, resumed[key]), (model, key, "resume is not exact")
 
 

@@ -104,12 +104,17 @@ def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
             offset += p.numel()
 
 
-def broadcast_state(module: torch.nn.Module, buffers_only: bool = False) -> None:
-    """Parameters and buffers (batch-norm statistics, EMA counters) as rank 0 has them, on every process."""
+def broadcast_state(module: torch.nn.Module, buffers_only: bool = False,
+                    keep: Iterable[torch.Tensor] = ()) -> None:
+    """Parameters and buffers (batch-norm statistics, EMA counters) as rank 0 has them, on every process; those
+    whose memory is one of `keep`'s (each process's own state, e.g. an image pool) stay as they are."""
     if not WORLD.active:
         return
+    kept = {t.data_ptr() for t in keep}
     with torch.no_grad():
         for tensor in [*([] if buffers_only else module.parameters()), *module.buffers()]:
+            if tensor.data_ptr() in kept:
+                continue
             with _exchange():
                 dist.broadcast(tensor.data, 0)
 

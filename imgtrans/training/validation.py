@@ -58,7 +58,7 @@ class Validator:
         # Without cuDNN autotuning: it would spend seconds on each of validation's batch shapes.
         cudnn = torch.backends.cudnn
         # Batch-norm statistics as rank 0 has them (what its checkpoint holds); each process scores its share.
-        distributed.broadcast_state(model, buffers_only=True)
+        distributed.broadcast_state(model, buffers_only=True, keep=model.local_state().values())
         # Every RNG as it was afterwards (the device's too: samplers draw there): training continues exactly.
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), cudnn.flags(enabled=cudnn.enabled, benchmark=False,
