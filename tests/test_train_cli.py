@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -275,3 +276,16 @@ def test_the_run_keeps_the_generator_of_its_best_validation(facades):
     assert output.step == best_step
     linked = {m.key: m for m in MlflowClient().get_logged_model(output.model_id).metrics}
     assert linked["val/psnr"].value == history[best_step] and linked["val/psnr"].step == best_step
+    with tempfile.TemporaryDirectory() as tmp:  # the checkpoint carries it on, for an exact resume
+        kept = last_checkpoint(run.info.run_id, Path(tmp))["best"]
+    assert kept["step"] == best_step and kept["nets"]["netG.down.0.0.weight"].shape[0] == 4
+
+
+def test_a_checkpoint_holds_the_best_weights_only_when_they_are_not_its_own():
+    from imgtrans.training.best import for_checkpoint, restored, snapshot
+
+    model = torch.nn.Linear(2, 2)
+    best = snapshot("val/psnr", {"val/psnr": 1.0}, 5, model)
+    assert for_checkpoint(best, 7) is best and for_checkpoint(best, 5)["nets"] is None
+    again = restored(for_checkpoint(best, 5), model)
+    assert again["step"] == 5 and all(torch.equal(again["nets"][k], v) for k, v in best["nets"].items())

@@ -26,3 +26,16 @@ def snapshot(metric: str, metrics: dict[str, float], step: int, model: torch.nn.
     """The best so far: the score, the step, every validation metric there, and the weights (on the host)."""
     nets = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
     return {"metric": metric, "value": metrics[metric], "step": step, "metrics": dict(metrics), "nets": nets}
+
+
+def for_checkpoint(best: dict[str, Any], step: int) -> dict[str, Any]:
+    """What a checkpoint at `step` holds of the best: without the weights when they are its own (the best is the
+    latest validation), which keeps a finished run's checkpoint from holding its model twice."""
+    return {**best, "nets": None} if best["step"] == step else best
+
+
+def restored(best: dict[str, Any] | None, model: torch.nn.Module) -> dict[str, Any] | None:
+    """The best so far from a checkpoint, its weights taken from the restored model where it left them out."""
+    if best is None or best["nets"] is not None:
+        return best
+    return snapshot(best["metric"], best["metrics"], best["step"], model)

@@ -119,7 +119,7 @@ class Trainer:
         if len(local) == self.world.size:  # this process's own part of the model's state (e.g. image pools)
             self.model.load_state_dict(local[self.world.rank], strict=False)
         self.step, self.epoch, self.batch_in_epoch = pos["step"], pos["epoch"], pos["batch_in_epoch"]
-        self.best = payload.get("best")
+        self.best = best.restored(payload.get("best"), self.model)
         saved_world = pos.get("world_size", 1)
         if saved_world != self.world.size:  # the same images done, in steps of this job's global batch
             self.batch_in_epoch = self.batch_in_epoch * saved_world // self.world.size
@@ -306,8 +306,8 @@ class Trainer:
         position = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                     "world_size": self.world.size}
         extra = {"rng_by_rank": rngs, "local_by_rank": local} if self.world.active else {}
-        if self.best is not None:
-            extra["best"] = self.best
+        if self.best is not None:  # the weights only when they are not the checkpoint's own
+            extra["best"] = best.for_checkpoint(self.best, self.step)
         self.saver.save(checkpoint.training_payload(self.model, self.schedulers, position, extra),
                         self.workdir / "last.pt")
         self.timings["checkpoint_s"].append(time.perf_counter() - started)
