@@ -337,6 +337,11 @@ def test_compare_marks_a_washed_out_or_tinted_colorizer():
     assert not any("✗" in cell for cell in rows[0])
     assert [cell for cell in rows[1] if "✗" in cell] == ["0.8 ✗", "4 (2.5) ✗"]
     assert rows[2][0] == "baseline: grayscale" and "0" in rows[2]
+    # Not a colorizer (its baseline is the input, e.g. a label map): no colour marks.
+    facades = {k.replace("grayscale", "input"): v for k, v in base.items()}
+    facades["baseline/input/colourfulness_ratio"] = 4.7
+    _, rows = report_table([RunSummary("c", "facades", "pix2pix", {}, None, None, facades | {"cast": 9.0})])
+    assert not any("✗" in cell for cell in rows[0])
 
 
 def test_the_grayscale_baseline_is_neutral_and_keeps_lightness():

@@ -22,6 +22,7 @@ SHEET_FILE = "samples.jpg"
 BASELINE_PREFIX = "baseline/"
 # What a run must beat its trivial baselines on (higher is better).
 BASELINE_METRICS = ("psnr", "ssim", "colourfulness_ratio")
+COLOUR_MARKS = ("colourfulness_ratio", "cast")  # marked for colorizers only: a label map's colours are no target
 
 METRICS = [("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("lpips", "LPIPS ↓"), ("fid", "FID ↓"), ("kid", "KID ↓"),
            ("is", "IS ↑"), ("colourfulness_ratio", "colour ratio ↑"), ("chroma_error", "Δab ↓"),
@@ -68,7 +69,11 @@ def casts_colour(metrics: dict[str, float]) -> bool:
 
 
 def mark(run: RunSummary, metric: str) -> str:
-    """✗ where the run does not beat its best baseline, or casts a tint the truth does not have."""
+    """✗ where the run does not beat its best baseline or, for a colorizer (scored against the grayscale copy),
+    keeps less colour than that copy or casts a tint the truth does not have."""
+    colorizer = "grayscale" in baselines(run)
+    if metric in COLOUR_MARKS and not colorizer:
+        return ""
     failed = below_baseline(run, metric) if metric in BASELINE_METRICS else \
         metric == "cast" and casts_colour(run.metrics)
     return " ✗" if failed else ""
@@ -121,7 +126,7 @@ def settings_notes(runs: list[RunSummary]) -> list[str]:
     notes = ["PSNR and SSIM: per image in rgb, data range 1.0, mean ± std over the evaluated images.",
              "baseline rows: what a model that learned nothing scores on the same images — the grayscale copy of "
              "the input for colorization, the input itself otherwise; ✗ marks a run that does not beat its best "
-             "baseline on that metric, or whose cast exceeds the truth's.",
+             "baseline on that metric, or a colorizer whose cast exceeds the truth's.",
              "colour ratio: the outputs' mean colourfulness (Hasler & Süsstrunk) over the targets' (0 for a gray "
              "copy); Δab: mean |Δa| + |Δb| in CIE Lab; cast: mean chroma of the outputs on pixels whose target is "
              "near-neutral (C* < 5), the truth's own in brackets."]
