@@ -28,7 +28,7 @@ def mosaic() -> np.ndarray:
     return rgb
 
 
-def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
+def rgb_spread(rgb: torch.Tensor) -> torch.Tensor:
     """The spread of r, g, b per pixel: 0 for gray."""
     return rgb.max(1, keepdim=True).values - rgb.min(1, keepdim=True).values
 
@@ -68,8 +68,8 @@ def main(run_id: str, work: Path, sheet: Path) -> None:
     for name, array in outputs.items():
         out = torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float() / 255
         report[name] = {"psnr": float(psnr_per_image(out, target)), "ssim": float(ssim_per_image(out, target)),
-                        "black_colour_max": float(colourfulness(out)[lightness < 1].max()),
-                        "white_colour_max": float(colourfulness(out)[lightness > 99].max()),
+                        "black_colour_max": float(rgb_spread(out)[lightness < 1].max()),
+                        "white_colour_max": float(rgb_spread(out)[lightness > 99].max()),
                         "stride_peak": stride_peak(out)}
     difference = np.abs(outputs["tiles256"].astype(np.float32) - outputs["whole"].astype(np.float32))
     report["tiles256_vs_whole_mean_abs"] = float(difference.mean() / 255)

@@ -107,7 +107,9 @@ def format_sampling(rows: list[SamplingRow]) -> str:
           f"{r.s_per_image:.4f}"] for r in rows])
 
 
-def sampling_metrics(sampling: list[SamplingRow], dip: list[DIPRow]) -> dict[str, float]:
-    metrics = {f"{r.key()}/s_per_image": r.s_per_image for r in sampling}
-    metrics.update({f"{r.key()}/ms_per_iteration": r.ms_per_iteration for r in dip})
-    return metrics
+def sampling_metrics(rows: list[SamplingRow]) -> dict[str, float]:
+    return {f"{r.key()}/s_per_image": r.s_per_image for r in rows}
+
+
+def dip_metrics(rows: list[DIPRow]) -> dict[str, float]:
+    return {f"{r.key()}/ms_per_iteration": r.ms_per_iteration for r in rows}

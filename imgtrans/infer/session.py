@@ -44,13 +44,14 @@ def choose_providers(choice: str) -> list[str]:
     return [PROVIDERS[name] for name in usable[first:]]
 
 
-def provider_options(name: str, model_path: Path, device_id: int, cuda_graph: bool) -> dict[str, str]:
+def provider_options(name: str, model_path: Path, device_id: int, cuda_graph: bool,
+                     fp16: bool = False) -> dict[str, str]:
     """A GPU provider's options: its device; TensorRT's engines cached beside the model (built once, minutes),
     in fp16 where the model is; the CUDA provider's graph capture when asked."""
     options = {"device_id": str(device_id)}
     if name == PROVIDERS["tensorrt"]:
         options.update(trt_engine_cache_enable="True", trt_engine_cache_path=str(model_path.with_suffix(".trt")),
-                       trt_fp16_enable=str(Sidecar.load(sidecar_path(model_path)).precision == "fp16"))
+                       trt_fp16_enable=str(fp16))
     elif cuda_graph:
         options["enable_cuda_graph"] = "1"
     return options
@@ -72,8 +73,9 @@ class OnnxGenerator:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
-        providers = [(name, provider_options(name, model_path, device_id, cuda_graph)) if name in GPU_PROVIDERS
-                     else name for name in choose_providers(provider)]
+        fp16 = self.sidecar.precision == "fp16"
+        providers = [(name, provider_options(name, model_path, device_id, cuda_graph, fp16))
+                     if name in GPU_PROVIDERS else name for name in choose_providers(provider)]
         try:
             self.session = ort.InferenceSession(str(model_path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
