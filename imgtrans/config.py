@@ -29,14 +29,18 @@ EXPERIMENT_HELP = ("MLflow experiment; empty = the current one: MLFLOW_EXPERIMEN
                    "(as `mlflow run`)")
 
 
-def opt(default: Any, help: str, when: dict[str, Any] | None = None, **bounds: float) -> Any:
+def opt(default: Any, help: str, when: dict[str, Any] | None = None, bookkeeping: bool = False,
+        **bounds: float) -> Any:
     """An option with its help text, for numbers its valid range — ge, gt, le, lt (as in `0 <= x < 1`) — and
     `when` it applies: other options' required values (a tuple of them, or a predicate), e.g.
-    `when={"gan_mode": ("wgangp",)}`; an option that does not apply is not a param of the run."""
+    `when={"gan_mode": ("wgangp",)}`; an option that does not apply is not a param of the run. A `bookkeeping`
+    option decides how a run is carried out and recorded (workers, logging and checkpoint cadence), not what it
+    computes: it stays in the run's config.json but is not one of its params."""
     unknown = set(bounds) - set(BOUNDS)
     if unknown:
         raise TypeError(f"unknown bound {sorted(unknown)[0]}; use {', '.join(BOUNDS)}")
-    return field(default=default, metadata={"help": help, "bounds": bounds, "when": when or {}})
+    return field(default=default, metadata={"help": help, "bounds": bounds, "when": when or {},
+                                            "bookkeeping": bookkeeping})
 
 
 @dataclass
@@ -52,11 +56,12 @@ class RunConfig:
     compile: bool = opt(False, "torch.compile the networks (CUDA)")
     nproc: int = opt(1, "processes to train with, each on its share of every batch (one per GPU; gloo on CPU): "
                         "N > 1 starts `torchrun --standalone --nproc_per_node N`; batch_size is per process",
-                     ge=1)
+                     bookkeeping=True, ge=1)
     experiment: str = opt("", EXPERIMENT_HELP)
     keep_checkpoints: Literal["last", "none"] = opt(
         "last", "what a FINISHED run keeps of its training checkpoint: last = checkpoints/last.pt, to go on with "
-                "resume; none = only the model or result (a run that stops early keeps its checkpoint)")
+                "resume; none = only the model or result (a run that stops early keeps its checkpoint)",
+        bookkeeping=True)
 
     # The entry point whose options these are (set by each run kind's config).
     model_name: ClassVar[str] = ""
@@ -107,17 +112,19 @@ class TrainConfig(RunConfig):
     lr_decay_iters: int = opt(50, "step policy: multiply lr by 0.1 every this many epochs",
                               when={"lr_policy": ("step",)}, ge=1)
     # run
-    num_workers: int = opt(-1, "data loader workers; -1 = 4 on CUDA, 0 on CPU", ge=-1)
+    num_workers: int = opt(-1, "data loader workers; -1 = 4 on CUDA, 0 on CPU", bookkeeping=True, ge=-1)
     data_cache: Literal["auto", "off", "host", "device"] = opt(
         "auto", "decode the training pairs once and augment whole batches on the training device: kept in GPU "
                 "memory (device) or RAM (host); auto = the GPU when they fit, else RAM when they fit, else off; "
                 "8-bit images of one size")
-    log_every: int = opt(25, "log train/<loss> every this many steps", ge=1)
+    log_every: int = opt(25, "log train/<loss> every this many steps", bookkeeping=True, ge=1)
     val_images: int = opt(40, "validation images for val/psnr and val/ssim each epoch; 0 = none", ge=0)
-    sample_images: int = opt(6, "rows in the per-epoch sample grid", ge=0)
-    checkpoint_every: int = opt(0, "also checkpoint every this many steps; 0 = only by checkpoint_minutes", ge=0)
+    sample_images: int = opt(6, "rows in the per-epoch sample grid", bookkeeping=True, ge=0)
+    checkpoint_every: int = opt(0, "also checkpoint every this many steps; 0 = only by checkpoint_minutes",
+                               bookkeeping=True, ge=0)
     checkpoint_minutes: float = opt(10.0, "checkpoint when this many minutes have passed since the last one, and at "
-                                          "the end (written in the background); 0 = at every epoch end", ge=0)
+                                          "the end (written in the background); 0 = at every epoch end",
+                                    bookkeeping=True, ge=0)
     recalibrate_bn: int = opt(100, "at the end, recompute the generator's batch-norm statistics with the final "
                                    "weights over this many training images, kept only where that narrows the "
                                    "eval-vs-batch-statistics gap on validation images (figures bn_eval_train_gap_"
@@ -256,6 +263,12 @@ def applies(cfg, name: str) -> bool:
 def applicable(cfg) -> dict[str, Any]:
     """The options that have an effect, with their values."""
     return {f.name: getattr(cfg, f.name) for f in fields(cfg) if applies(cfg, f.name)}
+
+
+def defining(cfg) -> dict[str, Any]:
+    """The options that decide what a run computes (those that apply, less bookkeeping): its params."""
+    return {name: value for name, value in applicable(cfg).items()
+            if not type(cfg).__dataclass_fields__[name].metadata.get("bookkeeping")}
 
 
 def check_range(name: str, value: Any, bounds: dict[str, float]) -> None:

@@ -45,6 +45,7 @@ def test_training_runs_are_told_apart_and_carry_data_model_and_samples(facades):
     assert params["device"] == "cpu" and params["precision"] == "fp32" and params["cuda_graphs"] == "False"
     assert "lambda_gp" not in params and "chroma_blur" not in params  # options that do not apply
     assert "resume" not in params and "experiment" not in params  # nothing empty
+    assert "log_every" not in params and "num_workers" not in params  # bookkeeping, not what the run computes
     assert json.loads(client.download_artifacts(second.info.run_id, "config.json", ".") and
                       Path("config.json").read_text())["lambda_gp"] == 10.0  # the whole request stays
 

@@ -33,7 +33,7 @@ def pages(experiment_id: str) -> list[tuple[str, str]]:
     return [
         ("1-run-list", f"/#/experiments/{experiment_id}/runs?{ML}"),
         ("2-run-page", f"{run_page}/{second.info.run_id}?{ML}"),
-        ("3-samples-card", f"{run_page}/{second.info.run_id}/model-metrics?{ML}"),
+        ("3-samples-card", f"/#/experiments/{experiment_id}/runs?{ML}&compareRunsMode=CHART"),
         ("4-compare-page", f"/#/compare-runs?{compared}&{ML}"),
         ("5-models-ranked", f"/#/experiments/{experiment_id}/models?{ML}"),
         ("6-registered-version", f"/#/models/pix2pix/versions/1?{ML}"),
@@ -50,9 +50,27 @@ def close_assistant(page) -> None:
         time.sleep(1)
 
 
+def show_samples_card(page) -> None:
+    """The chart view's `samples` card, as a user sets it up: the charts filtered to it, MLflow's run-parameter
+    text above each run's sheet switched off (card menu → Configure → Show run parameters; with a run's
+    dozens of params it would fill the card), then full screen."""
+    page.get_by_placeholder("Search metric charts").fill("samples")
+    time.sleep(3)
+    page.get_by_test_id("experiment-view-compare-runs-card-menu").first.click()
+    page.get_by_role("menuitem").filter(has_text="Configure").first.click()
+    time.sleep(2)
+    page.get_by_label("Show run parameters").first.click()
+    page.get_by_role("button", name="Save changes").click()
+    time.sleep(2)
+    page.locator("[data-component-id='fullscreen_button_chartcard']").first.click()
+
+
 def reveal(page, name: str) -> None:
-    """What a user would click to see: a description in full, the sample sheets on the compare page."""
-    if name in ("7-study-parent", "8-compare-run"):
+    """What a user would click to see: a description in full, the sample sheets on the compare page and in the
+    chart view."""
+    if name == "3-samples-card":
+        show_samples_card(page)
+    elif name in ("7-study-parent", "8-compare-run"):
         page.get_by_text("Show more").first.click()
     elif name == "4-compare-page":
         page.get_by_text("samples.png", exact=True).first.click()

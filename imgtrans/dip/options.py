@@ -55,7 +55,8 @@ class DIPConfig(RunConfig):
     epochs: int = opt(10, "snapshots over the run: sample grid, val/psnr, val/ssim and a checkpoint at each", ge=1)
     max_steps: int = opt(0, "stop after this many iterations; 0 = the mode's full schedule", ge=0)
     batch_size: int = opt(1, "noise-perturbed copies of the input per iteration (their losses are averaged)", ge=1)
-    log_every: int = opt(50, "flush the per-iteration metrics to MLflow every this many iterations", ge=1)
+    log_every: int = opt(50, "flush the per-iteration metrics to MLflow every this many iterations",
+                         bookkeeping=True, ge=1)
 
     # Without `image` or `dataset` there is nothing to restore (dip_diffusion has its diffusion run's dataset).
     needs_image_source: ClassVar[bool] = True

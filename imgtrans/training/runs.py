@@ -115,7 +115,7 @@ def log_setup(tracker, cfg: RunConfig, runtime: Runtime, step: int, facts: dict[
     that took effect, plus `facts` such as parameter counts), the requested one as config.json, its data as
     dataset inputs, and a description of the run."""
     effective = runtime_params(runtime)
-    tracker.log_params({"model": cfg.model_name, **config_mod.applicable(cfg), **effective, **facts})
+    tracker.log_params({"model": cfg.model_name, **config_mod.defining(cfg), **effective, **facts})
     tracker.log_text(config_mod.to_json(cfg), "config.json")
     for context, summary in datasets.items():
         tracker.log_dataset(summary, context)
