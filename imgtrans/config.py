@@ -54,6 +54,9 @@ class RunConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU")
     channels_last: bool = opt(True, "channels_last memory format on CUDA")
     compile: bool = opt(False, "torch.compile the networks (CUDA)")
+    cuda_graphs: bool = opt(True, "replay the whole training step (a DIP iteration) as one captured CUDA graph "
+                                  "where the model allows it (CUDA; the run's description says whether it did, or "
+                                  "why not)")
     nproc: int = opt(1, "processes to train with, each on its share of every batch (one per GPU; gloo on CPU): "
                         "N > 1 starts `torchrun --standalone --nproc_per_node N`; batch_size is per process",
                      bookkeeping=True, ge=1)
@@ -129,8 +132,6 @@ class TrainConfig(RunConfig):
                                    "weights over this many training images, kept only where that narrows the "
                                    "eval-vs-batch-statistics gap on validation images (figures bn_eval_train_gap_"
                                    "before/_after, bn_recalibrated); 0 = off; nothing to do without batch norm", ge=0)
-    cuda_graphs: bool = opt(True, "replay the whole training step as one captured CUDA graph where the model "
-                                  "allows it (CUDA; the imgtrans.cuda_graphs tag says whether it did, or why not)")
     sync_bn: bool = opt(False, "under torchrun (nproc > 1): batch-norm statistics over the global batch "
                                "(nn.SyncBatchNorm, CUDA) instead of each process's share", when=SEVERAL_PROCESSES)
     val_every: int = opt(1, "validate (val/<metric>, sample grid) every this many epochs, and at the end", ge=1)

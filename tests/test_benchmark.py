@@ -55,7 +55,7 @@ def test_dip_iteration_and_translate_benchmarks(capsys):
                  "--repeats", "1", "--dip", "--dip-size", "64", "--dip-iterations", "2", "--translate",
                  "--translate-images", "2", "--translate-size", "96", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "| 64×64 | fp32 | no |" in out and "| unet_128 96×96 | 1 CPU | 2 |" in out
+    assert "| 64×64 | fp32 | eager |" in out and "| unet_128 96×96 | 1 CPU | 2 |" in out
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     metrics = run.data.metrics
     assert metrics["bench_dip/64px/fp32/ms_per_iteration"] > 0

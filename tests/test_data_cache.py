@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import FAST
+from conftest import FAST, random_rgb, write_image
 from PIL import Image
 
 from imgtrans.config import TrainConfig
@@ -14,9 +14,9 @@ from imgtrans.errors import ImgtransError
 CPU = torch.device("cpu")
 
 
-def loaders(root, cache: str, **options):
+def loaders(root, cache: str, unpaired: bool = False, **options):
     cfg = TrainConfig(dataset=str(root), crop_size=48, **options)
-    train = build_data(cfg).train
+    train = build_data(cfg, unpaired=unpaired).train
     sampler = EpochSampler(len(train), seed=3)
     return sampler, training_loader(train, choice=cache, sampler=sampler, batch_size=2, device=CPU, workers=0,
                                     seed=3)
@@ -30,10 +30,21 @@ def epochs_of_batches(sampler, loader, epochs=2):
     return batches
 
 
+@pytest.fixture
+def unpaired(tmp_path):
+    """5 A images of 64 px and 3 B images of another size (each side of one size, as the cache needs)."""
+    for i in range(5):
+        write_image(tmp_path / "trainA" / f"{i}.png", random_rgb(64, 64, i))
+    for i in range(3):
+        write_image(tmp_path / "trainB" / f"{i}.png", random_rgb(72, 80, 10 + i))
+    return tmp_path
+
+
 @pytest.mark.parametrize("dataset, options", [
     ("facades", {"preprocess": "resize_and_crop", "flip": True}),
     ("facades", {"preprocess": "scale_width_and_crop", "direction": "BtoA"}),
     ("aerial", {"color_space": "lab", "preprocess": "resize_and_crop"}),
+    ("unpaired", {"unpaired": True}),  # each A with the B drawn for it, each side resized by its own size
 ])
 def test_cached_batches_are_the_per_image_batches(request, dataset, options):
     root = request.getfixturevalue(dataset)

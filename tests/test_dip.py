@@ -100,6 +100,35 @@ def test_mask_hides_unknown_pixels_from_the_loss():
     assert model.loss(out, target, None)["loss"].item() > 0
 
 
+def test_the_dip_iteration_is_ready_for_capture_and_its_warm_up_leaves_no_trace():
+    from imgtrans.compute.runtime import Runtime
+    from imgtrans.training.graphed_step import _TrainingState, training_step_for, why_not_graphed
+
+    cfg = DIPConfig(net="skip", width=8, depth=2, input_depth=4, reg_noise_std=0.05)
+    torch.manual_seed(0)
+    model = DeepImagePrior(cfg, channels=3)
+    runtime = Runtime(torch.device("cpu"))
+    model.setup(runtime)
+    assert model.graph_capture_obstacle() is None  # reg_noise_std draws with the device RNG, which a graph replays
+    step, status = training_step_for(model, runtime, cfg, full_batch=1)
+    assert step == model.training_step and status == "off: not on a CUDA device"
+    assert why_not_graphed(model, runtime, DIPConfig(cuda_graphs=False)) == "cuda_graphs=false"
+
+    g = torch.Generator().manual_seed(1)
+    batch = {"A": torch.rand(1, 4, 32, 32, generator=g) * 0.1, "B": torch.rand(1, 3, 32, 32, generator=g) * 2 - 1}
+    model.training_step(batch)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    saved = _TrainingState(model)
+    torch.manual_seed(2)
+    expected = model.training_step(batch)
+    saved.restore()  # what a capture's warm-up does before the first replay
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    torch.manual_seed(2)
+    again = model.training_step(batch)
+    assert torch.equal(again["output"], expected["output"]) and torch.equal(again["loss"], expected["loss"])
+
+
 def test_two_step_dip_run_logs_curves_and_images(aerial):
     assert dip(aerial, "--max-steps", "2", "--epochs", "2") == 0
     (run,) = runs()

@@ -176,3 +176,52 @@ def test_a_finished_run_keeps_only_what_its_checkpoint_policy_says(facades):
     assert "checkpoints" in {a.path for a in client.list_artifacts(kept.info.run_id)}
     assert "checkpoints" not in {a.path for a in client.list_artifacts(dropped.info.run_id)}
     assert dropped.outputs.model_outputs  # the model stays
+
+
+class ReplayOnTheHost:
+    """What a captured CUDA graph does, on the CPU: it computes only into the tensors it was captured with."""
+
+    def __init__(self, fn, static_inputs, static_output):
+        self.fn, self.static_inputs, self.static_output = fn, static_inputs, static_output
+
+    def replay(self):
+        self.static_output.copy_(self.fn(*self.static_inputs))
+
+
+def test_sampling_through_a_replayed_denoiser_gives_the_eager_images():
+    from imgtrans.compute import graphs
+    from imgtrans.compute.runtime import Runtime
+
+    class HostCapturedCall(graphs.CapturedCall):
+        captures = 0
+
+        def _capture(self, inputs):
+            HostCapturedCall.captures += 1
+            static_inputs = [x.clone() for x in inputs]
+            output = self.fn(*static_inputs)
+            return ReplayOnTheHost(self.fn, static_inputs, output), static_inputs, output
+
+    from imgtrans.data.codec import Codec
+    from imgtrans.models.diffusion import Diffusion
+    from imgtrans.models.options import DiffusionConfig
+
+    torch.manual_seed(0)
+    model = Diffusion(DiffusionConfig(crop_size=32, base_channels=8, channel_mults="1,2", sampler="dpmpp_2m"),
+                      Codec(colorization=False))
+    model.setup(Runtime(torch.device("cpu")))
+    assert model.sampling_capture_obstacle() == "not on a CUDA device" and not model.denoiser.enabled
+    model.eval()
+    cond = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    eager = model.sample(cond, 4)
+    model.denoiser = HostCapturedCall(model._denoise, enabled=True, key=lambda: model.generator().training)
+    assert torch.equal(model.sample(cond, 4), eager)  # inputs copied in, each step's output its own tensor
+    assert HostCapturedCall.captures == 1  # one capture, replayed at every later step
+    model.sample(cond[:1], 4)
+    model.generator().train()
+    model.sample(cond[:1], 4)  # another shape, then another mode: captured anew
+    assert HostCapturedCall.captures == 3
+    for size in (8, 16, 24):
+        model.sample(cond[..., :size, :size], 1)
+    assert len(model.denoiser.graphs) == graphs.MAX_GRAPHS  # the oldest are let go
+    model.cfg.cuda_graphs = False
+    assert model.sampling_capture_obstacle() == "cuda_graphs=false"

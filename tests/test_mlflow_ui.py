@@ -91,6 +91,8 @@ def test_training_runs_are_told_apart_and_carry_data_model_and_samples(facades):
     assert evaluations[1].data.tags["imgtrans.source_runs"] == second.info.run_id
     assert second.info.run_id in evaluations[1].data.tags[store.DESCRIPTION_TAG]
     assert {"grid.png", "per_image.csv"} <= {a.path for a in client.list_artifacts(evaluations[1].info.run_id)}
+    (scored_on,) = evaluations[1].inputs.dataset_inputs  # the images it scored, as on the evaluated run
+    assert scored_on.dataset.name == f"{label}/test" and scored_on.tags[0].value == "test"
 
     assert main(["compare", "--no-progress"]) == 0
     (compare,) = by_role("compare")

@@ -50,7 +50,7 @@ def close_assistant(page) -> None:
         time.sleep(1)
 
 
-def show_samples_card(page) -> None:
+def show_samples_card(page, last_step: int) -> None:
     """The chart view's `samples` card, as a user sets it up: the charts filtered to it, MLflow's run-parameter
     text above each run's sheet switched off (card menu → Configure → Show run parameters; with a run's
     dozens of params it would fill the card), then full screen."""
@@ -63,13 +63,25 @@ def show_samples_card(page) -> None:
     page.get_by_role("button", name="Save changes").click()
     time.sleep(2)
     page.locator("[data-component-id='fullscreen_button_chartcard']").first.click()
+    time.sleep(2)
+    step = page.get_by_role("dialog").locator("input").last  # the last step logged: the runs' final sheets
+    step.fill(str(last_step))
+    step.press("Tab")
 
 
-def reveal(page, name: str) -> None:
+def final_step(experiment_id: str) -> int:
+    """The step of the pix2pix runs' last sample sheet (their last validation)."""
+    client = MlflowClient()
+    run = client.search_runs([experiment_id], "tags.model = 'pix2pix' and tags.`imgtrans.role` = 'train'",
+                             order_by=["attributes.start_time ASC"])[0]
+    return max(m.step for m in client.get_metric_history(run.info.run_id, "val/psnr"))
+
+
+def reveal(page, name: str, last_step: int) -> None:
     """What a user would click to see: a description in full, the sample sheets on the compare page and in the
     chart view."""
     if name == "3-samples-card":
-        show_samples_card(page)
+        show_samples_card(page, last_step)
     elif name in ("7-study-parent", "8-compare-run"):
         page.get_by_text("Show more").first.click()
     elif name == "4-compare-page":
@@ -85,6 +97,7 @@ def main(uri: str, out: str, experiment: str = "facades") -> None:
     out = Path(out)
     mlflow.set_tracking_uri(uri)
     experiment_id = MlflowClient().get_experiment_by_name(experiment).experiment_id
+    last_step = final_step(experiment_id)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -105,8 +118,11 @@ def main(uri: str, out: str, experiment: str = "facades") -> None:
                 page.goto(base + path, wait_until="load")
                 time.sleep(8)  # the UI keeps polling: no "network idle"; charts and images need the time
                 close_assistant(page)
-                reveal(page, name)
-                page.screenshot(path=str(out / f"{name}.jpg"), full_page=True, type="jpeg", quality=80)
+                reveal(page, name, last_step)
+                # The samples card's sheets sit at the top of its full-screen view: the rest is empty.
+                clip = {"x": 0, "y": 0, "width": 1600, "height": 620} if name == "3-samples-card" else None
+                page.screenshot(path=str(out / f"{name}.jpg"), full_page=clip is None, clip=clip, type="jpeg",
+                                quality=80)
                 print(out / f"{name}.jpg")
             browser.close()
     finally:

@@ -30,6 +30,7 @@ from imgtrans.benchmarks.inference import (
 )
 from imgtrans.benchmarks.options import BACKENDS, BenchmarkConfig
 from imgtrans.benchmarks.sampling import (
+    DIP_MODES,
     dip_metrics,
     dip_rows,
     format_dip,
@@ -102,7 +103,7 @@ def benchmark_command(cfg: BenchmarkConfig, explicit: dict, progress: bool) -> i
                 {"ddim": cfg.sampling_steps, "dpmpp_2m": cfg.fast_sampling_steps}, cfg.sampling_channels, device,
                 repeats=3 if gpu else 1), format_sampling, sampling_metrics),
             Section("dip", cfg.dip or cfg.all, lambda: dip_rows(
-                cfg.dip_size, precisions, [False, True] if gpu else [False], device,
+                cfg.dip_size, precisions, list(DIP_MODES) if gpu else ["eager"], device,
                 cfg.dip_iterations or (50 if gpu else 3)), format_dip, dip_metrics),
             Section("e2e", cfg.e2e or cfg.all, lambda: [
                 e2e_row(m, b, cfg.e2e_tile or (cfg.tile if gpu else 64), cfg.e2e_epochs or (3 if gpu else 2),

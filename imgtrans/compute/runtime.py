@@ -4,7 +4,6 @@ and the params that record it."""
 from __future__ import annotations
 
 import contextlib
-import platform
 import random
 from dataclasses import dataclass
 
@@ -77,7 +76,7 @@ def runtime_params(runtime: Runtime) -> dict[str, object]:
     on_gpu = runtime.device.type == "cuda"
     return {
         "device": str(runtime.device),
-        "device_name": torch.cuda.get_device_name(runtime.device) if on_gpu else platform.processor() or "cpu",
+        **({"device_name": torch.cuda.get_device_name(runtime.device)} if on_gpu else {}),
         "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[runtime.autocast_dtype],
         "channels_last": runtime.channels_last,
         "compile": runtime.compile,

@@ -1,11 +1,12 @@
-"""A paired dataset decoded once into uint8 tensors — in host memory or on the GPU — and augmented a batch at
-a time on the training device, instead of decoding and resizing every image in loader workers each epoch.
+"""A paired or unpaired dataset decoded once into uint8 tensors — in host memory or on the GPU — and augmented
+a batch at a time on the training device, instead of decoding and resizing every image in loader workers each
+epoch.
 
-The batches are the per-image path's (`PairedDataset` through a DataLoader): the same images in the same
-order, the same resize, crop and flip per (seed, epoch, index), the same codec. On the CPU they are equal
-bit for bit; on a GPU the resize and the Lab conversion run there, equal up to float rounding. Only 8-bit
-images of one size qualify (the uint8 copy is then exact); otherwise `data_cache=auto` keeps the per-image
-loader and says why.
+The batches are the per-image path's (`PairedDataset` or `UnpairedDataset` through a DataLoader): the same
+images in the same order (and, unpaired, the same B drawn for each A), the same resize, crop and flip per
+(seed, epoch, index), the same codec. On the CPU they are equal bit for bit; on a GPU the resize and the Lab
+conversion run there, equal up to float rounding. Only 8-bit images of one size (per side) qualify (the uint8
+copy is then exact); otherwise `data_cache=auto` keeps the per-image loader and says why.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from imgtrans.data import transforms
-from imgtrans.data.datasets import PairedDataset, make_loader
+from imgtrans.data.datasets import PairedDataset, UnpairedDataset, make_loader
 from imgtrans.errors import ImgtransError
 
 # auto caches when the decoded set takes at most this share of the free memory (the GPU's, else the host's).
@@ -29,6 +30,33 @@ def _as_uint8(image: torch.Tensor) -> torch.Tensor | None:
     """The exact uint8 copy of an image read as k/255 floats, or None (16-bit or float sources)."""
     exact = (image * 255).round()
     return exact.to(torch.uint8) if torch.equal(exact / 255, image) else None
+
+
+def _decoded(images) -> torch.Tensor:
+    """uint8 (N, 3, H, W) of float rgb images; raises ImgtransError (the reason) where that is not exact."""
+    kept = []
+    for image in images:  # one float image at a time: only the uint8 copies are kept
+        exact = _as_uint8(image)
+        if exact is None:
+            raise ImgtransError("the training images are not 8-bit; the data cache keeps 8-bit images only")
+        if kept and exact.shape != kept[0].shape:
+            raise ImgtransError("the training images differ in size; the data cache needs one size")
+        kept.append(exact)
+    return torch.stack(kept)
+
+
+def _augmented(images: torch.Tensor, rows: list[int], plans: list[transforms.Geometry],
+               device: torch.device) -> torch.Tensor:
+    """`images[rows]` made on `device` as the per-image path makes them: floats in [0, 1], resized as the plans
+    say (one size in, so one resize for all), then cropped and flipped each by its plan."""
+    # Pinned, so that sending the indices to a GPU cache does not wait for the training step in flight.
+    indices = torch.tensor(rows, pin_memory=images.is_cuda)
+    x = images[indices.to(images.device, non_blocking=True)].to(device, non_blocking=True).float() / 255
+    resize = plans[0].resize
+    if resize is not None and resize != tuple(x.shape[-2:]):
+        x = F.interpolate(x, size=resize, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    return torch.stack([transforms.apply(image, transforms.Geometry(None, plan.crop, plan.flip))
+                        for image, plan in zip(x, plans)])
 
 
 @dataclass
@@ -42,22 +70,21 @@ class DecodedPairs:
     @classmethod
     def decode(cls, dataset: PairedDataset) -> DecodedPairs:
         """Raises ImgtransError (the reason) for data that cannot be cached exactly."""
-        a, b = [], []
-        for index in range(len(dataset)):  # one float pair at a time: only the uint8 copies are kept
-            exact = [_as_uint8(x) for x in dataset.rgb_pair(index)]
-            if any(x is None for x in exact):
-                raise ImgtransError("the training images are not 8-bit; the data cache keeps 8-bit images only")
-            if a and exact[0].shape != a[0].shape:
-                raise ImgtransError("the training images differ in size; the data cache needs one size")
-            a.append(exact[0])
-            b.append(exact[1])
-        images = torch.stack(a)
+        pairs = range(len(dataset))
+        a = _decoded(dataset.rgb_pair(i)[0] for i in pairs)
         # Colorization pairs are one image (its gray version is made by the codec): kept once.
-        return cls(dataset, images, images if dataset.codec.colorization else torch.stack(b))
+        return cls(dataset, a, a if dataset.codec.colorization else _decoded(dataset.rgb_pair(i)[1] for i in pairs))
+
+    @staticmethod
+    def estimate(dataset: PairedDataset) -> int:
+        return len(dataset) * (1 if dataset.codec.colorization else 2) * dataset.rgb_pair(0)[0].numel()
 
     @property
     def nbytes(self) -> int:
         return self.a.nbytes + (0 if self.b is self.a else self.b.nbytes)
+
+    def describe(self) -> str:
+        return f"{len(self.a)} pairs"
 
     def to(self, device: torch.device) -> DecodedPairs:
         a = self.a.to(device)
@@ -65,38 +92,66 @@ class DecodedPairs:
 
     def batch(self, items: list[tuple[int, int]], device: torch.device) -> dict[str, torch.Tensor]:
         """The DataLoader's batch of `items` ((epoch, index) pairs), made on `device`."""
-        # Pinned, so that sending the indices to a GPU cache does not wait for the training step in flight.
-        indices = torch.tensor([index for _, index in items], pin_memory=self.a.is_cuda)
-        a = self.a[indices.to(self.a.device, non_blocking=True)].to(device, non_blocking=True).float() / 255
-        b = self.b[indices.to(self.b.device, non_blocking=True)].to(device, non_blocking=True).float() / 255
+        rows = [index for _, index in items]
+        h, w = self.a.shape[-2:]
+        plans = [self.dataset.augment.geometry(h, w, epoch, index) for epoch, index in items]
+        codec = self.dataset.codec
+        return {"A": codec.encode_input(_augmented(self.a, rows, plans, device)),
+                "B": codec.encode_target(_augmented(self.b, rows, plans, device)), "index": torch.tensor(rows)}
+
+
+@dataclass
+class DecodedUnpaired:
+    """Every A and every B image of an `UnpairedDataset` as uint8 (N, 3, H, W) tensors on one device (each side
+    of one size), each A drawn with the B image the per-image path draws for it."""
+
+    dataset: UnpairedDataset
+    a: torch.Tensor
+    b: torch.Tensor
+
+    @classmethod
+    def decode(cls, dataset: UnpairedDataset) -> DecodedUnpaired:
+        return cls(dataset, _decoded(map(dataset.rgb, dataset.a)), _decoded(map(dataset.rgb, dataset.b)))
+
+    @staticmethod
+    def estimate(dataset: UnpairedDataset) -> int:
+        return (len(dataset.a) + len(dataset.b)) * dataset.rgb(dataset.a[0]).numel()
+
+    @property
+    def nbytes(self) -> int:
+        return self.a.nbytes + self.b.nbytes
+
+    def describe(self) -> str:
+        return f"{len(self.a)} + {len(self.b)} unpaired images"
+
+    def to(self, device: torch.device) -> DecodedUnpaired:
+        return DecodedUnpaired(self.dataset, self.a.to(device), self.b.to(device))
+
+    def batch(self, items: list[tuple[int, int]], device: torch.device) -> dict[str, torch.Tensor]:
         augment, codec = self.dataset.augment, self.dataset.codec
-        h, w = a.shape[-2:]
-        plans = [augment.geometry(h, w, epoch, index) for epoch, index in items]
-        both = torch.cat([a, b])
-        resize = plans[0].resize  # one size in, one plan of resizing out: it is the same for every image
-        if resize is not None and resize != (h, w):
-            both = F.interpolate(both, size=resize, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-        no_resize = [transforms.Geometry(None, p.crop, p.flip) for p in plans]
-        a = torch.stack([transforms.apply(x, g) for x, g in zip(both[:len(items)], no_resize)])
-        b = torch.stack([transforms.apply(x, g) for x, g in zip(both[len(items):], no_resize)])
-        return {"A": codec.encode_input(a), "B": codec.encode_target(b), "index": indices}
+        sides = []
+        for images, keys in ((self.a, items), (self.b, [(e, self.dataset.partner(e, i)) for e, i in items])):
+            h, w = images.shape[-2:]
+            plans = [augment.geometry(h, w, epoch, index) for epoch, index in keys]
+            sides.append(codec.encode_input(_augmented(images, [index for _, index in keys], plans, device)))
+        return {"A": sides[0], "B": sides[1], "index": torch.tensor([index for _, index in items])}
 
 
 class CachedLoader:
     """Iterates like the DataLoader of the per-image path: `batch_size` items of the sampler at a time."""
 
-    def __init__(self, pairs: DecodedPairs, sampler, batch_size: int, device: torch.device):
-        self.pairs, self.sampler, self.batch_size, self.device = pairs, sampler, batch_size, device
+    def __init__(self, images: DecodedPairs | DecodedUnpaired, sampler, batch_size: int, device: torch.device):
+        self.images, self.sampler, self.batch_size, self.device = images, sampler, batch_size, device
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         items: list[tuple[int, int]] = []
         for item in self.sampler:
             items.append(item)
             if len(items) == self.batch_size:
-                yield self.pairs.batch(items, self.device)
+                yield self.images.batch(items, self.device)
                 items = []
         if items:
-            yield self.pairs.batch(items, self.device)
+            yield self.images.batch(items, self.device)
 
 
 def training_loader(dataset, *, choice: str, sampler, batch_size: int, device: torch.device, workers: int,
@@ -109,27 +164,22 @@ def training_loader(dataset, *, choice: str, sampler, batch_size: int, device: t
     per_image.generator = torch.Generator().manual_seed(seed)
     if choice == "off":
         return per_image, "off: per-image loader"
-    if not isinstance(dataset, PairedDataset):
-        if choice == "auto":
-            return per_image, "off: the cache holds paired data only"
-        raise ImgtransError(f"data_cache={choice} holds paired data only; use data_cache=auto or off for unpaired "
-                            "models")
+    decoded = DecodedUnpaired if isinstance(dataset, UnpairedDataset) else DecodedPairs
     if choice == "device" and device.type != "cuda":
         raise ImgtransError("data_cache=device needs a CUDA device; use data_cache=host, auto or off")
-    first, _ = dataset.rgb_pair(0)
-    estimate = len(dataset) * (1 if dataset.codec.colorization else 2) * first.numel()
+    estimate = decoded.estimate(dataset)
     if choice == "auto" and estimate > MEMORY_SHARE * psutil.virtual_memory().available:
         return per_image, f"off: {estimate / 2 ** 30:.1f} GiB decoded would not fit in memory"
     try:
-        pairs = DecodedPairs.decode(dataset)
+        images = decoded.decode(dataset)
     except ImgtransError as exc:
         if choice == "auto":
             return per_image, f"off: {exc}"
         raise ImgtransError(f"data_cache={choice}: {exc}; use data_cache=auto or off") from None
     on_device = choice == "device" or (choice == "auto" and device.type == "cuda" and
-                                       pairs.nbytes <= MEMORY_SHARE * torch.cuda.mem_get_info(device)[0])
+                                       images.nbytes <= MEMORY_SHARE * torch.cuda.mem_get_info(device)[0])
     if on_device:
-        pairs = pairs.to(device)
+        images = images.to(device)
     where = "device" if on_device else "host"
-    return CachedLoader(pairs, sampler, batch_size, device), f"{where}: {len(dataset)} pairs, " \
-                                                             f"{pairs.nbytes / 2 ** 20:.0f} MiB"
+    return CachedLoader(images, sampler, batch_size, device), f"{where}: {images.describe()}, " \
+                                                              f"{images.nbytes / 2 ** 20:.0f} MiB"

@@ -107,17 +107,24 @@ class UnpairedDataset(Dataset):
     def files(self) -> list[Path]:
         return [*self.a, *self.b]
 
+    @staticmethod
+    def rgb(path: Path) -> torch.Tensor:
+        return _tensor(load_image(path), 3)
+
+    def partner(self, epoch: int, index: int) -> int:
+        """The B image drawn for A image `index` in `epoch` (at random when training, reproducibly)."""
+        if self.augment.train:
+            return int(np.random.default_rng([self.augment.seed, epoch, index, 1]).integers(len(self.b)))
+        return index % len(self.b)
+
     def _load(self, path: Path, epoch: int, index: int) -> torch.Tensor:
-        image = _tensor(load_image(path), 3)
+        image = self.rgb(path)
         geometry = self.augment.geometry(image.shape[1], image.shape[2], epoch, index)
         return self.codec.encode_input(transforms.apply(image, geometry))
 
     def __getitem__(self, item) -> dict:
         epoch, index = _key(item)
-        if self.augment.train:
-            j = int(np.random.default_rng([self.augment.seed, epoch, index, 1]).integers(len(self.b)))
-        else:
-            j = index % len(self.b)
+        j = self.partner(epoch, index)
         return {"A": self._load(self.a[index], epoch, index), "B": self._load(self.b[j], epoch, j), "index": index}
 
 

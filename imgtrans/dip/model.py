@@ -66,7 +66,7 @@ class DIPState:
 
 
 class DeepImagePrior(nn.Module):
-    """The fitted network, its loss and its optimisation step (`setup` first, then `fit_step`)."""
+    """The fitted network, its loss and its optimisation step (`setup` first, then `training_step`)."""
 
     codec = None  # it fits one image in network space, with no dataset codec
 
@@ -90,11 +90,12 @@ class DeepImagePrior(nn.Module):
                                           fused=runtime.fused_optimizers or None)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.autocast_dtype == torch.float16)
 
-    def fit_step(self, net_input: torch.Tensor, target: torch.Tensor,
-                 mask: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One iteration on `batch_size` jittered copies of the input; returns the outputs and losses."""
+    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One iteration on `batch_size` jittered copies of the input `A` towards target `B` (where `mask` is 1);
+        returns the losses and the `output`. No decision is made on the host, so a CUDA graph can replay it."""
         cfg = self.cfg
-        inputs = net_input.expand(cfg.batch_size, -1, -1, -1)
+        target, mask = batch["B"], batch.get("mask")
+        inputs = batch["A"].expand(cfg.batch_size, -1, -1, -1)
         if cfg.reg_noise_std > 0:
             inputs = inputs + cfg.reg_noise_std * torch.randn_like(inputs)
         with self.runtime.autocast():
@@ -104,7 +105,13 @@ class DeepImagePrior(nn.Module):
         self.scaler.scale(losses["loss"]).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return output, losses
+        return {**losses, "output": output}
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.runtime.device, non_blocking=True, memory_format=self.runtime.memory_format)
+
+    def graph_capture_obstacle(self) -> str | None:
+        return None
 
     @property
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:

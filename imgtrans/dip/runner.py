@@ -34,6 +34,7 @@ from imgtrans.nets.layers import count_parameters, pad_to_multiple
 from imgtrans.nets.perceptual import PerceptualLoss
 from imgtrans.tracking.tracker import Tracker
 from imgtrans.training import checkpoint
+from imgtrans.training.graphed_step import training_step_for
 from imgtrans.training.runs import Validation, log_setup
 
 INPUT_SCALE = 0.1  # DIP's input: uniform noise in [0, 0.1)
@@ -120,6 +121,8 @@ class DIPRunner:
                                     "resume with the mode and stages it was started with")
         device = self.runtime.device
         self.model.setup(self.runtime)
+        # The iteration's input is the one fixed noise image, so the capture is of batch 1.
+        self.training_step, self.cuda_graphs = training_step_for(self.model, self.runtime, cfg, full_batch=1)
         self.step, self.history = 0, {"dip/psnr_noisy": [], "dip/psnr_clean": [], "train/loss": []}
         self.best_psnr = torch.tensor(-float("inf"), device=device)
         self.best_iteration = torch.tensor(-1, device=device)
@@ -147,7 +150,10 @@ class DIPRunner:
     def _log_setup(self) -> None:
         cfg = self.cfg
         h, w = self.state.degraded.shape[-2:]
-        facts = {"image": self.source, "size": f"{w}x{h}", "generator_params": count_parameters(self.model.net)}
+        facts = {"image": self.source, "size": f"{w}x{h}", "generator_params": count_parameters(self.model.net),
+                 "cuda_graphs": self.cuda_graphs == "on"}
+        if self.cuda_graphs != "on":
+            self.notes.append(f"CUDA graphs: {self.cuda_graphs}.")
         if cfg.mode == "progressive":
             plan = stage_plan(cfg)
             facts["stage_iterations"] = ",".join(str(s.iterations) for s in plan)
@@ -174,6 +180,7 @@ class DIPRunner:
         targets = self._targets()
         net_input = self.state.net_input.to(device, memory_format=self.runtime.memory_format)
         mask = self.state.mask.to(device) if self.state.mask is not None else None
+        batch = {"A": net_input} | ({"mask": mask} if mask is not None else {})
         degraded = self.state.degraded.to(device)
         clean = self.state.clean.to(device) if self.state.clean is not None else None
         window: dict[str, list[tuple[int, torch.Tensor]]] = {k: [] for k in self.history}
@@ -190,7 +197,8 @@ class DIPRunner:
         self.model.train()
         while self.step < total:
             target = next(t for end, t in targets if self.step < end)
-            output, losses = self.model.fit_step(net_input, target, mask)
+            losses = self.training_step(batch | {"B": target})
+            output = losses["output"]
             self.step += 1
             with torch.no_grad():
                 current = to_unit(output.detach().float().mean(0, keepdim=True).clamp(-1, 1))

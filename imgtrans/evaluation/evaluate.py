@@ -208,7 +208,9 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
         (tmp / "results" / "summary.json").write_text(json.dumps(summary, indent=2))
         target = MlflowTracker.of_run(cfg.run_id)
         target.log_artifacts(result.artifacts, f"evaluation/{cfg.split}")
-        target.log_dataset(result.split, cfg.split if cfg.split == "test" else "validation")
+        context = cfg.split if cfg.split == "test" else "validation"
+        for run in (target, tracker):  # the evaluated run and this one: both name the images they were scored on
+            run.log_dataset(result.split, context)
         target.log_metrics({f"{prefix}/{k}": v for k, v in result.headline().items()}, step=0,
                            model_id=model_uri.split("/")[-1], dataset=result.split)
         messages = dict.fromkeys(m.message for m in result.unavailable)

@@ -1,4 +1,4 @@
-"""Denoising diffusion (DDPM training, DDIM or DDPM sampling), conditional or unconditional.
+"""Denoising diffusion (DDPM training; DDIM, DDPM or DPM-Solver++ sampling), conditional or unconditional.
 
 Conditional (Palette / SR3 style): the source image is concatenated to the
 noisy target at every step. Unconditional: the target alone (any folder of
@@ -11,6 +11,8 @@ import torch
 from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel
 
+from imgtrans.compute.graphs import CapturedCall
+from imgtrans.compute.runtime import Runtime
 from imgtrans.data.codec import Codec
 from imgtrans.diffusion.noise_schedules import NoiseSchedule, ScheduleConfig
 from imgtrans.diffusion.samplers import build_sampler
@@ -46,6 +48,25 @@ class Diffusion(TranslationModel):
         # The sampling weights: an exponential moving average of parameters and buffers alike.
         self.ema = AveragedModel(self.net, multi_avg_fn=self._ema_step, use_buffers=True).requires_grad_(False)
         self._register_load_state_dict_pre_hook(_ema_keys_of_format_2)
+        self.denoiser = CapturedCall(self._denoise, enabled=False)
+
+    def setup(self, runtime: Runtime) -> None:
+        super().setup(runtime)
+        # Sampling calls the denoiser with the same shapes at every step: on a GPU it is replayed from a graph.
+        self.denoiser = CapturedCall(self._denoise, enabled=self.sampling_capture_obstacle() is None,
+                                     key=lambda: self.generator().training)
+
+    def sampling_capture_obstacle(self) -> str | None:
+        """None when sampling replays the denoiser from a captured CUDA graph; otherwise why it runs eagerly."""
+        if not self.cfg.cuda_graphs:
+            return "cuda_graphs=false"
+        if self.runtime.device.type != "cuda":
+            return "not on a CUDA device"
+        return "compile=true" if self.runtime.compile else None
+
+    def _denoise(self, inputs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return self.generator()(inputs, t).float()
 
     @classmethod
     def is_conditional(cls, cfg: DiffusionConfig) -> bool:
@@ -113,9 +134,8 @@ class Diffusion(TranslationModel):
             t = torch.full((shape[0],), int(sampler.timesteps[0]))
             x = self.schedule.add_noise(self.to_device(start_from).float(), x, t)
         for t in sampler.timesteps.tolist():
-            with self.autocast():
-                out = self.generator()(self._input(x, cond), torch.full((x.shape[0],), t, device=x.device))
-            x = sampler.step(out.float(), t, x, generator=g)
+            out = self.denoiser(self._input(x, cond), torch.full((x.shape[0],), t, device=x.device))
+            x = sampler.step(out, t, x, generator=g)
         return x.clamp(-1, 1)
 
     @torch.no_grad()

@@ -197,7 +197,7 @@ def end_worker(study: optuna.Study, parent: MlflowTracker, worker: MlflowTracker
 
 
 def study_description(spec: StudySpec, name: str) -> str:
-    space = ", ".join(f"`{k}` {v.describe()}" for k, v in spec.search_space.items())
+    space = ", ".join(f"`{k}` `{v.describe()}`" for k, v in spec.search_space.items())  # [a, b] (log): no link
     objectives = ", ".join(f"{o.direction} `{o.metric}`" for o in spec.objectives)
     return (f"Optuna study **{name}** of `{spec.model}` on `{spec.dataset}`: {objectives}. "
             f"{spec.sampler} sampler, {spec.pruner.type} pruner. Search space: {space}."

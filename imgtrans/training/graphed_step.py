@@ -1,5 +1,5 @@
 """A model's whole training step — forwards, backwards and optimizer updates — captured once as a CUDA graph
-and replayed for every batch of the same shape.
+and replayed for every batch of the same shape (a translation model's step, or a Deep Image Prior iteration).
 
 A pix2pix step at batch 1 issues some 430 kernels; launching them from Python takes ~13 ms on an H100 whose
 GPU work takes ~3.5 ms. A replay launches them all at once. Capturing needs a step that makes no decision on
@@ -15,7 +15,7 @@ import torch
 
 from imgtrans.compute import distributed
 from imgtrans.compute.runtime import Runtime
-from imgtrans.config import TrainConfig
+from imgtrans.config import RunConfig
 from imgtrans.models.base import TranslationModel
 
 Step = Callable[[dict], dict[str, torch.Tensor]]
@@ -25,7 +25,7 @@ Step = Callable[[dict], dict[str, torch.Tensor]]
 WARMUP_STEPS = 3
 
 
-def why_not_graphed(model: TranslationModel, runtime: Runtime, cfg: TrainConfig) -> str | None:
+def why_not_graphed(model: TranslationModel, runtime: Runtime, cfg: RunConfig) -> str | None:
     """None when the step can be captured; otherwise why it runs eagerly."""
     if not cfg.cuda_graphs:
         return "cuda_graphs=false"
@@ -40,12 +40,14 @@ def why_not_graphed(model: TranslationModel, runtime: Runtime, cfg: TrainConfig)
     return model.graph_capture_obstacle()
 
 
-def training_step_for(model: TranslationModel, runtime: Runtime, cfg: TrainConfig) -> tuple[Step, str]:
-    """The function the trainer calls per batch, and what to record about it (`on`, or `off: <why>`)."""
+def training_step_for(model: TranslationModel, runtime: Runtime, cfg: RunConfig,
+                      full_batch: int | None = None) -> tuple[Step, str]:
+    """The function called per batch, and what to record about it (`on`, or `off: <why>`). The first batch of
+    `full_batch` inputs `A` (default: `cfg.batch_size`) is the one captured."""
     reason = why_not_graphed(model, runtime, cfg)
     if reason is not None:
         return model.training_step, f"off: {reason}"
-    return GraphedStep(model, cfg.batch_size), "on"
+    return GraphedStep(model, full_batch or cfg.batch_size), "on"
 
 
 class GraphedStep:
