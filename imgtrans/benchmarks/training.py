@@ -1,5 +1,6 @@
 """Training-step throughput of a model: plain (fp32 eager, per-tensor Adam, as the reference code runs)
-against this suite's fast path, eager and replayed as a CUDA graph, with the losses compared."""
+against this suite's fast path, eager (channels_last and NCHW, to choose each model's layout) and replayed as a
+CUDA graph, with the losses compared."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class TrainRow:
     batch: int
     plain_images_per_s: float
     fast_images_per_s: float  # the suite's defaults on the device, eager
+    fast_nchw_images_per_s: float  # the same without channels_last (GPU only): the layout that pays per model
     graphed_images_per_s: float  # the same replayed as a CUDA graph; nan where the step runs eagerly
     plain_ms_per_step: float
     fast_ms_per_step: float
@@ -53,13 +55,15 @@ def train_row(model_name: str, batch: int, steps: int, crop: int, device: torch.
     cls = model_class(model_name)
     gpu = device.type == "cuda"
     results = {}
-    for mode in ("plain", "fast", "graphed"):
+    for mode in ("plain", "fast", "fast_nchw", "graphed"):
+        if mode == "fast_nchw" and not gpu:  # the memory format is a GPU setting
+            continue
         torch.manual_seed(0)
         cfg = cls.config_class(crop_size=crop, batch_size=batch, cuda_graphs=mode == "graphed",
                                **width_options(cls, width))
         model = cls(cfg, Codec(colorization=False))
         fast = mode != "plain" and gpu
-        runtime = Runtime(device, torch.bfloat16 if fast else None, channels_last=fast,
+        runtime = Runtime(device, torch.bfloat16 if fast else None, channels_last=fast and mode != "fast_nchw",
                           fused_optimizers=mode != "plain")
         model.setup(runtime)
         model.configure_optimizers()
@@ -86,20 +90,24 @@ def train_row(model_name: str, batch: int, steps: int, crop: int, device: torch.
     plain_t, plain_l, _ = results["plain"]
     fast_t, fast_l, memory = results["fast"]
     graphed_t, graphed_l, graphed_memory = results.get("graphed", (math.nan, fast_l, memory))
+    nchw_t = results.get("fast_nchw", (math.nan,))[0]
     best_l = graphed_l if graphed_t < fast_t else fast_l
     rel = max(abs(a - b) / max(abs(a), 1e-8) for a, b in zip(plain_l, best_l))
     last = min(10, len(plain_l))
     window = abs(sum(plain_l[-last:]) - sum(best_l[-last:])) / max(abs(sum(plain_l[-last:])), 1e-8)
-    return TrainRow(model_name, batch, batch / plain_t, batch / fast_t, batch / graphed_t, plain_t * 1e3,
+    return TrainRow(model_name, batch, batch / plain_t, batch / fast_t, batch / nchw_t, batch / graphed_t,
+                    plain_t * 1e3,
                     min(fast_t, graphed_t) * 1e3 if math.isfinite(graphed_t) else fast_t * 1e3,
                     max(memory, graphed_memory), rel, window)
 
 
 def format_training(rows: list[TrainRow]) -> str:
     return markdown_table(
-        ["model", "batch", "plain img/s", "fast img/s", "CUDA graph img/s", "ratio", "plain ms/step",
+        ["model", "batch", "plain img/s", "fast img/s", "fast NCHW img/s", "CUDA graph img/s", "ratio",
+         "plain ms/step",
          "fast ms/step", "peak MB", "max rel. loss diff", "last-10 rel. loss diff"],
         [[r.model, str(r.batch), f"{r.plain_images_per_s:.2f}", f"{r.fast_images_per_s:.2f}",
+          f"{r.fast_nchw_images_per_s:.2f}" if math.isfinite(r.fast_nchw_images_per_s) else "n/a",
           f"{r.graphed_images_per_s:.2f}" if math.isfinite(r.graphed_images_per_s) else "n/a", f"{r.ratio:.2f}×",
           f"{r.plain_ms_per_step:.1f}", f"{r.fast_ms_per_step:.1f}", f"{r.peak_memory_mb:.0f}",
           f"{r.loss_max_rel_diff:.2e}", f"{r.loss_last10_rel_diff:.2e}"] for r in rows])
