@@ -205,7 +205,8 @@ class DIPRunner:
                 known = current * mask if mask is not None else current
                 noisy_ref = to_unit(degraded) * mask if mask is not None else to_unit(degraded)
                 window["dip/psnr_noisy"].append((self.step, psnr_per_image(known, noisy_ref)[0]))
-                window["train/loss"].append((self.step, losses["loss"].detach()))
+                # A copy: a replayed graph writes every iteration's loss into the same tensor.
+                window["train/loss"].append((self.step, losses["loss"].detach().clone()))
                 if clean is not None:
                     psnr = psnr_per_image(current, to_unit(clean))[0]
                     window["dip/psnr_clean"].append((self.step, psnr))
