@@ -115,12 +115,17 @@ def main(uri: str, out: str, experiment: str = "facades") -> None:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1600, "height": 2200})
             for name, path in pages(experiment_id):
+                # The Models table is wide: its metric columns (test/psnr, …) start past 1,600 px.
+                width = 2400 if name == "5-models-ranked" else 1600
+                page.set_viewport_size({"width": width, "height": 2200})
                 page.goto(base + path, wait_until="load")
                 time.sleep(8)  # the UI keeps polling: no "network idle"; charts and images need the time
                 close_assistant(page)
                 reveal(page, name, last_step)
-                # The samples card's sheets sit at the top of its full-screen view: the rest is empty.
-                clip = {"x": 0, "y": 0, "width": 1600, "height": 620} if name == "3-samples-card" else None
+                # The sheets sit at the top of the samples card's full-screen view, the models at the top of
+                # their table: the rest is empty.
+                clip = {"x": 0, "y": 0, "width": width, "height": 620 if name == "3-samples-card" else 700} \
+                    if name in ("3-samples-card", "5-models-ranked") else None
                 page.screenshot(path=str(out / f"{name}.jpg"), full_page=clip is None, clip=clip, type="jpeg",
                                 quality=80)
                 print(out / f"{name}.jpg")
