@@ -260,6 +260,8 @@ def test_a_colorizer_is_scored_against_the_grayscale_copy(aerial, tmp_path, caps
     assert main(["evaluate", "--run-id", run.info.run_id]) == 0
     metrics = {f"test/{k}": v for k, v in evaluation_summary(run.info.run_id)["metrics"].items()}
     assert {"test/baseline/grayscale/psnr", "test/baseline/grayscale/ssim_std"} <= set(metrics)
+    logged = MlflowClient().get_run(run.info.run_id).data.metrics  # a colorizer is ranked by its colour too
+    assert {"test/colourfulness_ratio", "test/cast", "test/chroma_error"} <= set(logged)
     assert main(["compare", "--run-ids", run.info.run_id]) == 0
     out = capsys.readouterr().out
     assert "| baseline: grayscale |" in out

@@ -77,6 +77,7 @@ def test_training_runs_are_told_apart_and_carry_data_model_and_samples(facades):
     evaluated = client.get_run(second.info.run_id)
     assert {"test/psnr", "test/ssim"} <= set(evaluated.data.metrics)
     assert not any(k.endswith("_std") or k.endswith("n_images") for k in evaluated.data.metrics)
+    assert "test/colourfulness_ratio" not in evaluated.data.metrics  # a label map's colours are no target
     model = client.get_logged_model(output.model_id)
     assert {m.key for m in model.metrics} >= {"test/psnr", "test/ssim"}
     ranked = mlflow.search_logged_models(experiment_ids=[second.info.experiment_id], output_format="list",

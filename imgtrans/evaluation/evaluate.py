@@ -31,7 +31,7 @@ from imgtrans.data.splits import SplitSummary
 from imgtrans.errors import ImgtransError
 from imgtrans.evaluation.options import EvaluateConfig
 from imgtrans.files import scratch_dir
-from imgtrans.metrics.colour import ColourSums
+from imgtrans.metrics.colour import COLOUR_SCORES, ColourSums
 from imgtrans.metrics.distribution import DistributionMetrics, FidelityInception
 from imgtrans.metrics.perceptual import lpips_network, lpips_per_image
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
@@ -51,11 +51,13 @@ class Evaluation:
     unavailable: list[Unavailable]
     artifacts: Path
     split: SplitSummary
+    colorization: bool  # the colour scores are what a colorizer is ranked by; for others they stay in the summary
 
     def headline(self) -> dict[str, float]:
         """What goes in as metrics (and onto the model): the mean scores, not their statistics."""
         return {k: v for k, v in self.metrics.items()
-                if not k.endswith("_std") and k != "n_images" and not k.startswith("baseline/")}
+                if not k.endswith("_std") and k != "n_images" and not k.startswith("baseline/")
+                and (self.colorization or k not in COLOUR_SCORES)}
 
 
 def pairwise_diversity(model, codec, x: torch.Tensor, lpips_net, device) -> torch.Tensor:
@@ -186,7 +188,8 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
     for i, (inp, pred, target) in enumerate(zip(*columns)):
         for kind, image in (("input", inp), ("output", pred), ("target", target)):
             Image.fromarray(image).save(out / SAMPLES_DIR / f"{kind}_{i:04d}.png")
-    return Evaluation(results, settings, unavailable, out, summarize_split(data, split, train_cfg.dataset))
+    return Evaluation(results, settings, unavailable, out, summarize_split(data, split, train_cfg.dataset),
+                      codec.colorization)
 
 
 def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int:
