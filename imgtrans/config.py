@@ -29,18 +29,22 @@ EXPERIMENT_HELP = ("MLflow experiment; empty = the current one: MLFLOW_EXPERIMEN
                    "(as `mlflow run`)")
 
 
+_NO_VALUE = object()
+
+
 def opt(default: Any, help: str, when: dict[str, Any] | None = None, bookkeeping: bool = False,
-        **bounds: float) -> Any:
+        saved_before: Any = _NO_VALUE, **bounds: float) -> Any:
     """An option with its help text, for numbers its valid range — ge, gt, le, lt (as in `0 <= x < 1`) — and
     `when` it applies: other options' required values (a tuple of them, or a predicate), e.g.
     `when={"gan_mode": ("wgangp",)}`; an option that does not apply is not a param of the run. A `bookkeeping`
     option decides how a run is carried out and recorded (workers, logging and checkpoint cadence), not what it
-    computes: it stays in the run's config.json but is not one of its params."""
+    computes: it stays in the run's config.json but is not one of its params. `saved_before`: the value that
+    reproduces a run saved before the option existed (its checkpoint's config lacks it)."""
     unknown = set(bounds) - set(BOUNDS)
     if unknown:
         raise TypeError(f"unknown bound {sorted(unknown)[0]}; use {', '.join(BOUNDS)}")
     return field(default=default, metadata={"help": help, "bounds": bounds, "when": when or {},
-                                            "bookkeeping": bookkeeping})
+                                            "bookkeeping": bookkeeping, "saved_before": saved_before})
 
 
 @dataclass
@@ -91,9 +95,13 @@ class TrainConfig(RunConfig):
     color_space: Literal["rgb", "lab"] = opt("rgb", "lab: predict a,b from L (colorization layout only)")
     gamut_bound: bool = opt(True, "lab: scale each predicted a,b towards gray until it is an sRGB colour at its L "
                                   "(black and white get no colour)", when=LAB)
-    chroma_blur: float = opt(3.0, "lab: standard deviation (px) of a Gaussian low-pass over the predicted a,b at "
-                                  "inference (validation, evaluate, export; training losses see them unsmoothed): "
-                                  "colour at a coarser scale than lightness; 0 = off", when=LAB, ge=0, le=16)
+    chroma_blur: float = opt(3.0, "lab: scale (px) of the low-pass over the predicted a,b at inference "
+                                  "(validation, evaluate, export; training losses see them unsmoothed): colour at a "
+                                  "coarser scale than lightness; 0 = off", when=LAB, ge=0, le=16)
+    chroma_filter: Literal["guided", "gaussian"] = opt(
+        "guided", "lab: the low-pass: guided = a guided filter with L as guide (window radius 2.5 × chroma_blur), "
+                  "smoothing a,b where lightness is flat and keeping them to lightness edges; gaussian = a Gaussian "
+                  "of standard deviation chroma_blur", when=LAB, saved_before="gaussian")
     load_size: int = opt(0, "resize images to this size before cropping; 0 = crop_size * 286/256", ge=0)
     crop_size: int = opt(128, "training crop size in pixels", ge=1)
     preprocess: Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"] = opt(
@@ -312,6 +320,13 @@ def from_dict(cls, values: dict[str, Any]):
     """Rebuild a config, ignoring keys a newer or older version does not know."""
     known = {f.name for f in fields(cls)}
     return cls(**{k: parse_option(cls, k, v) for k, v in values.items() if k in known})
+
+
+def from_saved(cls, values: dict[str, Any]):
+    """A config a run saved (checkpoint, resume): options newer than the run take the value that reproduces it."""
+    older = {f.name: f.metadata["saved_before"] for f in fields(cls)
+             if f.metadata.get("saved_before", _NO_VALUE) is not _NO_VALUE}
+    return from_dict(cls, older | values)
 
 
 def to_json(cfg: RunConfig) -> str:

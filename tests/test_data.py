@@ -136,6 +136,7 @@ def test_lab_reads_a_folder_of_photographs_as_colorization_data(tmp_path):
             write_image(tmp_path / split / f"{i}.png", random_rgb(40, 40, seed=i))
     data = build_data(cfg(tmp_path, color_space="lab"))
     assert data.source.layout == "single" and data.codec.colorization
+    assert data.has_targets  # each photograph is the truth of its gray input: validation and evaluate score them
     assert data.train[0]["A"].shape[0] == 1 and data.train[0]["B"].shape[0] == 2
 
 

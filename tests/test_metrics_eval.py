@@ -253,6 +253,21 @@ def test_weight_files_in_the_hub_cache_enable_every_metric(facades, tmp_path, mo
     assert not summary["unavailable"] and "imgtrans.test.unavailable" not in run.data.tags
 
 
+def test_a_colorizer_of_a_photograph_folder_is_validated_and_evaluated(tmp_path, monkeypatch):
+    from conftest import random_rgb, write_image
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    for split, count in (("train", 3), ("val", 2), ("test", 2)):
+        for i in range(count):
+            write_image(tmp_path / "photos" / split / f"{i}.png", random_rgb(72, 80, seed=i))
+    assert main(["pix2pix", "--dataset", str(tmp_path / "photos"), *FAST, "--max-steps", "2",
+                 "--color-space", "lab"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert "val/psnr" in run.data.metrics  # each photograph is the truth of its gray input
+    assert main(["evaluate", "--run-id", run.info.run_id]) == 0
+    assert {"test/psnr", "test/cast"} <= set(MlflowClient().get_run(run.info.run_id).data.metrics)
+
+
 def test_a_colorizer_is_scored_against_the_grayscale_copy(aerial, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
     assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab"]) == 0

@@ -208,3 +208,20 @@ def test_the_chroma_low_pass_keeps_flat_colour_and_removes_pixel_speckle():
     row = low_pass(edge)[0, 0, 16]
     assert row[:18].max() < 0.01 and row[30:].min() > 0.99 and 0.4 < float(row[23:25].mean()) < 0.6
     assert torch.equal(low_pass.train()(speckle), speckle)  # training sees the network's own output
+
+
+def test_the_guided_chroma_filter_keeps_colour_to_lightness_edges():
+    from imgtrans.nets.chroma import ChromaGuidedFilter, ChromaLowPass
+
+    guided, gaussian = ChromaGuidedFilter(8).eval(), ChromaLowPass(3.0).eval()
+    lightness = torch.full((1, 1, 32, 48), -0.6)
+    lightness[..., 24:] = 0.4  # a darker field beside a lighter gray road
+    ab = torch.zeros(1, 2, 32, 48)
+    ab[..., :24] = 0.5  # colour on the field, none on the road
+    speckle = 0.05 * torch.randn(1, 2, 32, 48, generator=torch.Generator().manual_seed(0))
+    road_guided = guided(ab + speckle, lightness)[..., 24:]
+    road_gaussian = gaussian(ab + speckle)[..., 24:]
+    assert float(road_guided.abs().mean()) < 0.25 * float(road_gaussian.abs().mean())  # no bleed onto the road
+    flat = torch.zeros(1, 1, 32, 48)  # where lightness is flat it smooths like a low-pass
+    assert float(guided(speckle, flat).std()) < 0.2 * float(speckle.std())
+    assert torch.equal(guided.train()(speckle, flat), speckle)  # training sees the network's own output

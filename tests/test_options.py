@@ -68,3 +68,12 @@ def test_bounds_are_known_keywords():
     with pytest.raises(TypeError):
         config_mod.opt(1, "x", min=0)
     assert typing.get_type_hints(config_mod.opt)
+
+
+def test_a_saved_config_without_a_newer_option_keeps_what_it_ran_with():
+    from imgtrans.models.options import Pix2PixConfig
+
+    older = {"color_space": "lab", "layout": "colorization"}  # saved before chroma_filter existed
+    assert config_mod.from_saved(Pix2PixConfig, older).chroma_filter == "gaussian"
+    assert config_mod.from_saved(Pix2PixConfig, older | {"chroma_filter": "guided"}).chroma_filter == "guided"
+    assert config_mod.from_dict(Pix2PixConfig, older).chroma_filter == "guided"  # a new run takes the default

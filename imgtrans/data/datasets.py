@@ -165,6 +165,12 @@ class Data:
     val: Dataset
     test: Dataset
 
+    @property
+    def has_targets(self) -> bool:
+        """Whether every input has a ground truth to score against: paired data, and any colorization data
+        (a folder of photographs read by a Lab colorizer included: each photo is its gray input's truth)."""
+        return self.source.has_targets or self.codec.colorization
+
 
 def summarize_split(data: Data, split: str, dataset: str) -> SplitSummary:
     """What `split` (train, val, test) of `data` holds, as the tracker records it."""

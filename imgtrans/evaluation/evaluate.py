@@ -112,7 +112,7 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
     else:
         unavailable += [Unavailable(name, inception_missing) for name in ("fid", "kid", "is")]
 
-    has_targets = data.source.has_targets
+    has_targets = data.has_targets
     diversity: list[torch.Tensor] = []
     rows, columns = [], [[], [], []]
     baselines: dict[str, list[float]] = defaultdict(list)

@@ -38,7 +38,8 @@ class GANModel(TranslationModel):
         lab_colorizer = self.codec.colorization and self.codec.color_space == "lab" and output_nc == 2
         kwargs = dict(ngf=cfg.ngf, norm=cfg.norm, dropout=cfg.dropout, crop_size=cfg.crop_size,
                       upsample=cfg.upsample, gamut=cfg.gamut_bound and lab_colorizer,
-                      chroma_blur=cfg.chroma_blur if lab_colorizer else 0.0) | overrides
+                      chroma_blur=cfg.chroma_blur if lab_colorizer else 0.0,
+                      chroma_filter=cfg.chroma_filter) | overrides
         kwargs["colour_classes"] = kwargs.get("colour_classes", False) and lab_colorizer
         return init_weights(build_generator(kwargs.pop("netG", cfg.netG), input_nc, output_nc, **kwargs),
                             cfg.init_type, cfg.init_gain)

@@ -173,12 +173,13 @@ def unet_depth(name: str, crop_size: int) -> int:
 
 def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm: str, dropout: bool,
                     crop_size: int, nz: int = 0, upsample: str = "transpose", gamut: bool = False,
-                    chroma_blur: float = 0.0, colour_classes: bool = False) -> nn.Module:
+                    chroma_blur: float = 0.0, chroma_filter: str = "guided",
+                    colour_classes: bool = False) -> nn.Module:
     """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth. `gamut`,
-    `chroma_blur`: the output is a,b for the L of the input's first channel, low-passed and kept inside the sRGB
-    gamut (`LabOutput`). `colour_classes`: the network scores colour classes and decodes them into that a,b
-    (`ClassColourGenerator`)."""
-    lab = LabOutput(gamut, chroma_blur) if gamut or chroma_blur > 0 else None
+    `chroma_blur`, `chroma_filter`: the output is a,b for the L of the input's first channel, low-passed and kept
+    inside the sRGB gamut (`LabOutput`). `colour_classes`: the network scores colour classes and decodes them
+    into that a,b (`ClassColourGenerator`)."""
+    lab = LabOutput(gamut, chroma_blur, chroma_filter) if gamut or chroma_blur > 0 else None
     if name not in GENERATORS:
         raise ImgtransError(f"invalid netG '{name}'; valid values: {', '.join(GENERATORS)}")
     if not colour_classes:

@@ -296,7 +296,7 @@ def load_model(path: Path | str, device: str | torch.device = "cpu"):
     """Rebuild a trained model for inference from a checkpoint alone (eval mode)."""
     payload = read(path)
     cls = model_class(payload["model"])
-    cfg = config_mod.from_dict(cls.config_class, payload["config"])
+    cfg = config_mod.from_saved(cls.config_class, payload["config"])
     model = cls(cfg, Codec(**payload["codec"]))
     restore_nets(model, payload, str(path))
     model.setup(Runtime(torch.device(device)))

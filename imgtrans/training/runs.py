@@ -106,7 +106,7 @@ def resolve_resume(cfg: RunConfig, explicit: dict[str, Any], end_dead: bool = Tr
     if payload["model"] != cfg.model_name:
         raise ImgtransError(f"cannot resume {cfg.model_name} from a {payload['model']} checkpoint ({ref})")
     merged = {**payload["config"], **explicit, "resume": ref}
-    return config_mod.from_dict(type(cfg), merged), payload
+    return config_mod.from_saved(type(cfg), merged), payload
 
 
 def log_setup(tracker, cfg: RunConfig, runtime: Runtime, step: int, facts: dict[str, Any],

@@ -65,7 +65,7 @@ class Validator:
                                                                 deterministic=cudnn.deterministic,
                                                                 allow_tf32=cudnn.allow_tf32):
             model.eval()
-            if count and self.data.source.has_targets:
+            if count and self.data.has_targets:
                 metrics = self._scores(count, device)
             if count and world.is_main:
                 batch = next(iter(make_loader(Subset(self.data.val, range(min(count, 8))), batch_size=8)))
