@@ -55,6 +55,6 @@ class CapturedCall:
                 self.fn(*static_inputs)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # loader threads may use CUDA meanwhile
             static_output = self.fn(*static_inputs)
         return graph, static_inputs, static_output
