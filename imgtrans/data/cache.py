@@ -11,7 +11,7 @@ copy is then exact); otherwise `data_cache=auto` keeps the per-image loader and 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import psutil
@@ -32,17 +32,20 @@ def _as_uint8(image: torch.Tensor) -> torch.Tensor | None:
     return exact.to(torch.uint8) if torch.equal(exact / 255, image) else None
 
 
-def _decoded(images) -> torch.Tensor:
-    """uint8 (N, 3, H, W) of float rgb images; raises ImgtransError (the reason) where that is not exact."""
-    kept = []
-    for image in images:  # one float image at a time: only the uint8 copies are kept
-        exact = _as_uint8(image)
-        if exact is None:
+def _decoded(items: Iterable[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Per side, uint8 (N, 3, H, W) of items of float rgb images (one per side: an (input, target) pair, or one
+    image); raises ImgtransError (the reason) where that is not exact."""
+    sides: list[list[torch.Tensor]] = []
+    for item in items:  # one item at a time, each image read once: only the uint8 copies are kept
+        exact = [_as_uint8(image) for image in item]
+        if any(x is None for x in exact):
             raise ImgtransError("the training images are not 8-bit; the data cache keeps 8-bit images only")
-        if kept and exact.shape != kept[0].shape:
+        sides = sides or [[] for _ in exact]
+        if sides[0] and any(x.shape != side[0].shape for x, side in zip(exact, sides)):
             raise ImgtransError("the training images differ in size; the data cache needs one size")
-        kept.append(exact)
-    return torch.stack(kept)
+        for x, side in zip(exact, sides):
+            side.append(x)
+    return tuple(torch.stack(side) for side in sides)
 
 
 def _augmented(images: torch.Tensor, rows: list[int], plans: list[transforms.Geometry],
@@ -70,10 +73,11 @@ class DecodedPairs:
     @classmethod
     def decode(cls, dataset: PairedDataset) -> DecodedPairs:
         """Raises ImgtransError (the reason) for data that cannot be cached exactly."""
-        pairs = range(len(dataset))
-        a = _decoded(dataset.rgb_pair(i)[0] for i in pairs)
-        # Colorization pairs are one image (its gray version is made by the codec): kept once.
-        return cls(dataset, a, a if dataset.codec.colorization else _decoded(dataset.rgb_pair(i)[1] for i in pairs))
+        pairs = (dataset.rgb_pair(i) for i in range(len(dataset)))
+        if dataset.codec.colorization:  # one image (its gray version is made by the codec): kept once
+            (a,) = _decoded(pair[:1] for pair in pairs)
+            return cls(dataset, a, a)
+        return cls(dataset, *_decoded(pairs))
 
     @staticmethod
     def estimate(dataset: PairedDataset) -> int:
@@ -111,7 +115,8 @@ class DecodedUnpaired:
 
     @classmethod
     def decode(cls, dataset: UnpairedDataset) -> DecodedUnpaired:
-        return cls(dataset, _decoded(map(dataset.rgb, dataset.a)), _decoded(map(dataset.rgb, dataset.b)))
+        (a,), (b,) = (_decoded((dataset.rgb(path),) for path in paths) for paths in (dataset.a, dataset.b))
+        return cls(dataset, a, b)
 
     @staticmethod
     def estimate(dataset: UnpairedDataset) -> int:
