@@ -13,10 +13,21 @@ from typing import Callable
 
 import torch
 
+from imgtrans.compute.runtime import Runtime
+
 # Graphs kept at once (each holds its own memory pool): a sampling pass uses one shape, validation a second
 # for its last, smaller batch.
 MAX_GRAPHS = 4
 WARMUP_CALLS = 2  # eager calls on a side stream before capturing, so that cuDNN has chosen its algorithms
+
+
+def capture_obstacle(cuda_graphs: bool, runtime: Runtime) -> str | None:
+    """Why nothing is captured in this run (the option, the device, compilation), or None."""
+    if not cuda_graphs:
+        return "cuda_graphs=false"
+    if runtime.device.type != "cuda":
+        return "not on a CUDA device"
+    return "compile=true" if runtime.compile else None
 
 
 class CapturedCall:

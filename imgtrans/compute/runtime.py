@@ -29,6 +29,9 @@ class Runtime:
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True, memory_format=self.memory_format)
+
     def autocast(self):
         if self.autocast_dtype is None:
             return contextlib.nullcontext()

@@ -108,7 +108,7 @@ class DeepImagePrior(nn.Module):
         return {**losses, "output": output}
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.runtime.device, non_blocking=True, memory_format=self.runtime.memory_format)
+        return self.runtime.to_device(x)
 
     def graph_capture_obstacle(self) -> str | None:
         return None

@@ -60,7 +60,7 @@ class TranslationModel(nn.Module):
         return self.runtime.autocast()
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.runtime.device, non_blocking=True, memory_format=self.runtime.memory_format)
+        return self.runtime.to_device(x)
 
     def adam(self, *nets: nn.Module, lr: float | None = None) -> torch.optim.Adam:
         params = [p for net in nets for p in net.parameters()]

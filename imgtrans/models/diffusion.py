@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from imgtrans.compute.graphs import CapturedCall
+from imgtrans.compute.graphs import CapturedCall, capture_obstacle
 from imgtrans.compute.runtime import Runtime
 from imgtrans.data.codec import Codec
 from imgtrans.diffusion.noise_schedules import NoiseSchedule, ScheduleConfig
@@ -58,11 +58,7 @@ class Diffusion(TranslationModel):
 
     def sampling_capture_obstacle(self) -> str | None:
         """None when sampling replays the denoiser from a captured CUDA graph; otherwise why it runs eagerly."""
-        if not self.cfg.cuda_graphs:
-            return "cuda_graphs=false"
-        if self.runtime.device.type != "cuda":
-            return "not on a CUDA device"
-        return "compile=true" if self.runtime.compile else None
+        return capture_obstacle(self.cfg.cuda_graphs, self.runtime)
 
     def _denoise(self, inputs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with self.autocast():

@@ -22,7 +22,7 @@ from imgtrans.nets.gamut import LabGamutBound
 
 class ChromaLowPass(nn.Module):
     """A separable Gaussian of standard deviation `sigma` px over each channel, reflecting at the borders; in eval
-    mode only (training passes the input through)."""
+    mode only (training passes the input through). Takes the lightness like the guided filter, and ignores it."""
 
     def __init__(self, sigma: float, channels: int = 2):
         super().__init__()
@@ -34,7 +34,7 @@ class ChromaLowPass(nn.Module):
         self.register_buffer("rows", weights[:, None, None, :].clone(), persistent=False)
         self.register_buffer("cols", weights[:, None, :, None].clone(), persistent=False)
 
-    def forward(self, ab: torch.Tensor) -> torch.Tensor:
+    def forward(self, ab: torch.Tensor, lightness: torch.Tensor | None = None) -> torch.Tensor:
         if self.training:
             return ab
         r = self.radius
@@ -75,12 +75,12 @@ class LabOutput(nn.Module):
 
     def __init__(self, gamut: bool, chroma_blur: float, chroma_filter: str = "guided"):
         super().__init__()
-        self.guided = chroma_filter == "guided"
+        guided = chroma_filter == "guided"
         self.low_pass = None if chroma_blur <= 0 else \
-            ChromaGuidedFilter(math.ceil(2.5 * chroma_blur)) if self.guided else ChromaLowPass(chroma_blur)
+            ChromaGuidedFilter(math.ceil(2.5 * chroma_blur)) if guided else ChromaLowPass(chroma_blur)
         self.gamut = LabGamutBound() if gamut else None
 
     def forward(self, x: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
         if self.low_pass is not None:
-            ab = self.low_pass(ab, x[:, :1]) if self.guided else self.low_pass(ab)
+            ab = self.low_pass(ab, x[:, :1])
         return ab if self.gamut is None else self.gamut(x[:, :1], ab)

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from imgtrans.compute import distributed
+from imgtrans.compute.graphs import capture_obstacle
 from imgtrans.compute.runtime import Runtime
 from imgtrans.config import RunConfig
 from imgtrans.models.base import TranslationModel
@@ -27,12 +28,9 @@ WARMUP_STEPS = 3
 
 def why_not_graphed(model: TranslationModel, runtime: Runtime, cfg: RunConfig) -> str | None:
     """None when the step can be captured; otherwise why it runs eagerly."""
-    if not cfg.cuda_graphs:
-        return "cuda_graphs=false"
-    if runtime.device.type != "cuda":
-        return "not on a CUDA device"
-    if runtime.compile:
-        return "compile=true"
+    reason = capture_obstacle(cfg.cuda_graphs, runtime)
+    if reason is not None:
+        return reason
     if distributed.WORLD.active:
         return "torchrun: the gradients are averaged across processes between backward and step"
     if model.scaler.is_enabled():
