@@ -96,8 +96,7 @@ def bench_onnxruntime(model, generator, tile, batches, precisions, backend, warm
                 session = OnnxGenerator(path, provider, cuda_graph=graph)
                 if session.provider != PROVIDERS[provider]:
                     break  # the provider fell back: not the backend we meant to measure
-                on = "cuda" if session.on_gpu else "cpu"
-                x = torch.randn(batch, 3, tile, tile, generator=torch.Generator().manual_seed(0)).to(on)
+                x = torch.randn(batch, 3, tile, tile, generator=torch.Generator().manual_seed(0)).to(session.device)
                 out = torch.empty_like(x)
                 times = time_calls(lambda: session.run_bound(x, out), warmup=warmup, repeats=repeats, sync=False)
                 rows.append(_row(generator, backend, precision, batch, times, flops, device))

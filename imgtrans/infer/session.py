@@ -58,7 +58,8 @@ def provider_options(name: str, model_path: Path, device_id: int, cuda_graph: bo
 
 
 class OnnxGenerator:
-    """Callable: network-space float32 (N, C_in, h, w) → (N, C_out, h, w)."""
+    """An exported generator's session; `run_bound` translates network-space float32 (N, C_in, h, w) →
+    (N, C_out, h, w) tensors in the memory of the session's device."""
 
     def __init__(self, model_path: Path, provider: str = "auto", device_id: int = 0, threads: int = 0,
                  cuda_graph: bool = False):
@@ -87,17 +88,24 @@ class OnnxGenerator:
         self.on_gpu = self.provider in GPU_PROVIDERS
         self.device_id = device_id
 
+    @property
+    def device(self) -> torch.device:
+        """Where `run_bound` takes and gives its tensors."""
+        return torch.device("cuda", self.device_id) if self.on_gpu else torch.device("cpu")
+
     def run_bound(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """`x` (N, C_in, h, w), float32, on the session's device (the GPU, or the host for the CPU provider) →
         the output in `out` (allocated there when None): ONNX Runtime reads and writes the tensors' memory
         directly (IO binding), with no copy through the host. Multimodal generators get the mean code."""
-        kind = "cuda" if self.on_gpu else "cpu"
+        kind = self.device.type
         x = x.contiguous()
         if out is None:
             out = torch.empty((x.shape[0], self.sidecar.output_channels, *x.shape[2:]), dtype=torch.float32,
                               device=x.device)
-        if x.dtype != torch.float32 or out.dtype != torch.float32 or x.device.type != kind or out.device != x.device:
-            raise ImgtransError(f"run_bound needs float32 tensors on {kind}, got {x.dtype} on {x.device}")
+        if x.dtype != torch.float32 or out.dtype != torch.float32 or x.device != self.device or out.device != x.device:
+            raise ImgtransError(f"run_bound needs float32 tensors on {self.device}, got {x.dtype} on {x.device}")
+        if self.on_gpu:  # ONNX Runtime computes on its own stream: what torch queued for `x` must be done first
+            torch.cuda.current_stream(x.device).synchronize()
         binding = self.session.io_binding()
         binding.bind_input("input", kind, self.device_id if self.on_gpu else 0, np.float32, tuple(x.shape),
                            x.data_ptr())
@@ -109,19 +117,3 @@ class OnnxGenerator:
                             out.data_ptr())
         self.session.run_with_iobinding(binding)
         return out
-
-    def __call__(self, x: np.ndarray, z: np.ndarray | None = None) -> np.ndarray:
-        """`z`: the latent code of multimodal generators; by default the mean code, zeros."""
-        feeds = {"input": np.ascontiguousarray(x, dtype=np.float32)}
-        if self.sidecar.z_dim:
-            feeds["z"] = np.zeros((x.shape[0], self.sidecar.z_dim), np.float32) if z is None else \
-                np.ascontiguousarray(z, dtype=np.float32)
-        if not self.on_gpu:
-            return self.session.run(None, feeds)[0]
-        # IO binding: the output stays on the device until copied once, no intermediate host copies.
-        binding = self.session.io_binding()
-        for name, value in feeds.items():
-            binding.bind_cpu_input(name, value)
-        binding.bind_output("output", "cuda", self.device_id)
-        self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]

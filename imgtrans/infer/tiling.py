@@ -7,7 +7,8 @@ network's receptive radius the tiles reproduce one whole-image pass exactly. Nei
 by `overlap` px and are cross-faded there with a raised-cosine ramp.
 
 The image is processed in horizontal bands of tile rows, so only one band (tile height × image width) is
-held as float — a 10k × 10k scan needs a few hundred MB, not gigabytes.
+held as float — a 10k × 10k scan needs a few hundred MB, not gigabytes. The bands are tensors on the
+network's device: on a GPU the tiles are cut, translated and blended there, and only finished rows come back.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-Translate = Callable[[np.ndarray], np.ndarray]  # (N, C_in, h, w) float32 → (N, C_out, h, w) float32
+# (N, C_in, h, w) float32 → (N, C_out, h, w) float32, on the device the input is on
+Translate = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -48,16 +52,16 @@ def spans(length: int, tile: int, margin: int, overlap: int) -> list[Span]:
     return plan
 
 
-def ramp(n: int) -> np.ndarray:
+def ramp(n: int) -> torch.Tensor:
     """n raised-cosine weights rising in (0, 1); a ramp and its reverse sum to 1."""
-    t = (np.arange(n, dtype=np.float32) + 0.5) / n
-    return 0.5 - 0.5 * np.cos(np.pi * t)
+    t = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    return (0.5 - 0.5 * torch.cos(torch.pi * t)).float()
 
 
-def span_weights(span: Span, length: int, tile: int, overlap: int) -> np.ndarray:
+def span_weights(span: Span, length: int, tile: int, overlap: int) -> torch.Tensor:
     """Weights over the window (length min(tile, length)): 0 outside the core, ramps where a neighbour
     cross-fades, 1 elsewhere."""
-    weights = np.zeros(min(tile, length), np.float32)
+    weights = torch.zeros(min(tile, length))
     start, end = span.core_start - span.window, span.core_end - span.window
     weights[start:end] = 1.0
     k = min(overlap, end - start)
@@ -65,7 +69,7 @@ def span_weights(span: Span, length: int, tile: int, overlap: int) -> np.ndarray
         if span.core_start > 0:
             weights[start:start + k] *= ramp(k)
         if span.core_end < length:
-            weights[end - k:end] *= ramp(k)[::-1]
+            weights[end - k:end] *= ramp(k).flip(0)
     return weights
 
 
@@ -74,14 +78,14 @@ def seam_positions(plan: list[Span]) -> list[int]:
     return [(b.core_start + a.core_end + 1) // 2 for a, b in zip(plan, plan[1:])]
 
 
-def _padded_tile(image: np.ndarray, left: int, height: int, width: int) -> np.ndarray:
+def _padded_tile(band: torch.Tensor, left: int, height: int, width: int) -> torch.Tensor:
     """A (C, height, width) crop of a band from column `left`, reflect-padded (at the bottom and right) where
     the image is smaller than the tile: up to the size multiple only (see `TileRule`)."""
-    crop = image[:, :height, left:left + width]
+    crop = band[:, :height, left:left + width]
     ph, pw = height - crop.shape[1], width - crop.shape[2]
     if ph or pw:
-        mode = "reflect" if ph < crop.shape[1] and pw < crop.shape[2] else "edge"
-        crop = np.pad(crop, ((0, 0), (0, ph), (0, pw)), mode=mode)
+        mode = "reflect" if ph < crop.shape[1] and pw < crop.shape[2] else "replicate"
+        crop = F.pad(crop[None], (0, pw, 0, ph), mode=mode)[0]
     return crop
 
 
@@ -106,37 +110,40 @@ class Tiling:
                 f"overlap {self.overlap})")
 
 
-def translate_bands(read_rows: Callable[[int, int], np.ndarray], height: int, width: int, *,
+def translate_bands(read_rows: Callable[[int, int], torch.Tensor], height: int, width: int, *,
                     translate: Translate, out_channels: int, tiling: Tiling,
-                    batch_size: int = 8) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (row offset, finished output rows (C_out, rows, W)) from top to bottom.
+                    batch_size: int = 8) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (row offset, finished output rows (C_out, rows, W)) from top to bottom, on the device the input
+    rows are on.
 
-    `read_rows(top, bottom)` returns the network-space input rows [top, bottom)
-    as float32 (C_in, rows, W). Memory stays at about two tile-rows of floats.
+    `read_rows(top, bottom)` returns the network-space input rows [top, bottom) as float32 (C_in, rows, W).
+    Memory stays at about two tile-rows of floats.
     """
     tile_h, tile_w, overlap = tiling.height, tiling.width, tiling.overlap
     row_plan, col_plan = tiling.plans(height, width)
-    col_weights = [span_weights(s, width, tile_w, overlap) for s in col_plan]
     acc_top = 0
-    acc = np.zeros((out_channels, 0, width), np.float32)
-    weight = np.zeros((0, width), np.float32)
+    acc = weight = col_weights = None
     for i, span in enumerate(row_plan):
         top, bottom = span.window, min(span.window + tile_h, height)
         band = read_rows(top, bottom)
-        tiles = [_padded_tile(band, s.window, tile_h, tile_w) for s in col_plan]
-        outputs = np.concatenate([translate(np.stack(tiles[k:k + batch_size]))
-                                  for k in range(0, len(tiles), batch_size)])
-        row_weights = span_weights(span, height, tile_h, overlap)
+        if acc is None:
+            device = band.device
+            col_weights = [span_weights(s, width, tile_w, overlap).to(device) for s in col_plan]
+            acc = torch.zeros((out_channels, 0, width), device=device)
+            weight = torch.zeros((0, width), device=device)
+        tiles = torch.stack([_padded_tile(band, s.window, tile_h, tile_w) for s in col_plan])
+        outputs = torch.cat([translate(tiles[k:k + batch_size]) for k in range(0, len(tiles), batch_size)])
+        row_weights = span_weights(span, height, tile_h, overlap).to(band.device)
         # Rows above acc_top are finished; this window's weight there is 0 (they lie before its core).
         skip = max(acc_top - top, 0)
         grow = bottom - (acc_top + acc.shape[1])
         if grow > 0:
-            acc = np.concatenate([acc, np.zeros((out_channels, grow, width), np.float32)], 1)
-            weight = np.concatenate([weight, np.zeros((grow, width), np.float32)], 0)
+            acc = torch.cat([acc, acc.new_zeros((out_channels, grow, width))], 1)
+            weight = torch.cat([weight, weight.new_zeros((grow, width))], 0)
         r0, rows = top + skip - acc_top, bottom - top - skip
         for s, out, cw in zip(col_plan, outputs, col_weights):
             w = min(tile_w, width - s.window)
-            win = np.outer(row_weights[skip:skip + rows], cw[:w])
+            win = torch.outer(row_weights[skip:skip + rows], cw[:w])
             acc[:, r0:r0 + rows, s.window:s.window + w] += out[:, skip:skip + rows, :w] * win
             weight[r0:r0 + rows, s.window:s.window + w] += win
         # Rows above the next core will receive no more tiles.

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
 from imgtrans.data.codec import Codec
@@ -65,14 +64,15 @@ class Translated(NamedTuple):
     report: str  # how the file was tiled, with its seam energy; empty when it was not translated
 
 
-def translate_scan(scan: Scan, writer: OutputWriter, *, translate: Translate, codec: Codec, tiles: TileRule,
-                   batch_size: int) -> str:
-    """Translate and write one scan; returns how it was tiled, with the seam energy where there are seams."""
-    def network_rows(top: int, bottom: int) -> np.ndarray:
-        rgb = torch.from_numpy(scan.rows(top, bottom))
+def translate_scan(scan: Scan, writer: OutputWriter, *, translate: Translate, device: torch.device, codec: Codec,
+                   tiles: TileRule, batch_size: int) -> str:
+    """Translate and write one scan; returns how it was tiled, with the seam energy where there are seams.
+    Its rows go to `device` (the network's) as they are read; each finished band comes back once, as pixels."""
+    def network_rows(top: int, bottom: int) -> torch.Tensor:
+        rgb = torch.from_numpy(scan.rows(top, bottom)).to(device, non_blocking=True)
         if rgb.shape[0] == 1:
             rgb = rgb.expand(3, -1, -1)
-        return codec.encode_input(rgb).numpy()
+        return codec.encode_input(rgb)
 
     tiling = tiles.for_image(scan.height, scan.width)
     row_plan, col_plan = tiling.plans(scan.height, scan.width)
@@ -81,7 +81,7 @@ def translate_scan(scan: Scan, writer: OutputWriter, *, translate: Translate, co
                                     out_channels=codec.output_nc, tiling=tiling,
                                     batch_size=tiles.batch_size(tiling, batch_size)):
         rows = out.shape[1]
-        rgb = codec.decode_output(torch.from_numpy(network_rows(top, top + rows)), torch.from_numpy(out)).numpy()
+        rgb = codec.decode_output(network_rows(top, top + rows), out).cpu().numpy()
         seams.update(rgb)
         writer.write_rows(top, rgb)
     ratio = seams.ratio()
@@ -119,8 +119,8 @@ class FileTranslator:
         sidecar = self.generator.sidecar
         self.tiles = TileRule.create(sidecar, self.generator.provider, settings.tile, settings.margin,
                                      settings.overlap, device_id)
-        self.options = dict(translate=self.generator, codec=sidecar.codec_obj, tiles=self.tiles,
-                            batch_size=settings.batch_size)
+        self.options = dict(translate=self.generator.run_bound, device=self.generator.device,
+                            codec=sidecar.codec_obj, tiles=self.tiles, batch_size=settings.batch_size)
 
     def __call__(self, work: Work, run_started_ns: int = 0) -> Translated:
         """An unreadable input is reported as failed. An output this run already put in place (`run_started_ns`
