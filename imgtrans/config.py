@@ -191,6 +191,10 @@ class InstanceNormGANConfig(GANConfig):
     norm: Literal["batch", "instance", "none"] = opt("instance", "normalisation layers")
     gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("lsgan", "adversarial objective")
     dropout: bool = opt(False, "dropout in the generator(s)")
+    # Profiled on an H100 (docs/BENCHMARKS.md): instance norm and reflection padding have no channels_last
+    # kernels, and the copies back and forth took a third of CycleGAN's GPU time.
+    channels_last: bool = opt(False, "channels_last memory format on CUDA (off for this family: its instance norm "
+                                     "and reflection padding would copy every activation back to NCHW)")
 
 
 @dataclass

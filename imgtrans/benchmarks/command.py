@@ -40,7 +40,7 @@ from imgtrans.benchmarks.sampling import (
 )
 from imgtrans.benchmarks.training import format_training, train_row, training_metrics
 from imgtrans.benchmarks.translate import archive_metrics, archive_rows, format_archive
-from imgtrans.compute.runtime import resolve_device
+from imgtrans.compute.runtime import resolve_device, tune_cuda_backends
 from imgtrans.errors import ImgtransError
 from imgtrans.files import atomic_write_bytes
 from imgtrans.models.registry import MODELS
@@ -70,6 +70,8 @@ def benchmark_command(cfg: BenchmarkConfig, explicit: dict, progress: bool) -> i
         cfg = dataclasses.replace(cfg, **{k: v for k, v in QUICK.items() if k not in explicit})
     device = resolve_device(cfg.device)
     gpu = device.type == "cuda"
+    if gpu:  # as every run computes; the training table's plain step goes back to PyTorch's defaults
+        tune_cuda_backends()
 
     def listed(text: str, default: str, cast=str, valid=None) -> list:
         items = [cast(x.strip()) for x in (default if text == "auto" else text).split(",") if x.strip()]

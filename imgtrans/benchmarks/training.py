@@ -1,9 +1,10 @@
 """Training-step throughput of a model: plain (fp32 eager, per-tensor Adam, as the reference code runs)
-against this suite's fast path, eager (channels_last and NCHW, to choose each model's layout) and replayed as a
-CUDA graph, with the losses compared."""
+against this suite's fast path, eager (in the model's default memory layout and in the other one, which checks
+that default) and replayed as a CUDA graph, with the losses compared."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import statistics
@@ -24,8 +25,9 @@ class TrainRow:
     model: str
     batch: int
     plain_images_per_s: float
+    layout: str  # the model's default memory layout on the device: channels_last or NCHW
     fast_images_per_s: float  # the suite's defaults on the device, eager
-    fast_nchw_images_per_s: float  # the same without channels_last (GPU only): the layout that pays per model
+    other_layout_images_per_s: float  # the same in the other layout (GPU only): faster means a wrong default
     graphed_images_per_s: float  # the same replayed as a CUDA graph; nan where the step runs eagerly
     plain_ms_per_step: float
     fast_ms_per_step: float
@@ -43,6 +45,20 @@ class TrainRow:
         return self.best_images_per_s / self.plain_images_per_s
 
 
+@contextlib.contextmanager
+def pytorch_defaults():
+    """The plain step's backends, as the reference code runs: no cuDNN autotuning, no TF32 matrix products
+    (`tune_cuda_backends` turns both on for every run of this suite)."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = matmul.allow_tf32
+    matmul.allow_tf32 = False
+    try:
+        with cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=True):
+            yield
+    finally:
+        matmul.allow_tf32 = saved
+
+
 def width_options(cls, width: int) -> dict[str, int]:
     """The config's filter counts set to `width` (0: the model's defaults)."""
     names = {f.name for f in config_fields(cls.config_class)}
@@ -55,15 +71,17 @@ def train_row(model_name: str, batch: int, steps: int, crop: int, device: torch.
     cls = model_class(model_name)
     gpu = device.type == "cuda"
     results = {}
-    for mode in ("plain", "fast", "fast_nchw", "graphed"):
-        if mode == "fast_nchw" and not gpu:  # the memory format is a GPU setting
+    channels_last = cls.config_class().channels_last
+    for mode in ("plain", "fast", "other_layout", "graphed"):
+        if mode == "other_layout" and not gpu:  # the memory format is a GPU setting
             continue
         torch.manual_seed(0)
         cfg = cls.config_class(crop_size=crop, batch_size=batch, cuda_graphs=mode == "graphed",
                                **width_options(cls, width))
         model = cls(cfg, Codec(colorization=False))
         fast = mode != "plain" and gpu
-        runtime = Runtime(device, torch.bfloat16 if fast else None, channels_last=fast and mode != "fast_nchw",
+        runtime = Runtime(device, torch.bfloat16 if fast else None,
+                          channels_last=fast and channels_last != (mode == "other_layout"),
                           fused_optimizers=mode != "plain")
         model.setup(runtime)
         model.configure_optimizers()
@@ -84,18 +102,20 @@ def train_row(model_name: str, batch: int, steps: int, crop: int, device: torch.
             i[0] += 1
             losses.append(sum(v.detach().float() for v in out.values()))  # read after timing: no sync per step
 
-        times = time_calls(step, warmup=min(3, steps), repeats=steps, sync=gpu)
+        with pytorch_defaults() if mode == "plain" else contextlib.nullcontext():
+            times = time_calls(step, warmup=min(3, steps), repeats=steps, sync=gpu)
         memory = torch.cuda.max_memory_allocated() / 2 ** 20 if gpu else float("nan")
         results[mode] = (statistics.median(times), [float(v) for v in losses], memory)
     plain_t, plain_l, _ = results["plain"]
     fast_t, fast_l, memory = results["fast"]
     graphed_t, graphed_l, graphed_memory = results.get("graphed", (math.nan, fast_l, memory))
-    nchw_t = results.get("fast_nchw", (math.nan,))[0]
+    other_t = results.get("other_layout", (math.nan,))[0]
     best_l = graphed_l if graphed_t < fast_t else fast_l
     rel = max(abs(a - b) / max(abs(a), 1e-8) for a, b in zip(plain_l, best_l))
     last = min(10, len(plain_l))
     window = abs(sum(plain_l[-last:]) - sum(best_l[-last:])) / max(abs(sum(plain_l[-last:])), 1e-8)
-    return TrainRow(model_name, batch, batch / plain_t, batch / fast_t, batch / nchw_t, batch / graphed_t,
+    return TrainRow(model_name, batch, batch / plain_t, "channels_last" if channels_last else "NCHW",
+                    batch / fast_t, batch / other_t, batch / graphed_t,
                     plain_t * 1e3,
                     min(fast_t, graphed_t) * 1e3 if math.isfinite(graphed_t) else fast_t * 1e3,
                     max(memory, graphed_memory), rel, window)
@@ -103,11 +123,10 @@ def train_row(model_name: str, batch: int, steps: int, crop: int, device: torch.
 
 def format_training(rows: list[TrainRow]) -> str:
     return markdown_table(
-        ["model", "batch", "plain img/s", "fast img/s", "fast NCHW img/s", "CUDA graph img/s", "ratio",
-         "plain ms/step",
-         "fast ms/step", "peak MB", "max rel. loss diff", "last-10 rel. loss diff"],
-        [[r.model, str(r.batch), f"{r.plain_images_per_s:.2f}", f"{r.fast_images_per_s:.2f}",
-          f"{r.fast_nchw_images_per_s:.2f}" if math.isfinite(r.fast_nchw_images_per_s) else "n/a",
+        ["model", "batch", "plain img/s", "layout", "fast img/s", "other layout img/s", "CUDA graph img/s", "ratio",
+         "plain ms/step", "fast ms/step", "peak MB", "max rel. loss diff", "last-10 rel. loss diff"],
+        [[r.model, str(r.batch), f"{r.plain_images_per_s:.2f}", r.layout, f"{r.fast_images_per_s:.2f}",
+          f"{r.other_layout_images_per_s:.2f}" if math.isfinite(r.other_layout_images_per_s) else "n/a",
           f"{r.graphed_images_per_s:.2f}" if math.isfinite(r.graphed_images_per_s) else "n/a", f"{r.ratio:.2f}×",
           f"{r.plain_ms_per_step:.1f}", f"{r.fast_ms_per_step:.1f}", f"{r.peak_memory_mb:.0f}",
           f"{r.loss_max_rel_diff:.2e}", f"{r.loss_last10_rel_diff:.2e}"] for r in rows])
@@ -118,7 +137,7 @@ def training_metrics(rows: list[TrainRow]) -> dict[str, float]:
     for t in rows:
         for field in dataclasses.fields(t):
             value = getattr(t, field.name)
-            if field.name not in ("model", "batch") and math.isfinite(value):
+            if field.name not in ("model", "batch", "layout") and math.isfinite(value):
                 metrics[f"bench_train/{t.model}/b{t.batch}/{field.name}"] = value
         metrics[f"bench_train/{t.model}/b{t.batch}/ratio"] = t.ratio
     return metrics

@@ -74,10 +74,6 @@ class Trainer:
         cls = model_class(cfg.model_name)
         self.data: Data = build_data(cfg, unpaired=cls.unpaired, any_images=not cls.is_conditional(cfg))
         self.runtime = resolve_runtime(cfg)
-        if self.runtime.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
         self.world = distributed.WORLD
         seed_everything(cfg.seed)
         self.model: TranslationModel = cls(cfg, self.data.codec)
