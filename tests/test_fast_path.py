@@ -6,10 +6,11 @@ import threading
 import mlflow
 import pytest
 import torch
-from conftest import FAST, figures
+from conftest import FAST, figures, train_in_folder
 from mlflow.tracking import MlflowClient
 
 from imgtrans.cli import main
+from imgtrans.models.options import Pix2PixConfig
 from imgtrans.training import checkpoint
 
 
@@ -58,6 +59,21 @@ def test_validation_every_n_epochs_and_blocked_times_are_logged(facades):
     assert [int(k.split()[3].rstrip(":")) for k in checkpoints] == [1, 3, 6, 9, 12, 15]
     assert run.data.params["val_every"] == "2"
     assert "checkpoint_minutes" not in run.data.params  # bookkeeping: in config.json, not a param
+    # The sample sheets, logged on a thread, are all there when the run has finished.
+    sheets = [a.path for a in MlflowClient().list_artifacts(run.info.run_id, "samples")]
+    assert sheets == ["samples/epoch_002.png", "samples/epoch_004.png", "samples/epoch_005.png"]
+
+
+def test_a_sample_sheet_that_cannot_be_logged_fails_the_run(facades, tmp_path, monkeypatch):
+    from imgtrans.training import validation
+
+    def full_disk(self, visuals, epoch, step):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(validation.Validator, "_log_sheet", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        train_in_folder(Pix2PixConfig(dataset=str(facades), crop_size=32, ngf=4, ndf=4, epochs=1, batch_size=2),
+                        tmp_path / "run")
 
 
 def test_by_default_a_short_run_checkpoints_once_at_the_end(facades):

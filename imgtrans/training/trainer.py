@@ -155,8 +155,9 @@ class Trainer:
             try:
                 with interrupts.deferred():
                     return self._train()
-            finally:  # a checkpoint being written is completed, however the run ends
+            finally:  # a checkpoint or sample sheet being written is completed, however the run ends
                 self.saver.join()
+                self.validator.join()
 
     def _train(self) -> TrainResult:
         total = self.total_steps()
@@ -247,6 +248,7 @@ class Trainer:
         bar.close()
         loop_seconds = time.perf_counter() - loop_start
         self.saver.wait()
+        self.validator.finish()
         kept_step = self.step
         if self.best is not None:  # the best validation's generator becomes the run's model
             kept_step, val_metrics = self.best["step"], self.best["metrics"]
