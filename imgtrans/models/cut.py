@@ -20,6 +20,7 @@ from imgtrans.nets.patch_sampler import PatchSampler
 class CUT(GANModel):
     config_class = CUTConfig
     unpaired = True
+    capturable_step = True
 
     def build_nets(self) -> None:
         cfg, codec = self.cfg, self.codec
@@ -56,8 +57,9 @@ class CUT(GANModel):
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         real_a, real_b = self.to_device(batch["A"]), self.to_device(batch["B"])
-        if cfg.flip_equivariance and torch.rand(()).item() < 0.5:
-            real_a, real_b = real_a.flip(-1), real_b.flip(-1)
+        if cfg.flip_equivariance:  # both flipped, or neither: a coin drawn on the device, read by no host code
+            flip = torch.rand((), device=real_a.device) < 0.5
+            real_a, real_b = torch.where(flip, real_a.flip(-1), real_a), torch.where(flip, real_b.flip(-1), real_b)
         with self.autocast():
             both = torch.cat([real_a, real_b]) if cfg.nce_idt else real_a
             out = self.netG(both)

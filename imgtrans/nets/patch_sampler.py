@@ -23,7 +23,9 @@ class PatchSampler(nn.Module):
             if patch_ids is not None:
                 chosen = patch_ids[i]
             else:
-                chosen = torch.randperm(flat.shape[1], device=feat.device)[:min(num_patches, flat.shape[1])]
+                # The first patches of a random order, drawn on the feature's device (a CUDA graph can replay it).
+                order = torch.rand(flat.shape[1], device=feat.device).argsort()
+                chosen = order[:min(num_patches, flat.shape[1])]
             sampled = flat[:, chosen, :].flatten(0, 1)
             out.append(F.normalize(mlp(sampled.float()), dim=1))
             ids.append(chosen)
