@@ -142,7 +142,9 @@ class TrainConfig(RunConfig):
                                    "before/_after, bn_recalibrated); 0 = off; nothing to do without batch norm", ge=0)
     sync_bn: bool = opt(False, "under torchrun (nproc > 1): batch-norm statistics over the global batch "
                                "(nn.SyncBatchNorm, CUDA) instead of each process's share", when=SEVERAL_PROCESSES)
-    val_every: int = opt(1, "validate (val/<metric>, sample grid) every this many epochs, and at the end", ge=1)
+    val_every: int = opt(0, "validate (val/<metric>, sample grid) every this many epochs, and at the end; 0 = auto: "
+                            "every epoch, or every few where an epoch is shorter than 100 steps (the param shows the "
+                            "value used)", ge=0)
     keep_best: Literal["last", "val/psnr", "val/ssim", "val/kid", "val/colourfulness_ratio", "val/chroma_error"] = opt(
         "val/psnr", "the model the run logs (and export uses): the generator at the validation with the best value "
                     "of this metric (kid, chroma_error: the lowest), its step in the best_step tag; last = the final "

@@ -65,6 +65,14 @@ def test_validation_every_n_epochs_and_blocked_times_are_logged(facades):
     assert sheets == ["samples/epoch_002.png", "samples/epoch_004.png", "samples/epoch_005.png"]
 
 
+def test_by_default_short_epochs_are_validated_every_few(facades):
+    # 3 steps per epoch: validation every ceil(100 / 3) = 34 epochs; in 40 epochs at 34 and at the end.
+    assert main(["pix2pix", "--dataset", str(facades), *FAST, "--epochs", "40"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert sorted(set(metric_steps(run.info.run_id, "val/psnr"))) == [102, 120]
+    assert run.data.params["val_every"] == "34"  # the value used, not the 0 that asked for it
+
+
 def test_a_sample_sheet_that_cannot_be_logged_fails_the_run(facades, tmp_path, monkeypatch):
     from imgtrans.training import validation
 
