@@ -129,8 +129,8 @@ class TrainConfig(RunConfig):
                 "memory (device) or RAM (host); auto = the GPU when they fit, else RAM when they fit, else off; "
                 "8-bit images of one size")
     log_every: int = opt(25, "log train/<loss> every this many steps", bookkeeping=True, ge=1)
-    val_images: int = opt(40, "validation images for val/psnr and val/ssim each epoch; 0 = none", ge=0)
-    sample_images: int = opt(6, "rows in the per-epoch sample grid", bookkeeping=True, ge=0)
+    val_images: int = opt(40, "validation images for val/psnr and val/ssim at each validation; 0 = none", ge=0)
+    sample_images: int = opt(6, "rows in each validation's sample grid", bookkeeping=True, ge=0)
     checkpoint_every: int = opt(0, "also checkpoint every this many steps; 0 = only by checkpoint_minutes",
                                bookkeeping=True, ge=0)
     checkpoint_minutes: float = opt(10.0, "checkpoint when this many minutes have passed since the last one, and at "
