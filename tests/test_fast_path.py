@@ -6,12 +6,11 @@ import threading
 import mlflow
 import pytest
 import torch
-from conftest import FAST, figures, train_in_folder
+from conftest import FAST, figures
 from mlflow.tracking import MlflowClient
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from imgtrans.cli import main
-from imgtrans.models.options import Pix2PixConfig
 from imgtrans.training import checkpoint
 
 
@@ -73,16 +72,18 @@ def test_by_default_short_epochs_are_validated_every_few(facades):
     assert run.data.params["val_every"] == "34"  # the value used, not the 0 that asked for it
 
 
-def test_a_sample_sheet_that_cannot_be_logged_fails_the_run(facades, tmp_path, monkeypatch):
-    from imgtrans.training import validation
+def test_a_sample_sheet_that_cannot_be_logged_is_reported_and_the_run_goes_on(facades, capsys, monkeypatch):
+    from imgtrans.tracking.tracker import MlflowTracker
 
-    def full_disk(self, visuals, epoch, step):
+    def full_disk(self, image, key, step):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(validation.Validator, "_log_sheet", full_disk)
-    with pytest.raises(OSError, match="No space left"):
-        train_in_folder(Pix2PixConfig(dataset=str(facades), crop_size=32, ngf=4, ndf=4, epochs=1, batch_size=2),
-                        tmp_path / "run")
+    monkeypatch.setattr(MlflowTracker, "log_image", full_disk)
+    assert main(["pix2pix", "--dataset", str(facades), *FAST, "--epochs", "1"]) == 0
+    assert "the sample sheet of step 3 could not be logged (No space left on device); training goes on" in \
+        capsys.readouterr().err
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.outputs.model_outputs  # the model is there
 
 
 def test_by_default_a_short_run_checkpoints_once_at_the_end(facades):
@@ -163,7 +164,7 @@ class HostReads(TorchDispatchMode):
     """Records the operators that read tensor values on the host (`.item()`, `bool(t)`, shapes that depend on
     values): a CUDA graph cannot hold them. Optimizer steps are left out: replayed, they run capturable."""
 
-    READING = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "equal", "is_nonzero"}
+    READING = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "equal"}
 
     def __init__(self, optimizers):
         super().__init__()
@@ -193,10 +194,11 @@ def test_a_capturable_step_reads_no_tensor_on_the_host(name):
     assert model.graph_capture_obstacle() is None
     g = torch.Generator().manual_seed(0)
     batch = {"A": torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, "B": torch.rand(2, 3, 32, 32, generator=g) * 2 - 1}
+    watch = HostReads(model.optimizers.values())
     for _ in range(2):  # the second step with the optimizers' state in place, as after a capture's warm-up
-        with HostReads(model.optimizers.values()) as watch:
+        with watch:
             model.training_step(batch)
-        assert watch.reads == [], f"{name} reads {watch.reads} on the host"
+    assert watch.reads == [], f"{name} reads {watch.reads} on the host"
 
 
 def test_the_warm_up_before_a_capture_leaves_no_trace_and_checkpoints_stay_portable():

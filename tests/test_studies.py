@@ -50,6 +50,8 @@ def test_three_trials_are_nested_runs_of_one_parent(facades, tmp_path, capsys):
     assert len(parents) == 1 and len(children) == 3
     assert sorted(r.data.tags["optuna.trial"] for r in children) == ["0", "1", "2"]
     assert all("lr" in r.data.params and "val/psnr" in r.data.metrics for r in children)
+    # trials validate every epoch, so that the pruner compares them at the same epochs
+    assert all(r.data.params["val_every"] == "1" for r in children)
     # a finished trial keeps its model, not a training checkpoint
     assert all("checkpoints" not in {a.path for a in MlflowClient().list_artifacts(r.info.run_id)} for r in children)
     parent = parents[0]

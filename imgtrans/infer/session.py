@@ -104,13 +104,13 @@ class OnnxGenerator:
                               device=x.device)
         if x.dtype != torch.float32 or out.dtype != torch.float32 or x.device != self.device or out.device != x.device:
             raise ImgtransError(f"run_bound needs float32 tensors on {self.device}, got {x.dtype} on {x.device}")
-        if self.on_gpu:  # ONNX Runtime computes on its own stream: what torch queued for `x` must be done first
+        z = torch.zeros((x.shape[0], self.sidecar.z_dim), device=x.device) if self.sidecar.z_dim else None
+        if self.on_gpu:  # ONNX Runtime computes on its own stream: what torch queued for `x` and `z` must be done
             torch.cuda.current_stream(x.device).synchronize()
         binding = self.session.io_binding()
         binding.bind_input("input", kind, self.device_id if self.on_gpu else 0, np.float32, tuple(x.shape),
                            x.data_ptr())
-        if self.sidecar.z_dim:
-            z = torch.zeros((x.shape[0], self.sidecar.z_dim), dtype=torch.float32, device=x.device)
+        if z is not None:
             binding.bind_input("z", kind, self.device_id if self.on_gpu else 0, np.float32, tuple(z.shape),
                                z.data_ptr())
         binding.bind_output("output", kind, self.device_id if self.on_gpu else 0, np.float32, tuple(out.shape),

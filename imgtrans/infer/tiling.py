@@ -131,8 +131,6 @@ def translate_bands(read_rows: Callable[[int, int], torch.Tensor], height: int, 
             col_weights = [span_weights(s, width, tile_w, overlap).to(device) for s in col_plan]
             acc = torch.zeros((out_channels, 0, width), device=device)
             weight = torch.zeros((0, width), device=device)
-        tiles = torch.stack([_padded_tile(band, s.window, tile_h, tile_w) for s in col_plan])
-        outputs = torch.cat([translate(tiles[k:k + batch_size]) for k in range(0, len(tiles), batch_size)])
         row_weights = span_weights(span, height, tile_h, overlap).to(band.device)
         # Rows above acc_top are finished; this window's weight there is 0 (they lie before its core).
         skip = max(acc_top - top, 0)
@@ -141,11 +139,14 @@ def translate_bands(read_rows: Callable[[int, int], torch.Tensor], height: int, 
             acc = torch.cat([acc, acc.new_zeros((out_channels, grow, width))], 1)
             weight = torch.cat([weight, weight.new_zeros((grow, width))], 0)
         r0, rows = top + skip - acc_top, bottom - top - skip
-        for s, out, cw in zip(col_plan, outputs, col_weights):
-            w = min(tile_w, width - s.window)
-            win = torch.outer(row_weights[skip:skip + rows], cw[:w])
-            acc[:, r0:r0 + rows, s.window:s.window + w] += out[:, skip:skip + rows, :w] * win
-            weight[r0:r0 + rows, s.window:s.window + w] += win
+        for k in range(0, len(col_plan), batch_size):  # one call's tiles at a time: memory stays at a batch
+            batch = col_plan[k:k + batch_size]
+            outputs = translate(torch.stack([_padded_tile(band, s.window, tile_h, tile_w) for s in batch]))
+            for s, out, cw in zip(batch, outputs, col_weights[k:k + batch_size]):
+                w = min(tile_w, width - s.window)
+                win = torch.outer(row_weights[skip:skip + rows], cw[:w])
+                acc[:, r0:r0 + rows, s.window:s.window + w] += out[:, skip:skip + rows, :w] * win
+                weight[r0:r0 + rows, s.window:s.window + w] += win
         # Rows above the next core will receive no more tiles.
         done_until = row_plan[i + 1].core_start if i + 1 < len(row_plan) else height
         n_done = done_until - acc_top

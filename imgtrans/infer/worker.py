@@ -67,9 +67,10 @@ class Translated(NamedTuple):
 def translate_scan(scan: Scan, writer: OutputWriter, *, translate: Translate, device: torch.device, codec: Codec,
                    tiles: TileRule, batch_size: int) -> str:
     """Translate and write one scan; returns how it was tiled, with the seam energy where there are seams.
-    Its rows go to `device` (the network's) as they are read; each finished band comes back once, as pixels."""
+    Its rows go to `device` (the network's) as they are read (a Lab model's finished rows once more, for their
+    lightness); each finished band comes back once, as pixels."""
     def network_rows(top: int, bottom: int) -> torch.Tensor:
-        rgb = torch.from_numpy(scan.rows(top, bottom)).to(device, non_blocking=True)
+        rgb = torch.from_numpy(scan.rows(top, bottom)).to(device)
         if rgb.shape[0] == 1:
             rgb = rgb.expand(3, -1, -1)
         return codec.encode_input(rgb)

@@ -44,9 +44,13 @@ def trial_config(spec: StudySpec, params: dict[str, Any], budget: dict[str, Any]
                  keep_checkpoints: str = "none"):
     """A trial's config; a finished trial keeps only its model unless the spec says otherwise (a study of
     many trials would otherwise keep a training checkpoint of each)."""
-    values = {"keep_checkpoints": keep_checkpoints, **spec.fixed, **params, **budget, "dataset": spec.dataset,
-              "experiment": experiment}
-    cfg = config_mod.from_dict(RUNS[spec.model].config_class, values)
+    config_class = RUNS[spec.model].config_class
+    # Trials report to the pruner at each validation: every epoch unless the spec says otherwise, so that trials
+    # of different batch sizes are compared at the same epochs (the automatic val_every would differ).
+    every_epoch = {"val_every": 1} if "val_every" in {f.name for f in config_mod.fields(config_class)} else {}
+    values = {"keep_checkpoints": keep_checkpoints, **every_epoch, **spec.fixed, **params, **budget,
+              "dataset": spec.dataset, "experiment": experiment}
+    cfg = config_mod.from_dict(config_class, values)
     cfg.validate()
     return cfg
 

@@ -253,7 +253,6 @@ class Trainer:
         bar.close()
         loop_seconds = time.perf_counter() - loop_start
         self.saver.wait()
-        self.validator.finish()
         kept_step = self.step
         if self.best is not None:  # the best validation's generator becomes the run's model
             kept_step, val_metrics = self.best["step"], self.best["metrics"]

@@ -5,7 +5,7 @@ the labelled sample sheet; the generator's batch-norm statistics recomputed with
 from __future__ import annotations
 
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch.utils.data import Subset
@@ -15,6 +15,7 @@ from imgtrans.config import TrainConfig
 from imgtrans.data.datasets import Data, make_loader
 from imgtrans.data.sheets import sample_sheet
 from imgtrans.data.splits import SplitSummary
+from imgtrans.errors import one_line
 from imgtrans.metrics.colour import ColourSums
 from imgtrans.metrics.distribution import FidelityInception, kernel_inception_distance
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
@@ -39,7 +40,6 @@ class Validator:
         # Sample sheets are drawn, encoded and logged on a thread: on a GPU that is most of a validation's time
         # (0.1-0.3 s of PNG encoding and artifact writes against a few ms of scoring).
         self._sheets = ThreadPoolExecutor(1, thread_name_prefix="imgtrans-sheets")
-        self._pending: list[Future] = []
 
     def _kid_features(self):
         """Inception features for `val/kid`, for models that ask for it (diffusion, as the “Comparison of
@@ -80,34 +80,26 @@ class Validator:
             rows = min(cfg.sample_images, len(self.data.val)) if world.is_main else 0
             if rows:
                 batch = next(iter(make_loader(Subset(self.data.val, range(rows)), batch_size=rows)))
-                self._raise_failed()
-                self._pending.append(self._sheets.submit(self._log_sheet, model.visuals(batch), epoch, step))
+                self._sheets.submit(self._log_sheet, model.visuals(batch), epoch, step)
             model.train()
         return metrics
 
     def _log_sheet(self, visuals: dict[str, torch.Tensor], epoch: int, step: int) -> None:
-        sheet = sample_sheet(visuals)
-        self.tracker.log_image(sheet, "samples", step)
-        self.tracker.log_image_file(sheet, f"samples/epoch_{epoch + 1:03d}.png")
-        # The latest sheet again at the root: MLflow's compare page offers only root files both runs have.
-        self.tracker.log_image_file(sheet, "samples.png")
-
-    def _raise_failed(self) -> None:
-        """Re-raises what made a finished sheet fail to log."""
-        done = [future for future in self._pending if future.done()]
-        self._pending = [future for future in self._pending if not future.done()]
-        for future in done:
-            future.result()
+        """Draws and logs a sample sheet; one that cannot be logged is reported, and training goes on without it
+        (it must not cost the run its model)."""
+        try:
+            sheet = sample_sheet(visuals)
+            self.tracker.log_image(sheet, "samples", step)
+            self.tracker.log_image_file(sheet, f"samples/epoch_{epoch + 1:03d}.png")
+            # The latest sheet again at the root: MLflow's compare page offers only root files both runs have.
+            self.tracker.log_image_file(sheet, "samples.png")
+        except Exception as exc:
+            print(f"imgtrans: warning: the sample sheet of step {step} could not be logged ({one_line(exc)}); "
+                  "training goes on", file=sys.stderr)
 
     def join(self) -> None:
-        """Until every sample sheet is logged (however the run ends; errors are kept for `finish`); validation is
-        over then."""
+        """Until every sample sheet is logged; validation is over then."""
         self._sheets.shutdown(wait=True)
-
-    def finish(self) -> None:
-        """Until every sample sheet is logged; re-raises what made one fail."""
-        self.join()
-        self._raise_failed()
 
     def _scores(self, count: int, device: torch.device) -> dict[str, float]:
         model, codec, world = self.model, self.data.codec, self.world
