@@ -22,10 +22,11 @@ from PIL import Image
 
 from imgtrans.cli import main
 from imgtrans.data.codec import Codec
+from imgtrans.data.images import to_float
 from imgtrans.errors import ImgtransError
 from imgtrans.export.onnx import export_model
 from imgtrans.export.sidecar import Sidecar, sidecar_path
-from imgtrans.infer.io import read_scan
+from imgtrans.infer.io import Scan, read_scan
 from imgtrans.infer.manifest import MANIFEST
 from imgtrans.infer.session import OnnxGenerator
 from imgtrans.infer.tile_rule import TileRule
@@ -349,6 +350,9 @@ def test_16bit_scan_keeps_its_range(tmp_path):
     scan = read_scan(path)
     assert scan.pixels.dtype == np.uint16
     np.testing.assert_allclose(scan.rows(0, 2)[0], np.array([[0, 1], [32768 / 65535, 1000 / 65535]]), rtol=1e-6)
+    # as training reads it: to_float's values exactly, from the file's own byte order too
+    big_endian = Scan(scan.pixels.astype(">u2"))
+    assert torch.equal(big_endian.rows(0, 2), torch.from_numpy(to_float(scan.pixels).transpose(2, 0, 1).copy()))
 
 
 def test_list_file_input(tmp_path, exported):

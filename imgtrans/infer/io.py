@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+import torch
 from PIL import Image
 
 from imgtrans.data.images import (
     PNG_SIGNATURE,
     TIFF_SUFFIXES,
     read_pixels,
-    to_float,
     white_level,
 )
 from imgtrans.files import temp_file_beside
@@ -58,9 +58,12 @@ class Scan:
         """8 for 8-bit scans; 16 for 16-bit and float ones."""
         return 8 if self.pixels.dtype.itemsize == 1 else 16
 
-    def rows(self, top: int, bottom: int) -> np.ndarray:
-        """Rows [top, bottom) as float32 (C, rows, W) in [0, 1]."""
-        return to_float(self.pixels[top:bottom]).transpose(2, 0, 1)
+    def rows(self, top: int, bottom: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Rows [top, bottom) as float32 (C, rows, W) in [0, 1] on `device`: they travel in the scan's own type (an
+        8-bit scan's are a quarter of the bytes of float) and become float there, as `to_float` makes them."""
+        raw = np.ascontiguousarray(self.pixels[top:bottom], dtype=self.pixels.dtype.newbyteorder("="))
+        rows = torch.from_numpy(raw).to(device).permute(2, 0, 1).float()
+        return (rows / white_level(raw.dtype)).clamp_(0.0, 1.0)
 
 
 def _geo_tags(path: Path) -> list[tuple]:

@@ -70,7 +70,7 @@ def translate_scan(scan: Scan, writer: OutputWriter, *, translate: Translate, de
     Its rows go to `device` (the network's) as they are read (a Lab model's finished rows once more, for their
     lightness); each finished band comes back once, as pixels."""
     def network_rows(top: int, bottom: int) -> torch.Tensor:
-        rgb = torch.from_numpy(scan.rows(top, bottom)).to(device)
+        rgb = scan.rows(top, bottom, device)
         if rgb.shape[0] == 1:
             rgb = rgb.expand(3, -1, -1)
         return codec.encode_input(rgb)
