@@ -61,7 +61,8 @@ class Scan:
     def rows(self, top: int, bottom: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """Rows [top, bottom) as float32 (C, rows, W) in [0, 1] on `device`: they travel in the scan's own type (an
         8-bit scan's are a quarter of the bytes of float) and become float there, as `to_float` makes them."""
-        raw = np.ascontiguousarray(self.pixels[top:bottom], dtype=self.pixels.dtype.newbyteorder("="))
+        # A copy: the scan may be a read-only memory map, and torch takes only native byte order.
+        raw = np.array(self.pixels[top:bottom], dtype=self.pixels.dtype.newbyteorder("="), order="C", copy=True)
         rows = torch.from_numpy(raw).to(device).permute(2, 0, 1).float()
         return (rows / white_level(raw.dtype)).clamp_(0.0, 1.0)
 
