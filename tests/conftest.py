@@ -110,8 +110,8 @@ def figures(run_id: str) -> dict[str, float]:
 
     from mlflow.tracking import MlflowClient
 
-    path = MlflowClient().download_artifacts(run_id, "figures.json", tempfile.mkdtemp())
-    table = json.loads(Path(path).read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        table = json.loads(Path(MlflowClient().download_artifacts(run_id, "figures.json", tmp)).read_text())
     return {row[0]: row[1] for row in table["data"]}
 
 
@@ -121,8 +121,9 @@ def evaluation_summary(run_id: str, split: str = "test") -> dict:
 
     from mlflow.tracking import MlflowClient
 
-    path = MlflowClient().download_artifacts(run_id, f"evaluation/{split}/summary.json", tempfile.mkdtemp())
-    return json.loads(Path(path).read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(MlflowClient().download_artifacts(run_id, f"evaluation/{split}/summary.json",
+                                                                 tmp)).read_text())
 
 
 def one_line_error(capsys) -> str:

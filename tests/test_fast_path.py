@@ -86,7 +86,7 @@ def test_a_sample_sheet_that_cannot_be_logged_is_reported_and_the_run_goes_on(fa
     assert run.outputs.model_outputs  # the model is there
 
 
-def test_by_default_a_short_run_checkpoints_once_at_the_end(facades):
+def test_by_default_a_short_run_checkpoints_once_at_the_end(facades, tmp_path):
     assert main(["pix2pix", "--dataset", str(facades), *FAST, "--epochs", "3"]) == 0
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     found = figures(run.info.run_id)
@@ -94,7 +94,7 @@ def test_by_default_a_short_run_checkpoints_once_at_the_end(facades):
     assert [k for k in found if k.startswith("checkpoint at step")] == [
         "checkpoint at step 1: loop blocked (s)", "checkpoint at step 9: loop blocked (s)"]
     assert checkpoint.read(mlflow.artifacts.download_artifacts(
-        run_id=run.info.run_id, artifact_path="checkpoints/last.pt"))["position"]["step"] == 9
+        run_id=run.info.run_id, artifact_path="checkpoints/last.pt", dst_path=str(tmp_path)))["position"]["step"] == 9
     assert run.data.params["cuda_graphs"] == "False"
     assert "CUDA graphs: off: not on a CUDA device." in run.data.tags["mlflow.note.content"]
     # The generator's batch-norm statistics were recomputed with its final weights, and kept if that helped.
