@@ -1,15 +1,22 @@
 """Reproduces the real-photograph colorization figures of docs/MODEL_ZOO.md.
 
-    python docs/model-zoo/photo_colour.py prepare <folder>             # tiles to train on, and to test on
-    imgtrans pix2pix --dataset <folder>/tiles --color-space lab [...]  # one run per variant
-    imgtrans evaluate --run-id <run id>                                # test tiles
+    python docs/model-zoo/photo_colour.py prepare <folder> [within|across]   # tiles to train on, and to test on
+    imgtrans pix2pix --dataset <folder>/tiles --color-space lab [...]        # one run per variant
+    imgtrans evaluate --run-id <run id>                                      # test tiles
     python docs/model-zoo/photo_colour.py score <folder> <sheet.jpg> <label>=<run id> ...   # full size
 
-Photographs the project's dependencies ship, none of them seen in training by the test: scikit-image's
-astronaut, coffee, chelsea and rocket are cut into 128 px tiles at a 64 px stride to train on; scikit-learn's
-china.jpg into 128 px tiles to validate on; scikit-learn's flower.jpg and matplotlib's grace_hopper.jpg into
-128 px tiles to test on, and whole (full size) for `score`, which exports each run, translates the two photos
-with `imgtrans translate`, and scores them against the truth beside the grayscale copy.
+Two protocols, 128 px tiles:
+
+- within (the default): the photographs the issue names — scikit-learn's china.jpg and flower.jpg and
+  matplotlib's grace_hopper.jpg — each cut into 128 px wide vertical strips: strip 2 is tested on, strip 3
+  validated on (tiles at a 64 px vertical stride), the others trained on (tiles at a 32 px stride in both
+  directions, none reaching into strips 2 or 3). A model learns a photograph's palette from part of it and
+  is tested on a part it has not seen.
+- across: scikit-image's astronaut, coffee, chelsea and rocket are trained on (64 px stride), china
+  validated on, flower and grace_hopper tested on: hues the training photographs never show.
+
+`score` exports each run, translates the test photographs whole with `imgtrans translate`, and scores them
+against the truth beside the grayscale copy.
 """
 
 import json
@@ -31,34 +38,66 @@ from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
 TILE = 128
 
 
-def photographs() -> dict[str, dict[str, np.ndarray]]:
+def named_photographs() -> dict[str, np.ndarray]:
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
         grace_hopper = np.asarray(Image.open(fh).convert("RGB"))
-    return {
-        "train": {name: getattr(skimage.data, name)() for name in ("astronaut", "coffee", "chelsea", "rocket")},
-        "val": {"china": load_sample_image("china.jpg")},
-        "test": {"flower": load_sample_image("flower.jpg"), "grace_hopper": grace_hopper},
-    }
+    return {"china": load_sample_image("china.jpg"), "flower": load_sample_image("flower.jpg"),
+            "grace_hopper": grace_hopper}
 
 
-def tiles(image: np.ndarray, stride: int):
-    h, w = image.shape[:2]
-    for top in range(0, h - TILE + 1, stride):
-        for left in range(0, w - TILE + 1, stride):
-            yield top, left, image[top:top + TILE, left:left + TILE]
+def windows(image: np.ndarray, left: int, right: int, stride: tuple[int, int]):
+    """(top, left, tile) of the TILE px windows inside columns [left, right) at (vertical, horizontal) stride."""
+    for top in range(0, image.shape[0] - TILE + 1, stride[0]):
+        for x in range(left, right - TILE + 1, stride[1]):
+            yield top, x, image[top:top + TILE, x:x + TILE]
 
 
-def prepare(folder: Path) -> None:
-    for split, photos in photographs().items():
+def within() -> dict[str, dict[str, np.ndarray]]:
+    """Per photograph: strip 2 to test, strip 3 to validate, the rest to train (see the module's docstring)."""
+    split = {"train": {}, "val": {}, "test": {}}
+    for name, image in named_photographs().items():
+        width = image.shape[1]
+        test, val = (2 * TILE, 3 * TILE), (3 * TILE, 4 * TILE)
+        for top, left, tile in windows(image, *test, (TILE // 2, TILE)):
+            split["test"][f"{name}-{top:03d}-{left:03d}"] = tile
+        for top, left, tile in windows(image, *val, (TILE // 2, TILE)):
+            split["val"][f"{name}-{top:03d}-{left:03d}"] = tile
+        for region in ((0, test[0]), (val[1], width)):
+            for top, left, tile in windows(image, *region, (TILE // 4, TILE // 4)):
+                split["train"][f"{name}-{top:03d}-{left:03d}"] = tile
+    return split
+
+
+def across() -> dict[str, dict[str, np.ndarray]]:
+    """Training photographs of other scenes and hues than the test's."""
+    photos = named_photographs()
+    split = {"train": {}, "val": {}, "test": {}}
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        image = getattr(skimage.data, name)()
+        for top, left, tile in windows(image, 0, image.shape[1], (TILE // 2, TILE // 2)):
+            split["train"][f"{name}-{top:03d}-{left:03d}"] = tile
+    for part, names in (("val", ("china",)), ("test", ("flower", "grace_hopper"))):
+        for name in names:
+            for top, left, tile in windows(photos[name], 0, photos[name].shape[1], (TILE, TILE)):
+                split[part][f"{name}-{top:03d}-{left:03d}"] = tile
+    return split
+
+
+PROTOCOLS = {"within": (within, ("china", "flower", "grace_hopper")), "across": (across, ("flower", "grace_hopper"))}
+
+
+def prepare(folder: Path, protocol: str) -> None:
+    make, full_size = PROTOCOLS[protocol]
+    for split, tiles in make().items():
         (folder / "tiles" / split).mkdir(parents=True, exist_ok=True)
-        for name, image in photos.items():
-            for top, left, tile in tiles(image, TILE // 2 if split == "train" else TILE):
-                Image.fromarray(tile).save(folder / "tiles" / split / f"{name}-{top:03d}-{left:03d}.png")
-            if split == "test":
-                (folder / "full").mkdir(exist_ok=True)
-                Image.fromarray(image).save(folder / "full" / f"{name}.png")
+        for name, tile in tiles.items():
+            Image.fromarray(tile).save(folder / "tiles" / split / f"{name}.png")
+    (folder / "full").mkdir(exist_ok=True)
+    photos = named_photographs()
+    for name in full_size:
+        Image.fromarray(photos[name]).save(folder / "full" / f"{name}.png")
     counts = {s: len(list((folder / "tiles" / s).glob("*.png"))) for s in ("train", "val", "test")}
-    print(f"{folder / 'tiles'}: {counts}")
+    print(f"{folder / 'tiles'}: {counts}; full size: {', '.join(full_size)}")
 
 
 def imgtrans(*args: str) -> None:
@@ -107,6 +146,6 @@ def score(folder: Path, sheet: Path, runs: dict[str, str]) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "prepare":
-        prepare(Path(sys.argv[2]))
+        prepare(Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "within")
     else:
         score(Path(sys.argv[2]), Path(sys.argv[3]), dict(arg.split("=", 1) for arg in sys.argv[4:]))
