@@ -12,11 +12,11 @@ from imgtrans.models.options import Pix2PixConfig
 from imgtrans.models.pix2pix import Pix2Pix
 from imgtrans.nets.colour_classes import (
     NEIGHBOURS,
-    ClassColourGenerator,
     ColourClasses,
     class_centres,
     soft_encode,
 )
+from imgtrans.nets.lab_colorizer import LabColorizer
 
 
 def test_the_classes_are_the_cells_of_the_srgb_gamut():
@@ -87,7 +87,7 @@ def colorizer(loss: str) -> Pix2Pix:
 
 def test_a_classifying_colorizer_trains_on_the_class_loss_and_decodes_inside_its_generator():
     model = colorizer("classification")
-    assert isinstance(model.generator(), ClassColourGenerator)
+    assert isinstance(model.generator(), LabColorizer) and model.generator().classes is not None
     batch = {"A": torch.rand(2, 1, 64, 64) * 2 - 1, "B": (torch.rand(2, 2, 64, 64) - 0.5) * 0.6}
     losses = _step(model, batch)
     assert {"G_GAN", "G_class"} <= set(losses) and "G_L1" not in losses

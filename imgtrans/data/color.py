@@ -18,6 +18,7 @@ _WHITE = torch.tensor([0.950456, 1.0, 1.088754])
 _EPS = 216 / 24389
 _KAPPA = 24389 / 27
 AB_SCALE = 110.0
+NEUTRAL_CHROMA = 5.0  # C*ab below which a colour counts as near-neutral: grays, blacks, whites
 
 
 def _mix(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from imgtrans.data.color import AB_SCALE, rgb_to_lab
+from imgtrans.data.color import AB_SCALE, NEUTRAL_CHROMA, rgb_to_lab
 
-NEUTRAL_CHROMA = 5.0  # C*ab below which a target pixel counts as near-neutral
 COLOUR_SCORES = ("colourfulness", "chroma_error", "colourfulness_ratio", "cast", "cast_truth")  # `results()`
 
 

@@ -40,7 +40,8 @@ class GANModel(TranslationModel):
                       upsample=cfg.upsample, gamut=cfg.gamut_bound and lab_colorizer,
                       chroma_blur=cfg.chroma_blur if lab_colorizer else 0.0,
                       chroma_filter=cfg.chroma_filter) | overrides
-        kwargs["colour_classes"] = kwargs.get("colour_classes", False) and lab_colorizer
+        for head in ("colour_classes", "neutral_gate"):  # the heads only a Lab colorizer has
+            kwargs[head] = kwargs.get(head, False) and lab_colorizer
         return init_weights(build_generator(kwargs.pop("netG", cfg.netG), input_nc, output_nc, **kwargs),
                             cfg.init_type, cfg.init_gain)
 

@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 
 from imgtrans.models.gan import GANModel
 from imgtrans.models.options import Pix2PixConfig
-from imgtrans.nets.colour_classes import ClassColourGenerator
+from imgtrans.nets.lab_colorizer import LabColorizer
 
 # Training images the colour classes' prior is counted on (a few hundred give it its shape).
 PRIOR_IMAGES = 512
@@ -22,11 +22,12 @@ class Pix2Pix(GANModel):
 
     def build_nets(self) -> None:
         codec = self.codec
-        self.netG = self.build_G(codec.input_nc, codec.output_nc, colour_classes=self.cfg.colorization_loss != "l1")
+        self.netG = self.build_G(codec.input_nc, codec.output_nc, colour_classes=self.cfg.colorization_loss != "l1",
+                                 neutral_gate=self.cfg.neutral_gate)
         self.netD = self.build_D(codec.input_nc + codec.output_nc)
 
     def fit_to_data(self, train: Dataset) -> None:
-        if isinstance(self.netG, ClassColourGenerator):  # the colour classes' prior, for the rebalancing weights
+        if isinstance(self.netG, LabColorizer) and self.netG.classes is not None:  # the prior, for the rebalancing
             self.netG.classes.fit_prior(train[i]["B"][None] for i in range(min(len(train), PRIOR_IMAGES)))
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -37,13 +38,13 @@ class Pix2Pix(GANModel):
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         real_a, real_b = self.to_device(batch["A"]), self.to_device(batch["B"])
-        classifier = self.netG if isinstance(self.netG, ClassColourGenerator) else None
+        colorizer = self.netG if isinstance(self.netG, LabColorizer) else None
         with self.autocast():
-            if classifier is None:
+            if colorizer is None:
                 fake_b = self.netG(real_a)
             else:
-                logits = classifier.logits(real_a)
-                fake_b = classifier.decode(real_a, logits)
+                heads = colorizer.heads(real_a)
+                fake_b = colorizer.decode(real_a, heads)
 
         self.set_requires_grad(self.netD, True)
         with self.autocast():
@@ -54,10 +55,12 @@ class Pix2Pix(GANModel):
         self.set_requires_grad(self.netD, False)
         with self.autocast():
             losses["G_GAN"] = self.adversarial_loss(self.netD, torch.cat([real_a, fake_b], 1))
-            if self.cfg.lambda_L1 > 0 and (classifier is None or self.cfg.colorization_loss == "both"):
+            regression = colorizer is None or colorizer.classes is None or self.cfg.colorization_loss == "both"
+            if self.cfg.lambda_L1 > 0 and regression:
                 losses["G_L1"] = F.l1_loss(fake_b.float(), real_b.float()) * self.cfg.lambda_L1
-            if classifier is not None:
-                losses["G_class"] = classifier.classes.loss(logits, real_b) * self.cfg.lambda_class
-            loss_g = sum(losses[k] for k in ("G_GAN", "G_L1", "G_class") if k in losses)
+            if colorizer is not None:
+                weights = {"class": self.cfg.lambda_class, "neutral": self.cfg.lambda_neutral}
+                losses |= {f"G_{name}": loss * weights[name] for name, loss in colorizer.losses(heads, real_b).items()}
+            loss_g = sum(loss for name, loss in losses.items() if name.startswith("G_"))
         self.update(self.optimizers["G"], loss_g)
         return losses

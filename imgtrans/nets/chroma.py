@@ -71,7 +71,9 @@ class ChromaGuidedFilter(nn.Module):
 
 class LabOutput(nn.Module):
     """A colorizer's a,b for the L in its input's first channel: low-passed at inference (chroma_blur > 0; a
-    guided filter following L, or a Gaussian), then bounded by the sRGB gamut at that L (gamut)."""
+    guided filter following L, or a Gaussian), weighted by how much colour each pixel keeps (a neutral gate's
+    1 − p(neutral), after the low-pass so that it keeps its sharp edges), then bounded by the sRGB gamut at that
+    L (gamut)."""
 
     def __init__(self, gamut: bool, chroma_blur: float, chroma_filter: str = "guided"):
         super().__init__()
@@ -80,7 +82,9 @@ class LabOutput(nn.Module):
             ChromaGuidedFilter(math.ceil(2.5 * chroma_blur)) if guided else ChromaLowPass(chroma_blur)
         self.gamut = LabGamutBound() if gamut else None
 
-    def forward(self, x: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ab: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         if self.low_pass is not None:
             ab = self.low_pass(ab, x[:, :1])
+        if keep is not None:
+            ab = ab * keep.to(ab.dtype)
         return ab if self.gamut is None else self.gamut(x[:, :1], ab)

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from imgtrans.data.color import AB_SCALE, rgb_to_lab
-from imgtrans.nets.layers import Generator
 
 GRID = 10.0
 NEIGHBOURS, SIGMA = 5, 5.0
@@ -100,23 +99,3 @@ class ColourClasses(nn.Module):
         probabilities = torch.softmax(logits.float() / TEMPERATURE, dim=1)
         ab = torch.einsum("nqhw,qc->nchw", probabilities, self.centres)
         return (ab / AB_SCALE).to(logits.dtype)
-
-
-class ClassColourGenerator(Generator):
-    """A Lab colorizer whose network scores the colour classes at each pixel: `logits` for the loss, and as a
-    generator the decoded a,b (then its output stage: `lab(x, ab)`, e.g. low-pass and gamut bound)."""
-
-    def __init__(self, net: Generator, classes: ColourClasses, lab: nn.Module | None):
-        super().__init__()
-        self.net, self.classes, self.lab = net, classes, lab
-        self.size_multiple, self.z_dim = net.size_multiple, net.z_dim
-
-    def logits(self, x: torch.Tensor, *code: torch.Tensor) -> torch.Tensor:
-        return self.net(x, *code)
-
-    def decode(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        ab = self.classes.decode(logits)
-        return ab if self.lab is None else self.lab(x, ab)
-
-    def forward(self, x: torch.Tensor, *code: torch.Tensor) -> torch.Tensor:
-        return self.decode(x, self.logits(x, *code))

@@ -1,0 +1,109 @@
+"""The neutral gate of a Lab colorizer: where it says gray the output is gray, sharp through the low-pass; its
+loss follows the target's gray pixels; pix2pix trains, resumes and exports with it."""
+
+import numpy as np
+import pytest
+import torch
+
+from imgtrans.data.codec import Codec
+from imgtrans.data.color import AB_SCALE, NEUTRAL_CHROMA
+from imgtrans.models.options import Pix2PixConfig
+from imgtrans.models.pix2pix import Pix2Pix
+from imgtrans.nets.chroma import LabOutput
+from imgtrans.nets.lab_colorizer import LabColorizer
+from imgtrans.nets.layers import Generator
+
+
+class Fixed(Generator):
+    """A network whose raw output is given."""
+
+    def __init__(self, heads: torch.Tensor):
+        super().__init__()
+        self.out = heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out
+
+
+def raw_heads(gate: torch.Tensor) -> torch.Tensor:
+    """One colour everywhere (a,b logits 0.5, 0.3) and the given gate logits (1, 1, H, W)."""
+    colour = torch.tensor([0.5, 0.3]).view(1, 2, 1, 1).expand(1, 2, *gate.shape[-2:])
+    return torch.cat([colour, gate], 1)
+
+
+def test_the_output_keeps_one_minus_p_neutral_of_its_colour_and_a_gray_stripe_stays_sharp_through_the_low_pass():
+    gate = torch.full((1, 1, 32, 32), -30.0)
+    gate[..., 15:17] = 30.0  # a 2 px gray road
+    x = torch.zeros(1, 1, 32, 32)  # flat lightness: a guided filter would spread colour over it
+    colorizer = LabColorizer(Fixed(raw_heads(gate)), LabOutput(gamut=False, chroma_blur=3.0), None, gate=True).eval()
+    ab = colorizer(x)
+    assert torch.all(ab[..., 15:17] == 0)
+    assert torch.allclose(ab[..., :14], torch.tanh(torch.tensor([0.5, 0.3])).view(1, 2, 1, 1).expand(1, 2, 32, 14))
+    half = LabColorizer(Fixed(raw_heads(torch.zeros(1, 1, 4, 4))), None, None, gate=True)(torch.zeros(1, 1, 4, 4))
+    assert torch.allclose(half, 0.5 * torch.tanh(torch.tensor([0.5, 0.3])).view(1, 2, 1, 1).expand(1, 2, 4, 4))
+
+
+def test_the_gate_loss_is_lowest_where_it_names_the_targets_gray_pixels():
+    target = torch.full((1, 2, 8, 8), 30 / AB_SCALE)
+    target[..., :, :3] = (NEUTRAL_CHROMA / 2) / AB_SCALE  # near-neutral on the left
+    neutral = torch.zeros(1, 1, 8, 8)
+    neutral[..., :3] = 1
+
+    def loss(gate: torch.Tensor) -> float:
+        return float(LabColorizer(Fixed(raw_heads(gate)), None, None, gate=True).losses(raw_heads(gate), target)
+                     ["neutral"])
+
+    right, wrong = loss(8 * (2 * neutral - 1)), loss(-8 * (2 * neutral - 1))
+    assert right < 0.01 < 5 < wrong
+
+
+def gated(loss: str = "l1", **options) -> Pix2Pix:
+    torch.manual_seed(0)
+    cfg = Pix2PixConfig(ngf=4, ndf=4, crop_size=64, color_space="lab", layout="colorization", neutral_gate=True,
+                        colorization_loss=loss, **options)
+    return Pix2Pix(cfg, Codec(True, "lab"))
+
+
+@pytest.mark.parametrize("loss", ["l1", "both"])
+def test_pix2pix_with_the_gate_trains_on_its_cross_entropy_beside_its_colour_loss(loss):
+    model = gated(loss)
+    generator = model.generator()
+    assert isinstance(generator, LabColorizer) and generator.gate
+    model.configure_optimizers()
+    batch = {"A": torch.rand(2, 1, 64, 64) * 2 - 1, "B": (torch.rand(2, 2, 64, 64) - 0.5) * 0.2}
+    losses = model.training_step(batch)
+    assert {"G_GAN", "G_L1", "G_neutral"} <= set(losses)
+    assert ("G_class" in losses) == (loss == "both")
+    model.eval()
+    assert model.translate(batch["A"]).shape == (2, 2, 64, 64)
+
+
+def test_the_gate_learns_which_pixels_are_gray():
+    """A stripe of gray across coloured ground, told apart only by its texture (flat against noisy): after a
+    few dozen steps the gate puts more probability of gray on the stripe than off it. (Instance norm, no dropout:
+    eval mode computes what training did, without batch-norm statistics that lag a short run.)"""
+    model = gated(lr=2e-3, norm="instance", dropout=False)
+    model.configure_optimizers()
+    gray = torch.zeros(1, 1, 64, 64, dtype=torch.bool)
+    gray[..., 28:36] = True
+    for _ in range(60):
+        lightness = torch.where(gray, torch.zeros(4, 1, 64, 64), torch.randn(4, 1, 64, 64) * 0.3)
+        ab = torch.where(gray, 0.0, torch.tensor([40 / AB_SCALE, 20 / AB_SCALE]).view(1, 2, 1, 1))
+        model.training_step({"A": lightness, "B": ab.expand(4, 2, 64, 64)})
+    model.eval()
+    with torch.no_grad():
+        p = torch.sigmoid(model.generator().heads(lightness)[:, -1:])
+    assert p[gray.expand_as(p)].mean() > p[~gray.expand_as(p)].mean() + 0.15
+
+
+def test_a_gated_colorizer_exports_with_its_gate(tmp_path):
+    from imgtrans.export.onnx import export_model
+    from imgtrans.infer.session import OnnxGenerator
+
+    model = gated().eval()
+    path, sidecar = export_model(model, tmp_path / "g")
+    assert sidecar.parity_max_abs_error < 1e-4
+    x = torch.rand(1, 1, 64, 128) * 2 - 1
+    with torch.no_grad():
+        expected = model.generator()(x).numpy()
+    assert np.abs(OnnxGenerator(path, "cpu").run_bound(x).numpy() - expected).max() < 1e-4
