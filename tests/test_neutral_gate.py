@@ -107,3 +107,19 @@ def test_a_gated_colorizer_exports_with_its_gate(tmp_path):
     with torch.no_grad():
         expected = model.generator()(x).numpy()
     assert np.abs(OnnxGenerator(path, "cpu").run_bound(x).numpy() - expected).max() < 1e-4
+
+
+def test_a_lab_colorizer_saved_before_the_gate_loads_without_it():
+    from dataclasses import asdict
+
+    from imgtrans.config import from_saved
+    from imgtrans.training.checkpoint import model_payload
+
+    old = Pix2Pix(Pix2PixConfig(ngf=4, ndf=4, crop_size=64, color_space="lab", layout="colorization",
+                                neutral_gate=False), Codec(True, "lab"))
+    saved = {k: v for k, v in asdict(old.cfg).items() if k not in ("neutral_gate", "lambda_neutral")}
+    cfg = from_saved(Pix2PixConfig, saved)
+    assert not cfg.neutral_gate and Pix2PixConfig(color_space="lab").neutral_gate
+    again = Pix2Pix(cfg, Codec(True, "lab"))
+    again.load_state_dict(model_payload(old)["nets"])
+    assert not isinstance(again.generator(), LabColorizer)

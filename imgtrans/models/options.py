@@ -41,8 +41,8 @@ class Pix2PixConfig(GANConfig):
     lambda_L1: float = opt(100.0, "weight of the L1 term", when={"colorization_loss": ("l1", "both")}, ge=0)
     lambda_class: float = opt(1.0, "weight of the colour-class cross-entropy", when=LAB | COLOUR_CLASSES, ge=0)
     neutral_gate: bool = opt(
-        False, "lab: a per-pixel gate that learns where the target is gray (chroma below 5) and takes the colour "
-               "off those pixels — thin gray roads and roofs the colour around them would otherwise tint",
+        True, "lab: a per-pixel gate that learns where the target is gray (chroma below 5) and takes the colour "
+              "off those pixels — thin gray roads and roofs the colour around them would otherwise tint",
         when=LAB, saved_before=False)
     lambda_neutral: float = opt(10.0, "weight of the neutral gate's cross-entropy", when=LAB | NEUTRAL_GATE, ge=0)
 
