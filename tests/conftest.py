@@ -175,6 +175,18 @@ def tiny_model(netG="unet", norm="batch", codec=Codec(True, "lab")):
     return model.eval()
 
 
+def assert_exports_with_parity(model, folder: Path, x: torch.Tensor) -> None:
+    """`model` exported to ONNX computes what its generator computes, on `x` too (another size than the export's)."""
+    from imgtrans.export.onnx import export_model
+    from imgtrans.infer.session import OnnxGenerator
+
+    path, sidecar = export_model(model.eval(), folder / "g")
+    assert sidecar.parity_max_abs_error < 1e-4
+    with torch.no_grad():
+        expected = model.generator()(x).numpy()
+    assert np.abs(OnnxGenerator(path, "cpu").run_bound(x).numpy() - expected).max() < 1e-4
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory) -> Path:
     """A tiny Lab colorizer exported to ONNX, with its sidecar."""

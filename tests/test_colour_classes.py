@@ -1,9 +1,9 @@
 """Colour as classes (Zhang et al., "Colorful Image Colorization"): the quantised gamut, soft encoding, the
 rebalanced loss, annealed-mean decoding, and a pix2pix colorizer trained, resumed and exported with it."""
 
-import numpy as np
 import pytest
 import torch
+from conftest import assert_exports_with_parity
 
 from imgtrans.data.codec import Codec
 from imgtrans.data.color import AB_SCALE, in_srgb_gamut
@@ -121,13 +121,4 @@ def test_classification_needs_lab():
 
 
 def test_a_classifying_colorizer_exports_with_its_decoding(tmp_path):
-    from imgtrans.export.onnx import export_model
-    from imgtrans.infer.session import OnnxGenerator
-
-    model = colorizer("classification").eval()
-    path, sidecar = export_model(model, tmp_path / "g")
-    assert sidecar.parity_max_abs_error < 1e-4
-    x = torch.rand(1, 1, 64, 128) * 2 - 1
-    with torch.no_grad():
-        expected = model.generator()(x).numpy()
-    assert np.abs(OnnxGenerator(path, "cpu").run_bound(x).numpy() - expected).max() < 1e-4
+    assert_exports_with_parity(colorizer("classification"), tmp_path, torch.rand(1, 1, 64, 128) * 2 - 1)

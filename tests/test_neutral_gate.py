@@ -1,9 +1,9 @@
 """The neutral gate of a Lab colorizer: where it says gray the output is gray, sharp through the low-pass; its
-loss follows the target's gray pixels; pix2pix trains, resumes and exports with it."""
+loss follows the target's gray pixels; pix2pix trains and exports with it; a run saved before it loads without it."""
 
-import numpy as np
 import pytest
 import torch
+from conftest import assert_exports_with_parity
 
 from imgtrans.data.codec import Codec
 from imgtrans.data.color import AB_SCALE, NEUTRAL_CHROMA
@@ -97,16 +97,7 @@ def test_the_gate_learns_which_pixels_are_gray():
 
 
 def test_a_gated_colorizer_exports_with_its_gate(tmp_path):
-    from imgtrans.export.onnx import export_model
-    from imgtrans.infer.session import OnnxGenerator
-
-    model = gated().eval()
-    path, sidecar = export_model(model, tmp_path / "g")
-    assert sidecar.parity_max_abs_error < 1e-4
-    x = torch.rand(1, 1, 64, 128) * 2 - 1
-    with torch.no_grad():
-        expected = model.generator()(x).numpy()
-    assert np.abs(OnnxGenerator(path, "cpu").run_bound(x).numpy() - expected).max() < 1e-4
+    assert_exports_with_parity(gated(), tmp_path, torch.rand(1, 1, 64, 128) * 2 - 1)
 
 
 def test_a_lab_colorizer_saved_before_the_gate_loads_without_it():
