@@ -78,3 +78,9 @@ def to_signed(x: torch.Tensor) -> torch.Tensor:
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) / 2).clamp(0, 1)
+
+
+def near_neutral(ab: torch.Tensor) -> torch.Tensor:
+    """a,b in CIE units, (..., 2, H, W) → (..., 1, H, W): whether each colour is near-neutral (C*ab below
+    `NEUTRAL_CHROMA`) — the pixels a colorizer's cast is measured on and its neutral gate learns."""
+    return ab.float().norm(dim=-3, keepdim=True) < NEUTRAL_CHROMA

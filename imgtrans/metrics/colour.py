@@ -6,7 +6,7 @@ do not see when a colorizer washes its colours out or casts one tint over everyt
   over a set, the ratio of the outputs' mean to the targets' says how much colour survives.
 - chroma error: the mean |Δa| + |Δb| in CIE Lab.
 - cast: the mean chroma C* = √(a² + b²) an output puts on the pixels whose target is near-neutral (target
-  C* below `NEUTRAL_CHROMA`: grays, blacks, whites), against the targets' own there ("the truth's cast").
+  C* below 5, `near_neutral`: grays, blacks, whites), against the targets' own there ("the truth's cast").
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from imgtrans.data.color import AB_SCALE, NEUTRAL_CHROMA, rgb_to_lab
+from imgtrans.data.color import AB_SCALE, near_neutral, rgb_to_lab
 
 COLOUR_SCORES = ("colourfulness", "chroma_error", "colourfulness_ratio", "cast", "cast_truth")  # `results()`
 
@@ -52,7 +52,7 @@ class ColourSums:
         per_image = {"colourfulness": colourfulness(pred),
                      "chroma_error": (ab_pred - ab_target).abs().sum(1).flatten(1).mean(1)}
         chroma_target = ab_target.norm(dim=1)
-        neutral = chroma_target < NEUTRAL_CHROMA
+        neutral = near_neutral(ab_target)[:, 0]
         self.images += len(pred)
         self.output_colourfulness += float(per_image["colourfulness"].sum())
         self.target_colourfulness += float(colourfulness(target).sum())

@@ -3,7 +3,7 @@
 - colour classes (`ColourClasses`): the network scores quantised a,b at each pixel, decoded by the annealed
   mean (Zhang, Isola and Efros, "Colorful Image Colorization");
 - the neutral gate: one more channel, the logit that the pixel is near-neutral (gray, black, white; C* below
-  `NEUTRAL_CHROMA`), learned by a cross-entropy against the target's own neutral pixels. The output keeps
+  5: `near_neutral`), learned by a cross-entropy against the target's own neutral pixels. The output keeps
   1 − p(neutral) of its colour. A regression or classification loss on a,b alone gives a thin gray road
   between fields the fields' colour, because it is rare; the gate is asked about exactly those pixels
   (docs/MODEL_ZOO.md, "Where the cast sits"), and its product is what the expected a,b is when a pixel is gray
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from imgtrans.data.color import AB_SCALE, NEUTRAL_CHROMA
+from imgtrans.data.color import AB_SCALE, near_neutral
 from imgtrans.nets.chroma import LabOutput
 from imgtrans.nets.colour_classes import ColourClasses
 from imgtrans.nets.layers import Generator
@@ -58,6 +58,6 @@ class LabColorizer(Generator):
         if self.classes is not None:
             losses["class"] = self.classes.loss(heads[:, :self.classes.count], ab_target)
         if self.gate:
-            neutral = (ab_target.float().norm(dim=1, keepdim=True) * AB_SCALE < NEUTRAL_CHROMA).float()
+            neutral = near_neutral(ab_target * AB_SCALE).float()
             losses["neutral"] = F.binary_cross_entropy_with_logits(heads[:, -1:].float(), neutral)
         return losses
