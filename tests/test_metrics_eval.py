@@ -21,6 +21,7 @@ from imgtrans.metrics.distribution import DistributionMetrics, FidelityInception
 from imgtrans.metrics.perceptual import lpips_network, lpips_per_image
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
 from imgtrans.metrics.weights import ALEXNET, INCEPTION, resolve_weights, weights_file
+from imgtrans.tracking.store import ROLE_TAG
 
 
 class RandomFeatures(torch.nn.Module):
@@ -217,6 +218,11 @@ def test_evaluate_and_compare_two_runs(facades, tmp_path, capsys, monkeypatch):
         f"Columns: input, {names[1]}, {names[0]}, target." in report
     csv_text = (tmp_path / "report" / "report.csv").read_text()
     assert all(run_id in csv_text for run_id in run_ids)
+
+    assert main(["evaluate", "--run-id", run_ids[0], "--grid-images", "0"]) == 0  # scores only, no images
+    newest = client.search_runs([exp.experiment_id], f"tags.`{ROLE_TAG}` = 'evaluate'",
+                                order_by=["attributes.start_time DESC"])[0]
+    assert {a.path for a in client.list_artifacts(newest.info.run_id)} == {"per_image.csv"}
 
 
 def test_evaluate_unknown_run(capsys):

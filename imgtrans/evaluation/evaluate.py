@@ -41,7 +41,7 @@ from imgtrans.tracking.models import generator_checkpoint, generator_of_run
 from imgtrans.tracking.tracker import SOURCE_RUNS_TAG, MlflowTracker, tracked_run
 from imgtrans.training.checkpoint import load_model
 
-SAMPLES_DIR = "samples"
+SAMPLES_DIR, GRID_FILE = "samples", "grid.png"
 
 
 @dataclass
@@ -182,12 +182,13 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    labels = ["gray input = baseline" if codec.colorization else "input", "output", "target"]
-    Image.fromarray(sheet_from_files(dict(zip(labels, columns)))).save(out / "grid.png")
-    (out / SAMPLES_DIR).mkdir()
-    for i, (inp, pred, target) in enumerate(zip(*columns)):
-        for kind, image in (("input", inp), ("output", pred), ("target", target)):
-            Image.fromarray(image).save(out / SAMPLES_DIR / f"{kind}_{i:04d}.png")
+    if columns[0]:  # grid_images=0 keeps none
+        labels = ["gray input = baseline" if codec.colorization else "input", "output", "target"]
+        Image.fromarray(sheet_from_files(dict(zip(labels, columns)))).save(out / GRID_FILE)
+        (out / SAMPLES_DIR).mkdir()
+        for i, (inp, pred, target) in enumerate(zip(*columns)):
+            for kind, image in (("input", inp), ("output", pred), ("target", target)):
+                Image.fromarray(image).save(out / SAMPLES_DIR / f"{kind}_{i:04d}.png")
     return Evaluation(results, settings, unavailable, out, summarize_split(data, split, train_cfg.dataset),
                       codec.colorization)
 
@@ -220,8 +221,9 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
         if messages:
             target.set_tags({f"imgtrans.{prefix}.unavailable": " ".join(messages)})
         # At the evaluation run's root, where MLflow's compare page offers files two runs share.
-        tracker.log_artifact(result.artifacts / "grid.png")
-        tracker.log_artifact(result.artifacts / "per_image.csv")
+        for name in (GRID_FILE, "per_image.csv"):
+            if (result.artifacts / name).exists():
+                tracker.log_artifact(result.artifacts / name)
         tracker.log_params({"split": cfg.split, "dataset": cfg.dataset, "max_images": cfg.max_images or None,
                             "crop": cfg.crop})
         tracker.describe(evaluation_description(source, result, prefix))
