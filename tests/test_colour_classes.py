@@ -65,6 +65,9 @@ def test_the_annealed_mean_lies_between_the_mean_and_the_mode():
     mean = (probabilities[:, None] * classes.centres).sum(0)
     annealed = classes.decode(logits)[0, :, 0, 0] * AB_SCALE
     assert 0 < annealed.norm() < mean.norm()  # sharper, towards the mode (gray) but not all the way
+    sharper = ColourClasses(temperature=0.05).eval().decode(logits)[0, :, 0, 0] * AB_SCALE
+    assert sharper.norm() < annealed.norm()  # at inference, at the model's own temperature: nearer the mode
+    assert torch.equal(ColourClasses(temperature=0.05).decode(logits), classes.decode(logits))  # training: the paper's
     one_hot = torch.full((1, classes.count, 1, 1), -50.0)
     one_hot[0, red] = 50.0
     assert torch.allclose(classes.decode(one_hot)[0, :, 0, 0] * AB_SCALE, classes.centres[red], atol=1e-3)
@@ -79,10 +82,44 @@ def test_the_loss_is_lowest_for_the_targets_classes():
     assert classes.loss(right, target) < classes.loss(wrong, target)
 
 
-def colorizer(loss: str) -> Pix2Pix:
+def colorizer(loss: str, **options) -> Pix2Pix:
     torch.manual_seed(0)
-    cfg = Pix2PixConfig(ngf=4, ndf=4, crop_size=64, color_space="lab", layout="colorization", colorization_loss=loss)
+    cfg = Pix2PixConfig(ngf=4, ndf=4, crop_size=64, color_space="lab", layout="colorization", colorization_loss=loss,
+                        **options)
     return Pix2Pix(cfg, Codec(True, "lab"))
+
+
+def test_quarter_resolution_classes_score_4x4_blocks_against_the_blocks_mean_colour():
+    generator = colorizer("classification").generator()
+    assert generator.class_stride == 4 and generator.classes is not None
+    x = torch.rand(2, 1, 64, 128) * 2 - 1
+    with torch.no_grad():
+        heads = generator.heads(x)
+    assert heads.colour.shape == (2, generator.classes.count, 16, 32) and heads.gate.shape == (2, 1, 64, 128)
+    assert generator.eval()(x).shape == (2, 2, 64, 128)
+    # Each 4 × 4 block is scored against its mean a,b: columns alternately red and green cost what gray costs.
+    stripes = torch.zeros(2, 2, 64, 128)
+    stripes[:, 0, :, 0::2], stripes[:, 0, :, 1::2] = 40 / AB_SCALE, -40 / AB_SCALE
+    striped, gray = (float(generator.losses(heads, target)["class"]) for target in (stripes, torch.zeros_like(stripes)))
+    assert striped == pytest.approx(gray, rel=1e-5)
+    full = colorizer("classification", class_resolution="full").generator()
+    assert full.heads(x).colour.shape == (2, full.classes.count, 64, 128)
+
+
+def test_a_classifying_colorizer_saved_before_quarter_resolution_scores_every_pixel():
+    from dataclasses import asdict
+
+    from imgtrans.config import from_saved
+    from imgtrans.training.checkpoint import model_payload
+
+    old = colorizer("both", class_resolution="full")
+    cfg = from_saved(Pix2PixConfig, {k: v for k, v in asdict(old.cfg).items() if k != "class_resolution"})
+    assert cfg.class_resolution == "full" and Pix2PixConfig().class_resolution == "quarter"
+    assert from_saved(Pix2PixConfig, {"color_space": "lab"}).colorization_loss == "l1"  # from before the classes
+    again = Pix2Pix(cfg, Codec(True, "lab"))
+    again.load_state_dict(model_payload(old)["nets"])
+    x = torch.rand(1, 1, 64, 64) * 2 - 1
+    assert torch.equal(again.eval().translate(x), old.eval().translate(x))
 
 
 def test_a_classifying_colorizer_trains_on_the_class_loss_and_decodes_inside_its_generator():
@@ -120,5 +157,7 @@ def test_classification_needs_lab():
         Pix2PixConfig(colorization_loss="classification").validate()
 
 
-def test_a_classifying_colorizer_exports_with_its_decoding(tmp_path):
-    assert_exports_with_parity(colorizer("classification"), tmp_path, torch.rand(1, 1, 64, 128) * 2 - 1)
+@pytest.mark.parametrize("resolution", ["quarter", "full"])
+def test_a_classifying_colorizer_exports_with_its_decoding(tmp_path, resolution):
+    assert_exports_with_parity(colorizer("classification", class_resolution=resolution), tmp_path,
+                               torch.rand(1, 1, 64, 128) * 2 - 1)

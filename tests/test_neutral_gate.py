@@ -50,8 +50,8 @@ def test_the_gate_loss_is_lowest_where_it_names_the_targets_gray_pixels():
     neutral[..., :3] = 1
 
     def loss(gate: torch.Tensor) -> float:
-        return float(LabColorizer(Fixed(raw_heads(gate)), None, None, gate=True).losses(raw_heads(gate), target)
-                     ["neutral"])
+        colorizer = LabColorizer(Fixed(raw_heads(gate)), None, None, gate=True)
+        return float(colorizer.losses(colorizer.heads(torch.zeros(1, 1, 8, 8)), target)["neutral"])
 
     right, wrong = loss(8 * (2 * neutral - 1)), loss(-8 * (2 * neutral - 1))
     assert right < 0.01 < 5 < wrong
@@ -92,7 +92,7 @@ def test_the_gate_learns_which_pixels_are_gray():
         model.training_step({"A": lightness, "B": ab.expand(4, 2, 32, 32)})
     model.eval()
     with torch.no_grad():
-        p = torch.sigmoid(model.generator().heads(lightness)[:, -1:])
+        p = torch.sigmoid(model.generator().heads(lightness).gate)
     assert p[gray.expand_as(p)].mean() > p[~gray.expand_as(p)].mean() + 0.15
 
 
@@ -107,7 +107,7 @@ def test_a_lab_colorizer_saved_before_the_gate_loads_without_it():
     from imgtrans.training.checkpoint import model_payload
 
     old = Pix2Pix(Pix2PixConfig(ngf=4, ndf=4, crop_size=64, color_space="lab", layout="colorization",
-                                neutral_gate=False), Codec(True, "lab"))
+                                colorization_loss="l1", neutral_gate=False), Codec(True, "lab"))
     saved = {k: v for k, v in asdict(old.cfg).items() if k not in ("neutral_gate", "lambda_neutral")}
     cfg = from_saved(Pix2PixConfig, saved)
     assert not cfg.neutral_gate and Pix2PixConfig(color_space="lab").neutral_gate

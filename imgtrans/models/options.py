@@ -35,11 +35,19 @@ class Pix2PixConfig(GANConfig):
     model_name: ClassVar[str] = "pix2pix"
 
     colorization_loss: Literal["l1", "classification", "both"] = opt(
-        "l1", "lab: how the colours are learned: L1 on a,b (regresses to the mean colour), the class-rebalanced "
-              "cross-entropy over quantised a,b decoded by the annealed mean (Zhang et al., “Colorful Image "
-              "Colorization”), or both", when=LAB)
+        "both", "lab: how the colours are learned: L1 on a,b (regresses to the mean colour), the class-rebalanced "
+                "cross-entropy over quantised a,b decoded by the annealed mean (Zhang et al., “Colorful Image "
+                "Colorization”), or both", when=LAB, saved_before="l1")
     lambda_L1: float = opt(100.0, "weight of the L1 term", when={"colorization_loss": ("l1", "both")}, ge=0)
     lambda_class: float = opt(1.0, "weight of the colour-class cross-entropy", when=LAB | COLOUR_CLASSES, ge=0)
+    class_resolution: Literal["full", "quarter"] = opt(
+        "quarter", "where the colour classes are scored: at every pixel, or, as Zhang et al. do, at a quarter of "
+                   "the resolution, upsampled (a fraction of the cost)", when=LAB | COLOUR_CLASSES,
+        saved_before="full")
+    class_temperature: float = opt(
+        0.38, "the annealed mean's temperature at inference (validation, evaluate, export; training decodes at the "
+              "paper's 0.38): lower is nearer the most likely colour — more saturated, and wrong more boldly",
+        when=LAB | COLOUR_CLASSES, gt=0, le=1)
     neutral_gate: bool = opt(
         True, "lab: a per-pixel gate that learns where the target is gray (chroma below 5) and takes the colour "
               "off those pixels — thin gray roads and roofs the colour around them would otherwise tint",
@@ -48,9 +56,9 @@ class Pix2PixConfig(GANConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.colorization_loss != "l1" and self.color_space != "lab":
-            raise ImgtransError(f"colorization_loss={self.colorization_loss} needs color_space=lab (and a "
-                                "colorization dataset); use colorization_loss=l1 for rgb")
+        if self.colorization_loss == "classification" and self.color_space != "lab":  # rgb learns by L1 alone
+            raise ImgtransError("colorization_loss=classification needs color_space=lab (and a colorization "
+                                "dataset); use colorization_loss=l1 for rgb")
 
 
 @dataclass

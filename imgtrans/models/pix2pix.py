@@ -23,6 +23,8 @@ class Pix2Pix(GANModel):
     def build_nets(self) -> None:
         codec = self.codec
         self.netG = self.build_G(codec.input_nc, codec.output_nc, colour_classes=self.cfg.colorization_loss != "l1",
+                                 class_stride=4 if self.cfg.class_resolution == "quarter" else 1,
+                                 class_temperature=self.cfg.class_temperature,
                                  neutral_gate=self.cfg.neutral_gate)
         self.netD = self.build_D(codec.input_nc + codec.output_nc)
 

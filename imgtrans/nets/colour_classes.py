@@ -11,8 +11,11 @@ that are there without averaging them away:
 - each pixel's loss weighted by the inverse of a smoothed prior of its class mixed with the uniform
   (`REBALANCE`), the prior fitted from the training targets, so rare saturated colours are not drowned by
   the gray-brown majority;
-- decoding: the mean of the distribution sharpened by the temperature `TEMPERATURE` — between the mean
-  (desaturated) and the mode (patchy) — inside the network, so that an exported ONNX graph holds it.
+- decoding: the mean of the distribution sharpened by a temperature — between the mean (desaturated) and
+  the mode (patchy) — inside the network, so that an exported ONNX graph holds it. Training decodes at the
+  paper's `TRAINING_TEMPERATURE` (what the L1 and GAN terms of `colorization_loss=both` see); inference at
+  the model's own `temperature`, by default the same; nearer the mode, the colours are more saturated, and
+  the low-pass that follows at inference smooths the mode's patches along the edges of lightness.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from imgtrans.data.color import AB_SCALE, rgb_to_lab
 GRID = 10.0
 NEIGHBOURS, SIGMA = 5, 5.0
 REBALANCE = 0.5
-TEMPERATURE = 0.38
+TRAINING_TEMPERATURE = 0.38
 
 
 @functools.cache
@@ -56,8 +59,9 @@ class ColourClasses(nn.Module):
     """The classes, their rebalancing weights (from a prior fitted to training targets), the loss and the
     decoding. The prior is state (saved with the model); the centres follow from the grid."""
 
-    def __init__(self) -> None:
+    def __init__(self, temperature: float = TRAINING_TEMPERATURE) -> None:
         super().__init__()
+        self.temperature = temperature
         centres = class_centres().clone()
         self.register_buffer("centres", centres, persistent=False)
         self.register_buffer("prior", torch.full((len(centres),), 1 / len(centres)))
@@ -95,7 +99,9 @@ class ColourClasses(nn.Module):
         return (weights * per_pixel).mean()
 
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits (N, Q, H, W) → a,b (N, 2, H, W) in network scale: the annealed mean."""
-        probabilities = torch.softmax(logits.float() / TEMPERATURE, dim=1)
+        """Logits (N, Q, H, W) → a,b (N, 2, H, W) in network scale: the annealed mean (at the training or the
+        inference temperature, by the module's mode)."""
+        temperature = TRAINING_TEMPERATURE if self.training else self.temperature
+        probabilities = torch.softmax(logits.float() / temperature, dim=1)
         ab = torch.einsum("nqhw,qc->nchw", probabilities, self.centres)
         return (ab / AB_SCALE).to(logits.dtype)

@@ -9,7 +9,7 @@ from torch import nn
 
 from imgtrans.errors import ImgtransError
 from imgtrans.nets.chroma import LabOutput
-from imgtrans.nets.colour_classes import ColourClasses
+from imgtrans.nets.colour_classes import TRAINING_TEMPERATURE, ColourClasses
 from imgtrans.nets.lab_colorizer import LabColorizer
 from imgtrans.nets.layers import Generator, norm_layer
 
@@ -175,20 +175,22 @@ def unet_depth(name: str, crop_size: int) -> int:
 def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm: str, dropout: bool,
                     crop_size: int, nz: int = 0, upsample: str = "transpose", gamut: bool = False,
                     chroma_blur: float = 0.0, chroma_filter: str = "guided",
-                    colour_classes: bool = False, neutral_gate: bool = False) -> nn.Module:
+                    colour_classes: bool = False, class_stride: int = 1,
+                    class_temperature: float = TRAINING_TEMPERATURE, neutral_gate: bool = False) -> nn.Module:
     """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth. `gamut`,
     `chroma_blur`, `chroma_filter`: the output is a,b for the L of the input's first channel, low-passed and kept
-    inside the sRGB gamut (`LabOutput`). `colour_classes`: the network scores colour classes and decodes them
-    into that a,b; `neutral_gate`: it also says where a pixel is gray (`LabColorizer`)."""
+    inside the sRGB gamut (`LabOutput`). `colour_classes`: the network scores colour classes (at 1 / `class_stride`
+    of the resolution) and decodes them into that a,b (at `class_temperature` in eval mode); `neutral_gate`: it
+    also says where a pixel is gray (`LabColorizer`)."""
     lab = LabOutput(gamut, chroma_blur, chroma_filter) if gamut or chroma_blur > 0 else None
     if name not in GENERATORS:
         raise ImgtransError(f"invalid netG '{name}'; valid values: {', '.join(GENERATORS)}")
     if not (colour_classes or neutral_gate):
         return _network(name, input_nc, output_nc, ngf, norm, dropout, crop_size, nz, upsample, lab, logits=False)
-    classes = ColourClasses() if colour_classes else None
-    net = _network(name, input_nc, LabColorizer.channels(classes, neutral_gate), ngf, norm, dropout, crop_size, nz,
-                   upsample, None, logits=True)
-    return LabColorizer(net, lab, classes, neutral_gate)
+    classes = ColourClasses(class_temperature) if colour_classes else None
+    net = _network(name, input_nc, LabColorizer.channels(classes, neutral_gate, class_stride), ngf, norm, dropout,
+                   crop_size, nz, upsample, None, logits=True)
+    return LabColorizer(net, lab, classes, neutral_gate, class_stride)
 
 
 def _network(name: str, input_nc: int, output_nc: int, ngf: int, norm: str, dropout: bool, crop_size: int, nz: int,

@@ -1,7 +1,10 @@
 """A Lab colorizer whose network has more to say than a,b: scores over colour classes, a neutral gate, or both.
 
-- colour classes (`ColourClasses`): the network scores quantised a,b at each pixel, decoded by the annealed
-  mean (Zhang, Isola and Efros, "Colorful Image Colorization");
+- colour classes (`ColourClasses`): the network scores quantised a,b, decoded by the annealed mean (Zhang,
+  Isola and Efros, "Colorful Image Colorization") — at every pixel, or, as the paper does, at a quarter of the
+  resolution (`class_stride` 4: `CLASS_FEATURES` channels averaged over 4 × 4 pixels and projected onto the
+  classes, decoded there and upsampled bilinearly; the low-pass at inference lays the colour back along the
+  edges of lightness), where scores for 262 classes at every pixel double the cost of a training step;
 - the neutral gate: one more channel, the logit that the pixel is near-neutral (gray, black, white; C* below
   5: `near_neutral`), learned by a cross-entropy against the target's own neutral pixels. The output keeps
   1 − p(neutral) of its colour. A regression or classification loss on a,b alone gives a thin gray road
@@ -12,38 +15,60 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from imgtrans.data.color import AB_SCALE, near_neutral
 from imgtrans.nets.chroma import LabOutput
 from imgtrans.nets.colour_classes import ColourClasses
 from imgtrans.nets.layers import Generator
 
+CLASS_FEATURES = 32  # channels the network gives a quarter-resolution class head
+
+
+class Heads(NamedTuple):
+    colour: torch.Tensor  # a,b before the tanh (N, 2, H, W), or class scores (N, Q, H / stride, W / stride)
+    gate: torch.Tensor | None  # the neutral logit (N, 1, H, W)
+
 
 class LabColorizer(Generator):
     """`net`'s raw output (logits: no final activation) as heads: the colour — two channels through tanh, or
-    `classes.count` class scores — then, with `gate`, the neutral logit. As a generator: the a,b, decoded,
-    low-passed, gated and gamut-bounded by `lab`. `heads` and `decode` apart are for training, which needs the
-    raw heads for `losses`."""
+    class scores at 1 / `class_stride` of the resolution — then, with `gate`, the neutral logit. As a generator:
+    the a,b, decoded, low-passed, gated and gamut-bounded by `lab`. `heads` and `decode` apart are for training,
+    which needs the raw heads for `losses`."""
 
-    def __init__(self, net: Generator, lab: LabOutput | None, classes: ColourClasses | None, gate: bool):
+    def __init__(self, net: Generator, lab: LabOutput | None, classes: ColourClasses | None, gate: bool,
+                 class_stride: int = 1):
         super().__init__()
         self.net, self.lab, self.classes, self.gate = net, lab, classes, gate
+        self.class_stride = class_stride if classes is not None else 1
+        self.project = nn.Conv2d(CLASS_FEATURES, classes.count, 1) if self.class_stride > 1 else None
         self.size_multiple, self.z_dim = net.size_multiple, net.z_dim
 
     @staticmethod
-    def channels(classes: ColourClasses | None, gate: bool) -> int:
+    def channels(classes: ColourClasses | None, gate: bool, class_stride: int = 1) -> int:
         """The raw channels the network must output."""
-        return (classes.count if classes is not None else 2) + int(gate)
+        colour = 2 if classes is None else classes.count if class_stride == 1 else CLASS_FEATURES
+        return colour + int(gate)
 
-    def heads(self, x: torch.Tensor, *code: torch.Tensor) -> torch.Tensor:
-        return self.net(x, *code)
+    def heads(self, x: torch.Tensor, *code: torch.Tensor) -> Heads:
+        raw = self.net(x, *code)
+        colour, gate = (raw[:, :-1], raw[:, -1:]) if self.gate else (raw, None)
+        if self.project is not None:
+            colour = self.project(F.avg_pool2d(colour, self.class_stride))
+        return Heads(colour, gate)
 
-    def decode(self, x: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
-        colour, gate = (heads[:, :-1], heads[:, -1:]) if self.gate else (heads, None)
-        ab = self.classes.decode(colour) if self.classes is not None else torch.tanh(colour)
-        keep = None if gate is None else 1 - torch.sigmoid(gate)
+    def decode(self, x: torch.Tensor, heads: Heads) -> torch.Tensor:
+        if self.classes is None:
+            ab = torch.tanh(heads.colour)
+        else:
+            ab = self.classes.decode(heads.colour)
+            if self.class_stride > 1:
+                ab = F.interpolate(ab, scale_factor=self.class_stride, mode="bilinear", align_corners=False)
+        keep = None if heads.gate is None else 1 - torch.sigmoid(heads.gate)
         if self.lab is not None:
             return self.lab(x, ab, keep)
         return ab if keep is None else ab * keep.to(ab.dtype)
@@ -51,13 +76,15 @@ class LabColorizer(Generator):
     def forward(self, x: torch.Tensor, *code: torch.Tensor) -> torch.Tensor:
         return self.decode(x, self.heads(x, *code))
 
-    def losses(self, heads: torch.Tensor, ab_target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def losses(self, heads: Heads, ab_target: torch.Tensor) -> dict[str, torch.Tensor]:
         """The heads' own losses against the target a,b (network scale), unweighted: `class` (the rebalanced
-        cross-entropy over colour classes) and `neutral` (the gate's binary cross-entropy)."""
+        cross-entropy over colour classes, against the target averaged to their resolution) and `neutral` (the
+        gate's binary cross-entropy)."""
         losses = {}
         if self.classes is not None:
-            losses["class"] = self.classes.loss(heads[:, :self.classes.count], ab_target)
-        if self.gate:
+            target = ab_target if self.class_stride == 1 else F.avg_pool2d(ab_target, self.class_stride)
+            losses["class"] = self.classes.loss(heads.colour, target)
+        if heads.gate is not None:
             neutral = near_neutral(ab_target * AB_SCALE).float()
-            losses["neutral"] = F.binary_cross_entropy_with_logits(heads[:, -1:].float(), neutral)
+            losses["neutral"] = F.binary_cross_entropy_with_logits(heads.gate.float(), neutral)
         return losses
