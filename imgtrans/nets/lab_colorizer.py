@@ -4,7 +4,7 @@
   Isola and Efros, "Colorful Image Colorization") — at every pixel, or, as the paper does, at a quarter of the
   resolution (`class_stride` 4: `CLASS_FEATURES` channels averaged over 4 × 4 pixels and projected onto the
   classes, decoded there and upsampled bilinearly; the low-pass at inference lays the colour back along the
-  edges of lightness), where scores for 262 classes at every pixel double the cost of a training step;
+  edges of lightness); scores for 262 classes at every pixel add three quarters to a training step's cost;
 - the neutral gate: one more channel, the logit that the pixel is near-neutral (gray, black, white; C* below
   5: `near_neutral`), learned by a cross-entropy against the target's own neutral pixels. The output keeps
   1 − p(neutral) of its colour. A regression or classification loss on a,b alone gives a thin gray road
