@@ -294,3 +294,16 @@ def test_sampling_through_a_replayed_denoiser_gives_the_eager_images():
     assert len(model.denoiser.graphs) == graphs.MAX_GRAPHS  # the oldest are let go
     model.cfg.cuda_graphs = False
     assert model.sampling_capture_obstacle() == "cuda_graphs=false"
+
+
+def test_a_cpu_run_computes_subnormal_floats_as_zero():
+    from imgtrans.compute.runtime import resolve_runtime
+    from imgtrans.config import RunConfig
+
+    subnormal = torch.tensor([1e-40])
+    try:
+        resolve_runtime(RunConfig(device="cpu"))
+        assert float(subnormal * 1.0) == 0.0 or not torch.set_flush_denormal(True)  # x86 only
+    finally:
+        torch.set_flush_denormal(False)
+    assert float(subnormal * 1.0) > 0

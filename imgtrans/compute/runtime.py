@@ -71,6 +71,11 @@ def resolve_runtime(cfg: RunConfig) -> Runtime:
     use_cuda = device.type == "cuda"
     if use_cuda:
         tune_cuda_backends()
+    else:
+        # Once a GAN's discriminator wins, gradients through it fall into subnormal floats, which a CPU computes
+        # many times slower: a default pix2pix run's second epoch took 1.1–1.6 s a step instead of 0.5–0.8 s
+        # with them flushed to zero (2 cores). Values that small change no weight.
+        torch.set_flush_denormal(True)
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "fp32"
