@@ -37,7 +37,7 @@ def empty_store(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch, empty_store):
+def isolated(tmp_path, tmp_path_factory, monkeypatch, empty_store):
     """Each test gets its own working directory, MLflow store and data cache."""
     import mlflow
 
@@ -53,6 +53,11 @@ def isolated(tmp_path, monkeypatch, empty_store):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("IMGTRANS_DATA_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("IMGTRANS_OFFLINE", "1")  # pretrained weights are never downloaded by tests
+    # What the libraries leave in the temp directory (torchrun's logs, MLflow's downloads and project folders)
+    # goes with the test's temporary folders, here and in the processes it starts.
+    temp = tmp_path_factory.mktemp("tmp")
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     # Under pytest-xdist (-n 2) each worker computes on one core; alone, on both. The processes tests start
     # use as many (results depend on the thread count: an exact resume compares runs of both).
     threads = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2

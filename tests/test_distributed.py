@@ -54,8 +54,8 @@ def torchrun(*args: str, cwd: Path, launcher: bool = False) -> subprocess.Popen:
     command = [sys.executable, "-m", "imgtrans", *args, "--nproc", "2"] if launcher else \
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "imgtrans", "--",
          *args]
-    return subprocess.Popen(command, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TMPDIR": str(cwd)}  # torchrun's logs
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finished(job: subprocess.Popen) -> str:
