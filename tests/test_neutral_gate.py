@@ -1,6 +1,8 @@
 """The neutral gate of a Lab colorizer: where it says gray the output is gray, sharp through the low-pass; its
 loss follows the target's gray pixels; pix2pix trains and exports with it; a run saved before it loads without it."""
 
+import math
+
 import pytest
 import torch
 from conftest import assert_exports_with_parity
@@ -57,6 +59,20 @@ def test_the_gate_loss_is_lowest_where_it_names_the_targets_gray_pixels():
     assert right < 0.01 < 5 < wrong
 
 
+def test_the_gray_weight_counts_only_the_gray_pixels_of_the_gate_loss():
+    target = torch.full((1, 2, 8, 8), 30 / AB_SCALE)
+    target[..., :, :3] = 0  # gray on the left
+    colorizer = LabColorizer(Fixed(raw_heads(torch.zeros(1, 1, 8, 8))), None, None, gate=True)
+    heads = colorizer.heads(torch.zeros(1, 1, 8, 8))  # p = 0.5 everywhere: each pixel costs log 2
+
+    def gate_loss(gray_weight: float) -> float:
+        return float(colorizer.losses(heads, target, gray_weight)["neutral"])
+
+    gray, coloured = 3 * 8, 5 * 8
+    assert gate_loss(1.0) == pytest.approx(math.log(2))
+    assert gate_loss(10.0) == pytest.approx(math.log(2) * (10 * gray + coloured) / (gray + coloured))
+
+
 def gated(loss: str = "l1", **options) -> Pix2Pix:
     torch.manual_seed(0)
     cfg = Pix2PixConfig(**{"ngf": 4, "ndf": 4, "crop_size": 64, "color_space": "lab", "layout": "colorization",
@@ -108,9 +124,11 @@ def test_a_lab_colorizer_saved_before_the_gate_loads_without_it():
 
     old = Pix2Pix(Pix2PixConfig(ngf=4, ndf=4, crop_size=64, color_space="lab", layout="colorization",
                                 colorization_loss="l1", neutral_gate=False), Codec(True, "lab"))
-    saved = {k: v for k, v in asdict(old.cfg).items() if k not in ("neutral_gate", "lambda_neutral")}
+    saved = {k: v for k, v in asdict(old.cfg).items()
+             if k not in ("neutral_gate", "lambda_neutral", "neutral_gray_weight")}
     cfg = from_saved(Pix2PixConfig, saved)
     assert not cfg.neutral_gate and Pix2PixConfig(color_space="lab").neutral_gate
+    assert cfg.neutral_gray_weight == 1 and Pix2PixConfig().neutral_gray_weight == 10
     again = Pix2Pix(cfg, Codec(True, "lab"))
     again.load_state_dict(model_payload(old)["nets"])
     assert not isinstance(again.generator(), LabColorizer)

@@ -53,6 +53,10 @@ class Pix2PixConfig(GANConfig):
               "off those pixels — thin gray roads and roofs the colour around them would otherwise tint",
         when=LAB, saved_before=False)
     lambda_neutral: float = opt(10.0, "weight of the neutral gate's cross-entropy", when=LAB | NEUTRAL_GATE, ge=0)
+    neutral_gray_weight: float = opt(
+        10.0, "how many times a gray target pixel counts against a coloured one in the gate's cross-entropy: gray "
+              "pixels are few (one in fifty on synthetic-aerial), and counted once each the gate stays unsure of them",
+        when=LAB | NEUTRAL_GATE, gt=0, saved_before=1.0)
 
     def validate(self) -> None:
         super().validate()

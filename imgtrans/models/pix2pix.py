@@ -62,7 +62,8 @@ class Pix2Pix(GANModel):
                 losses["G_L1"] = F.l1_loss(fake_b.float(), real_b.float()) * self.cfg.lambda_L1
             if colorizer is not None:
                 weights = {"class": self.cfg.lambda_class, "neutral": self.cfg.lambda_neutral}
-                losses |= {f"G_{name}": loss * weights[name] for name, loss in colorizer.losses(heads, real_b).items()}
+                own = colorizer.losses(heads, real_b, self.cfg.neutral_gray_weight)
+                losses |= {f"G_{name}": loss * weights[name] for name, loss in own.items()}
             loss_g = sum(loss for name, loss in losses.items() if name.startswith("G_"))
         self.update(self.optimizers["G"], loss_g)
         return losses

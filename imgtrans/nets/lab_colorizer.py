@@ -76,15 +76,16 @@ class LabColorizer(Generator):
     def forward(self, x: torch.Tensor, *code: torch.Tensor) -> torch.Tensor:
         return self.decode(x, self.heads(x, *code))
 
-    def losses(self, heads: Heads, ab_target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def losses(self, heads: Heads, ab_target: torch.Tensor, gray_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """The heads' own losses against the target a,b (network scale), unweighted: `class` (the rebalanced
         cross-entropy over colour classes, against the target averaged to their resolution) and `neutral` (the
-        gate's binary cross-entropy)."""
+        gate's binary cross-entropy, a gray target pixel counting `gray_weight` times a coloured one)."""
         losses = {}
         if self.classes is not None:
             target = ab_target if self.class_stride == 1 else F.avg_pool2d(ab_target, self.class_stride)
             losses["class"] = self.classes.loss(heads.colour, target)
         if heads.gate is not None:
             neutral = near_neutral(ab_target * AB_SCALE).float()
-            losses["neutral"] = F.binary_cross_entropy_with_logits(heads.gate.float(), neutral)
+            losses["neutral"] = F.binary_cross_entropy_with_logits(heads.gate.float(), neutral,
+                                                                   weight=1 + (gray_weight - 1) * neutral)
         return losses
