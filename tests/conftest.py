@@ -32,7 +32,9 @@ def empty_store(tmp_path_factory) -> Path:
     from mlflow.tracking import MlflowClient
 
     path = tmp_path_factory.mktemp("store") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
+    with pytest.MonkeyPatch.context() as patch:  # MLflow's lock for creating the tables: beside the store
+        patch.setattr(tempfile, "tempdir", str(path.parent))
+        MlflowClient(f"sqlite:///{path}").search_experiments()
     return path
 
 
