@@ -6,7 +6,8 @@
   classes, decoded there and upsampled bilinearly; the low-pass at inference lays the colour back along the
   edges of lightness); scores for 262 classes at every pixel add three quarters to a training step's cost;
 - the neutral gate: one more channel, the logit that the pixel is near-neutral (gray, black, white; C* below
-  5: `near_neutral`), learned by a cross-entropy against the target's own neutral pixels. The output keeps
+  5: `near_neutral`), learned by a cross-entropy against the target's own neutral pixels, weighted up because
+  they are few (as in the class-balanced loss of "Holistically-Nested Edge Detection"). The output keeps
   1 − p(neutral) of its colour. A regression or classification loss on a,b alone gives a thin gray road
   between fields the fields' colour, because it is rare; the gate is asked about exactly those pixels
   (docs/MODEL_ZOO.md, "Where the cast sits"), and its product is what the expected a,b is when a pixel is gray
@@ -77,7 +78,7 @@ class LabColorizer(Generator):
         return self.decode(x, self.heads(x, *code))
 
     def losses(self, heads: Heads, ab_target: torch.Tensor, gray_weight: float = 1.0) -> dict[str, torch.Tensor]:
-        """The heads' own losses against the target a,b (network scale), unweighted: `class` (the rebalanced
+        """The heads' own losses against the target a,b (network scale), before their lambdas: `class` (the rebalanced
         cross-entropy over colour classes, against the target averaged to their resolution) and `neutral` (the
         gate's binary cross-entropy, a gray target pixel counting `gray_weight` times a coloured one)."""
         losses = {}
