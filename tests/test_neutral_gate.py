@@ -1,5 +1,6 @@
 """The neutral gate of a Lab colorizer: where it says gray the output is gray, sharp through the low-pass; its
-loss follows the target's gray pixels; pix2pix trains and exports with it; a run saved before it loads without it."""
+loss follows the target's gray pixels; with colour classes it is annealed at their temperature; pix2pix trains
+and exports with it; a run saved before it loads without it."""
 
 import math
 
@@ -12,6 +13,7 @@ from imgtrans.data.color import AB_SCALE, NEUTRAL_CHROMA
 from imgtrans.models.options import Pix2PixConfig
 from imgtrans.models.pix2pix import Pix2Pix
 from imgtrans.nets.chroma import LabOutput
+from imgtrans.nets.colour_classes import TRAINING_TEMPERATURE, ColourClasses
 from imgtrans.nets.lab_colorizer import LabColorizer
 from imgtrans.nets.layers import Generator
 
@@ -73,6 +75,26 @@ def test_the_gray_weight_counts_only_the_gray_pixels_of_the_gate_loss():
     assert gate_loss(10.0) == pytest.approx(math.log(2) * (10 * gray + coloured) / (gray + coloured))
 
 
+@pytest.mark.parametrize("anneal", [False, True])
+def test_with_colour_classes_the_gate_is_annealed_at_their_temperature(anneal):
+    """Gray-or-colour decoded by the annealed mean over its two outcomes: sigmoid(logit / T), T the classes' own
+    (the paper's 0.38 in training, `class_temperature` at inference); unannealed, the gate's probability."""
+    classes = ColourClasses(temperature=0.05)
+    logits = torch.zeros(1, classes.count, 4, 4)
+    logits[:, 7] = 5.0  # one likely colour
+    gate = torch.tensor([-2.0, -0.5, 0.5, 2.0]).view(1, 1, 1, 4).expand(1, 1, 4, 4)
+    colorizer = LabColorizer(Fixed(torch.cat([logits, gate], 1)), None, classes, gate=True, anneal_gate=anneal)
+    never_gray = LabColorizer(Fixed(torch.cat([logits, torch.full_like(gate, -80.0)], 1)), None, classes, gate=True)
+    x = torch.zeros(1, 1, 4, 4)
+    for training, temperature in ((True, TRAINING_TEMPERATURE), (False, 0.05)):
+        for net in (colorizer, never_gray):
+            net.train(training)
+        kept = colorizer(x) / never_gray(x)
+        expected = 1 - torch.sigmoid(gate / (temperature if anneal else 1.0))
+        assert torch.allclose(kept, expected.expand_as(kept), atol=1e-6)
+    assert not LabColorizer(Fixed(gate), None, None, gate=True, anneal_gate=True).anneal_gate  # no classes: none
+
+
 def gated(loss: str = "l1", **options) -> Pix2Pix:
     torch.manual_seed(0)
     cfg = Pix2PixConfig(**{"ngf": 4, "ndf": 4, "crop_size": 64, "color_space": "lab", "layout": "colorization",
@@ -112,8 +134,11 @@ def test_the_gate_learns_which_pixels_are_gray():
     assert p[gray.expand_as(p)].mean() > p[~gray.expand_as(p)].mean() + 0.15
 
 
-def test_a_gated_colorizer_exports_with_its_gate(tmp_path):
-    assert_exports_with_parity(gated(), tmp_path, torch.rand(1, 1, 64, 128) * 2 - 1)
+@pytest.mark.parametrize("loss", ["l1", "both"])
+def test_a_gated_colorizer_exports_with_its_gate(tmp_path, loss):
+    model = gated(loss)
+    assert model.generator().anneal_gate == (loss == "both")
+    assert_exports_with_parity(model, tmp_path, torch.rand(1, 1, 64, 128) * 2 - 1)
 
 
 def test_a_lab_colorizer_saved_before_the_gate_loads_without_it():
@@ -125,10 +150,11 @@ def test_a_lab_colorizer_saved_before_the_gate_loads_without_it():
     old = Pix2Pix(Pix2PixConfig(ngf=4, ndf=4, crop_size=64, color_space="lab", layout="colorization",
                                 colorization_loss="l1", neutral_gate=False), Codec(True, "lab"))
     saved = {k: v for k, v in asdict(old.cfg).items()
-             if k not in ("neutral_gate", "lambda_neutral", "neutral_gray_weight")}
+             if k not in ("neutral_gate", "lambda_neutral", "neutral_gray_weight", "neutral_annealing")}
     cfg = from_saved(Pix2PixConfig, saved)
     assert not cfg.neutral_gate and Pix2PixConfig(color_space="lab").neutral_gate
     assert cfg.neutral_gray_weight == 1 and Pix2PixConfig().neutral_gray_weight == 10
+    assert not cfg.neutral_annealing and Pix2PixConfig().neutral_annealing
     again = Pix2Pix(cfg, Codec(True, "lab"))
     again.load_state_dict(model_payload(old)["nets"])
     assert not isinstance(again.generator(), LabColorizer)

@@ -57,6 +57,10 @@ class Pix2PixConfig(GANConfig):
         10.0, "how many times a gray target pixel counts against a coloured one in the gate's cross-entropy: gray "
               "pixels are few (one in fifty on synthetic-aerial), and counted once each the gate stays unsure of them",
         when=LAB | NEUTRAL_GATE, gt=0, saved_before=1.0)
+    neutral_annealing: bool = opt(
+        True, "decode the gate's gray-or-colour decision by the annealed mean as the colour classes are, at their "
+              "temperature (p = sigmoid(logit / T)): an unsure gate otherwise takes part of the colour off every pixel",
+        when=LAB | COLOUR_CLASSES | NEUTRAL_GATE, saved_before=False)
 
     def validate(self) -> None:
         super().validate()

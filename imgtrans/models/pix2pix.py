@@ -25,7 +25,7 @@ class Pix2Pix(GANModel):
         self.netG = self.build_G(codec.input_nc, codec.output_nc, colour_classes=self.cfg.colorization_loss != "l1",
                                  class_stride=4 if self.cfg.class_resolution == "quarter" else 1,
                                  class_temperature=self.cfg.class_temperature,
-                                 neutral_gate=self.cfg.neutral_gate)
+                                 neutral_gate=self.cfg.neutral_gate, neutral_annealing=self.cfg.neutral_annealing)
         self.netD = self.build_D(codec.input_nc + codec.output_nc)
 
     def fit_to_data(self, train: Dataset) -> None:

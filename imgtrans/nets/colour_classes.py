@@ -98,10 +98,13 @@ class ColourClasses(nn.Module):
         weights = self.class_weights()[target.argmax(1)]
         return (weights * per_pixel).mean()
 
+    @property
+    def decoding_temperature(self) -> float:
+        """The annealed mean's temperature now: the training one, or the inference one, by the module's mode."""
+        return TRAINING_TEMPERATURE if self.training else self.temperature
+
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits (N, Q, H, W) → a,b (N, 2, H, W) in network scale: the annealed mean (at the training or the
-        inference temperature, by the module's mode)."""
-        temperature = TRAINING_TEMPERATURE if self.training else self.temperature
-        probabilities = torch.softmax(logits.float() / temperature, dim=1)
+        """Logits (N, Q, H, W) → a,b (N, 2, H, W) in network scale: the annealed mean at `decoding_temperature`."""
+        probabilities = torch.softmax(logits.float() / self.decoding_temperature, dim=1)
         ab = torch.einsum("nqhw,qc->nchw", probabilities, self.centres)
         return (ab / AB_SCALE).to(logits.dtype)

@@ -176,12 +176,14 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
                     crop_size: int, nz: int = 0, upsample: str = "transpose", gamut: bool = False,
                     chroma_blur: float = 0.0, chroma_filter: str = "guided",
                     colour_classes: bool = False, class_stride: int = 1,
-                    class_temperature: float = TRAINING_TEMPERATURE, neutral_gate: bool = False) -> nn.Module:
+                    class_temperature: float = TRAINING_TEMPERATURE, neutral_gate: bool = False,
+                    neutral_annealing: bool = False) -> nn.Module:
     """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth. `gamut`,
     `chroma_blur`, `chroma_filter`: the output is a,b for the L of the input's first channel, low-passed and kept
     inside the sRGB gamut (`LabOutput`). `colour_classes`: the network scores colour classes (at 1 / `class_stride`
     of the resolution) and decodes them into that a,b (at `class_temperature` in eval mode); `neutral_gate`: it
-    also says where a pixel is gray (`LabColorizer`)."""
+    also says where a pixel is gray (`LabColorizer`), a decision annealed as the classes are with
+    `neutral_annealing`."""
     lab = LabOutput(gamut, chroma_blur, chroma_filter) if gamut or chroma_blur > 0 else None
     if name not in GENERATORS:
         raise ImgtransError(f"invalid netG '{name}'; valid values: {', '.join(GENERATORS)}")
@@ -190,7 +192,7 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
     classes = ColourClasses(class_temperature) if colour_classes else None
     net = _network(name, input_nc, LabColorizer.channels(classes, neutral_gate, class_stride), ngf, norm, dropout,
                    crop_size, nz, upsample, None, logits=True)
-    return LabColorizer(net, lab, classes, neutral_gate, class_stride)
+    return LabColorizer(net, lab, classes, neutral_gate, class_stride, neutral_annealing)
 
 
 def _network(name: str, input_nc: int, output_nc: int, ngf: int, norm: str, dropout: bool, crop_size: int, nz: int,

@@ -11,7 +11,9 @@
   1 − p(neutral) of its colour. A regression or classification loss on a,b alone gives a thin gray road
   between fields the fields' colour, because it is rare; the gate is asked about exactly those pixels
   (docs/MODEL_ZOO.md, "Where the cast sits"), and its product is what the expected a,b is when a pixel is gray
-  with probability p.
+  with probability p. With colour classes (`anneal_gate`), gray-or-colour is decoded as the classes are, by the
+  annealed mean at their temperature T: over the two outcomes that is p_T = sigmoid(logit / T). The expectation
+  itself (T = 1) is the gate's own washed-out mean: a gate unsure of every pixel takes part of every colour off.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ class LabColorizer(Generator):
     which needs the raw heads for `losses`."""
 
     def __init__(self, net: Generator, lab: LabOutput | None, classes: ColourClasses | None, gate: bool,
-                 class_stride: int = 1):
+                 class_stride: int = 1, anneal_gate: bool = False):
         super().__init__()
         self.net, self.lab, self.classes, self.gate = net, lab, classes, gate
+        self.anneal_gate = anneal_gate and classes is not None
         self.class_stride = class_stride if classes is not None else 1
         self.project = nn.Conv2d(CLASS_FEATURES, classes.count, 1) if self.class_stride > 1 else None
         self.size_multiple, self.z_dim = net.size_multiple, net.z_dim
@@ -69,10 +72,14 @@ class LabColorizer(Generator):
             ab = self.classes.decode(heads.colour)
             if self.class_stride > 1:
                 ab = F.interpolate(ab, scale_factor=self.class_stride, mode="bilinear", align_corners=False)
-        keep = None if heads.gate is None else 1 - torch.sigmoid(heads.gate)
+        keep = None if heads.gate is None else 1 - torch.sigmoid(heads.gate / self.gate_temperature)
         if self.lab is not None:
             return self.lab(x, ab, keep)
         return ab if keep is None else ab * keep.to(ab.dtype)
+
+    @property
+    def gate_temperature(self) -> float:
+        return self.classes.decoding_temperature if self.anneal_gate else 1.0
 
     def forward(self, x: torch.Tensor, *code: torch.Tensor) -> torch.Tensor:
         return self.decode(x, self.heads(x, *code))
