@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -24,6 +25,15 @@ TINY_COUNTS = {"train": 6, "val": 2, "test": 2}
 # Flags that make a training run take a second or two on a CPU.
 FAST = ["--ngf", "4", "--ndf", "4", "--crop-size", "64", "--batch-size", "2", "--log-every", "1",
         "--val-images", "2", "--sample-images", "2", "--no-progress"]
+
+
+@pytest.fixture
+def tmp_path(request, tmp_path_factory) -> Path:
+    """pytest's `tmp_path`, without deleting it when the test passes: the whole session's folder goes at its end
+    if every test passed (`tmp_path_retention_policy = "failed"`). Deleted mid-session, a folder's name would come
+    back for a later test (pytest cuts names to 30 characters), and MLflow's in-process store for that
+    `sqlite:///` path would still point at the deleted file."""
+    return tmp_path_factory.mktemp(re.sub(r"\W", "_", request.node.name)[:30])
 
 
 @pytest.fixture(scope="session")
