@@ -47,7 +47,8 @@ class Stack:
             [sys.executable, "-m", "imgtrans", "server", "--data-dir", str(self.root / "stack"), "--port",
              str(self.port), "--workers", "1"],
             # MLflow's lock for creating the store's tables goes in the temp directory: this stack's, removed with it.
-            env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(self.root)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(self.root)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + START_TIMEOUT_S
         self.exports = {}
         while len(self.exports) < 3:
