@@ -72,14 +72,15 @@ class LabColorizer(Generator):
             ab = self.classes.decode(heads.colour)
             if self.class_stride > 1:
                 ab = F.interpolate(ab, scale_factor=self.class_stride, mode="bilinear", align_corners=False)
-        keep = None if heads.gate is None else 1 - torch.sigmoid(heads.gate / self.gate_temperature)
+        keep = None if heads.gate is None else self.kept_colour(heads.gate)
         if self.lab is not None:
             return self.lab(x, ab, keep)
         return ab if keep is None else ab * keep.to(ab.dtype)
 
-    @property
-    def gate_temperature(self) -> float:
-        return self.classes.decoding_temperature if self.anneal_gate else 1.0
+    def kept_colour(self, gate: torch.Tensor) -> torch.Tensor:
+        """How much of its colour each pixel keeps: 1 − p(neutral), annealed with the colour classes if asked."""
+        temperature = self.classes.decoding_temperature if self.anneal_gate else 1.0
+        return 1 - torch.sigmoid(gate / temperature)
 
     def forward(self, x: torch.Tensor, *code: torch.Tensor) -> torch.Tensor:
         return self.decode(x, self.heads(x, *code))
