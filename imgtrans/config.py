@@ -180,7 +180,8 @@ class GANConfig(TrainConfig):
     lambda_gp: float = opt(10.0, "gradient-penalty weight when gan_mode=wgangp", when=WGANGP, ge=0)
     # The pix2pix paper's decoder dropout is its noise source; a run this short is underfit, and without it the Lab
     # colorizer beat the grayscale copy on the photographs' test tiles at every seed (docs/MODEL_ZOO.md).
-    dropout: bool = opt(False, "dropout in the generator's decoder (the pix2pix paper's noise)")
+    dropout: bool = opt(False, "dropout in the generator(s): the U-Net's decoder (the pix2pix paper's noise), the "
+                               "ResNet's blocks")
     upsample: Literal["transpose", "resize_conv"] = opt(
         "resize_conv", "the generator's ×2 upsampling: bilinear resizing + 3×3 conv, free of checkerboard "
                        "artifacts, or stride-2 transposed convs (the papers')")
@@ -190,11 +191,10 @@ class GANConfig(TrainConfig):
 
 @dataclass
 class InstanceNormGANConfig(GANConfig):
-    """The CycleGAN family's defaults (CycleGAN, CUT, BicycleGAN): instance norm, LSGAN, no dropout."""
+    """The CycleGAN family's defaults (CycleGAN, CUT, BicycleGAN): instance norm, LSGAN."""
 
     norm: Literal["batch", "instance", "none"] = opt("instance", "normalisation layers")
     gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("lsgan", "adversarial objective")
-    dropout: bool = opt(False, "dropout in the generator(s)")
     # Profiled on an H100 (docs/BENCHMARKS.md): instance norm and reflection padding have no channels_last
     # kernels, and the copies back and forth took a third of CycleGAN's GPU time.
     channels_last: bool = opt(False, "channels_last memory format on CUDA (off for this family: its instance norm "
