@@ -84,7 +84,7 @@ def thumbnail(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: Path) -> Evaluation:
-    model = load_model(checkpoint, device)
+    model = load_model(checkpoint, device, cfg.class_temperature)
     # Another folder is read as the model needs it: a colorizer's as colour images to make gray.
     other = {"dataset": cfg.dataset, **({"layout": "colorization"} if model.codec.colorization else {})}
     train_cfg = dataclasses.replace(model.cfg, **(other if cfg.dataset else {}),
@@ -195,7 +195,8 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
 
 def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int:
     """`imgtrans evaluate`: a run's test metrics, logged to that run and onto its model; an evaluation run beside
-    it links to it and summarises the result."""
+    it links to it and summarises the result. Decoded at another `class_temperature`, the scores are not the
+    model's own: they go to the evaluation run alone."""
     if not cfg.run_id:
         raise ImgtransError("run_id is required: the training run to evaluate")
     source = store.get_run(cfg.run_id)
@@ -210,13 +211,14 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
         summary = {"metrics": result.metrics, "settings": result.settings,
                    "unavailable": {m.metric: m.message for m in result.unavailable}}
         (tmp / "results" / "summary.json").write_text(json.dumps(summary, indent=2))
-        target = MlflowTracker.of_run(cfg.run_id)
+        own = not cfg.class_temperature
+        target = MlflowTracker.of_run(cfg.run_id) if own else tracker
         target.log_artifacts(result.artifacts, f"evaluation/{cfg.split}")
         context = cfg.split if cfg.split == "test" else "validation"
-        for run in (target, tracker):  # the evaluated run and this one: both name the images they were scored on
+        for run in (target, tracker) if own else (tracker,):  # each names the images they were scored on
             run.log_dataset(result.split, context)
         target.log_metrics({f"{prefix}/{k}": v for k, v in result.headline().items()}, step=0,
-                           model_id=model_uri.split("/")[-1], dataset=result.split)
+                           model_id=model_uri.split("/")[-1] if own else None, dataset=result.split)
         messages = dict.fromkeys(m.message for m in result.unavailable)
         if messages:
             target.set_tags({f"imgtrans.{prefix}.unavailable": " ".join(messages)})
@@ -225,8 +227,8 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
             if (result.artifacts / name).exists():
                 tracker.log_artifact(result.artifacts / name)
         tracker.log_params({"split": cfg.split, "dataset": cfg.dataset, "max_images": cfg.max_images or None,
-                            "crop": cfg.crop})
-        tracker.describe(evaluation_description(source, result, prefix))
+                            "crop": cfg.crop, "class_temperature": cfg.class_temperature or None})
+        tracker.describe(evaluation_description(source, result, prefix, cfg.class_temperature))
     for message in messages:
         print(f"imgtrans: warning: {message}", file=sys.stderr)
     metrics = {f"{prefix}/{k}": v for k, v in result.metrics.items()}  # the baselines' too, to read against
@@ -235,16 +237,21 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
         if not key.endswith("_std"):
             std = metrics.get(f"{key}_std")
             print(f"{key:<{width}}  {value:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
-    print(f"imgtrans: logged {len(result.headline())} metrics and evaluation/{cfg.split}/ to run {cfg.run_id} "
-          f"and its model; evaluation run {tracker.run_id}")
+    if own:
+        print(f"imgtrans: logged {len(result.headline())} metrics and evaluation/{cfg.split}/ to run {cfg.run_id} "
+              f"and its model; evaluation run {tracker.run_id}")
+    else:
+        print(f"imgtrans: logged {len(result.headline())} metrics at class_temperature {cfg.class_temperature} to "
+              f"evaluation run {tracker.run_id}; run {cfg.run_id} keeps its model's own scores")
     return 0
 
 
-def evaluation_description(source, result: Evaluation, prefix: str) -> str:
+def evaluation_description(source, result: Evaluation, prefix: str, class_temperature: float = 0.0) -> str:
     """The evaluation run's summary: which run, on which images, and a table of every score."""
     link = f"[{source.info.run_name}]({store.ui_path(source.info.experiment_id, source.info.run_id)})"
     split = result.split
-    lines = [f"Evaluation of run {link} on `{split.name}` ({result.metrics.get('n_images', 0):.0f} images, "
+    decoded = f", its colour classes decoded at class_temperature {class_temperature}" if class_temperature else ""
+    lines = [f"Evaluation of run {link}{decoded} on `{split.name}` ({result.metrics.get('n_images', 0):.0f} images, "
              f"{split.sizes}, digest `{split.digest}`).", "", "| metric | mean | std |", "|---|---|---|"]
     for key, value in result.metrics.items():
         if key.endswith("_std") or key == "n_images":

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from imgtrans.config import opt
+from imgtrans.models.options import class_temperature_override
 
 
 @dataclass
@@ -18,6 +19,8 @@ class EvaluateConfig:
                             "size (padded to the model's size multiple, scored at its own size)")
     batch_size: int = opt(8, "images per inference batch (with crop=true; stored sizes go one at a time)", ge=1)
     grid_images: int = opt(8, "inputs kept as images (grid, and the side-by-side page of `compare`)", ge=0)
+    class_temperature: float = class_temperature_override(
+        "scores at another temperature are logged to the evaluation run only, not to the run and its model")
     inception_weights: str = opt("", "path of weights-inception-2015-12-05-6726825d.pth (FID, KID, IS); "
                                      "default: the torch hub cache")
     lpips_weights: str = opt("", "path of alexnet-owt-7be5be79.pth (LPIPS); default: the torch hub cache")

@@ -26,21 +26,25 @@ def export_command(cfg: ExportConfig, explicit: dict, progress: bool) -> int:
     origin = models.origin(source_uri)
     label = cfg.run_id or origin.label
     with scratch_dir("export") as tmp:
-        model = load_model(generator_checkpoint(source_uri, tmp))
-        name = cfg.output or f"export/{model.cfg.model_name}-{label}" + ("-fp16" if cfg.precision == "fp16" else "")
+        temperature = cfg.class_temperature
+        model = load_model(generator_checkpoint(source_uri, tmp), class_temperature=temperature)
+        decoded = f", colour classes decoded at class_temperature {temperature:g}" if temperature else ""
+        suffix = (f"-T{temperature:g}" if temperature else "") + ("-fp16" if cfg.precision == "fp16" else "")
+        name = cfg.output or f"export/{model.cfg.model_name}-{label}{suffix}"
         with tracked_run(cfg.experiment, f"export-{label}", "export", "export",
                          tags={SOURCE_RUNS_TAG: origin.run_id} if origin.run_id else None) as tracker:
             path, sidecar = export_model(model, Path(name), precision=cfg.precision, source=source_uri)
             tracker.log_params({"source": source_uri, "precision": cfg.precision, "opset": sidecar.opset,
+                                "class_temperature": temperature or None,
                                 "onnx_path": str(path), "parity_max_abs_error": f"{sidecar.parity_max_abs_error:.2e}"})
             example = np.random.default_rng(0).uniform(-1, 1, (1, sidecar.input_channels, sidecar.tile_size,
                                                                 sidecar.tile_size)).astype(np.float32)
             tracker.log_onnx(path, example,
-                             f"ONNX export of {origin.markdown} ({cfg.precision}, opset {sidecar.opset}, "
+                             f"ONNX export of {origin.markdown} ({cfg.precision}, opset {sidecar.opset}{decoded}, "
                              f"parity max abs error {sidecar.parity_max_abs_error:.2e})")
             tracker.log_artifact(sidecar_path(path), "export")
-            tracker.describe(f"Export of {origin.markdown} to `{path}` ({cfg.precision}, opset {sidecar.opset}); "
-                             f"ONNX Runtime matches PyTorch within {sidecar.parity_max_abs_error:.2e}.")
+            tracker.describe(f"Export of {origin.markdown} to `{path}` ({cfg.precision}, opset {sidecar.opset}"
+                             f"{decoded}); ONNX Runtime matches PyTorch within {sidecar.parity_max_abs_error:.2e}.")
     print(f"imgtrans: exported {source_uri} to {path} (parity max abs error {sidecar.parity_max_abs_error:.2e}, "
-          f"{sidecar.precision}, opset {sidecar.opset})")
+          f"{sidecar.precision}, opset {sidecar.opset}{decoded})")
     return 0

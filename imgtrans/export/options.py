@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from imgtrans.config import EXPERIMENT_HELP, opt
+from imgtrans.models.options import class_temperature_override
 
 
 @dataclass
@@ -14,4 +15,5 @@ class ExportConfig:
     model_uri: str = opt("", "or a model URI instead of run_id, e.g. models:/aerial-colorizer@champion")
     output: str = opt("", "the .onnx file to write; default export/<model>-<run id>.onnx")
     precision: Literal["fp32", "fp16"] = opt("fp32", "fp16 keeps normalisation layers in fp32")
+    class_temperature: float = class_temperature_override("the ONNX graph decodes at it")
     experiment: str = opt("", EXPERIMENT_HELP)

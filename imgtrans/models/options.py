@@ -28,6 +28,12 @@ COLOUR_CLASSES = {"colorization_loss": ("classification", "both")}
 NEUTRAL_GATE = {"neutral_gate": (True,)}
 
 
+def class_temperature_override(effect: str):
+    """The option of `evaluate` and `export` that decodes a trained Lab colorizer at another temperature."""
+    return opt(0.0, "decode the model's colour classes at this temperature instead of its own class_temperature "
+                    f"(lower: more saturated, and wrong more boldly); 0 = its own; {effect}", ge=0, le=1)
+
+
 @dataclass
 class Pix2PixConfig(GANConfig):
     """pix2pix (Isola et al. 2017): conditional GAN with an L1 term, U-Net G, PatchGAN D."""

@@ -1,0 +1,60 @@
+"""A trained Lab colorizer scored and exported at another `class_temperature` than its own: the scores go to the
+evaluation run alone, the ONNX graph decodes at it, and a model without colour classes refuses it in one line."""
+
+import json
+
+import mlflow
+import pytest
+from conftest import FAST, generator_uri, one_line_error
+from mlflow.tracking import MlflowClient
+
+from imgtrans.cli import main
+from imgtrans.errors import ImgtransError
+from imgtrans.tracking.models import generator_checkpoint
+from imgtrans.training.checkpoint import load_model
+
+
+def runs_of(command: str) -> list:
+    return [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+            if r.data.tags.get("mlflow.runName", "").startswith(f"{command}-")]
+
+
+def test_a_colorizer_is_scored_and_exported_at_another_class_temperature(aerial, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "2", "--color-space", "lab"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    run_id = run.info.run_id
+    assert main(["evaluate", "--run-id", run_id]) == 0
+    own = MlflowClient().get_run(run_id).data.metrics
+
+    assert main(["evaluate", "--run-id", run_id, "--class-temperature", "0.05"]) == 0
+    assert "run " + run_id + " keeps its model's own scores" in capsys.readouterr().out
+    assert MlflowClient().get_run(run_id).data.metrics == own  # the run's scores stay its model's
+    (colder,) = [r for r in runs_of("evaluate") if r.data.params.get("class_temperature") == "0.05"]
+    assert "class_temperature 0.05" in colder.data.tags["mlflow.note.content"]
+    scored = colder.data.metrics
+    assert {"test/psnr", "test/ssim", "test/colourfulness_ratio", "test/cast"} <= set(scored)
+    # Nearer the mode, the same network's colours are bolder.
+    assert scored["test/colourfulness"] > own["test/colourfulness"]
+
+    model = load_model(generator_checkpoint(generator_uri(run_id), tmp_path / "model"), class_temperature=0.05)
+    assert model.cfg.class_temperature == 0.05 and model.generator().classes.temperature == 0.05
+
+    assert main(["export", "--run-id", run_id, "--class-temperature", "0.05", "--output", str(tmp_path / "x")]) == 0
+    assert json.loads((tmp_path / "x.json").read_text())["config"]["class_temperature"] == 0.05
+    (export_run,) = runs_of("export")
+    assert export_run.data.params["class_temperature"] == "0.05"
+    assert float(export_run.data.params["parity_max_abs_error"]) < 1e-4
+
+    assert main(["evaluate", "--run-id", run_id, "--class-temperature", "2"]) == 2
+    assert "class_temperature" in one_line_error(capsys)
+
+
+def test_a_model_without_colour_classes_refuses_another_class_temperature(facades, tmp_path, capsys):
+    assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "1"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert main(["export", "--run-id", run.info.run_id, "--class-temperature", "0.2"]) == 2
+    assert "class_temperature applies to a Lab colorizer with colour classes" in one_line_error(capsys)
+    assert not (tmp_path / "export").exists()
+    with pytest.raises(ImgtransError, match="leave it at 0"):
+        load_model(generator_checkpoint(generator_uri(run.info.run_id), tmp_path / "model"), class_temperature=0.2)
