@@ -3,7 +3,7 @@
     python docs/model-zoo/photo_colour.py prepare <folder> [within|across]   # tiles to train on, and to test on
     imgtrans pix2pix --dataset <folder>/tiles --color-space lab [...]        # one run per variant
     imgtrans evaluate --run-id <run id>                                      # test tiles
-    python docs/model-zoo/photo_colour.py score <folder> <sheet.jpg> <label>=<run id> ...   # full size
+    python docs/model-zoo/photo_colour.py score <folder> <sheet.jpg> <label>=<run id>[@<T>] ...   # full size
 
 Two protocols, 128 px tiles:
 
@@ -15,8 +15,8 @@ Two protocols, 128 px tiles:
 - across: scikit-image's astronaut, coffee, chelsea and rocket are trained on (64 px stride), china
   validated on, flower and grace_hopper tested on: hues the training photographs never show.
 
-`score` exports each run, translates the test photographs whole with `imgtrans translate`, and scores them
-against the truth beside the grayscale copy.
+`score` exports each run (at class_temperature T when given), translates the test photographs whole with
+`imgtrans translate`, and scores them against the truth beside the grayscale copy.
 """
 
 import json
@@ -119,9 +119,11 @@ def score(folder: Path, sheet: Path, runs: dict[str, str]) -> None:
     photos = {p.stem: np.asarray(Image.open(p).convert("RGB")) for p in sorted((folder / "full").glob("*.png"))}
     codec = Codec(colorization=True, color_space="lab")
     outputs = {}
-    for label, run_id in runs.items():
+    for label, spec in runs.items():
+        run_id, _, temperature = spec.partition("@")
         model = folder / "models" / f"{label}.onnx"
-        imgtrans("export", "--run-id", run_id, "--output", str(model))
+        imgtrans("export", "--run-id", run_id, "--output", str(model),
+                 *(["--class-temperature", temperature] if temperature else []))
         imgtrans("translate", str(folder / "full"), str(folder / f"out-{label}"), "--model", str(model))
         outputs[label] = {name: np.asarray(Image.open(folder / f"out-{label}" / f"{name}.png").convert("RGB"))
                           for name in photos}

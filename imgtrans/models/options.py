@@ -61,7 +61,8 @@ class Pix2PixConfig(GANConfig):
     lambda_neutral: float = opt(10.0, "weight of the neutral gate's cross-entropy", when=LAB | NEUTRAL_GATE, ge=0)
     neutral_gray_weight: float = opt(
         10.0, "how many times a gray target pixel counts against a coloured one in the gate's cross-entropy: gray "
-              "pixels are few (one in fifty on synthetic-aerial), and counted once each the gate stays unsure of them",
+              "pixels are few (7.5% of synthetic-aerial's training pixels), and counted once each the gate stays "
+              "unsure of them",
         when=LAB | NEUTRAL_GATE, gt=0, saved_before=1.0)
     neutral_annealing: bool = opt(
         True, "decode the gate's gray-or-colour decision by the annealed mean as the colour classes are, at their "
