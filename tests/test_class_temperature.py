@@ -31,6 +31,7 @@ def test_a_colorizer_is_scored_and_exported_at_another_class_temperature(aerial,
     assert "run " + run_id + " keeps its model's own scores" in capsys.readouterr().out
     assert MlflowClient().get_run(run_id).data.metrics == own  # the run's scores stay its model's
     (colder,) = [r for r in runs_of("evaluate") if r.data.params.get("class_temperature") == "0.05"]
+    assert colder.info.run_name == f"evaluate-T0.05-{run.info.run_name}"
     assert "class_temperature 0.05" in colder.data.tags["mlflow.note.content"]
     scored = colder.data.metrics
     assert {"test/psnr", "test/ssim", "test/colourfulness_ratio", "test/cast"} <= set(scored)
@@ -40,9 +41,12 @@ def test_a_colorizer_is_scored_and_exported_at_another_class_temperature(aerial,
     model = load_model(generator_checkpoint(generator_uri(run_id), tmp_path / "model"), class_temperature=0.05)
     assert model.cfg.class_temperature == 0.05 and model.generator().classes.temperature == 0.05
 
-    assert main(["export", "--run-id", run_id, "--class-temperature", "0.05", "--output", str(tmp_path / "x")]) == 0
-    assert json.loads((tmp_path / "x.json").read_text())["config"]["class_temperature"] == 0.05
+    assert main(["export", "--run-id", run_id, "--class-temperature", "0.05"]) == 0  # beside the model's own export
+    exported = tmp_path / "export" / f"pix2pix-{run_id}-T0.05"
+    assert exported.with_name(exported.name + ".onnx").is_file()
+    assert json.loads(exported.with_name(exported.name + ".json").read_text())["config"]["class_temperature"] == 0.05
     (export_run,) = runs_of("export")
+    assert export_run.info.run_name == f"export-T0.05-{run_id}"
     assert export_run.data.params["class_temperature"] == "0.05"
     assert float(export_run.data.params["parity_max_abs_error"]) < 1e-4
 

@@ -29,9 +29,10 @@ def export_command(cfg: ExportConfig, explicit: dict, progress: bool) -> int:
         temperature = cfg.class_temperature
         model = load_model(generator_checkpoint(source_uri, tmp), class_temperature=temperature)
         decoded = f", colour classes decoded at class_temperature {temperature:g}" if temperature else ""
-        suffix = (f"-T{temperature:g}" if temperature else "") + ("-fp16" if cfg.precision == "fp16" else "")
+        at = f"T{temperature:g}" if temperature else ""  # in the file's and the run's names
+        suffix = "".join(f"-{part}" for part in (at, "fp16" if cfg.precision == "fp16" else "") if part)
         name = cfg.output or f"export/{model.cfg.model_name}-{label}{suffix}"
-        with tracked_run(cfg.experiment, f"export-{label}", "export", "export",
+        with tracked_run(cfg.experiment, "-".join(part for part in ("export", at, label) if part), "export", "export",
                          tags={SOURCE_RUNS_TAG: origin.run_id} if origin.run_id else None) as tracker:
             path, sidecar = export_model(model, Path(name), precision=cfg.precision, source=source_uri)
             tracker.log_params({"source": source_uri, "precision": cfg.precision, "opset": sidecar.opset,

@@ -152,7 +152,8 @@ def export_model(model, out_path: Path, *, precision: str = "fp32", source: str 
         config=to_dict(model.cfg), z_dim=z_dim,
         receptive_radius=receptive_radius(net, codec.input_nc, multiple, z_dim),
         bytes_per_pixel=activation_bytes_per_pixel(net, codec.input_nc, multiple, z_dim))
-    out_path = out_path.with_suffix(".onnx")
+    # Named "model.v2" or "…-T0.25", the file is that name plus ".onnx" (with_suffix would cut the ".2", ".25").
+    out_path = out_path if out_path.suffix == ".onnx" else out_path.with_name(f"{out_path.name}.onnx")
     atomic_write_bytes(out_path, model_bytes)
     sidecar.save(sidecar_path(out_path))
     return out_path, sidecar
