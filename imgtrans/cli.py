@@ -35,7 +35,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in config_mod.fields(cls):
         tp = types[f.name]
         choices = config_mod.choices_of(tp)
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         if choices:
             help_text += f" ({'|'.join(choices)})"
         bounds = config_mod.bounds_of(cls, f.name)
@@ -48,7 +48,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         # A bare boolean flag means true; MLproject passes an explicit true/false.
         extra = {"nargs": "?", "const": "true"} if tp is bool else {}
         parser.add_argument(*names, dest=f.name, default=None, metavar="CHOICE" if choices else tp.__name__.upper(),
-                            help=f"{help_text} [default: {f.default!r}]", **extra)
+                            help=f"{help_text} [default: {repr(f.default).replace('%', '%%')}]", **extra)
 
 
 def config_from_args(cls: type, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
