@@ -203,8 +203,8 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
     model_uri = generator_of_run(cfg.run_id)
     device = resolve_device(cfg.device)
     prefix = "test" if cfg.split == "test" else "eval_val"
-    decoded = f"T{cfg.class_temperature:g}-" if cfg.class_temperature else ""  # visible in a truncated run list
-    with tracked_run("", f"evaluate-{decoded}{source.info.run_name}", "evaluate", "evaluate",
+    at = f"T{cfg.class_temperature:g}-" if cfg.class_temperature else ""  # visible in a truncated run list
+    with tracked_run("", f"evaluate-{at}{source.info.run_name}", "evaluate", "evaluate",
                      experiment_id=source.info.experiment_id, tags={SOURCE_RUNS_TAG: cfg.run_id}) as tracker, \
             scratch_dir("evaluate") as tmp:
         (tmp / "results").mkdir()
