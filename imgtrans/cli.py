@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.print_help()
                 return 2
             if args.offline:  # in the environment, so that the processes the command starts inherit it
-                os.environ["IMGTRANS_OFFLINE"] = "1"  # metrics.weights.OFFLINE_VARIABLE, not imported: it needs torch
+                os.environ["IMGTRANS_OFFLINE"] = "1"  # weights.OFFLINE_VARIABLE, not imported: it needs torch
             sweep_scratch()
             command = COMMANDS[args.command]
             cfg, explicit = config_from_args(command.config_class, args)

@@ -20,8 +20,8 @@ from imgtrans.metrics.colour import ColourSums, colourfulness
 from imgtrans.metrics.distribution import DistributionMetrics, FidelityInception
 from imgtrans.metrics.perceptual import lpips_network, lpips_per_image
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
-from imgtrans.metrics.weights import ALEXNET, INCEPTION, resolve_weights, weights_file
 from imgtrans.tracking.store import ROLE_TAG
+from imgtrans.weights import ALEXNET, INCEPTION, resolve_weights, weights_file
 
 
 class RandomFeatures(torch.nn.Module):

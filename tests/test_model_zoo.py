@@ -243,7 +243,7 @@ def test_diffusion_rejects_a_bad_schedule(facades, capsys):
 def test_diffusion_validation_reports_kid_when_inception_weights_exist(facades, tmp_path, monkeypatch, capsys):
     from conftest import random_inception_file
 
-    from imgtrans.metrics.weights import INCEPTION
+    from imgtrans.weights import INCEPTION
 
     assert train("diffusion", facades, "--max-steps", "1") == 0
     run = runs()[0]

@@ -13,7 +13,7 @@ import pytest
 from imgtrans.cli import main
 from imgtrans.dip.options import DIPConfig
 from imgtrans.dip.runner import DIPRunner
-from imgtrans.metrics.weights import ALEXNET, WeightsFile, resolve_weights
+from imgtrans.weights import ALEXNET, WeightsFile, resolve_weights
 
 CONTENT = b"stand-in weights"
 PREFIX = hashlib.sha256(CONTENT).hexdigest()[:8]

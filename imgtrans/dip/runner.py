@@ -29,13 +29,13 @@ from imgtrans.dip.options import DIPConfig
 from imgtrans.errors import ImgtransError
 from imgtrans.files import scratch_dir
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
-from imgtrans.metrics.weights import VGG16, resolve_weights
 from imgtrans.nets.layers import count_parameters, pad_to_multiple
 from imgtrans.nets.perceptual import PerceptualLoss
 from imgtrans.tracking.tracker import Tracker
 from imgtrans.training import checkpoint
 from imgtrans.training.graphed_step import training_step_for
 from imgtrans.training.runs import Validation, log_setup
+from imgtrans.weights import VGG16, resolve_weights
 
 INPUT_SCALE = 0.1  # DIP's input: uniform noise in [0, 0.1)
 

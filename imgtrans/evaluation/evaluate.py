@@ -35,11 +35,11 @@ from imgtrans.metrics.colour import COLOUR_SCORES, ColourSums
 from imgtrans.metrics.distribution import DistributionMetrics, FidelityInception
 from imgtrans.metrics.perceptual import lpips_network, lpips_per_image
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
-from imgtrans.metrics.weights import ALEXNET, INCEPTION, Unavailable, resolve_weights
 from imgtrans.tracking import store
 from imgtrans.tracking.models import generator_checkpoint, generator_of_run
 from imgtrans.tracking.tracker import SOURCE_RUNS_TAG, MlflowTracker, tracked_run
 from imgtrans.training.checkpoint import load_model
+from imgtrans.weights import ALEXNET, INCEPTION, Unavailable, resolve_weights
 
 SAMPLES_DIR, GRID_FILE = "samples", "grid.png"
 

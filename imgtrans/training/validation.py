@@ -19,10 +19,10 @@ from imgtrans.errors import one_line
 from imgtrans.metrics.colour import ColourSums
 from imgtrans.metrics.distribution import FidelityInception, kernel_inception_distance
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
-from imgtrans.metrics.weights import INCEPTION, resolve_weights
 from imgtrans.models.base import TranslationModel
 from imgtrans.tracking.tracker import Tracker
 from imgtrans.training import bn_recalibration
+from imgtrans.weights import INCEPTION, resolve_weights
 
 # Validation images the batch-norm recalibration is judged on.
 PROBE_IMAGES = 16
