@@ -20,7 +20,8 @@ from imgtrans.errors import ImgtransError
 
 BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
-NetG = Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"]
+NetG = Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks", "resnet18_unet", "resnet34_unet"]
+PRETRAINABLE = {"netG": ("resnet18_unet", "resnet34_unet")}
 InitType = Literal["normal", "xavier", "kaiming", "orthogonal"]
 LAB = {"color_space": ("lab",)}
 WGANGP = {"gan_mode": ("wgangp",)}
@@ -169,7 +170,13 @@ class GANConfig(TrainConfig):
     distinguishing: ClassVar[tuple[str, ...]] = ("netG", "gan_mode")
 
     netG: NetG = opt(
-        "unet", "generator; unet = U-Net as deep as the crop allows (unet_256 at 256 px, unet_128 at 128 px)")
+        "unet", "generator; unet = U-Net as deep as the crop allows (unet_256 at 256 px, unet_128 at 128 px); "
+                "resnet18_unet, resnet34_unet = U-Net on torchvision's ResNet encoder, which starts from "
+                "encoder_weights (ngf does not apply)")
+    encoder_weights: str = opt(
+        "imagenet", "what a ResNet-U-Net's encoder starts from: imagenet (torchvision's ImageNet weights, "
+                    "downloaded into the torch hub cache on first use), none (random), or the path of a torchvision "
+                    "ResNet state dict", when=PRETRAINABLE)
     netD: Literal["basic", "n_layers", "pixel"] = opt("basic", "discriminator: basic = 70×70 PatchGAN")
     n_layers_D: int = opt(3, "PatchGAN layers when netD=n_layers", when={"netD": ("n_layers",)}, ge=1)
     num_D: int = opt(1, "discriminators at successively halved scales (multi-scale when > 1)", ge=1)

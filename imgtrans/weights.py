@@ -1,7 +1,8 @@
-"""The pretrained weights some metrics and losses need (the FID Inception, LPIPS's AlexNet, the perceptual loss's
-VGG16): an explicit path, else the torch hub cache under the file names the libraries use, downloaded there on
-first use (checksum checked) unless offline. A file that cannot be had makes its metric unavailable, said in
-one line, and everything else carries on."""
+"""The pretrained weights some metrics, losses and generators need (the FID Inception, LPIPS's AlexNet, the
+perceptual loss's VGG16, the ResNet encoders): an explicit path, else the torch hub cache under the file names
+the libraries use, downloaded there on first use (checksum checked) unless offline. A file that cannot be had
+makes its metric unavailable, said in one line, and everything else carries on; a generator that was asked to
+start from it refuses in one line instead."""
 
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ INCEPTION = WeightsFile("weights-inception-2015-12-05-6726825d.pth",
 ALEXNET = WeightsFile("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
                       "7be5be79")
 VGG16 = WeightsFile("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth", "397923af")
+RESNET18 = WeightsFile("resnet18-f37072fd.pth", "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+                       "f37072fd")
+RESNET34 = WeightsFile("resnet34-b627a593.pth", "https://download.pytorch.org/models/resnet34-b627a593.pth",
+                       "b627a593")
 
 
 @dataclass(frozen=True)

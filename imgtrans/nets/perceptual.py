@@ -8,8 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models.vgg import cfgs, make_layers
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from imgtrans.nets.imagenet import ImagenetInput
 
 
 class PerceptualLoss(nn.Module):
@@ -31,17 +30,10 @@ class PerceptualLoss(nn.Module):
             wanted = features.state_dict().keys()
             features.load_state_dict({k: state[f"features.{k}"] for k in wanted})
         self.features = features.eval().requires_grad_(False)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-
-    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.float() + 1) / 2
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        return (x - self.mean) / self.std
+        self.input = ImagenetInput()
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        x, y = self._normalise(prediction), self._normalise(target)
+        x, y = self.input(prediction.float()), self.input(target.float())
         loss = prediction.new_zeros((), dtype=torch.float32)
         for index, layer in enumerate(self.features):
             x, y = layer(x), layer(y)

@@ -25,6 +25,7 @@ from imgtrans.errors import ImgtransError
 from imgtrans.files import scratch_dir
 from imgtrans.models.base import TranslationModel
 from imgtrans.models.registry import model_class
+from imgtrans.nets.generators import load_pretrained_encoders
 from imgtrans.nets.layers import count_parameters, round_up
 from imgtrans.tracking.tracker import Tracker
 from imgtrans.training import best, checkpoint
@@ -80,7 +81,9 @@ class Trainer:
         self.world = distributed.WORLD
         seed_everything(cfg.seed)
         self.model: TranslationModel = cls(cfg, self.data.codec)
+        self.start_notes: list[str] = []  # where pretrained weights came from: a resumed run has them in its checkpoint
         if self.resume_payload is None:
+            self.start_notes = load_pretrained_encoders(self.model)
             self.model.fit_to_data(self.data.train)
         self.model.setup(self.runtime)
         if cfg.sync_bn and self.world.active:
@@ -139,7 +142,7 @@ class Trainer:
                  "train_images": len(self.data.train), "generator_params": count_parameters(model.generator()),
                  **nets, "data_cache": self.data_cache, "cuda_graphs": self.cuda_graphs == "on",
                  "val_every": self.val_every}
-        notes = [f"CUDA graphs: {self.cuda_graphs}." if self.cuda_graphs != "on" else "",
+        notes = [*self.start_notes, f"CUDA graphs: {self.cuda_graphs}." if self.cuda_graphs != "on" else "",
                  self.validator.kid_note]
         log_setup(self.tracker, self.cfg, self.runtime, self.step, facts, self.splits, [n for n in notes if n])
 

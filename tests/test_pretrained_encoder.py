@@ -1,0 +1,93 @@
+"""The U-Net on a ResNet encoder: its shapes, its encoder started from a weights file at a fresh start only, and
+the one line a missing or wrong file gets (its export: test_export_translate). The files are torchvision ResNets
+with random weights."""
+
+import mlflow
+import pytest
+import torch
+import torchvision
+from conftest import one_line_error
+from mlflow.tracking import MlflowClient
+
+from imgtrans.cli import main
+from imgtrans.errors import ImgtransError
+from imgtrans.nets.generators import build_generator
+from imgtrans.training import checkpoint
+from imgtrans.weights import RESNET18
+
+QUICK = ["--color-space", "lab", "--netG", "resnet18_unet", "--ndf", "4", "--crop-size", "64", "--batch-size", "2",
+         "--val-images", "0", "--sample-images", "0", "--recalibrate-bn", "0", "--no-progress"]
+
+
+def resnet18_state(seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18().state_dict()
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty torch hub cache: the test's own, whatever the machine's holds."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def build(input_nc: int, output_nc: int, **options):
+    return build_generator("resnet18_unet", input_nc, output_nc, ngf=64, norm="batch", dropout=False, crop_size=64,
+                           **options)
+
+
+@pytest.mark.parametrize("input_nc, output_nc", [(1, 2), (3, 3)])
+def test_outputs_keep_the_input_size_and_features_halve_it(input_nc, output_nc):
+    net = build(input_nc, output_nc).eval()
+    x = torch.rand(2, input_nc, 64, 96) * 2 - 1
+    with torch.no_grad():
+        assert net(x).shape == (2, output_nc, 64, 96)
+        features = net.features(x, [int(i) for i in net.default_nce_layers.split(",")])
+    assert [f.shape[-1] for f in features] == [96, 48, 24, 12, 6]
+
+
+def test_inputs_it_cannot_take_are_refused():
+    with pytest.raises(ImgtransError, match="netG=resnet18_unet takes 1- or 3-channel inputs .* got 9"):
+        build(9, 2)
+    with pytest.raises(ImgtransError, match="netG=resnet18_unet needs crop_size to be a multiple of 32, got 48"):
+        build_generator("resnet18_unet", 1, 2, ngf=64, norm="batch", dropout=False, crop_size=48)
+
+
+def encoder_weight(state: dict, name: str = "layer4.1.conv2.weight") -> torch.Tensor:
+    (key,) = [k for k in state if k.endswith(f"encoder.{name}")]
+    return state[key]
+
+
+def test_a_fresh_run_starts_from_the_file_and_a_resumed_one_from_its_checkpoint(aerial, hub, tmp_path):
+    hub.mkdir(parents=True)
+    torch.save(resnet18_state(1), hub / RESNET18.filename)
+    # A learning rate too small to move the weights: after one step they are still the ones the run started from.
+    assert main(["pix2pix", "--dataset", str(aerial), *QUICK, "--max-steps", "1", "--lr", "1e-12"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.data.params["encoder_weights"] == "imagenet"
+    assert f"Encoder of netG=resnet18_unet started from {hub / RESNET18.filename}." in \
+        run.data.tags["mlflow.note.content"]
+    saved = checkpoint.read(MlflowClient().download_artifacts(run.info.run_id, "checkpoints/last.pt", str(tmp_path)))
+    assert torch.allclose(encoder_weight(saved["nets"]), resnet18_state(1)["layer4.1.conv2.weight"], atol=1e-9)
+    # Resumed: the weights come from the checkpoint, and the file is not looked for.
+    (hub / RESNET18.filename).unlink()
+    assert main(["pix2pix", "--resume", run.info.run_id, "--max-steps", "2", "--no-progress"]) == 0
+
+
+def test_offline_without_the_file_is_one_line_and_none_trains_from_random_weights(aerial, hub, capsys):
+    assert main(["pix2pix", "--dataset", str(aerial), *QUICK, "--max-steps", "1"]) == 2
+    line = one_line_error(capsys)
+    assert f"weights file {hub / RESNET18.filename} not found; download {RESNET18.url} there" in line
+    assert line.endswith("or pass encoder_weights=<path> (or none, to start the encoder from random weights)")
+    assert main(["pix2pix", "--dataset", str(aerial), *QUICK, "--max-steps", "1", "--encoder-weights", "none"]) == 0
+    finished = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string="status='FINISHED'")
+    assert "Encoder of" not in finished[0].data.tags["mlflow.note.content"]
+
+
+def test_a_file_of_another_network_is_one_line(aerial, tmp_path, capsys):
+    other = tmp_path / "vgg.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, other)
+    assert main(["pix2pix", "--dataset", str(aerial), *QUICK, "--max-steps", "1", "--encoder-weights", str(other)]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith(f"imgtrans: error: {other} is not a torchvision resnet18 state dict (")
+    assert line.endswith("pass encoder_weights=imagenet, none or the path of resnet18-f37072fd.pth")
