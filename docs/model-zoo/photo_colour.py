@@ -1,6 +1,6 @@
 """Reproduces the real-photograph colorization figures of docs/MODEL_ZOO.md.
 
-    python docs/model-zoo/photo_colour.py prepare <folder> [within|across]   # tiles to train on, and to test on
+    python docs/model-zoo/photo_colour.py prepare <folder> [within|within_more|across]   # tiles to train and test on
     imgtrans pix2pix --dataset <folder>/tiles --color-space lab [...]        # one run per variant
     imgtrans evaluate --run-id <run id>                                      # test tiles
     python docs/model-zoo/photo_colour.py score <folder> <sheet.jpg> <label>=<run id>[@<T>] ...   # full size
@@ -12,6 +12,7 @@ Two protocols, 128 px tiles:
   validated on (tiles at a 64 px vertical stride), the others trained on (tiles at a 32 px stride in both
   directions, none reaching into strips 2 or 3). A model learns a photograph's palette from part of it and
   is tested on a part it has not seen.
+- within_more: within, with the tiles of across's training photographs added to the training split.
 - across: scikit-image's astronaut, coffee, chelsea and rocket are trained on (64 px stride), china
   validated on, flower and grace_hopper tested on: hues the training photographs never show.
 
@@ -68,14 +69,27 @@ def within() -> dict[str, dict[str, np.ndarray]]:
     return split
 
 
-def across() -> dict[str, dict[str, np.ndarray]]:
-    """Training photographs of other scenes and hues than the test's."""
-    photos = named_photographs()
-    split = {"train": {}, "val": {}, "test": {}}
+def other_photographs() -> dict[str, np.ndarray]:
+    """scikit-image's photographs of other scenes and hues, as training tiles at a 64 px stride."""
+    tiles = {}
     for name in ("astronaut", "coffee", "chelsea", "rocket"):
         image = getattr(skimage.data, name)()
         for top, left, tile in windows(image, 0, image.shape[1], (TILE // 2, TILE // 2)):
-            split["train"][f"{name}-{top:03d}-{left:03d}"] = tile
+            tiles[f"{name}-{top:03d}-{left:03d}"] = tile
+    return tiles
+
+
+def within_more() -> dict[str, dict[str, np.ndarray]]:
+    """within, with the other photographs' tiles added to the training split."""
+    split = within()
+    split["train"] |= other_photographs()
+    return split
+
+
+def across() -> dict[str, dict[str, np.ndarray]]:
+    """Training photographs of other scenes and hues than the test's."""
+    photos = named_photographs()
+    split = {"train": other_photographs(), "val": {}, "test": {}}
     for part, names in (("val", ("china",)), ("test", ("flower", "grace_hopper"))):
         for name in names:
             for top, left, tile in windows(photos[name], 0, photos[name].shape[1], (TILE, TILE)):
@@ -83,7 +97,9 @@ def across() -> dict[str, dict[str, np.ndarray]]:
     return split
 
 
-PROTOCOLS = {"within": (within, ("china", "flower", "grace_hopper")), "across": (across, ("flower", "grace_hopper"))}
+PROTOCOLS = {"within": (within, ("china", "flower", "grace_hopper")),
+             "within_more": (within_more, ("china", "flower", "grace_hopper")),
+             "across": (across, ("flower", "grace_hopper"))}
 
 
 def prepare(folder: Path, protocol: str) -> None:
