@@ -353,13 +353,13 @@ def test_colour_sums_see_washed_out_and_cast_outputs():
 def test_compare_marks_a_washed_out_or_tinted_colorizer():
     base = {"psnr": 25.0, "ssim": 0.9, "colourfulness_ratio": 0.8, "chroma_error": 6.0, "cast": 2.0,
             "cast_truth": 2.5, "baseline/grayscale/psnr": 20.0, "baseline/grayscale/ssim": 0.85,
-            "baseline/grayscale/colourfulness_ratio": 0.0, "n_images": 4}
+            "baseline/grayscale/colourfulness_ratio": 2.4e-07, "n_images": 4}  # a gray copy's float noise
     good = RunSummary("a", "good", "pix2pix", {}, None, None, base)
     tinted = RunSummary("b", "tinted", "pix2pix", {}, None, None, base | {"cast": 4.0, "ssim": 0.8})
     _, rows = report_table([good, tinted])
     assert not any("✗" in cell for cell in rows[0])
-    assert [cell for cell in rows[1] if "✗" in cell] == ["0.8 ✗", "4 (2.5) ✗"]
-    assert rows[2][0] == "baseline: grayscale" and "0" in rows[2]
+    assert [cell for cell in rows[1] if "✗" in cell] == ["0.8 ✗", "4.0 (2.5) ✗"]
+    assert rows[2][0] == "baseline: grayscale" and "0.00" in rows[2]
     # Not a colorizer (its baseline is the input, e.g. a label map): no colour marks.
     facades = {k.replace("grayscale", "input"): v for k, v in base.items()}
     facades["baseline/input/colourfulness_ratio"] = 4.7

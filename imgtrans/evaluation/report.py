@@ -27,6 +27,8 @@ COLOUR_MARKS = ("colourfulness_ratio", "cast")  # marked for colorizers only: a 
 METRICS = [("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("lpips", "LPIPS ↓"), ("fid", "FID ↓"), ("kid", "KID ↓"),
            ("is", "IS ↑"), ("colourfulness_ratio", "colour ratio ↑"), ("chroma_error", "Δab ↓"),
            ("cast", "cast (truth) ↓")]
+# Colour reads as the model zoo reports it: the ratio to 2 decimals, Lab chroma to 1 (a gray copy's float noise is 0).
+COLOUR_DECIMALS = {"colourfulness_ratio": 2, "chroma_error": 1, "cast": 1, "cast_truth": 1}
 KEY_PARAMS = ["dataset", "netG", "netD", "gan_mode", "norm", "lambda_L1", "ngf", "ndf", "color_space",
               "crop_size", "batch_size", "lr", "n_epochs", "n_epochs_decay", "max_steps"]
 
@@ -54,13 +56,17 @@ def varying_params(runs: list[RunSummary]) -> list[str]:
     return [k for k in present if len({r.params.get(k) for r in runs}) > 1]
 
 
+def _number(metrics: dict[str, float], name: str) -> str:
+    return f"{metrics[name]:.{COLOUR_DECIMALS[name]}f}" if name in COLOUR_DECIMALS else f"{metrics[name]:.4g}"
+
+
 def _cell(metrics: dict[str, float], name: str) -> str:
     if name not in metrics:
         return "n/a"
     if name == "cast" and "cast_truth" in metrics:
-        return f"{metrics['cast']:.3g} ({metrics['cast_truth']:.3g})"
+        return f"{_number(metrics, 'cast')} ({_number(metrics, 'cast_truth')})"
     std = metrics.get(f"{name}_std")
-    return f"{metrics[name]:.4g} ± {std:.2g}" if std is not None else f"{metrics[name]:.4g}"
+    return f"{_number(metrics, name)} ± {std:.2g}" if std is not None else _number(metrics, name)
 
 
 def casts_colour(metrics: dict[str, float]) -> bool:
