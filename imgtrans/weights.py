@@ -72,9 +72,9 @@ def resolve_weights(weights: WeightsFile, explicit: str, metric: str, option: st
         return found, ""
     url, path = weights.source(), weights.cache_path()
     if explicit or offline():
-        where = explicit or str(path)
-        return None, (f"{metric} unavailable: weights file {where} not found; download {url} there on a machine "
-                      f"with network access, or pass {option}=<path>")
+        where, why = (explicit, "") if explicit else (str(path), f" and offline ({OFFLINE_VARIABLE} or --offline)")
+        return None, (f"{metric} unavailable: weights file {where} not found{why}; download {url} there on a "
+                      f"machine with network access, or pass {option}=<path>")
     print(f"imgtrans: downloading {url} to {path}", file=sys.stderr)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torch.hub's urlopen takes no timeout of its own

@@ -77,7 +77,8 @@ def test_a_fresh_run_starts_from_the_file_and_a_resumed_one_from_its_checkpoint(
 def test_offline_without_the_file_is_one_line_and_none_trains_from_random_weights(aerial, hub, capsys):
     assert main(["pix2pix", "--dataset", str(aerial), *QUICK, "--max-steps", "1"]) == 2
     line = one_line_error(capsys)
-    assert f"weights file {hub / RESNET18.filename} not found; download {RESNET18.url} there" in line
+    assert (f"weights file {hub / RESNET18.filename} not found and offline (IMGTRANS_OFFLINE or --offline); "
+            f"download {RESNET18.url} there") in line
     assert line.endswith("or pass encoder_weights=<path> (or none, to start the encoder from random weights)")
     assert main(["pix2pix", "--dataset", str(aerial), *QUICK, "--max-steps", "1", "--encoder-weights", "none"]) == 0
     finished = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string="status='FINISHED'")

@@ -110,7 +110,8 @@ def test_offline_makes_no_request(server, checkpoints, monkeypatch):
     monkeypatch.setenv("IMGTRANS_OFFLINE", "1")
     path, message = resolve_weights(ALEXNET, "", "LPIPS", "lpips_weights")  # as evaluate asks for LPIPS
     assert path is None and requests == [] and not checkpoints.exists()
-    assert message == (f"LPIPS unavailable: weights file {checkpoints / ALEXNET.filename} not found; download "
+    assert message == (f"LPIPS unavailable: weights file {checkpoints / ALEXNET.filename} not found and offline "
+                       f"(IMGTRANS_OFFLINE or --offline); download "
                        f"{base}/{ALEXNET.filename} there on a machine with network access, or pass "
                        "lpips_weights=<path>")
 
