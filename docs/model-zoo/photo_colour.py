@@ -1,6 +1,6 @@
 """Reproduces the real-photograph colorization figures of docs/MODEL_ZOO.md.
 
-    python docs/model-zoo/photo_colour.py prepare <folder> [within|within_more|across]   # tiles to train and test on
+    python docs/model-zoo/photo_colour.py prepare <folder> [within|within_more|across] [<photo> ...]   # the tiles
     imgtrans pix2pix --dataset <folder>/tiles --color-space lab [...]        # one run per variant
     imgtrans evaluate --run-id <run id>                                      # test tiles
     python docs/model-zoo/photo_colour.py score <folder> <sheet.jpg> <label>=<run id>[@<T>] ...   # full size
@@ -15,6 +15,10 @@ Two protocols, 128 px tiles:
 - within_more: within, with the tiles of across's training photographs added to the training split.
 - across: scikit-image's astronaut, coffee, chelsea and rocket are trained on (64 px stride), china
   validated on, flower and grace_hopper tested on: hues the training photographs never show.
+
+Photographs given after the protocol (any image files) take the place of the three named ones: within cuts
+each of them (at least 512 px wide) as above; across validates on the first and tests on the others. The
+same check then runs on photographs the project has never seen.
 
 `score` exports each run (at class_temperature T when given), translates the test photographs whole with
 `imgtrans translate`, and scores them against the truth beside the grayscale copy.
@@ -40,6 +44,7 @@ TILE = 128
 
 
 def named_photographs() -> dict[str, np.ndarray]:
+    """The photographs the issue names, in the order across uses them (the first validated on)."""
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
         grace_hopper = np.asarray(Image.open(fh).convert("RGB"))
     return {"china": load_sample_image("china.jpg"), "flower": load_sample_image("flower.jpg"),
@@ -53,11 +58,26 @@ def windows(image: np.ndarray, left: int, right: int, stride: tuple[int, int]):
             yield top, x, image[top:top + TILE, x:x + TILE]
 
 
-def within() -> dict[str, dict[str, np.ndarray]]:
+def read_photographs(paths: list[str]) -> dict[str, np.ndarray]:
+    photos = {}
+    for path in paths:
+        try:
+            if Path(path).stem in photos:
+                sys.exit(f"photo_colour.py: error: two photographs are named {Path(path).stem}; rename one")
+            photos[Path(path).stem] = np.asarray(Image.open(path).convert("RGB"))
+        except OSError as exc:
+            sys.exit(f"photo_colour.py: error: cannot read {path} as an image ({exc}); give image files")
+    return photos
+
+
+def within(photos: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     """Per photograph: strip 2 to test, strip 3 to validate, the rest to train (see the module's docstring)."""
     split = {"train": {}, "val": {}, "test": {}}
-    for name, image in named_photographs().items():
+    for name, image in photos.items():
         width = image.shape[1]
+        if width < 4 * TILE or image.shape[0] < TILE:
+            sys.exit(f"photo_colour.py: error: {name} is {width}×{image.shape[0]} px; within needs photographs at "
+                     f"least {4 * TILE} px wide and {TILE} px high")
         test, val = (2 * TILE, 3 * TILE), (3 * TILE, 4 * TILE)
         for top, left, tile in windows(image, *test, (TILE // 2, TILE)):
             split["test"][f"{name}-{top:03d}-{left:03d}"] = tile
@@ -79,37 +99,40 @@ def other_photographs() -> dict[str, np.ndarray]:
     return tiles
 
 
-def within_more() -> dict[str, dict[str, np.ndarray]]:
+def within_more(photos: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     """within, with the other photographs' tiles added to the training split."""
-    split = within()
+    split = within(photos)
     split["train"] |= other_photographs()
     return split
 
 
-def across() -> dict[str, dict[str, np.ndarray]]:
-    """Training photographs of other scenes and hues than the test's."""
-    photos = named_photographs()
+def across(photos: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Training photographs of other scenes and hues than the test's: the first of `photos` validated on, the
+    others tested on."""
+    if len(photos) < 2:
+        sys.exit("photo_colour.py: error: across needs two photographs or more (the first is validated on)")
     split = {"train": other_photographs(), "val": {}, "test": {}}
-    for part, names in (("val", ("china",)), ("test", ("flower", "grace_hopper"))):
-        for name in names:
-            for top, left, tile in windows(photos[name], 0, photos[name].shape[1], (TILE, TILE)):
-                split[part][f"{name}-{top:03d}-{left:03d}"] = tile
+    for i, (name, image) in enumerate(photos.items()):
+        for top, left, tile in windows(image, 0, image.shape[1], (TILE, TILE)):
+            split["val" if i == 0 else "test"][f"{name}-{top:03d}-{left:03d}"] = tile
     return split
 
 
-PROTOCOLS = {"within": (within, ("china", "flower", "grace_hopper")),
-             "within_more": (within_more, ("china", "flower", "grace_hopper")),
-             "across": (across, ("flower", "grace_hopper"))}
+PROTOCOLS = {"within": within, "within_more": within_more, "across": across}
 
 
-def prepare(folder: Path, protocol: str) -> None:
-    make, full_size = PROTOCOLS[protocol]
-    for split, tiles in make().items():
-        (folder / "tiles" / split).mkdir(parents=True, exist_ok=True)
+def prepare(folder: Path, protocol: str, paths: list[str]) -> None:
+    if protocol not in PROTOCOLS:
+        sys.exit(f"photo_colour.py: error: unknown protocol {protocol}; use {', '.join(PROTOCOLS)}")
+    photos = read_photographs(paths) if paths else named_photographs()
+    split = PROTOCOLS[protocol](photos)
+    for part, tiles in split.items():
+        (folder / "tiles" / part).mkdir(parents=True, exist_ok=True)
         for name, tile in tiles.items():
-            Image.fromarray(tile).save(folder / "tiles" / split / f"{name}.png")
+            Image.fromarray(tile).save(folder / "tiles" / part / f"{name}.png")
     (folder / "full").mkdir(exist_ok=True)
-    photos = named_photographs()
+    tested = {tile.rsplit("-", 2)[0] for tile in split["test"]}  # tiles are named <photograph>-<top>-<left>
+    full_size = [name for name in photos if name in tested]
     for name in full_size:
         Image.fromarray(photos[name]).save(folder / "full" / f"{name}.png")
     counts = {s: len(list((folder / "tiles" / s).glob("*.png"))) for s in ("train", "val", "test")}
@@ -164,6 +187,6 @@ def score(folder: Path, sheet: Path, runs: dict[str, str]) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "prepare":
-        prepare(Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "within")
+        prepare(Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "within", sys.argv[4:])
     else:
         score(Path(sys.argv[2]), Path(sys.argv[3]), dict(arg.split("=", 1) for arg in sys.argv[4:]))
