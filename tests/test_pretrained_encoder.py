@@ -53,6 +53,12 @@ def test_inputs_it_cannot_take_are_refused():
         build_generator("resnet18_unet", 1, 2, ngf=64, norm="batch", dropout=False, crop_size=48)
 
 
+def test_bicyclegan_does_not_offer_it(capsys):
+    """Its latent code enters the generator with the image, which an ImageNet encoder cannot take."""
+    assert main(["bicyclegan", "--netG", "resnet18_unet"]) == 2
+    assert "invalid value 'resnet18_unet' for netG; valid values: unet," in one_line_error(capsys)
+
+
 def encoder_weight(state: dict, name: str = "layer4.1.conv2.weight") -> torch.Tensor:
     (key,) = [k for k in state if k.endswith(f"encoder.{name}")]
     return state[key]

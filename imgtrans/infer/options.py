@@ -15,8 +15,9 @@ class TranslateConfig:
     output: str = field(default="", metadata={"help": "output folder (must not be inside the input folder)",
                                                 "positional": True})
     model: str = opt("", "an exported .onnx model, with its .json sidecar beside it")
-    tile: int = opt(0, "tile size in pixels; 0 = per image, the whole image when it fits a quarter of the device's "
-                       "free memory, else the largest tile that does", ge=0)
+    tile: int = opt(0, "tile size in pixels; 0 = per image, decided by the model and the image, never the device: "
+                       "the whole image when it fits the model's largest tile (2 GiB of activations, measured at "
+                       "export), else tiles of that size", ge=0)
     margin: int = opt(-1, "context each tile computes and discards on sides with a neighbour; -1 = the model's "
                           "receptive radius when finite (tiles then equal one whole-image pass), else tile/8", ge=-1)
     overlap: int = opt(-1, "px over which neighbouring tiles cross-fade (raised cosine); -1 = tile/8", ge=-1)

@@ -15,6 +15,7 @@ from imgtrans.config import (
     GANConfig,
     InitType,
     InstanceNormGANConfig,
+    LatentNetG,
     TrainConfig,
     UnpairedGANConfig,
     opt,
@@ -124,6 +125,9 @@ class BicycleGANConfig(InstanceNormGANConfig):
     model_name: ClassVar[str] = "bicyclegan"
 
     batch_size: int = opt(2, "images per step")
+    # Not the ResNet-U-Nets: their ImageNet encoder takes the image alone, not the image and its latent code.
+    netG: LatentNetG = opt("unet", "generator; unet = U-Net as deep as the crop allows (unet_256 at 256 px, "
+                                   "unet_128 at 128 px)")
     init_type: InitType = opt("xavier", "weight initialisation")
     num_D: int = opt(2, "discriminators at successively halved scales")
     nz: int = opt(8, "latent code size", ge=1)

@@ -319,8 +319,8 @@ class Trainer:
         self.figures[f"checkpoint at step {self.step}: loop blocked (s)"] = self.timings["checkpoint_s"][-1]
 
     def _checkpoint_due(self, epoch_end: bool) -> bool:
-        """By the clock (`checkpoint_minutes`), or at epoch ends; and at the end of the first logging window of
-        a new run, so that a run killed soon after it started can still be resumed."""
+        """By the clock (`checkpoint_minutes`), or at epoch ends; and at the first step a new run asks (its first,
+        or under torchrun its first logging step), so that a run killed soon after it started can be resumed."""
         if self.resume_payload is None and self.checkpoint_step < 0:
             return True
         minutes = self.cfg.checkpoint_minutes
