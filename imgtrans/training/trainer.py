@@ -319,8 +319,9 @@ class Trainer:
         self.figures[f"checkpoint at step {self.step}: loop blocked (s)"] = self.timings["checkpoint_s"][-1]
 
     def _checkpoint_due(self, epoch_end: bool) -> bool:
-        """By the clock (`checkpoint_minutes`), or at epoch ends; and at the first step a new run asks (its first,
-        or under torchrun its first logging step), so that a run killed soon after it started can be resumed."""
+        """By the clock (`checkpoint_minutes`), or at epoch ends; and for a new run as soon as it is asked (after
+        step 1; under torchrun at the first logging step), so that a run killed soon after it started can be
+        resumed."""
         if self.resume_payload is None and self.checkpoint_step < 0:
             return True
         minutes = self.cfg.checkpoint_minutes
