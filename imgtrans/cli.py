@@ -22,8 +22,8 @@ from imgtrans.files import sweep_scratch
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
-        raise ImgtransError(f"{message} (see `{self.prog} --help`)")
+    def error(self, message: str, command: str | None = None):  # one line instead of usage + message
+        raise ImgtransError(f"{message} (see `{self.prog}{f' {command}' if command else ''} --help`)")
 
 
 def flag(name: str) -> str:
@@ -82,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         with interrupts.handled():
-            args = parser.parse_args(argv)
+            args, unknown = parser.parse_known_args(argv)
+            if unknown:  # the command's options are what was mistyped: point to its help, not the list of commands
+                parser.error(f"unrecognized arguments: {' '.join(unknown)}", args.command)
             if args.command is None:
                 parser.print_help()
                 return 2

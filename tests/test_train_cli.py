@@ -185,7 +185,7 @@ def test_invalid_option_lists_valid_values(facades, capsys):
     train(facades, "--batch-size", "two", expect=2)
     assert "expected an integer" in one_line_error(capsys)
     train(facades, "--no-such-flag", "1", expect=2)
-    assert "unrecognized arguments" in one_line_error(capsys)
+    assert "unrecognized arguments: --no-such-flag 1 (see `imgtrans pix2pix --help`)" in one_line_error(capsys)
 
 
 def test_unknown_run_id(facades, capsys):
