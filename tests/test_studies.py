@@ -63,6 +63,9 @@ def test_three_trials_are_nested_runs_of_one_parent(facades, tmp_path, capsys):
     assert main(["study", "best", "--study", "s", "--storage", str(storage)]) == 0
     best = yaml.safe_load(capsys.readouterr().out)
     assert best["best_trial"] in (0, 1, 2) and best["config"]["model"] == "pix2pix" and "lr" in best["config"]
+    spec = write_spec(tmp_path, facades).rename(tmp_path / "s.yaml")  # without --study: the spec file's name
+    assert main(["study", "best", "--spec", str(spec), "--storage", str(storage)]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == best
 
 
 @pytest.mark.slow

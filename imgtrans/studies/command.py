@@ -90,17 +90,22 @@ def study_command(cfg: StudyConfig, explicit: dict, progress: bool) -> int:
     return best_command(cfg) if cfg.action == "best" else run_command(cfg, progress)
 
 
+def study_name(cfg: StudyConfig) -> str:
+    """--study, else the spec file's name (empty when neither is given)."""
+    return cfg.study_name or (Path(cfg.spec).stem if cfg.spec else "")
+
+
 def best_command(cfg: StudyConfig) -> int:
-    if not cfg.study_name:
-        raise ImgtransError("give the study with --study (and its --storage)")
+    name = study_name(cfg)
+    if not name:
+        raise ImgtransError("give the study with --study or --spec (and its --storage)")
     try:
-        study = optuna.load_study(study_name=cfg.study_name,
-                                  storage=resolve_storage(cfg.storage, cfg.study_name, create=False))
+        study = optuna.load_study(study_name=name, storage=resolve_storage(cfg.storage, name, create=False))
     except KeyError:
-        raise ImgtransError(f"no study named '{cfg.study_name}' in the storage; check --storage") from None
+        raise ImgtransError(f"no study named '{name}' in the storage; check --storage") from None
     info = summary(study)
     if "best_params" not in info and "pareto_front" not in info:
-        raise ImgtransError(f"study '{cfg.study_name}' has no completed trial yet")
+        raise ImgtransError(f"study '{name}' has no completed trial yet")
     attrs = study.user_attrs
     if "best_params" in info and "model" in attrs:
         info["config"] = {"model": attrs["model"], "dataset": attrs.get("dataset"), **attrs.get("fixed", {}),
@@ -119,7 +124,7 @@ def run_command(cfg: StudyConfig, progress: bool) -> int:
         raise ImgtransError(f"retrain registers a trained generator; {spec.model} "
                             f"{RUNS[spec.model].instead_of_a_generator} and has none — rerun `imgtrans {spec.model}` "
                             "with the best config from `imgtrans study best`")
-    name = cfg.study_name or Path(cfg.spec).stem
+    name = study_name(cfg)
     location = resolve_storage(cfg.storage, name)
     with locked(filter(None, map(sqlite_file, (location, store.store_uri())))):
         study, seed, created = open_study(spec, name, location)
