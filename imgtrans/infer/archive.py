@@ -73,7 +73,7 @@ class Job(NamedTuple):
 
 def collect_inputs(source: Path) -> list[Entry]:
     if not source.exists():
-        raise ImgtransError(f"input not found: {source}")
+        raise ImgtransError(f"input not found: {source}; give an image, a folder of images or a list file")
     if source.is_dir():
         entries = [Entry(p, p.relative_to(source)) for p in list_images(source, recursive=True)]
     elif source.suffix.lower() in LIST_SUFFIXES:

@@ -58,7 +58,8 @@ def experiment_id(experiment: str, create: bool = False) -> str:
     if found_id is None:
         found = client().get_experiment_by_name(name)
         if found is None and not create:
-            raise ImgtransError(f"no MLflow experiment named '{name}' in {store_uri()}")
+            raise ImgtransError(f"no MLflow experiment named '{name}' in {store_uri()}; check the name (the MLflow UI "
+                                    "lists them) or MLFLOW_TRACKING_URI")
         found_id = found.experiment_id if found else _create_experiment(name)
     mark_model_training(found_id)
     return found_id
