@@ -287,7 +287,7 @@ def test_archive_outputs_match_input_sizes_and_report_corrupt_files(tmp_path, ex
     scans = make_scans(tmp_path / "scans")
     (scans / "bad.png").write_bytes(b"\x89PNG broken")
     before = tree_digest(scans)
-    assert run_translate(exported, scans, tmp_path / "out") == 1
+    assert run_translate(exported, scans, tmp_path / "out") == 2
     assert tree_digest(scans) == before  # the input folder is untouched
     out = tmp_path / "out"
     assert tifffile.imread(out / "big.tif").shape == (300, 200, 3)

@@ -175,7 +175,7 @@ def test_ray_with_a_killed_actor_gives_the_outputs_tags_and_manifest_of_one_proc
     rng = np.random.default_rng(0)
     for i in range(16):  # enough work for the kill to come mid-run
         Image.fromarray((rng.random((160, 160 + i)) * 255).astype(np.uint8)).save(scans / f"scan{i:02d}.png")
-    assert run_translate(exported, scans, tmp_path / "single") == 1
+    assert run_translate(exported, scans, tmp_path / "single") == 2  # 2: the corrupt file in the mixed archive
     out = tmp_path / "ray"
     stop = threading.Event()
     seen = writes_watched(out, stop)
@@ -189,7 +189,7 @@ def test_ray_with_a_killed_actor_gives_the_outputs_tags_and_manifest_of_one_proc
                   if "RayFileTranslator" in " ".join(p.info["cmdline"] or [])]
         actors[0].kill()
         done_at_kill = len(list(out.glob("*.png")))
-        assert run.wait(RAY_START_S) == 1, run.stderr.read()  # 1: the corrupt file
+        assert run.wait(RAY_START_S) == 2, run.stderr.read()  # 2: the corrupt file
         err = run.stderr.read()
         assert "constructor arguments in the object store" not in err, err  # actors Ray can restart
     finally:

@@ -72,7 +72,7 @@ def start_engine(cfg: TranslateConfig, settings: TranslateSettings) -> Engine:
 
 
 def translate_command(cfg: TranslateConfig, explicit: dict, progress: bool) -> int:
-    """Exit status: 0, or 1 when some file could not be translated."""
+    """Exit status: 0, or 2 (bad input, as any other) when some file could not be translated."""
     for name in ("input", "output", "model"):
         if not getattr(cfg, name):
             raise ImgtransError(f"{name} is required (see `imgtrans translate --help`)")
@@ -100,5 +100,5 @@ def translate_command(cfg: TranslateConfig, explicit: dict, progress: bool) -> i
     if counts["failed"]:
         print(f"imgtrans: error: {counts['failed']} file(s) could not be translated; see the manifest",
               file=sys.stderr)
-        return 1
+        return 2
     return 0
