@@ -22,8 +22,9 @@ BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
 # The generators a latent code can enter (BicycleGAN's) with the image; not the ResNet-U-Nets.
 LatentNetG = Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"]
-NetG = Literal[LatentNetG, "resnet18_unet", "resnet34_unet"]
-PRETRAINABLE = {"netG": ("resnet18_unet", "resnet34_unet")}
+ResnetUnetG = Literal["resnet18_unet", "resnet34_unet"]
+NetG = Literal[LatentNetG, ResnetUnetG]
+PRETRAINABLE = {"netG": typing.get_args(ResnetUnetG)}
 InitType = Literal["normal", "xavier", "kaiming", "orthogonal"]
 LAB = {"color_space": ("lab",)}
 WGANGP = {"gan_mode": ("wgangp",)}

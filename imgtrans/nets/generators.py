@@ -4,10 +4,12 @@ encoder."""
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 from torch import nn
 
+from imgtrans.config import NetG
 from imgtrans.errors import ImgtransError
 from imgtrans.nets.chroma import LabOutput
 from imgtrans.nets.colour_classes import TRAINING_TEMPERATURE, ColourClasses
@@ -16,7 +18,7 @@ from imgtrans.nets.lab_colorizer import LabColorizer
 from imgtrans.nets.layers import Generator, norm_layer
 from imgtrans.weights import RESNET18, RESNET34, resolve_weights
 
-GENERATORS = ("unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks", "resnet18_unet", "resnet34_unet")
+GENERATORS = typing.get_args(NetG)
 UPSAMPLING = ("transpose", "resize_conv")
 
 
