@@ -4,6 +4,7 @@
     imgtrans pix2pix --dataset <folder>/tiles --color-space lab [...]        # one run per variant
     imgtrans evaluate --run-id <run id>                                      # test tiles
     python docs/model-zoo/photo_colour.py score <folder> <sheet.jpg> <label>=<run id>[@<T>] ...   # full size
+    python docs/model-zoo/photo_colour.py check <folder> [<pix2pix option> ...]   # all of it, with a verdict
 
 Two protocols, 128 px tiles:
 
@@ -22,14 +23,23 @@ same check then runs on photographs the project has never seen.
 
 `score` exports each run (at class_temperature T when given), translates the test photographs whole with
 `imgtrans translate`, and scores them against the truth beside the grayscale copy.
+
+`check` is the whole check on a prepared folder: the default Lab colorizer (and any pix2pix options given) trained
+with seeds 0, 1 and 2, each scored on the test tiles (`imgtrans evaluate`) and at full size, and every score set
+against the targets of docs/MODEL_ZOO.md: PSNR and SSIM above the grayscale copy's, a colourfulness ratio of at
+least 0.7, a cast no larger than the truth's. It prints a ✓/✗ table, draws <folder>/check-sheet.jpg, and exits
+with 1 when any target is missed.
 """
 
 import json
+import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import matplotlib.cbook
+import mlflow
 import numpy as np
 import skimage.data
 import torch
@@ -41,6 +51,8 @@ from imgtrans.metrics.colour import ColourSums
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
 
 TILE = 128
+SEEDS = (0, 1, 2)
+TARGET_RATIO = 0.7  # of the truth's colourfulness
 
 
 def named_photographs() -> dict[str, np.ndarray]:
@@ -139,8 +151,11 @@ def prepare(folder: Path, protocol: str, paths: list[str]) -> None:
     print(f"{folder / 'tiles'}: {counts}; full size: {', '.join(full_size)}")
 
 
-def imgtrans(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "imgtrans", *args, "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+def imgtrans(*args: str) -> str:
+    """Runs an imgtrans command; returns what it printed."""
+    done = subprocess.run([sys.executable, "-m", "imgtrans", *args, "--no-progress"], check=True, text=True,
+                          stdout=subprocess.PIPE)
+    return done.stdout
 
 
 def as_tensor(image: np.ndarray) -> torch.Tensor:
@@ -154,7 +169,9 @@ def scores(output: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
             **colour.results()}
 
 
-def score(folder: Path, sheet: Path, runs: dict[str, str]) -> None:
+def full_size(folder: Path, runs: dict[str, str]) -> tuple[dict[str, np.ndarray], dict, dict]:
+    """The full-size photographs, each run's outputs on them (exported, at class_temperature T when the run id
+    ends in @T, and translated whole) and the scores {photograph: {"grayscale copy" | label: scores}}."""
     photos = {p.stem: np.asarray(Image.open(p).convert("RGB")) for p in sorted((folder / "full").glob("*.png"))}
     codec = Codec(colorization=True, color_space="lab")
     outputs = {}
@@ -172,7 +189,11 @@ def score(folder: Path, sheet: Path, runs: dict[str, str]) -> None:
         _, gray = codec.trivial_output(codec.encode_input(truth))
         report[name] = {"grayscale copy": scores(gray, truth),
                         **{label: scores(as_tensor(out[name]), truth) for label, out in outputs.items()}}
-    print(json.dumps(report, indent=1))
+    return photos, outputs, report
+
+
+def draw_sheet(sheet: Path, photos: dict[str, np.ndarray], outputs: dict) -> None:
+    """One row per photograph, centre squares: gray input, each run's output, the truth."""
     rows = []
     for name, image in photos.items():
         gray = np.repeat(np.asarray(Image.fromarray(image).convert("L"))[..., None], 3, 2)
@@ -185,8 +206,68 @@ def score(folder: Path, sheet: Path, runs: dict[str, str]) -> None:
     print(f"{sheet}: columns gray input, {', '.join(outputs)}, truth")
 
 
+def score(folder: Path, sheet: Path, runs: dict[str, str]) -> None:
+    photos, outputs, report = full_size(folder, runs)
+    print(json.dumps(report, indent=1))
+    draw_sheet(sheet, photos, outputs)
+
+
+def train(folder: Path, seed: int, options: list[str]) -> str:
+    """The run id of a Lab pix2pix trained on the folder's tiles."""
+    printed = imgtrans("pix2pix", "--dataset", str(folder / "tiles"), "--color-space", "lab", "--seed", str(seed),
+                       *options)
+    return re.search(r"finished: run (\w+)", printed).group(1)
+
+
+def test_tile_scores(run_id: str) -> tuple[dict[str, float], dict[str, float]]:
+    """(the run's, the grayscale copy's) scores on the test tiles, as `imgtrans evaluate` recorded them."""
+    imgtrans("evaluate", "--run-id", run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="evaluation/test/summary.json",
+                                                   dst_path=tmp)
+        metrics = json.loads(Path(path).read_text())["metrics"]
+    prefix = "baseline/grayscale/"
+    return ({k: v for k, v in metrics.items() if "/" not in k},
+            {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)})
+
+
+def verdict(run: dict[str, float], gray: dict[str, float]) -> tuple[str, bool]:
+    """One line of the check's table, and whether every target is met."""
+    met = {"psnr": run["psnr"] > gray["psnr"], "ssim": run["ssim"] > gray["ssim"],
+           "ratio": run["colourfulness_ratio"] >= TARGET_RATIO, "cast": run["cast"] <= run["cast_truth"]}
+    mark = {k: "✓" if v else "✗" for k, v in met.items()}
+    line = (f"{run['psnr']:6.2f} vs {gray['psnr']:6.2f} {mark['psnr']}   "
+            f"{run['ssim']:.4f} vs {gray['ssim']:.4f} {mark['ssim']}   "
+            f"{run['colourfulness_ratio']:4.2f} {mark['ratio']}   "
+            f"{run['cast']:4.1f} ({run['cast_truth']:.1f}) {mark['cast']}")
+    return line, all(met.values())
+
+
+def check(folder: Path, options: list[str]) -> None:
+    if not (folder / "tiles" / "test").is_dir():
+        sys.exit(f"photo_colour.py: error: {folder} has no tiles/test; run `photo_colour.py prepare {folder}` first")
+    runs = {f"seed{seed}": train(folder, seed, options) for seed in SEEDS}
+    tiles = {label: test_tile_scores(run_id) for label, run_id in runs.items()}
+    photos, outputs, report = full_size(folder, runs)
+    draw_sheet(folder / "check-sheet.jpg", photos, outputs)
+    print(f"{'':26}PSNR vs grayscale copy   SSIM vs grayscale copy   ratio ≥ {TARGET_RATIO}   cast (truth)")
+    passed = True
+    for label, run_id in runs.items():
+        lines = [("test tiles", *tiles[label])]
+        lines += [(name, report[name][label], report[name]["grayscale copy"]) for name in photos]
+        for where, run, gray in lines:
+            line, met = verdict(run, gray)
+            passed &= met
+            print(f"{label} {where:19}{line}")
+        print(f"{'':26}(run {run_id})")
+    print("every target met" if passed else "targets missed: see ✗")
+    sys.exit(0 if passed else 1)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "prepare":
         prepare(Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "within", sys.argv[4:])
+    elif sys.argv[1] == "check":
+        check(Path(sys.argv[2]), sys.argv[3:])
     else:
         score(Path(sys.argv[2]), Path(sys.argv[3]), dict(arg.split("=", 1) for arg in sys.argv[4:]))
