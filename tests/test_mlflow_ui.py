@@ -105,7 +105,7 @@ def test_training_runs_are_told_apart_and_carry_data_model_and_samples(facades):
 
     assert main(["export", "--run-id", second.info.run_id, "--no-progress"]) == 0
     (export,) = by_role("export")
-    assert export.info.run_name == f"export-{second.info.run_id}"
+    assert export.info.run_name == f"export-{second.info.run_name}"
     assert export.data.tags["imgtrans.source_runs"] == second.info.run_id
     (onnx_output,) = export.outputs.model_outputs
     assert client.get_logged_model(onnx_output.model_id).name == "generator-onnx"
