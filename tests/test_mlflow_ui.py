@@ -30,12 +30,14 @@ def by_role(role: str) -> list:
 @pytest.mark.slow
 def test_training_runs_are_told_apart_and_carry_data_model_and_samples(facades):
     client = MlflowClient()
-    for gan_mode in ("vanilla", "lsgan", "lsgan"):
-        assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "2", "--gan-mode", gan_mode]) == 0
-    first, second, third = by_role("train")
+    for gan_mode, seed in (("vanilla", "0"), ("lsgan", "0"), ("lsgan", "0"), ("lsgan", "1")):
+        assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "2", "--gan-mode", gan_mode,
+                     "--seed", seed]) == 0
+    first, second, third, fourth = by_role("train")
     label = Path(facades).name
-    assert [r.info.run_name for r in (first, second, third)] == [
-        f"pix2pix-unet-vanilla-{label}", f"pix2pix-unet-lsgan-{label}", f"pix2pix-unet-lsgan-{label}-2"]
+    assert [r.info.run_name for r in (first, second, third, fourth)] == [
+        f"pix2pix-unet-vanilla-{label}", f"pix2pix-unet-lsgan-{label}", f"pix2pix-unet-lsgan-{label}-2",
+        f"pix2pix-unet-lsgan-{label}-seed1"]
     assert second.data.tags["gan_mode"] == "lsgan" and second.data.tags["model"] == "pix2pix"
     assert second.data.tags["mlflow.source.name"] == "imgtrans pix2pix"
     description = second.data.tags[store.DESCRIPTION_TAG]

@@ -33,9 +33,12 @@ class RunResult(Protocol):
 
 
 def run_name(cfg: RunConfig) -> str:
-    """What tells this run apart at a glance: its model, distinguishing options and data, e.g.
-    `pix2pix-unet-lsgan-synthetic-facades` (the tracker makes it unique within the experiment)."""
-    return "-".join([cfg.model_name, *(str(getattr(cfg, name)) for name in cfg.distinguishing), cfg.data_label()])
+    """What tells this run apart at a glance: its model, distinguishing options, data and seed when not the
+    default, e.g. `pix2pix-unet-lsgan-synthetic-facades`, `…-facades-seed1` (the tracker makes it unique within the
+    experiment)."""
+    seed = [f"seed{cfg.seed}"] if cfg.seed != RunConfig.seed else []
+    return "-".join([cfg.model_name, *(str(getattr(cfg, name)) for name in cfg.distinguishing), cfg.data_label(),
+                     *seed])
 
 
 def filter_tags(cfg: RunConfig) -> dict[str, str]:
