@@ -46,7 +46,7 @@ def test_a_colorizer_is_scored_and_exported_at_another_class_temperature(aerial,
     assert exported.with_name(exported.name + ".onnx").is_file()
     assert json.loads(exported.with_name(exported.name + ".json").read_text())["config"]["class_temperature"] == 0.05
     (export_run,) = runs_of("export")
-    assert export_run.info.run_name == f"export-T0.05-{mlflow.get_run(run_id).info.run_name}"
+    assert export_run.info.run_name == f"export-T0.05-{run.info.run_name}"
     assert export_run.data.params["class_temperature"] == "0.05"
     assert float(export_run.data.params["parity_max_abs_error"]) < 1e-4
 

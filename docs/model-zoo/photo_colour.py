@@ -27,8 +27,8 @@ same check then runs on photographs the project has never seen.
 `check` is the whole check on a prepared folder: the default Lab colorizer (and any pix2pix options given) trained
 with seeds 0, 1 and 2, each scored on the test tiles (`imgtrans evaluate`) and at full size, and every score set
 against the targets of docs/MODEL_ZOO.md: PSNR and SSIM above the grayscale copy's, a colourfulness ratio of at
-least 0.7, a cast no larger than the truth's. It prints a ✓/✗ table, draws <folder>/check-sheet.jpg, and exits
-with 1 when any target is missed.
+least 0.7, a cast no larger than the truth's (n/a where the truth has no colour, or no gray pixels). It prints a
+✓/✗ table, draws <folder>/check-sheet.jpg, and exits with 1 when any target is missed, 2 when it cannot run.
 """
 
 import json
@@ -39,7 +39,6 @@ import tempfile
 from pathlib import Path
 
 import matplotlib.cbook
-import mlflow
 import numpy as np
 import skimage.data
 import torch
@@ -49,10 +48,18 @@ from sklearn.datasets import load_sample_image
 from imgtrans.data.codec import Codec
 from imgtrans.metrics.colour import ColourSums
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
+from imgtrans.tracking import store
 
 TILE = 128
 SEEDS = (0, 1, 2)
 TARGET_RATIO = 0.7  # of the truth's colourfulness
+SET_BY_CHECK = ("--seed", "--dataset", "--color-space", "--color_space", "--experiment")
+
+
+def fail(message: str) -> None:
+    """Bad input or a failed step: one line, exit 2 (1 is check's "a target was missed")."""
+    print(f"photo_colour.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def named_photographs() -> dict[str, np.ndarray]:
@@ -75,10 +82,10 @@ def read_photographs(paths: list[str]) -> dict[str, np.ndarray]:
     for path in paths:
         try:
             if Path(path).stem in photos:
-                sys.exit(f"photo_colour.py: error: two photographs are named {Path(path).stem}; rename one")
+                fail(f"two photographs are named {Path(path).stem}; rename one")
             photos[Path(path).stem] = np.asarray(Image.open(path).convert("RGB"))
         except OSError as exc:
-            sys.exit(f"photo_colour.py: error: cannot read {path} as an image ({exc}); give image files")
+            fail(f"cannot read {path} as an image ({exc}); give image files")
     return photos
 
 
@@ -88,7 +95,7 @@ def within(photos: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     for name, image in photos.items():
         width = image.shape[1]
         if width < 4 * TILE or image.shape[0] < TILE:
-            sys.exit(f"photo_colour.py: error: {name} is {width}×{image.shape[0]} px; within needs photographs at "
+            fail(f"{name} is {width}×{image.shape[0]} px; within needs photographs at "
                      f"least {4 * TILE} px wide and {TILE} px high")
         test, val = (2 * TILE, 3 * TILE), (3 * TILE, 4 * TILE)
         for top, left, tile in windows(image, *test, (TILE // 2, TILE)):
@@ -122,7 +129,7 @@ def across(photos: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     """Training photographs of other scenes and hues than the test's: the first of `photos` validated on, the
     others tested on."""
     if len(photos) < 2:
-        sys.exit("photo_colour.py: error: across needs two photographs or more (the first is validated on)")
+        fail("across needs two photographs or more (the first is validated on)")
     split = {"train": other_photographs(), "val": {}, "test": {}}
     for i, (name, image) in enumerate(photos.items()):
         for top, left, tile in windows(image, 0, image.shape[1], (TILE, TILE)):
@@ -135,7 +142,7 @@ PROTOCOLS = {"within": within, "within_more": within_more, "across": across}
 
 def prepare(folder: Path, protocol: str, paths: list[str]) -> None:
     if protocol not in PROTOCOLS:
-        sys.exit(f"photo_colour.py: error: unknown protocol {protocol}; use {', '.join(PROTOCOLS)}")
+        fail(f"unknown protocol {protocol}; use {', '.join(PROTOCOLS)}")
     photos = read_photographs(paths) if paths else named_photographs()
     split = PROTOCOLS[protocol](photos)
     for part, tiles in split.items():
@@ -216,39 +223,52 @@ def train(folder: Path, seed: int, options: list[str]) -> str:
     """The run id of a Lab pix2pix trained on the folder's tiles."""
     printed = imgtrans("pix2pix", "--dataset", str(folder / "tiles"), "--color-space", "lab", "--seed", str(seed),
                        *options)
-    return re.search(r"finished: run (\w+)", printed).group(1)
+    finished = re.search(r"finished: run (\w+)", printed)
+    if finished is None:
+        fail("imgtrans pix2pix did not print the run it trained ('finished: run <id>')")
+    return finished.group(1)
 
 
 def test_tile_scores(run_id: str) -> tuple[dict[str, float], dict[str, float]]:
     """(the run's, the grayscale copy's) scores on the test tiles, as `imgtrans evaluate` recorded them."""
     imgtrans("evaluate", "--run-id", run_id)
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="evaluation/test/summary.json",
-                                                   dst_path=tmp)
-        metrics = json.loads(Path(path).read_text())["metrics"]
+        summary = store.download(run_id, "evaluation/test/summary.json", Path(tmp))
+        metrics = json.loads(summary.read_text())["metrics"]
     prefix = "baseline/grayscale/"
     return ({k: v for k, v in metrics.items() if "/" not in k},
             {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)})
 
 
 def verdict(run: dict[str, float], gray: dict[str, float]) -> tuple[str, bool]:
-    """One line of the check's table, and whether every target is met."""
+    """One line of the check's table, and whether every target is met. The colour scores are absent (n/a) where
+    the truth has no colour (ratio) or no near-neutral pixels (cast): no target to miss there."""
+    ratio, cast = run.get("colourfulness_ratio"), run.get("cast")
     met = {"psnr": run["psnr"] > gray["psnr"], "ssim": run["ssim"] > gray["ssim"],
-           "ratio": run["colourfulness_ratio"] >= TARGET_RATIO, "cast": run["cast"] <= run["cast_truth"]}
+           "ratio": ratio is None or ratio >= TARGET_RATIO, "cast": cast is None or cast <= run["cast_truth"]}
     mark = {k: "✓" if v else "✗" for k, v in met.items()}
     line = (f"{run['psnr']:6.2f} vs {gray['psnr']:6.2f} {mark['psnr']}   "
             f"{run['ssim']:.4f} vs {gray['ssim']:.4f} {mark['ssim']}   "
-            f"{run['colourfulness_ratio']:4.2f} {mark['ratio']}   "
-            f"{run['cast']:4.1f} ({run['cast_truth']:.1f}) {mark['cast']}")
+            + (f"{ratio:4.2f} {mark['ratio']}   " if ratio is not None else " n/a     ")
+            + (f"{cast:4.1f} ({run['cast_truth']:.1f}) {mark['cast']}" if cast is not None else " n/a"))
     return line, all(met.values())
 
 
 def check(folder: Path, options: list[str]) -> None:
     if not (folder / "tiles" / "test").is_dir():
-        sys.exit(f"photo_colour.py: error: {folder} has no tiles/test; run `photo_colour.py prepare {folder}` first")
-    runs = {f"seed{seed}": train(folder, seed, options) for seed in SEEDS}
-    tiles = {label: test_tile_scores(run_id) for label, run_id in runs.items()}
-    photos, outputs, report = full_size(folder, runs)
+        fail(f"{folder} has no tiles/test; run `photo_colour.py prepare {folder}` first")
+    taken = [option for option in options if option.split("=")[0] in SET_BY_CHECK]
+    if taken:
+        option = taken[0].split("=")[0]
+        if option == "--experiment":
+            fail("check trains, evaluates and exports in one experiment: set MLFLOW_EXPERIMENT_NAME, not --experiment")
+        fail(f"check sets {option} itself; leave it out")
+    try:
+        runs = {f"seed{seed}": train(folder, seed, options) for seed in SEEDS}
+        tiles = {label: test_tile_scores(run_id) for label, run_id in runs.items()}
+        photos, outputs, report = full_size(folder, runs)
+    except subprocess.CalledProcessError as exc:
+        fail(f"`{' '.join(exc.cmd[1:])}` failed (exit {exc.returncode}); its message is above")
     draw_sheet(folder / "check-sheet.jpg", photos, outputs)
     print(f"{'':26}PSNR vs grayscale copy   SSIM vs grayscale copy   ratio ≥ {TARGET_RATIO}   cast (truth)")
     passed = True
