@@ -33,7 +33,7 @@ def export_command(cfg: ExportConfig, explicit: dict, progress: bool) -> int:
         suffix = "".join(f"-{part}" for part in (at, "fp16" if cfg.precision == "fp16" else "") if part)
         name = cfg.output or f"export/{model.cfg.model_name}-{label}{suffix}"
         # Named, as evaluation runs are, by what a user reads in the run list: the source run's name.
-        shown = store.get_run(cfg.run_id).info.run_name if cfg.run_id else label
+        shown = (store.get_run(cfg.run_id).info.run_name or label) if cfg.run_id else label
         with tracked_run(cfg.experiment, "-".join(part for part in ("export", at, shown) if part), "export", "export",
                          tags={SOURCE_RUNS_TAG: origin.run_id} if origin.run_id else None) as tracker:
             path, sidecar = export_model(model, Path(name), precision=cfg.precision, source=source_uri)
