@@ -268,7 +268,7 @@ def check(folder: Path, options: list[str]) -> None:
         tiles = {label: test_tile_scores(run_id) for label, run_id in runs.items()}
         photos, outputs, report = full_size(folder, runs)
     except subprocess.CalledProcessError as exc:
-        fail(f"`{' '.join(exc.cmd[1:])}` failed (exit {exc.returncode}); its message is above")
+        fail(f"`{' '.join(exc.cmd[2:])}` failed (exit {exc.returncode}); its message is above")
     draw_sheet(folder / "check-sheet.jpg", photos, outputs)
     print(f"{'':26}PSNR vs grayscale copy   SSIM vs grayscale copy   ratio ≥ {TARGET_RATIO}   cast (truth)")
     passed = True
