@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import matplotlib.cbook
 import numpy as np
@@ -56,7 +57,7 @@ TARGET_RATIO = 0.7  # of the truth's colourfulness
 SET_BY_CHECK = ("--seed", "--dataset", "--color-space", "--color_space", "--experiment")
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Bad input or a failed step: one line, exit 2 (1 is check's "a target was missed")."""
     print(f"photo_colour.py: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -96,7 +97,7 @@ def within(photos: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
         width = image.shape[1]
         if width < 4 * TILE or image.shape[0] < TILE:
             fail(f"{name} is {width}×{image.shape[0]} px; within needs photographs at "
-                     f"least {4 * TILE} px wide and {TILE} px high")
+                 f"least {4 * TILE} px wide and {TILE} px high")
         test, val = (2 * TILE, 3 * TILE), (3 * TILE, 4 * TILE)
         for top, left, tile in windows(image, *test, (TILE // 2, TILE)):
             split["test"][f"{name}-{top:03d}-{left:03d}"] = tile
