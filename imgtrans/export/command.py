@@ -11,7 +11,7 @@ from imgtrans.export.onnx import export_model
 from imgtrans.export.options import ExportConfig
 from imgtrans.export.sidecar import sidecar_path
 from imgtrans.files import scratch_dir
-from imgtrans.tracking import models, store
+from imgtrans.tracking import models
 from imgtrans.tracking.models import generator_checkpoint, generator_of_run
 from imgtrans.tracking.tracker import SOURCE_RUNS_TAG, tracked_run
 from imgtrans.training.checkpoint import load_model
@@ -33,7 +33,7 @@ def export_command(cfg: ExportConfig, explicit: dict, progress: bool) -> int:
         suffix = "".join(f"-{part}" for part in (at, "fp16" if cfg.precision == "fp16" else "") if part)
         name = cfg.output or f"export/{model.cfg.model_name}-{label}{suffix}"
         # Named, as evaluation runs are, by what a user reads in the run list: the source run's name.
-        shown = (store.get_run(cfg.run_id).info.run_name or label) if cfg.run_id else label
+        shown = (origin.run_name or label) if cfg.run_id else label
         with tracked_run(cfg.experiment, "-".join(part for part in ("export", at, shown) if part), "export", "export",
                          tags={SOURCE_RUNS_TAG: origin.run_id} if origin.run_id else None) as tracker:
             path, sidecar = export_model(model, Path(name), precision=cfg.precision, source=source_uri)

@@ -82,11 +82,12 @@ def log_onnx(c: MlflowClient, run_id: str, experiment_id: str, path: Path, examp
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a model URI's model comes from: a label for file and run names, its run (if known), and a
-    Markdown link to it."""
+    """Where a model URI's model comes from: a label for file and run names, its run and the run's name (if
+    known), and a Markdown link to it."""
 
     label: str
     run_id: str
+    run_name: str
     markdown: str
 
 
@@ -106,10 +107,10 @@ def origin(model_uri: str) -> Origin:
         raise ImgtransError(f"no model {model_uri} in {store.store_uri()}; give a registered model "
                             "(models:/<name>@<alias>) or a run id") from None
     if not run_id:
-        return Origin(label, "", f"`{model_uri}`")
+        return Origin(label, "", "", f"`{model_uri}`")
     run = store.get_run(run_id)
-    return Origin(label, run_id, f"`{model_uri}` (run [{run.info.run_name}]"
-                                 f"({store.ui_path(run.info.experiment_id, run_id)}))")
+    return Origin(label, run_id, run.info.run_name,
+                  f"`{model_uri}` (run [{run.info.run_name}]({store.ui_path(run.info.experiment_id, run_id)}))")
 
 
 def generator_of_run(run_id: str) -> str:
