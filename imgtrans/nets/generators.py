@@ -1,4 +1,4 @@
-"""Image-to-image generators: the pix2pix U-Net, the Johnson-style ResNet, and a U-Net on a pretrainable ResNet
+"""Image-to-image generators: the pix2pix U-Net, the Johnson-style ResNet, and a U-Net on a pretrainable ImageNet
 encoder."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from torch import nn
 
 from imgtrans.config import NetG
 from imgtrans.errors import ImgtransError
+from imgtrans.nets.backbones import BACKBONES
 from imgtrans.nets.chroma import LabOutput
 from imgtrans.nets.colour_classes import TRAINING_TEMPERATURE, ColourClasses
 from imgtrans.nets.imagenet import ImagenetInput
 from imgtrans.nets.lab_colorizer import LabColorizer
 from imgtrans.nets.layers import Generator, norm_layer
-from imgtrans.weights import RESNET18, RESNET34, resolve_weights
 
 GENERATORS = typing.get_args(NetG)
 UPSAMPLING = ("transpose", "resize_conv")
@@ -165,40 +165,36 @@ class ResnetGenerator(Generator):
     default_nce_layers = "0,4,8,12,16"
 
 
-class ResnetUnetGenerator(Generator):
-    """A U-Net whose encoder is torchvision's ResNet-18 or -34, which can start from its ImageNet weights
-    (`encoder_weights`, loaded by `load_pretrained_encoders`): a colorizer then knows the shapes of a million
-    photographs before its first training tile, where the pix2pix U-Net learns every hue from the tiles alone.
-    The input (1 or 3 channels in [-1, 1]) is given to the encoder as ImageNet's images were; the decoder
-    upsamples from 1/32 of the size, joined at each scale by the encoder's activations and at the last by the
-    input itself. Its widths follow the encoder's, so `ngf` does not apply."""
+class EncoderUnetGenerator(Generator):
+    """A U-Net whose encoder is an ImageNet classifier (`nets.backbones`: ResNet-18, ResNet-34,
+    EfficientNet-Lite0), which can start from its ImageNet weights (`encoder_weights`, loaded by
+    `load_pretrained_encoders`): a colorizer then knows the shapes of a million photographs before its first
+    training tile, where the pix2pix U-Net learns every hue from the tiles alone. The input (1 or 3 channels in
+    [-1, 1]) is given to the encoder as ImageNet's images were; the decoder upsamples from 1/32 of the size, joined
+    at each scale by the encoder's activations and at the last by the input itself. Its widths are fixed, so `ngf`
+    does not apply."""
 
     size_multiple = 32
     default_nce_layers = "0,1,2,3,4"  # the input, and the encoder at 1/2 … 1/16 of the size
-    SKIP_WIDTHS = (64, 64, 128, 256)  # the encoder at 1/2 (its stem), 1/4 … 1/16; 512 channels at 1/32
     DECODER_WIDTHS = (32, 64, 64, 128, 256)  # the decoder at full size, 1/2 … 1/16
 
-    def __init__(self, layers: int, input_nc: int, output_nc: int, norm: str = "batch", dropout: bool = False,
+    def __init__(self, backbone: str, input_nc: int, output_nc: int, norm: str = "batch", dropout: bool = False,
                  upsample: str = "resize_conv", lab: LabOutput | None = None, logits: bool = False,
                  encoder_weights: str = "imagenet"):
         super().__init__()
-        from torchvision.models import resnet  # seconds to import: only the runs that use it pay
-
-        self.name = f"resnet{layers}_unet"
+        self.name = f"{backbone}_unet"
         if input_nc not in (1, 3):
             raise ImgtransError(f"netG={self.name} takes 1- or 3-channel inputs (its encoder's are ImageNet "
                                 f"photographs), got {input_nc}; use a unet or resnet generator")
-        self.lab, self.encoder_weights = lab, encoder_weights
-        self.weights_file = {18: RESNET18, 34: RESNET34}[layers]
+        self.lab, self.encoder_weights, self.backbone = lab, encoder_weights, BACKBONES[backbone]
         self.input = ImagenetInput()
-        self.encoder = getattr(resnet, f"resnet{layers}")()
-        del self.encoder.avgpool, self.encoder.fc
+        self.encoder = self.backbone.build()
         make_norm, bias = norm_layer(norm)
-        skips, widths = (input_nc, *self.SKIP_WIDTHS), self.DECODER_WIDTHS
+        skips, widths = (input_nc, *self.backbone.widths[:-1]), self.DECODER_WIDTHS
         self.up = nn.ModuleList()
         self.merge = nn.ModuleList()
         for level in range(len(widths) - 1, -1, -1):  # from 1/16 of the size up to full size
-            deeper = 512 if level == len(widths) - 1 else widths[level + 1]
+            deeper = self.backbone.widths[-1] if level == len(widths) - 1 else widths[level + 1]
             self.up.append(nn.Sequential(upsampling(upsample, deeper, widths[level], bias), make_norm(widths[level]),
                                          nn.ReLU(True)))
             joined = widths[level] + skips[level]
@@ -211,12 +207,10 @@ class ResnetUnetGenerator(Generator):
 
     def encoded(self, x: torch.Tensor, levels: int = 6) -> list[torch.Tensor]:
         """The input, then the encoder's activations at 1/2, 1/4 … 1/32 of its size: the first `levels`."""
-        e = self.encoder
-        stages = (lambda h: e.relu(e.bn1(e.conv1(self.input(h)))), lambda h: e.layer1(e.maxpool(h)),
-                  e.layer2, e.layer3, e.layer4)
-        out = [x]
-        for stage in stages[:levels - 1]:
-            out.append(stage(out[-1]))
+        out, h = [x], self.input(x)
+        for stage in self.backbone.stages(self.encoder)[:levels - 1]:
+            h = stage(h)
+            out.append(h)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -231,28 +225,26 @@ class ResnetUnetGenerator(Generator):
         return [encoded[i] for i in layers]
 
     def load_encoder(self) -> str:
-        """Load the encoder's `encoder_weights` (imagenet: torchvision's file, downloaded into the torch hub cache
-        on first use; or a path); returns where they came from."""
+        """Load the encoder's `encoder_weights` (imagenet: the backbone's own file, or a path); returns where they
+        came from."""
         explicit = "" if self.encoder_weights == "imagenet" else self.encoder_weights
-        path, reason = resolve_weights(self.weights_file, explicit, f"netG={self.name}'s encoder weights",
-                                       "encoder_weights")
+        path, reason = self.backbone.resolve(explicit, f"netG={self.name}'s encoder weights", "encoder_weights")
         if path is None:
             raise ImgtransError(f"{reason} (or none, to start the encoder from random weights)")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            self.encoder.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
-        except (RuntimeError, AttributeError, OSError) as exc:
-            raise ImgtransError(f"{path} is not a torchvision {self.name.removesuffix('_unet')} state dict "
+            self.backbone.load(self.encoder, torch.load(path, map_location="cpu", weights_only=True))
+        except (RuntimeError, AttributeError, KeyError, ValueError, OSError) as exc:
+            raise ImgtransError(f"{path} is not a {self.backbone.state_dict_kind} state dict "
                                 f"({str(exc).splitlines()[0]}); pass encoder_weights=imagenet, none or the path "
-                                f"of {self.weights_file.filename}") from None
+                                f"of {self.backbone.file_name()}") from None
         return str(path)
 
 
 def load_pretrained_encoders(model: nn.Module) -> list[str]:
-    """Start every ResNet-U-Net encoder in `model` from its `encoder_weights` unless they are none (at a fresh
+    """Start every encoder U-Net's encoder in `model` from its `encoder_weights` unless they are none (at a fresh
     start only: a resumed run has its weights from its checkpoint); one note per encoder loaded."""
     return [f"Encoder of netG={net.name} started from {net.load_encoder()}." for net in model.modules()
-            if isinstance(net, ResnetUnetGenerator) and net.encoder_weights != "none"]
+            if isinstance(net, EncoderUnetGenerator) and net.encoder_weights != "none"]
 
 
 def unet_depth(name: str, crop_size: int) -> int:
@@ -278,7 +270,7 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
     inside the sRGB gamut (`LabOutput`). `colour_classes`: the network scores colour classes (at 1 / `class_stride`
     of the resolution) and decodes them into that a,b (at `class_temperature` in eval mode); `neutral_gate`: it
     also says where a pixel is gray (`LabColorizer`), a decision annealed as the classes are with
-    `neutral_annealing`. `encoder_weights`: what a ResNet-U-Net's encoder starts from (`ResnetUnetGenerator`)."""
+    `neutral_annealing`. `encoder_weights`: what an encoder U-Net's encoder starts from (`EncoderUnetGenerator`)."""
     lab = LabOutput(gamut, chroma_blur, chroma_filter) if gamut or chroma_blur > 0 else None
     if name not in GENERATORS:
         raise ImgtransError(f"invalid netG '{name}'; valid values: {', '.join(GENERATORS)}")
@@ -301,10 +293,10 @@ def _network(name: str, input_nc: int, output_nc: int, ngf: int, norm: str, drop
     if nz:
         raise ImgtransError(f"netG={name} cannot take a latent code at every layer; use a unet or where_add=input")
     if name.endswith("_unet"):
-        if crop_size % ResnetUnetGenerator.size_multiple:
+        if crop_size % EncoderUnetGenerator.size_multiple:
             raise ImgtransError(f"netG={name} needs crop_size to be a multiple of "
-                                f"{ResnetUnetGenerator.size_multiple}, got {crop_size}")
-        layers = int(name.removeprefix("resnet").removesuffix("_unet"))
-        return ResnetUnetGenerator(layers, input_nc, output_nc, norm, dropout, upsample, lab, logits, encoder_weights)
+                                f"{EncoderUnetGenerator.size_multiple}, got {crop_size}")
+        return EncoderUnetGenerator(name.removesuffix("_unet"), input_nc, output_nc, norm, dropout, upsample, lab,
+                                    logits, encoder_weights)
     return ResnetGenerator(input_nc, output_nc, 9 if name == "resnet_9blocks" else 6, ngf, norm, dropout, upsample,
                            lab, logits)
