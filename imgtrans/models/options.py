@@ -16,6 +16,7 @@ from imgtrans.config import (
     InitType,
     InstanceNormGANConfig,
     LatentNetG,
+    NetG,
     TrainConfig,
     UnpairedGANConfig,
     opt,
@@ -41,6 +42,11 @@ class Pix2PixConfig(GANConfig):
 
     model_name: ClassVar[str] = "pix2pix"
 
+    netG: Literal["auto", NetG] = opt(
+        "auto", "generator; auto = efficientnet_lite0_unet for Lab colorization (color_space=lab: the Lab colorizer "
+                "measured best, docs/MODEL_ZOO.md), unet otherwise; unet = U-Net as deep as the crop allows "
+                "(unet_256 at 256 px, unet_128 at 128 px); resnet18_unet, resnet34_unet, efficientnet_lite0_unet = "
+                "U-Net on an ImageNet classifier's encoder, which starts from encoder_weights (ngf does not apply)")
     colorization_loss: Literal["l1", "classification", "both"] = opt(
         "both", "lab: how the colours are learned: L1 on a,b (regresses to the mean colour), the class-rebalanced "
                 "cross-entropy over quantised a,b decoded by the annealed mean (Zhang et al., “Colorful Image "
@@ -69,6 +75,10 @@ class Pix2PixConfig(GANConfig):
         True, "decode the gate's gray-or-colour decision by the annealed mean as the colour classes are, at their "
               "temperature (p = sigmoid(logit / T)): an unsure gate otherwise takes part of the colour off every pixel",
         when=LAB | COLOUR_CLASSES | NEUTRAL_GATE, saved_before=False)
+
+    def __post_init__(self) -> None:
+        if self.netG == "auto":  # resolved at once: params, run names and checkpoints hold the generator itself
+            self.netG = "efficientnet_lite0_unet" if self.color_space == "lab" else "unet"
 
     def validate(self) -> None:
         super().validate()
