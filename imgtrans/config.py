@@ -293,6 +293,14 @@ def applicable(cfg) -> dict[str, Any]:
     return {f.name: getattr(cfg, f.name) for f in fields(cfg) if applies(cfg, f.name)}
 
 
+def changed(cfg) -> dict[str, Any]:
+    """The options that apply and differ from what they would be left at their defaults (an `auto` default
+    compared as it resolves with the config's other options)."""
+    return {name: value for name, value in applicable(cfg).items()
+            if value != getattr(dataclasses.replace(cfg, **{name: type(cfg).__dataclass_fields__[name].default}),
+                                name)}
+
+
 def defining(cfg) -> dict[str, Any]:
     """The options that decide what a run computes (those that apply, less bookkeeping): its params."""
     return {name: value for name, value in applicable(cfg).items()

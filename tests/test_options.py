@@ -90,3 +90,6 @@ def test_pix2pix_picks_its_generator_by_colour_space_unless_told():
     assert Pix2PixConfig(color_space="lab", netG="unet").netG == "unet"
     cfg, explicit = config_from_args(Pix2PixConfig, build_parser().parse_args(["pix2pix", "--color-space", "lab"]))
     assert cfg.netG == "efficientnet_lite0_unet" and explicit == {"color_space": "lab"}
+    # What the run's description lists as changed from the defaults: not the generator auto picked.
+    assert config_mod.changed(cfg) == {"color_space": "lab"}
+    assert config_mod.changed(Pix2PixConfig(color_space="lab", netG="unet")) == {"color_space": "lab", "netG": "unet"}

@@ -132,9 +132,8 @@ def describe(cfg: RunConfig, effective: dict[str, Any], datasets: dict[str, Spli
              notes: list[str] = ()) -> str:
     """The run's Markdown description: what ran on what data, what was changed from the defaults and where it
     computed (`start` adds the result when it finishes)."""
-    defaults = type(cfg)()
-    changed = [f"{name}={value}" for name, value in config_mod.applicable(cfg).items()
-               if value != getattr(defaults, name) and name not in ("experiment", "resume")]
+    changed = [f"{name}={value}" for name, value in config_mod.changed(cfg).items()
+               if name not in ("experiment", "resume")]
     data = ", ".join(f"{s.split} {s.images} ({s.sizes}, {s.channels})" for s in datasets.values())
     lines = [f"**{cfg.model_name}** on `{cfg.data_label()}`" + (f" — {data}" if data else ""), "",
              "Options changed from the defaults: " + (", ".join(f"`{c}`" for c in changed) if changed else "none"),
