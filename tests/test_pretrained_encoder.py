@@ -105,14 +105,14 @@ def test_a_file_of_another_network_is_one_line(aerial, tmp_path, capsys):
     torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, other)
     assert main(["pix2pix", "--dataset", str(aerial), *QUICK, "--max-steps", "1", "--encoder-weights", str(other)]) == 2
     line = one_line_error(capsys)
-    assert line.startswith(f"imgtrans: error: {other} is not a torchvision resnet18 state dict (")
+    assert line.startswith(f"imgtrans: error: {other} is not a state dict of torchvision's resnet18 (")
     assert line.endswith("pass encoder_weights=imagenet, none or the path of resnet18-f37072fd.pth")
 
 
 def test_efficientnet_lite0_recognises_a_cat_with_the_packaged_weights():
     """The package's ImageNet classifier, rebuilt on our encoder (its head from the same file), puts scikit-image's
-    cat on ImageNet's cats (classes 281–285) and its coffee cup on espresso (967): the layers, the padding and the
-    input's normalisation are the ones the weights were trained with."""
+    cat on ImageNet's cats (classes 281–285) and its coffee cup on espresso (967), from the input the encoder U-Net
+    gives it: the layers and the padding are the ones the weights were trained with."""
     state = torch.load(EFFICIENTNET_LITE0.installed_path(), map_location="cpu", weights_only=True)
     encoder = EfficientNetLite0()
     encoder.load_package_state(state)
@@ -121,7 +121,8 @@ def test_efficientnet_lite0_recognises_a_cat_with_the_packaged_weights():
     head.load_state_dict({"0.weight": state["_conv_head.weight"], "5.weight": state["_fc.weight"],
                           "5.bias": state["_fc.bias"],
                           **{f"1.{k}": state[f"_bn1.{k}"] for k in ("weight", "bias", "running_mean", "running_var")}})
-    encoder.eval(), head.eval()
+    encoder.eval()
+    head.eval()
     for photo, classes in (("chelsea", list(range(281, 286))), ("coffee", [967])):
         image = torch.from_numpy(np.ascontiguousarray(getattr(skimage.data, photo)())).permute(2, 0, 1)[None]
         h = ImagenetInput()(nn.functional.interpolate(image.float() / 127.5 - 1, size=(224, 224), mode="bilinear",

@@ -11,6 +11,7 @@ from typing import ClassVar, Literal
 
 from imgtrans.config import (
     LAB,
+    NETG_HELP,
     WGANGP,
     GANConfig,
     InitType,
@@ -44,9 +45,7 @@ class Pix2PixConfig(GANConfig):
 
     netG: Literal["auto", NetG] = opt(
         "auto", "generator; auto = efficientnet_lite0_unet for Lab colorization (color_space=lab: the Lab colorizer "
-                "measured best, docs/MODEL_ZOO.md), unet otherwise; unet = U-Net as deep as the crop allows "
-                "(unet_256 at 256 px, unet_128 at 128 px); resnet18_unet, resnet34_unet, efficientnet_lite0_unet = "
-                "U-Net on an ImageNet classifier's encoder, which starts from encoder_weights (ngf does not apply)")
+                f"measured best, docs/MODEL_ZOO.md), unet otherwise; {NETG_HELP}")
     colorization_loss: Literal["l1", "classification", "both"] = opt(
         "both", "lab: how the colours are learned: L1 on a,b (regresses to the mean colour), the class-rebalanced "
                 "cross-entropy over quantised a,b decoded by the annealed mean (Zhang et al., “Colorful Image "
@@ -135,7 +134,7 @@ class BicycleGANConfig(InstanceNormGANConfig):
     model_name: ClassVar[str] = "bicyclegan"
 
     batch_size: int = opt(2, "images per step")
-    # Not the ResNet-U-Nets: their ImageNet encoder takes the image alone, not the image and its latent code.
+    # Not the encoder U-Nets: their ImageNet encoder takes the image alone, not the image and its latent code.
     netG: LatentNetG = opt("unet", "generator; unet = U-Net as deep as the crop allows (unet_256 at 256 px, "
                                    "unet_128 at 128 px)")
     init_type: InitType = opt("xavier", "weight initialisation")

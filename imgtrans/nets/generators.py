@@ -234,7 +234,7 @@ class EncoderUnetGenerator(Generator):
         try:
             self.backbone.load(self.encoder, torch.load(path, map_location="cpu", weights_only=True))
         except (RuntimeError, AttributeError, KeyError, ValueError, OSError) as exc:
-            raise ImgtransError(f"{path} is not a {self.backbone.state_dict_kind} state dict "
+            raise ImgtransError(f"{path} is not a state dict of {self.backbone.state_dict_kind} "
                                 f"({str(exc).splitlines()[0]}); pass encoder_weights=imagenet, none or the path "
                                 f"of {self.backbone.file_name()}") from None
         return str(path)
