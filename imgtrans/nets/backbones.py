@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,8 +17,6 @@ from imgtrans.weights import (
     RESNET34,
     PackagedWeights,
     WeightsFile,
-    resolve_packaged,
-    resolve_weights,
 )
 
 
@@ -32,14 +29,6 @@ class Backbone:
     stages: Callable[[nn.Module], list[Callable[[torch.Tensor], torch.Tensor]]]
     load: Callable[[nn.Module, dict[str, torch.Tensor]], None]  # a whole classifier's state dict
 
-    def resolve(self, explicit: str, what: str, option: str) -> tuple[Path | None, str]:
-        if isinstance(self.weights, WeightsFile):
-            return resolve_weights(self.weights, explicit, what, option)
-        return resolve_packaged(self.weights, explicit, what, option)
-
-    def file_name(self) -> str:
-        weights = self.weights
-        return weights.filename if isinstance(weights, WeightsFile) else Path(weights.relative_path).name
 
 
 def _resnet(layers: int) -> nn.Module:

@@ -228,7 +228,8 @@ class EncoderUnetGenerator(Generator):
         """Load the encoder's `encoder_weights` (imagenet: the backbone's own file, or a path); returns where they
         came from."""
         explicit = "" if self.encoder_weights == "imagenet" else self.encoder_weights
-        path, reason = self.backbone.resolve(explicit, f"netG={self.name}'s encoder weights", "encoder_weights")
+        path, reason = self.backbone.weights.resolve(explicit, f"netG={self.name}'s encoder weights",
+                                                     "encoder_weights")
         if path is None:
             raise ImgtransError(f"{reason} (or none, to start the encoder from random weights)")
         try:
@@ -236,7 +237,7 @@ class EncoderUnetGenerator(Generator):
         except (RuntimeError, AttributeError, KeyError, ValueError, OSError) as exc:
             raise ImgtransError(f"{path} is not a state dict of {self.backbone.state_dict_kind} "
                                 f"({str(exc).splitlines()[0]}); pass encoder_weights=imagenet, none or the path "
-                                f"of {self.backbone.file_name()}") from None
+                                f"of {self.backbone.weights.filename}") from None
         return str(path)
 
 
