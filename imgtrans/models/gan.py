@@ -39,7 +39,8 @@ class GANModel(TranslationModel):
         kwargs = dict(ngf=cfg.ngf, norm=cfg.norm, dropout=cfg.dropout, crop_size=cfg.crop_size,
                       upsample=cfg.upsample, gamut=cfg.gamut_bound and lab_colorizer,
                       chroma_blur=cfg.chroma_blur if lab_colorizer else 0.0,
-                      chroma_filter=cfg.chroma_filter, encoder_weights=cfg.encoder_weights) | overrides
+                      chroma_filter=cfg.chroma_filter, encoder_weights=cfg.encoder_weights,
+                      encoder_norm=cfg.encoder_norm) | overrides
         for head in ("colour_classes", "neutral_gate"):  # the heads only a Lab colorizer has
             kwargs[head] = kwargs.get(head, False) and lab_colorizer
         return init_weights(build_generator(kwargs.pop("netG", cfg.netG), input_nc, output_nc, **kwargs),

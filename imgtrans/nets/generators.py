@@ -16,7 +16,7 @@ from imgtrans.nets.chroma import LabOutput
 from imgtrans.nets.colour_classes import TRAINING_TEMPERATURE, ColourClasses
 from imgtrans.nets.imagenet import ImagenetInput
 from imgtrans.nets.lab_colorizer import LabColorizer
-from imgtrans.nets.layers import Generator, norm_layer
+from imgtrans.nets.layers import Generator, freeze_batch_norm_statistics, norm_layer
 
 GENERATORS = typing.get_args(NetG)
 UPSAMPLING = ("transpose", "resize_conv")
@@ -180,7 +180,7 @@ class EncoderUnetGenerator(Generator):
 
     def __init__(self, backbone: str, input_nc: int, output_nc: int, norm: str = "batch", dropout: bool = False,
                  upsample: str = "resize_conv", lab: LabOutput | None = None, logits: bool = False,
-                 encoder_weights: str = "imagenet"):
+                 encoder_weights: str = "imagenet", encoder_norm: str = "trained"):
         super().__init__()
         self.name = f"{backbone}_unet"
         if input_nc not in (1, 3):
@@ -189,6 +189,8 @@ class EncoderUnetGenerator(Generator):
         self.lab, self.encoder_weights, self.backbone = lab, encoder_weights, BACKBONES[backbone]
         self.input = ImagenetInput()
         self.encoder = self.backbone.build()
+        if encoder_norm == "frozen" and encoder_weights != "none":
+            freeze_batch_norm_statistics(self.encoder)
         make_norm, bias = norm_layer(norm)
         skips, widths = (input_nc, *self.backbone.widths[:-1]), self.DECODER_WIDTHS
         self.up = nn.ModuleList()
@@ -265,27 +267,30 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
                     chroma_blur: float = 0.0, chroma_filter: str = "guided",
                     colour_classes: bool = False, class_stride: int = 1,
                     class_temperature: float = TRAINING_TEMPERATURE, neutral_gate: bool = False,
-                    neutral_annealing: bool = False, encoder_weights: str = "imagenet") -> nn.Module:
+                    neutral_annealing: bool = False, encoder_weights: str = "imagenet",
+                    encoder_norm: str = "trained") -> nn.Module:
     """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth. `gamut`,
     `chroma_blur`, `chroma_filter`: the output is a,b for the L of the input's first channel, low-passed and kept
     inside the sRGB gamut (`LabOutput`). `colour_classes`: the network scores colour classes (at 1 / `class_stride`
     of the resolution) and decodes them into that a,b (at `class_temperature` in eval mode); `neutral_gate`: it
     also says where a pixel is gray (`LabColorizer`), a decision annealed as the classes are with
-    `neutral_annealing`. `encoder_weights`: what an encoder U-Net's encoder starts from (`EncoderUnetGenerator`)."""
+    `neutral_annealing`. `encoder_weights`, `encoder_norm`: what an encoder U-Net's encoder starts from, and whether
+    its batch norms keep their statistics (`EncoderUnetGenerator`)."""
     lab = LabOutput(gamut, chroma_blur, chroma_filter) if gamut or chroma_blur > 0 else None
     if name not in GENERATORS:
         raise ImgtransError(f"invalid netG '{name}'; valid values: {', '.join(GENERATORS)}")
     if not (colour_classes or neutral_gate):
         return _network(name, input_nc, output_nc, ngf, norm, dropout, crop_size, nz, upsample, lab, False,
-                        encoder_weights)
+                        encoder_weights, encoder_norm)
     classes = ColourClasses(class_temperature) if colour_classes else None
     net = _network(name, input_nc, LabColorizer.channels(classes, neutral_gate, class_stride), ngf, norm, dropout,
-                   crop_size, nz, upsample, None, True, encoder_weights)
+                   crop_size, nz, upsample, None, True, encoder_weights, encoder_norm)
     return LabColorizer(net, lab, classes, neutral_gate, class_stride, neutral_annealing)
 
 
 def _network(name: str, input_nc: int, output_nc: int, ngf: int, norm: str, dropout: bool, crop_size: int, nz: int,
-             upsample: str, lab: LabOutput | None, logits: bool, encoder_weights: str) -> Generator:
+             upsample: str, lab: LabOutput | None, logits: bool, encoder_weights: str,
+             encoder_norm: str) -> Generator:
     if name.startswith("unet"):
         depth = unet_depth(name, crop_size)
         if crop_size % 2 ** depth:
@@ -298,6 +303,6 @@ def _network(name: str, input_nc: int, output_nc: int, ngf: int, norm: str, drop
             raise ImgtransError(f"netG={name} needs crop_size to be a multiple of "
                                 f"{EncoderUnetGenerator.size_multiple}, got {crop_size}")
         return EncoderUnetGenerator(name.removesuffix("_unet"), input_nc, output_nc, norm, dropout, upsample, lab,
-                                    logits, encoder_weights)
+                                    logits, encoder_weights, encoder_norm)
     return ResnetGenerator(input_nc, output_nc, 9 if name == "resnet_9blocks" else 6, ngf, norm, dropout, upsample,
                            lab, logits)

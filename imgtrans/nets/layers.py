@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from imgtrans.errors import ImgtransError
@@ -30,6 +31,30 @@ def norm_layer(kind: str):
     if kind == "none":
         return (lambda channels: nn.Identity()), True
     raise ImgtransError(f"invalid norm '{kind}'; valid values: {', '.join(NORMS)}")
+
+
+class FrozenStatisticsBatchNorm(nn.Module):
+    """A batch norm that normalises by its stored statistics in training as in eval mode; its scale and shift
+    still learn. Its state dict is `nn.BatchNorm2d`'s, so pretrained files and checkpoints load into it either way;
+    it is not a `_BatchNorm`, so neither batch-norm recalibration nor SyncBatchNorm conversion touches it."""
+
+    def __init__(self, norm: nn.BatchNorm2d):
+        super().__init__()
+        self.eps, self.weight, self.bias = norm.eps, norm.weight, norm.bias
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            self.register_buffer(name, getattr(norm, name))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+def freeze_batch_norm_statistics(net: nn.Module) -> None:
+    """Every `nn.BatchNorm2d` in `net` replaced, in place, by a `FrozenStatisticsBatchNorm` holding its tensors."""
+    for name, child in net.named_children():
+        if isinstance(child, nn.BatchNorm2d) and child.track_running_stats:
+            setattr(net, name, FrozenStatisticsBatchNorm(child))
+        else:
+            freeze_batch_norm_statistics(child)
 
 
 def init_weights(net: nn.Module, init_type: str = "normal", gain: float = 0.02) -> nn.Module:
