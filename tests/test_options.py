@@ -77,6 +77,9 @@ def test_a_saved_config_without_a_newer_option_keeps_what_it_ran_with():
     assert config_mod.from_saved(Pix2PixConfig, older).chroma_filter == "gaussian"
     assert config_mod.from_saved(Pix2PixConfig, older | {"chroma_filter": "guided"}).chroma_filter == "guided"
     assert config_mod.from_dict(Pix2PixConfig, older).chroma_filter == "guided"  # a new run takes the default
+    # An encoder U-Net saved before encoder_norm existed trained its encoder's batch-norm statistics.
+    assert config_mod.from_saved(Pix2PixConfig, older | {"netG": "resnet18_unet"}).encoder_norm == "trained"
+    assert config_mod.from_dict(Pix2PixConfig, older | {"netG": "resnet18_unet"}).encoder_norm == "frozen"
 
 
 def test_pix2pix_picks_its_generator_by_colour_space_unless_told():

@@ -180,7 +180,7 @@ class EncoderUnetGenerator(Generator):
 
     def __init__(self, backbone: str, input_nc: int, output_nc: int, norm: str = "batch", dropout: bool = False,
                  upsample: str = "resize_conv", lab: LabOutput | None = None, logits: bool = False,
-                 encoder_weights: str = "imagenet", encoder_norm: str = "trained"):
+                 encoder_weights: str = "imagenet", encoder_norm: str = "frozen"):
         super().__init__()
         self.name = f"{backbone}_unet"
         if input_nc not in (1, 3):
@@ -268,7 +268,7 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
                     colour_classes: bool = False, class_stride: int = 1,
                     class_temperature: float = TRAINING_TEMPERATURE, neutral_gate: bool = False,
                     neutral_annealing: bool = False, encoder_weights: str = "imagenet",
-                    encoder_norm: str = "trained") -> nn.Module:
+                    encoder_norm: str = "frozen") -> nn.Module:
     """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth. `gamut`,
     `chroma_blur`, `chroma_filter`: the output is a,b for the L of the input's first channel, low-passed and kept
     inside the sRGB gamut (`LabOutput`). `colour_classes`: the network scores colour classes (at 1 / `class_stride`

@@ -47,6 +47,11 @@ class FrozenStatisticsBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Files saved before batch norms counted their batches lack the counter; `nn.BatchNorm2d` takes them too.
+        state_dict.setdefault(f"{prefix}num_batches_tracked", torch.zeros((), dtype=torch.long))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
 
 def freeze_batch_norm_statistics(net: nn.Module) -> None:
     """Every `nn.BatchNorm2d` in `net` replaced, in place, by a `FrozenStatisticsBatchNorm` holding its tensors."""
