@@ -30,7 +30,6 @@ class Backbone:
     load: Callable[[nn.Module, dict[str, torch.Tensor]], None]  # a whole classifier's state dict
 
 
-
 def _resnet(layers: int) -> nn.Module:
     from torchvision.models import resnet  # seconds to import: only the runs that use it pay
 

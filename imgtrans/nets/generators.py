@@ -187,9 +187,10 @@ class EncoderUnetGenerator(Generator):
             raise ImgtransError(f"netG={self.name} takes 1- or 3-channel inputs (its encoder's are ImageNet "
                                 f"photographs), got {input_nc}; use a unet or resnet generator")
         self.lab, self.encoder_weights, self.backbone = lab, encoder_weights, BACKBONES[backbone]
+        self.pretrained = encoder_weights != "none"
         self.input = ImagenetInput()
         self.encoder = self.backbone.build()
-        if encoder_norm == "frozen" and encoder_weights != "none":
+        if encoder_norm == "frozen" and self.pretrained:
             freeze_batch_norm_statistics(self.encoder)
         make_norm, bias = norm_layer(norm)
         skips, widths = (input_nc, *self.backbone.widths[:-1]), self.DECODER_WIDTHS
@@ -247,7 +248,7 @@ def load_pretrained_encoders(model: nn.Module) -> list[str]:
     """Start every encoder U-Net's encoder in `model` from its `encoder_weights` unless they are none (at a fresh
     start only: a resumed run has its weights from its checkpoint); one note per encoder loaded."""
     return [f"Encoder of netG={net.name} started from {net.load_encoder()}." for net in model.modules()
-            if isinstance(net, EncoderUnetGenerator) and net.encoder_weights != "none"]
+            if isinstance(net, EncoderUnetGenerator) and net.pretrained]
 
 
 def unet_depth(name: str, crop_size: int) -> int:
