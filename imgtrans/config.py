@@ -25,6 +25,7 @@ LatentNetG = Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6
 EncoderUnetG = Literal["resnet18_unet", "resnet34_unet", "efficientnet_lite0_unet"]
 NetG = Literal[LatentNetG, EncoderUnetG]
 PRETRAINABLE = {"netG": typing.get_args(EncoderUnetG)}
+PRETRAINED = PRETRAINABLE | {"encoder_weights": lambda weights: weights != "none"}
 NETG_HELP = ("unet = U-Net as deep as the crop allows (unet_256 at 256 px, unet_128 at 128 px); resnet18_unet, "
              "resnet34_unet, efficientnet_lite0_unet = U-Net on an ImageNet classifier's encoder, which starts from "
              "encoder_weights (ngf does not apply)")
@@ -186,7 +187,12 @@ class GANConfig(TrainConfig):
                   "pretrained with, in training too (their scales and shifts still learn), as detection and "
                   "segmentation fine-tune at small batches; trained = by each training batch's own (at batch 1 "
                   "one image's: 4 × 4 values a channel at the last stage of a 128 px tile)",
-        when=PRETRAINABLE | {"encoder_weights": lambda weights: weights != "none"}, saved_before="trained")
+        when=PRETRAINED, saved_before="trained")
+    encoder_lr_factor: float = opt(
+        0.1, "a pretrained encoder's learning rate as a fraction of lr: it adapts what ImageNet taught it more "
+             "slowly than the decoder, which starts from random weights, learns (discriminative fine-tuning: "
+             "Howard & Ruder, “Universal Language Model Fine-tuning for Text Classification”); 1 = the same lr",
+        when=PRETRAINED, gt=0, le=1, saved_before=1.0)
     netD: Literal["basic", "n_layers", "pixel"] = opt("basic", "discriminator: basic = 70×70 PatchGAN")
     n_layers_D: int = opt(3, "PatchGAN layers when netD=n_layers", when={"netD": ("n_layers",)}, ge=1)
     num_D: int = opt(1, "discriminators at successively halved scales (multi-scale when > 1)", ge=1)

@@ -80,6 +80,8 @@ def test_a_saved_config_without_a_newer_option_keeps_what_it_ran_with():
     # An encoder U-Net saved before encoder_norm existed trained its encoder's batch-norm statistics.
     assert config_mod.from_saved(Pix2PixConfig, older | {"netG": "resnet18_unet"}).encoder_norm == "trained"
     assert config_mod.from_dict(Pix2PixConfig, older | {"netG": "resnet18_unet"}).encoder_norm == "frozen"
+    # …and at the generator's learning rate.
+    assert config_mod.from_saved(Pix2PixConfig, older | {"netG": "resnet18_unet"}).encoder_lr_factor == 1.0
 
 
 def test_pix2pix_picks_its_generator_by_colour_space_unless_told():

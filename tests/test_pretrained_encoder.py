@@ -17,7 +17,10 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from imgtrans.cli import main
+from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
+from imgtrans.models.options import Pix2PixConfig
+from imgtrans.models.pix2pix import Pix2Pix
 from imgtrans.nets.backbones import BACKBONES
 from imgtrans.nets.efficientnet_lite import EfficientNetLite0
 from imgtrans.nets.generators import build_generator
@@ -192,3 +195,25 @@ def test_a_pretrained_encoder_keeps_its_statistics_through_training_and_recalibr
                                                                   str(tmp_path / norm)))["nets"]
         same = [torch.equal(encoder_weight(saved, name), tensor) for name, tensor in statistics.items()]
         assert all(same) if kept else not any(same)
+
+
+def test_a_pretrained_encoder_learns_at_a_fraction_of_the_learning_rate():
+    """encoder_lr_factor: the encoder's parameters in a group of their own at lr × factor, the rest of the
+    generator at lr; one group where the encoder starts from random weights, or at factor 1."""
+    def colorizer(**options) -> Pix2Pix:
+        model = Pix2Pix(Pix2PixConfig(netG="efficientnet_lite0_unet", ndf=4, crop_size=64, color_space="lab",
+                                      layout="colorization", **options), Codec(True, "lab"))
+        model.configure_optimizers()
+        return model
+
+    model = colorizer(lr=0.001, encoder_lr_factor=0.25)
+    rest, encoder = model.optimizers["G"].param_groups
+    assert (rest["lr"], encoder["lr"]) == (0.001, 0.00025)
+    names = {id(p): name for name, p in model.netG.named_parameters()}
+    assert {names[id(p)].split(".")[1] for p in encoder["params"]} == {"encoder"}
+    assert not any(".encoder." in names[id(p)] for p in rest["params"])
+    assert len(rest["params"]) + len(encoder["params"]) == len(names)
+    assert len(model.optimizers["D"].param_groups) == 1
+    for options in ({"encoder_weights": "none"}, {"encoder_lr_factor": 1.0}):
+        (group,) = colorizer(lr=0.001, **options).optimizers["G"].param_groups
+        assert group["lr"] == 0.001

@@ -63,10 +63,14 @@ class TranslationModel(nn.Module):
         return self.runtime.to_device(x)
 
     def adam(self, *nets: nn.Module, lr: float | None = None) -> torch.optim.Adam:
-        params = [p for net in nets for p in net.parameters()]
+        lr = lr or self.cfg.lr
         # Fused Adam is several times faster than the per-tensor loop, on CPU too.
-        return torch.optim.Adam(params, lr=lr or self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2),
+        return torch.optim.Adam(self.param_groups(nets, lr), lr=lr, betas=(self.cfg.beta1, self.cfg.beta2),
                                 fused=self.runtime.fused_optimizers or None)
+
+    def param_groups(self, nets: tuple[nn.Module, ...], lr: float) -> list[dict]:
+        """The parameter groups of an optimizer of `nets` at `lr`; the first is at `lr` (train/lr reports it)."""
+        return [{"params": [p for net in nets for p in net.parameters()]}]
 
     def update(self, optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
         """One optimisation step of `loss` for the optimizer(s); under torchrun the gradients are first averaged

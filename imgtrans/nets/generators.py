@@ -251,6 +251,12 @@ def load_pretrained_encoders(model: nn.Module) -> list[str]:
             if isinstance(net, EncoderUnetGenerator) and net.pretrained]
 
 
+def pretrained_encoder_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of every encoder U-Net's encoder in `model` that starts from pretrained weights."""
+    return [p for net in model.modules() if isinstance(net, EncoderUnetGenerator) and net.pretrained
+            for p in net.encoder.parameters()]
+
+
 def unet_depth(name: str, crop_size: int) -> int:
     if name == "unet_256":
         return 8
