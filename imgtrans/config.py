@@ -189,9 +189,9 @@ class GANConfig(TrainConfig):
                   "one image's: 4 × 4 values a channel at the last stage of a 128 px tile)",
         when=PRETRAINED, saved_before="trained")
     encoder_lr_factor: float = opt(
-        0.1, "a pretrained encoder's learning rate as a fraction of lr: it adapts what ImageNet taught it more "
-             "slowly than the decoder, which starts from random weights, learns (discriminative fine-tuning: "
-             "Howard & Ruder, “Universal Language Model Fine-tuning for Text Classification”); 1 = the same lr",
+        0.1, "a pretrained encoder's learning rate as a fraction of lr: it adapts its pretrained weights while the "
+             "decoder learns from random ones (discriminative fine-tuning: Howard & Ruder, “Universal Language "
+             "Model Fine-tuning for Text Classification”); 1 = the same lr",
         when=PRETRAINED, gt=0, le=1, saved_before=1.0)
     netD: Literal["basic", "n_layers", "pixel"] = opt("basic", "discriminator: basic = 70×70 PatchGAN")
     n_layers_D: int = opt(3, "PatchGAN layers when netD=n_layers", when={"netD": ("n_layers",)}, ge=1)

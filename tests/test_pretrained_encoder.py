@@ -78,7 +78,7 @@ def encoder_weight(state: dict, name: str = "layer4.1.conv2.weight") -> torch.Te
     return state[key]
 
 
-def test_a_fresh_run_starts_from_the_file_and_a_resumed_one_from_its_checkpoint(aerial, hub, tmp_path):
+def test_a_fresh_run_starts_from_the_file_and_a_resumed_one_from_its_checkpoint(aerial, hub, tmp_path, capsys):
     hub.mkdir(parents=True)
     torch.save(resnet18_state(1), hub / RESNET18.filename)
     # A learning rate too small to move the weights: after one step they are still the ones the run started from.
@@ -89,6 +89,9 @@ def test_a_fresh_run_starts_from_the_file_and_a_resumed_one_from_its_checkpoint(
         run.data.tags["mlflow.note.content"]
     saved = checkpoint.read(MlflowClient().download_artifacts(run.info.run_id, "checkpoints/last.pt", str(tmp_path)))
     assert torch.allclose(encoder_weight(saved["nets"]), resnet18_state(1)["layer4.1.conv2.weight"], atol=1e-9)
+    # The checkpoint's optimizer holds the encoder's parameter group at the factor it was made with.
+    assert main(["pix2pix", "--resume", run.info.run_id, "--encoder-lr-factor", "0.5", "--no-progress"]) == 2
+    assert "encoder_lr_factor cannot change on resume" in one_line_error(capsys)
     # Resumed: the weights come from the checkpoint, and the file is not looked for.
     (hub / RESNET18.filename).unlink()
     assert main(["pix2pix", "--resume", run.info.run_id, "--max-steps", "2", "--no-progress"]) == 0

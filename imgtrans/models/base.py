@@ -62,14 +62,14 @@ class TranslationModel(nn.Module):
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
         return self.runtime.to_device(x)
 
-    def adam(self, *nets: nn.Module, lr: float | None = None) -> torch.optim.Adam:
-        lr = lr or self.cfg.lr
+    def adam(self, *nets: nn.Module) -> torch.optim.Adam:
         # Fused Adam is several times faster than the per-tensor loop, on CPU too.
-        return torch.optim.Adam(self.param_groups(nets, lr), lr=lr, betas=(self.cfg.beta1, self.cfg.beta2),
+        return torch.optim.Adam(self.param_groups(nets), lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2),
                                 fused=self.runtime.fused_optimizers or None)
 
-    def param_groups(self, nets: tuple[nn.Module, ...], lr: float) -> list[dict]:
-        """The parameter groups of an optimizer of `nets` at `lr`; the first is at `lr` (train/lr reports it)."""
+    def param_groups(self, nets: tuple[nn.Module, ...]) -> list[dict]:
+        """The parameter groups of an optimizer of `nets`: the first at `lr` (train/lr reports it), any other at
+        the lr it names."""
         return [{"params": [p for net in nets for p in net.parameters()]}]
 
     def update(self, optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer], loss: torch.Tensor) -> None:

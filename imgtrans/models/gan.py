@@ -9,7 +9,7 @@ from imgtrans.config import TrainConfig
 from imgtrans.data.codec import Codec
 from imgtrans.models.base import TranslationModel
 from imgtrans.nets.discriminators import build_discriminator
-from imgtrans.nets.generators import build_generator, pretrained_encoder_parameters
+from imgtrans.nets.generators import build_generator, pretrained_encoders
 from imgtrans.nets.layers import init_weights
 from imgtrans.nets.losses import GANLoss, gradient_penalty
 
@@ -33,15 +33,16 @@ class GANModel(TranslationModel):
             return "gan_mode=wgangp: its gradient penalty is not captured"
         return super().graph_capture_obstacle()
 
-    def param_groups(self, nets: tuple[nn.Module, ...], lr: float) -> list[dict]:
+    def param_groups(self, nets: tuple[nn.Module, ...]) -> list[dict]:
         """Pretrained encoders learn at `encoder_lr_factor` × `lr` (one group when that is 1, as the optimizer
         states saved before the option have it)."""
-        encoders = {id(p) for net in nets for p in pretrained_encoder_parameters(net)}
+        (group,) = super().param_groups(nets)
+        encoders = {id(p) for net in nets for unet in pretrained_encoders(net) for p in unet.encoder.parameters()}
         if not encoders or self.cfg.encoder_lr_factor == 1:
-            return super().param_groups(nets, lr)
-        params = [p for net in nets for p in net.parameters()]
-        return [{"params": [p for p in params if id(p) not in encoders]},
-                {"params": [p for p in params if id(p) in encoders], "lr": lr * self.cfg.encoder_lr_factor}]
+            return [group]
+        return [{"params": [p for p in group["params"] if id(p) not in encoders]},
+                {"params": [p for p in group["params"] if id(p) in encoders],
+                 "lr": self.cfg.lr * self.cfg.encoder_lr_factor}]
 
     def build_G(self, input_nc: int, output_nc: int, **overrides) -> nn.Module:
         cfg = self.cfg

@@ -247,14 +247,12 @@ class EncoderUnetGenerator(Generator):
 def load_pretrained_encoders(model: nn.Module) -> list[str]:
     """Start every encoder U-Net's encoder in `model` from its `encoder_weights` unless they are none (at a fresh
     start only: a resumed run has its weights from its checkpoint); one note per encoder loaded."""
-    return [f"Encoder of netG={net.name} started from {net.load_encoder()}." for net in model.modules()
-            if isinstance(net, EncoderUnetGenerator) and net.pretrained]
+    return [f"Encoder of netG={net.name} started from {net.load_encoder()}." for net in pretrained_encoders(model)]
 
 
-def pretrained_encoder_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters of every encoder U-Net's encoder in `model` that starts from pretrained weights."""
-    return [p for net in model.modules() if isinstance(net, EncoderUnetGenerator) and net.pretrained
-            for p in net.encoder.parameters()]
+def pretrained_encoders(model: nn.Module) -> list[EncoderUnetGenerator]:
+    """Every encoder U-Net in `model` whose encoder starts from pretrained weights."""
+    return [net for net in model.modules() if isinstance(net, EncoderUnetGenerator) and net.pretrained]
 
 
 def unet_depth(name: str, crop_size: int) -> int:

@@ -83,6 +83,10 @@ def start(cfg: RunConfig, explicit: dict[str, Any], progress: bool = True) -> in
     return 0
 
 
+# Options that decide a run's optimizer parameter groups, which its checkpoint holds.
+FIXED_ON_RESUME = ("encoder_lr_factor",)
+
+
 def resolve_resume(cfg: RunConfig, explicit: dict[str, Any], end_dead: bool = True) -> tuple[RunConfig, dict | None]:
     """With `resume`, the checkpoint's config is used, updated by the options the user set explicitly; the run
     resumed from is marked KILLED if its process died leaving it RUNNING (`end_dead`: by one process of a
@@ -108,6 +112,11 @@ def resolve_resume(cfg: RunConfig, explicit: dict[str, Any], end_dead: bool = Tr
             payload = checkpoint.read(local)
     if payload["model"] != cfg.model_name:
         raise ImgtransError(f"cannot resume {cfg.model_name} from a {payload['model']} checkpoint ({ref})")
+    saved = config_mod.from_saved(type(cfg), payload["config"])
+    for name in FIXED_ON_RESUME:
+        if name in explicit and explicit[name] != getattr(saved, name):
+            raise ImgtransError(f"{name} cannot change on resume: the checkpoint's optimizer was made with "
+                                f"{name}={getattr(saved, name)}; resume without it, or start a new run")
     merged = {**payload["config"], **explicit, "resume": ref}
     return config_mod.from_saved(type(cfg), merged), payload
 
