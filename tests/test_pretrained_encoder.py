@@ -89,9 +89,10 @@ def test_a_fresh_run_starts_from_the_file_and_a_resumed_one_from_its_checkpoint(
         run.data.tags["mlflow.note.content"]
     saved = checkpoint.read(MlflowClient().download_artifacts(run.info.run_id, "checkpoints/last.pt", str(tmp_path)))
     assert torch.allclose(encoder_weight(saved["nets"]), resnet18_state(1)["layer4.1.conv2.weight"], atol=1e-9)
-    # The checkpoint's optimizer holds the encoder's parameter group at the factor it was made with.
-    assert main(["pix2pix", "--resume", run.info.run_id, "--encoder-lr-factor", "0.5", "--no-progress"]) == 2
-    assert "encoder_lr_factor cannot change on resume" in one_line_error(capsys)
+    # The checkpoint's optimizer holds its learning rates, the encoder's group at the factor it was made with.
+    for option, value in (("--encoder-lr-factor", "0.5"), ("--lr", "0.5")):
+        assert main(["pix2pix", "--resume", run.info.run_id, option, value, "--no-progress"]) == 2
+        assert f"{option[2:].replace('-', '_')} cannot change on resume" in one_line_error(capsys)
     # Resumed: the weights come from the checkpoint, and the file is not looked for.
     (hub / RESNET18.filename).unlink()
     assert main(["pix2pix", "--resume", run.info.run_id, "--max-steps", "2", "--no-progress"]) == 0

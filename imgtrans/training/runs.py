@@ -83,8 +83,8 @@ def start(cfg: RunConfig, explicit: dict[str, Any], progress: bool = True) -> in
     return 0
 
 
-# Options that decide a run's optimizer parameter groups, which its checkpoint holds.
-FIXED_ON_RESUME = ("encoder_lr_factor",)
+# Options a resumed run's optimizer and learning-rate schedule take from its checkpoint, whatever is asked.
+FIXED_ON_RESUME = ("lr", "beta1", "beta2", "encoder_lr_factor")
 
 
 def resolve_resume(cfg: RunConfig, explicit: dict[str, Any], end_dead: bool = True) -> tuple[RunConfig, dict | None]:
