@@ -98,3 +98,20 @@ def test_pix2pix_picks_its_generator_by_colour_space_unless_told():
     # What the run's description lists as changed from the defaults: not the generator auto picked.
     assert config_mod.changed(cfg) == {"color_space": "lab"}
     assert config_mod.changed(Pix2PixConfig(color_space="lab", netG="unet")) == {"color_space": "lab", "netG": "unet"}
+
+
+def test_pix2pix_trains_a_lab_colorizer_twice_as_long_unless_told():
+    """n_epochs and n_epochs_decay -1 (auto) resolve when the config is built, like netG=auto."""
+    from imgtrans.cli import build_parser, config_from_args
+    from imgtrans.models.options import Pix2PixConfig
+
+    def length(cfg: Pix2PixConfig) -> tuple[int, int, int]:
+        return cfg.n_epochs, cfg.n_epochs_decay, cfg.total_epochs()
+
+    assert length(Pix2PixConfig()) == (1, 1, 2)
+    assert length(Pix2PixConfig(color_space="lab")) == (2, 2, 4)
+    assert length(Pix2PixConfig(color_space="lab", n_epochs=1)) == (1, 2, 3)
+    cfg, explicit = config_from_args(Pix2PixConfig, build_parser().parse_args(["pix2pix", "--color-space", "lab"]))
+    assert length(cfg) == (2, 2, 4) and config_mod.changed(cfg) == explicit == {"color_space": "lab"}
+    with pytest.raises(ImgtransError, match="n_epochs"):
+        config_mod.parse_option(Pix2PixConfig, "n_epochs", "-2")

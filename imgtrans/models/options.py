@@ -75,9 +75,22 @@ class Pix2PixConfig(GANConfig):
               "temperature (p = sigmoid(logit / T)): an unsure gate otherwise takes part of the colour off every pixel",
         when=LAB | COLOUR_CLASSES | NEUTRAL_GATE, saved_before=False)
 
+    # Lab colorization: its pretrained encoder adapts slowly (encoder_lr_factor), and at twice the quickstart's
+    # length it met more of the photographs' targets (docs/MODEL_ZOO.md).
+    n_epochs: int = opt(-1, "epochs at the initial learning rate (linear policy); -1 = auto: 2 for Lab colorization "
+                            "(color_space=lab), 1 otherwise", ge=-1)
+    n_epochs_decay: int = opt(-1, "epochs of linear decay to zero (linear policy); -1 = auto: 2 for Lab colorization, "
+                                  "1 otherwise", ge=-1)
+
     def __post_init__(self) -> None:
-        if self.netG == "auto":  # resolved at once: params, run names and checkpoints hold the generator itself
-            self.netG = "efficientnet_lite0_unet" if self.color_space == "lab" else "unet"
+        # Resolved at once: params, run names and checkpoints hold the generator and the length themselves.
+        lab = self.color_space == "lab"
+        if self.netG == "auto":
+            self.netG = "efficientnet_lite0_unet" if lab else "unet"
+        if self.n_epochs < 0:
+            self.n_epochs = 2 if lab else 1
+        if self.n_epochs_decay < 0:
+            self.n_epochs_decay = 2 if lab else 1
 
     def validate(self) -> None:
         super().validate()
