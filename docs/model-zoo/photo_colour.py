@@ -1,12 +1,12 @@
 """Reproduces the real-photograph colorization figures of docs/MODEL_ZOO.md.
 
-    python docs/model-zoo/photo_colour.py prepare <folder> [within|within_more|across] [<photo> ...]   # the tiles
+    python docs/model-zoo/photo_colour.py prepare <new folder> [within|within_more|across] [<photo> ...]   # tiles
     imgtrans pix2pix --dataset <folder>/tiles --color-space lab [...]        # one run per variant
     imgtrans evaluate --run-id <run id>                                      # test tiles
     python docs/model-zoo/photo_colour.py score <folder> <sheet.jpg> <label>=<run id>[@<T>] ...   # full size
     python docs/model-zoo/photo_colour.py check <folder> [<pix2pix option> ...]   # all of it, with a verdict
 
-Two protocols, 128 px tiles:
+Three protocols, 128 px tiles:
 
 - within (the default): the photographs the issue names — scikit-learn's china.jpg and flower.jpg and
   matplotlib's grace_hopper.jpg — each cut into 128 px wide vertical strips: strip 2 is tested on, strip 3
@@ -31,6 +31,7 @@ least 0.7, a cast no larger than the truth's (n/a where the truth has no colour,
 ✓/✗ table, draws <folder>/check-sheet.jpg, and exits with 1 when any target is missed, 2 when it cannot run.
 """
 
+import argparse
 import json
 import re
 import subprocess
@@ -142,20 +143,26 @@ PROTOCOLS = {"within": within, "within_more": within_more, "across": across}
 
 
 def prepare(folder: Path, protocol: str, paths: list[str]) -> None:
-    if protocol not in PROTOCOLS:
-        fail(f"unknown protocol {protocol}; use {', '.join(PROTOCOLS)}")
+    """Writes FOLDER/tiles/{train,val,test} and FOLDER/full (the tested photographs whole), both or neither."""
+    taken = [folder / part for part in ("tiles", "full") if (folder / part).exists()]
+    if taken:
+        fail(f"{taken[0]} exists; prepare into a new folder (tiles of two preparations would mix)")
     photos = read_photographs(paths) if paths else named_photographs()
     split = PROTOCOLS[protocol](photos)
-    for part, tiles in split.items():
-        (folder / "tiles" / part).mkdir(parents=True, exist_ok=True)
-        for name, tile in tiles.items():
-            Image.fromarray(tile).save(folder / "tiles" / part / f"{name}.png")
-    (folder / "full").mkdir(exist_ok=True)
     tested = {tile.rsplit("-", 2)[0] for tile in split["test"]}  # tiles are named <photograph>-<top>-<left>
     full_size = [name for name in photos if name in tested]
-    for name in full_size:
-        Image.fromarray(photos[name]).save(folder / "full" / f"{name}.png")
-    counts = {s: len(list((folder / "tiles" / s).glob("*.png"))) for s in ("train", "val", "test")}
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".prepare-") as tmp:
+        for part, tiles in split.items():
+            (Path(tmp) / "tiles" / part).mkdir(parents=True)
+            for name, tile in tiles.items():
+                Image.fromarray(tile).save(Path(tmp) / "tiles" / part / f"{name}.png")
+        (Path(tmp) / "full").mkdir()
+        for name in full_size:
+            Image.fromarray(photos[name]).save(Path(tmp) / "full" / f"{name}.png")
+        for part in ("tiles", "full"):
+            (Path(tmp) / part).rename(folder / part)
+    counts = {part: len(tiles) for part, tiles in split.items()}
     print(f"{folder / 'tiles'}: {counts}; full size: {', '.join(full_size)}")
 
 
@@ -285,10 +292,33 @@ def check(folder: Path, options: list[str]) -> None:
     sys.exit(0 if passed else 1)
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="photo_colour.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    commands = parser.add_subparsers(dest="command", required=True)
+    prepare_parser = commands.add_parser("prepare", help="cut photographs into tiles under FOLDER/tiles (a new folder)")
+    prepare_parser.add_argument("folder", type=Path)
+    prepare_parser.add_argument("protocol", nargs="?", default="within", choices=list(PROTOCOLS))
+    prepare_parser.add_argument("photos", nargs="*", help="image files instead of the three named photographs")
+    check_parser = commands.add_parser("check", help="train with seeds 0, 1, 2, score, print the verdict")
+    check_parser.add_argument("folder", type=Path)
+    check_parser.add_argument("options", nargs=argparse.REMAINDER,
+                              help="pix2pix options (everything after FOLDER), e.g. --n-epochs 1")
+    score_parser = commands.add_parser("score", help="score runs at full size and draw a sheet")
+    score_parser.add_argument("folder", type=Path)
+    score_parser.add_argument("sheet", type=Path)
+    score_parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_ID[@T]")
+    return parser.parse_args(argv)
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "prepare":
-        prepare(Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "within", sys.argv[4:])
-    elif sys.argv[1] == "check":
-        check(Path(sys.argv[2]), sys.argv[3:])
+    args = parse(sys.argv[1:])
+    if args.command == "prepare":
+        prepare(args.folder, args.protocol, args.photos)
+    elif args.command == "check":
+        check(args.folder, args.options)
     else:
-        score(Path(sys.argv[2]), Path(sys.argv[3]), dict(arg.split("=", 1) for arg in sys.argv[4:]))
+        if any("=" not in run for run in args.runs):
+            fail("give each run as LABEL=RUN_ID (or LABEL=RUN_ID@T)")
+        score(args.folder, args.sheet, dict(run.split("=", 1) for run in args.runs))

@@ -1,0 +1,63 @@
+"""docs/model-zoo/photo_colour.py, the photographs' check that is repeated on photographs the project never saw:
+its preparation cuts any photographs into strips without leaking test or validation pixels into training."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SCRIPT = Path(__file__).parents[1] / "docs" / "model-zoo" / "photo_colour.py"
+TILE = 128
+
+
+def photo_colour(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def test_prepare_within_cuts_any_photographs_into_disjoint_strips_and_refuses_to_mix(tmp_path):
+    rng = np.random.default_rng(0)
+    photos = {}
+    for name, size in (("harbour", (300, 640)), ("field", (260, 700))):
+        photos[name] = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        Image.fromarray(photos[name]).save(tmp_path / f"{name}.png")
+    folder = tmp_path / "prepared"
+
+    done = photo_colour("prepare", folder, "within", tmp_path / "harbour.png", tmp_path / "field.png")
+    assert done.returncode == 0, done.stderr
+    tiles = {part: sorted(p.stem for p in (folder / "tiles" / part).glob("*.png")) for part in ("train", "val", "test")}
+    # tops 0, 64 and 128 in strips 2 and 3 of each
+    assert len(tiles["test"]) == len(tiles["val"]) == 3 + 3
+    # training tiles every 32 px left of strip 2 (5 columns) and right of strip 3 (harbour 1, field 2): 6 rows in
+    # harbour's 300 px, 5 in field's 260
+    assert len(tiles["train"]) == 6 * (5 + 1) + 5 * (5 + 2)
+    for part, names in tiles.items():
+        for name in names:
+            photo, top, left = re.fullmatch(r"(\w+)-(\d+)-(\d+)", name).groups()
+            top, left = int(top), int(left)
+            stored = np.asarray(Image.open(folder / "tiles" / part / f"{name}.png"))
+            assert np.array_equal(stored, photos[photo][top:top + TILE, left:left + TILE])
+            strip = {"test": (2 * TILE, 3 * TILE), "val": (3 * TILE, 4 * TILE)}.get(part)
+            if strip:
+                assert (left, left + TILE) == strip
+            else:  # no training pixel in the tested or validated columns
+                assert left + TILE <= 2 * TILE or left >= 4 * TILE
+    for name, image in photos.items():
+        assert np.array_equal(np.asarray(Image.open(folder / "full" / f"{name}.png")), image)
+    assert sorted(p.name for p in folder.iterdir()) == ["full", "tiles"]  # no temporary folder left
+
+    again = photo_colour("prepare", folder, "within", tmp_path / "harbour.png")
+    assert again.returncode == 2 and again.stderr.count("\n") == 1
+    assert "exists; prepare into a new folder" in again.stderr
+    assert sorted(p.stem for p in (folder / "tiles" / "test").glob("*.png")) == tiles["test"]
+
+
+def test_prepare_refuses_a_photograph_too_narrow_for_the_strips_and_writes_nothing(tmp_path):
+    Image.fromarray(np.zeros((200, 4 * TILE - 1, 3), np.uint8)).save(tmp_path / "narrow.png")
+    done = photo_colour("prepare", tmp_path / "prepared", "within", tmp_path / "narrow.png")
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("photo_colour.py: error: narrow is 511×200 px; within needs photographs at least "
+                                   "512 px wide and 128 px high")
+    assert not (tmp_path / "prepared").exists()
