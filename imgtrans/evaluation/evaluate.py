@@ -35,6 +35,7 @@ from imgtrans.metrics.colour import COLOUR_SCORES, ColourSums
 from imgtrans.metrics.distribution import DistributionMetrics, FidelityInception
 from imgtrans.metrics.perceptual import lpips_network, lpips_per_image
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
+from imgtrans.models.options import INFERENCE_OPTIONS, describe_inference, inference_options
 from imgtrans.tracking import store
 from imgtrans.tracking.models import generator_checkpoint, generator_of_run
 from imgtrans.tracking.tracker import SOURCE_RUNS_TAG, MlflowTracker, tracked_run
@@ -84,7 +85,7 @@ def thumbnail(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: Path) -> Evaluation:
-    model = load_model(checkpoint, device, cfg.class_temperature)
+    model = load_model(checkpoint, device, **inference_options(cfg))
     # Another folder is read as the model needs it: a colorizer's as colour images to make gray.
     other = {"dataset": cfg.dataset, **({"layout": "colorization"} if model.codec.colorization else {})}
     train_cfg = dataclasses.replace(model.cfg, **(other if cfg.dataset else {}),
@@ -196,15 +197,16 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
 def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int:
     """`imgtrans evaluate`: a run's test metrics, logged to that run and onto its model; an evaluation run beside
     it links to it and summarises the result. Decoded at another `class_temperature`, the scores are not the
-    model's own: they go to the evaluation run alone."""
+    model's own: they go to the evaluation run alone (likewise with another `self_ensemble`)."""
     if not cfg.run_id:
         raise ImgtransError("run_id is required: the training run to evaluate")
     source = store.get_run(cfg.run_id)
     model_uri = generator_of_run(cfg.run_id)
     device = resolve_device(cfg.device)
     prefix = "test" if cfg.split == "test" else "eval_val"
-    at = f"T{cfg.class_temperature:g}-" if cfg.class_temperature else ""  # visible in a truncated run list
-    with tracked_run("", f"evaluate-{at}{source.info.run_name}", "evaluate", "evaluate",
+    options = inference_options(cfg)
+    at, phrase = describe_inference(options)  # `at` visible in a truncated run list
+    with tracked_run("", "-".join(p for p in ("evaluate", at, source.info.run_name) if p), "evaluate", "evaluate",
                      experiment_id=source.info.experiment_id, tags={SOURCE_RUNS_TAG: cfg.run_id}) as tracker, \
             scratch_dir("evaluate") as tmp:
         (tmp / "results").mkdir()
@@ -212,7 +214,7 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
         summary = {"metrics": result.metrics, "settings": result.settings,
                    "unavailable": {m.metric: m.message for m in result.unavailable}}
         (tmp / "results" / "summary.json").write_text(json.dumps(summary, indent=2))
-        own = not cfg.class_temperature
+        own = not options
         target = MlflowTracker.of_run(cfg.run_id) if own else tracker
         target.log_artifacts(result.artifacts, f"evaluation/{cfg.split}")
         context = cfg.split if cfg.split == "test" else "validation"
@@ -228,8 +230,8 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
             if (result.artifacts / name).exists():
                 tracker.log_artifact(result.artifacts / name)
         tracker.log_params({"split": cfg.split, "dataset": cfg.dataset, "max_images": cfg.max_images or None,
-                            "crop": cfg.crop, "class_temperature": cfg.class_temperature or None})
-        tracker.describe(evaluation_description(source, result, prefix, cfg.class_temperature))
+                            "crop": cfg.crop, **dict.fromkeys(INFERENCE_OPTIONS), **options})
+        tracker.describe(evaluation_description(source, result, prefix, phrase))
     for message in messages:
         print(f"imgtrans: warning: {message}", file=sys.stderr)
     metrics = {f"{prefix}/{k}": v for k, v in result.metrics.items()}  # the baselines' too, to read against
@@ -242,16 +244,17 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
         print(f"imgtrans: logged {len(result.headline())} metrics and evaluation/{cfg.split}/ to run {cfg.run_id} "
               f"and its model; evaluation run {tracker.run_id}")
     else:
-        print(f"imgtrans: logged {len(result.headline())} metrics at class_temperature {cfg.class_temperature} to "
-              f"evaluation run {tracker.run_id}; run {cfg.run_id} keeps its model's own scores")
+        print(f"imgtrans: logged {len(result.headline())} metrics with {phrase} to evaluation run {tracker.run_id}; "
+              f"run {cfg.run_id} keeps its model's own scores")
     return 0
 
 
-def evaluation_description(source, result: Evaluation, prefix: str, class_temperature: float = 0.0) -> str:
-    """The evaluation run's summary: which run, on which images, and a table of every score."""
+def evaluation_description(source, result: Evaluation, prefix: str, inference: str = "") -> str:
+    """The evaluation run's summary: which run (decoded with which `inference` options, if not its own), on which
+    images, and a table of every score."""
     link = f"[{source.info.run_name}]({store.ui_path(source.info.experiment_id, source.info.run_id)})"
     split = result.split
-    decoded = f", its colour classes decoded at class_temperature {class_temperature}" if class_temperature else ""
+    decoded = f", its colour classes decoded with {inference}" if inference else ""
     lines = [f"Evaluation of run {link}{decoded} on `{split.name}` ({result.metrics.get('n_images', 0):.0f} images, "
              f"{split.sizes}, digest `{split.digest}`).", "", "| metric | mean | std |", "|---|---|---|"]
     for key, value in result.metrics.items():

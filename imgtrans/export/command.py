@@ -11,6 +11,7 @@ from imgtrans.export.onnx import export_model
 from imgtrans.export.options import ExportConfig
 from imgtrans.export.sidecar import sidecar_path
 from imgtrans.files import scratch_dir
+from imgtrans.models.options import INFERENCE_OPTIONS, describe_inference, inference_options
 from imgtrans.tracking import models
 from imgtrans.tracking.models import generator_checkpoint, generator_of_run
 from imgtrans.tracking.tracker import SOURCE_RUNS_TAG, tracked_run
@@ -26,10 +27,10 @@ def export_command(cfg: ExportConfig, explicit: dict, progress: bool) -> int:
     origin = models.origin(source_uri)
     label = cfg.run_id or origin.label
     with scratch_dir("export") as tmp:
-        temperature = cfg.class_temperature
-        model = load_model(generator_checkpoint(source_uri, tmp), class_temperature=temperature)
-        decoded = f", colour classes decoded at class_temperature {temperature:g}" if temperature else ""
-        at = f"T{temperature:g}" if temperature else ""  # in the file's and the run's names
+        options = inference_options(cfg)
+        model = load_model(generator_checkpoint(source_uri, tmp), **options)
+        at, phrase = describe_inference(options)  # `at` in the file's and the run's names
+        decoded = f", colour classes decoded with {phrase}" if options else ""
         suffix = "".join(f"-{part}" for part in (at, "fp16" if cfg.precision == "fp16" else "") if part)
         name = cfg.output or f"export/{model.cfg.model_name}-{label}{suffix}"
         # Named, as evaluation runs are, by what a user reads in the run list: the source run's name.
@@ -38,7 +39,7 @@ def export_command(cfg: ExportConfig, explicit: dict, progress: bool) -> int:
                          tags={SOURCE_RUNS_TAG: origin.run_id} if origin.run_id else None) as tracker:
             path, sidecar = export_model(model, Path(name), precision=cfg.precision, source=source_uri)
             tracker.log_params({"source": source_uri, "precision": cfg.precision, "opset": sidecar.opset,
-                                "class_temperature": temperature or None,
+                                **dict.fromkeys(INFERENCE_OPTIONS), **options,
                                 "onnx_path": str(path), "parity_max_abs_error": f"{sidecar.parity_max_abs_error:.2e}"})
             example = np.random.default_rng(0).uniform(-1, 1, (1, sidecar.input_channels, sidecar.tile_size,
                                                                 sidecar.tile_size)).astype(np.float32)

@@ -31,10 +31,32 @@ COLOUR_CLASSES = {"colorization_loss": ("classification", "both")}
 NEUTRAL_GATE = {"neutral_gate": (True,)}
 
 
+# What `evaluate` and `export` may decode a trained Lab colorizer with, instead of its own settings.
+INFERENCE_OPTIONS = ("class_temperature", "self_ensemble")
+
+
 def class_temperature_override(effect: str):
-    """The option of `evaluate` and `export` that decodes a trained Lab colorizer at another temperature."""
     return opt(0.0, "decode the model's colour classes at this temperature instead of its own class_temperature "
                     f"(lower: more saturated, and wrong more boldly); 0 = its own; {effect}", ge=0, le=1)
+
+
+def self_ensemble_override(effect: str):
+    return opt("", "average the model's colour-class and gate scores over these mirror images instead of its own "
+                   "self_ensemble (none: 1 pass, hflip: 2, flips: 4, dihedral: 8; fewer is faster); empty = its own; "
+                   f"{effect}")
+
+
+def inference_options(cfg) -> dict:
+    """The inference options an `evaluate` or `export` config sets (those not 0 or empty)."""
+    return {name: getattr(cfg, name) for name in INFERENCE_OPTIONS if getattr(cfg, name)}
+
+
+def describe_inference(options: dict) -> tuple[str, str]:
+    """(a part of a run's or file's name, e.g. "T0.25-hflip"; a phrase, e.g. "class_temperature 0.25, self_ensemble
+    hflip") for the inference options set; empty strings for none."""
+    short = "-".join(f"T{value:g}" if name == "class_temperature" else value for name, value in options.items())
+    return short, ", ".join(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+                            for name, value in options.items())
 
 
 @dataclass
@@ -70,6 +92,12 @@ class Pix2PixConfig(GANConfig):
               "pixels are few (7.5% of synthetic-aerial's training pixels), and counted once each the gate stays "
               "unsure of them",
         when=LAB | NEUTRAL_GATE, gt=0, saved_before=1.0)
+    self_ensemble: Literal["none", "hflip", "flips", "dihedral"] = opt(
+        "flips", "inference (validation, evaluate, export): average the colour classes' and the gate's scores over the "
+                 "input and its mirror images, each mirrored back (the geometric self-ensemble of EDSR): hflip adds "
+                 "the left-right mirror (2 passes), flips also upside down and both (4), dihedral also those "
+                 "transposed (8); none = one pass; export can choose another",
+        when=LAB | COLOUR_CLASSES, saved_before="none")
     neutral_annealing: bool = opt(
         True, "decode the gate's gray-or-colour decision by the annealed mean as the colour classes are, at their "
               "temperature (p = sigmoid(logit / T)): an unsure gate otherwise takes part of the colour off every pixel",

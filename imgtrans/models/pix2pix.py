@@ -6,6 +6,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from imgtrans.config import applies
 from imgtrans.models.gan import GANModel
 from imgtrans.models.options import Pix2PixConfig
 from imgtrans.nets.lab_colorizer import LabColorizer
@@ -25,7 +26,8 @@ class Pix2Pix(GANModel):
         self.netG = self.build_G(codec.input_nc, codec.output_nc, colour_classes=self.cfg.colorization_loss != "l1",
                                  class_stride=4 if self.cfg.class_resolution == "quarter" else 1,
                                  class_temperature=self.cfg.class_temperature,
-                                 neutral_gate=self.cfg.neutral_gate, neutral_annealing=self.cfg.neutral_annealing)
+                                 neutral_gate=self.cfg.neutral_gate, neutral_annealing=self.cfg.neutral_annealing,
+                                 self_ensemble=self.cfg.self_ensemble if applies(self.cfg, "self_ensemble") else "none")
         self.netD = self.build_D(codec.input_nc + codec.output_nc)
 
     def fit_to_data(self, train: Dataset) -> None:

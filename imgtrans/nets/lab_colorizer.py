@@ -14,6 +14,10 @@
   with probability p. With colour classes (`anneal_gate`), gray-or-colour is decoded as the classes are, by the
   annealed mean at their temperature T: over the two outcomes that is p_T = sigmoid(logit / T). The expectation
   itself (T = 1) is the gate's own washed-out mean: a gate unsure of every pixel takes part of every colour off.
+- the self-ensemble, at inference: the heads' scores averaged over the input and its mirror images (`SELF_ENSEMBLES`),
+  each mirrored back, before anything is decoded — the geometric self-ensemble of "Enhanced Deep Residual Networks
+  for Single Image Super-Resolution". Scores, not colours: averaged logits agree where the views agree and stay as
+  saturated as any one of them, where averaged a,b would wash out wherever two views pick different hues.
 """
 
 from __future__ import annotations
@@ -30,6 +34,26 @@ from imgtrans.nets.colour_classes import ColourClasses
 from imgtrans.nets.layers import Generator
 
 CLASS_FEATURES = 32  # channels the network gives a quarter-resolution class head
+# Views per self-ensemble: the first n symmetries of the square, in `mirror`'s numbering.
+SELF_ENSEMBLES = {"none": 1, "hflip": 2, "flips": 4, "dihedral": 8}
+
+
+def mirror(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Symmetry k of the square (0–7) applied to the last two dimensions: bit 1 mirrors left-right, bit 2 upside
+    down, bit 4 then transposes; `unmirror` undoes it."""
+    if k & 1:
+        x = x.flip(-1)
+    if k & 2:
+        x = x.flip(-2)
+    return x.transpose(-1, -2) if k & 4 else x
+
+
+def unmirror(x: torch.Tensor, k: int) -> torch.Tensor:
+    if k & 4:
+        x = x.transpose(-1, -2)
+    if k & 2:
+        x = x.flip(-2)
+    return x.flip(-1) if k & 1 else x
 
 
 class Heads(NamedTuple):
@@ -44,9 +68,10 @@ class LabColorizer(Generator):
     which needs the raw heads for `losses`."""
 
     def __init__(self, net: Generator, lab: LabOutput | None, classes: ColourClasses | None, gate: bool,
-                 class_stride: int = 1, anneal_gate: bool = False):
+                 class_stride: int = 1, anneal_gate: bool = False, self_ensemble: str = "none"):
         super().__init__()
         self.net, self.lab, self.classes, self.gate = net, lab, classes, gate
+        self.views = SELF_ENSEMBLES[self_ensemble]
         self.anneal_gate = anneal_gate and classes is not None
         self.class_stride = class_stride if classes is not None else 1
         self.project = nn.Conv2d(CLASS_FEATURES, classes.count, 1) if self.class_stride > 1 else None
@@ -64,6 +89,25 @@ class LabColorizer(Generator):
         if self.project is not None:
             colour = self.project(F.avg_pool2d(colour, self.class_stride))
         return Heads(colour, gate)
+
+    def ensembled_heads(self, x: torch.Tensor, *code: torch.Tensor) -> Heads:
+        """In eval mode, the heads averaged over the self-ensemble's views (one batch per shape: a transposed view
+        of a non-square input is a batch of its own); in training, `heads`. The sides of `x` are multiples of
+        `size_multiple`, so a mirrored quarter-resolution class grid lies on the original one."""
+        if self.training or self.views == 1:
+            return self.heads(x, *code)
+        views, colour, gate = range(self.views), 0, 0
+        for group in (views[:4], views[4:]):
+            if not group:
+                continue
+            heads = self.heads(torch.cat([mirror(x, k) for k in group]), *(c.repeat(len(group), 1) for c in code))
+            # (views × N, …) → (views, N, …), the batch size left symbolic for an exported graph
+            per_view = [None if h is None else h.unflatten(0, (len(group), -1)) for h in heads]
+            for i, k in enumerate(group):
+                colour = colour + unmirror(per_view[0][i], k)
+                if self.gate:
+                    gate = gate + unmirror(per_view[1][i], k)
+        return Heads(colour / self.views, gate / self.views if self.gate else None)
 
     def decode(self, x: torch.Tensor, heads: Heads) -> torch.Tensor:
         if self.classes is None:
@@ -83,7 +127,7 @@ class LabColorizer(Generator):
         return 1 - torch.sigmoid(gate / temperature)
 
     def forward(self, x: torch.Tensor, *code: torch.Tensor) -> torch.Tensor:
-        return self.decode(x, self.heads(x, *code))
+        return self.decode(x, self.ensembled_heads(x, *code))
 
     def losses(self, heads: Heads, ab_target: torch.Tensor, gray_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """The heads' own losses against the target a,b (network scale), before their lambdas: `class` (the rebalanced

@@ -292,27 +292,32 @@ def restore_nets(model, payload: dict[str, Any], source: str) -> None:
                             "resume with the architecture options it was trained with") from None
 
 
-def load_model(path: Path | str, device: str | torch.device = "cpu", class_temperature: float = 0.0):
+def load_model(path: Path | str, device: str | torch.device = "cpu", class_temperature: float = 0.0,
+               self_ensemble: str = ""):
     """Rebuild a trained model for inference from a checkpoint alone (eval mode); `class_temperature` > 0 decodes
-    its colour classes at that temperature instead of its own (`decoded_at`)."""
+    its colour classes at that temperature, and a `self_ensemble` over those views, instead of its own
+    (`at_inference`)."""
     payload = read(path)
     cls = model_class(payload["model"])
-    cfg = config_mod.from_saved(cls.config_class, payload["config"])
-    if class_temperature:
-        cfg = decoded_at(cfg, class_temperature)
+    cfg = at_inference(config_mod.from_saved(cls.config_class, payload["config"]),
+                       class_temperature=class_temperature, self_ensemble=self_ensemble)
     model = cls(cfg, Codec(**payload["codec"]))
     restore_nets(model, payload, str(path))
     model.setup(Runtime(torch.device(device)))
     return model.eval()
 
 
-def decoded_at(cfg: config_mod.TrainConfig, class_temperature: float) -> config_mod.TrainConfig:
-    """`cfg` with its colour classes decoded at `class_temperature` at inference. The option changes no weight
-    (training decodes at the paper's temperature whatever it is), so a trained model can be scored and exported
-    at another one."""
-    if not hasattr(cfg, "class_temperature") or not config_mod.applies(cfg, "class_temperature"):
-        raise ImgtransError(f"class_temperature applies to a Lab colorizer with colour classes (colorization_loss="
-                            f"classification or both); this {cfg.model_name} model has none: leave it at 0")
-    config_mod.check_range("class_temperature", class_temperature,
-                           config_mod.bounds_of(type(cfg), "class_temperature"))
-    return dataclasses.replace(cfg, class_temperature=class_temperature)
+def at_inference(cfg: config_mod.TrainConfig, **options: Any) -> config_mod.TrainConfig:
+    """`cfg` with the inference options given (those not 0 or empty) in place of its own: how a Lab colorizer's
+    colour classes are decoded (class_temperature, self_ensemble). They change no weight — training decodes at the
+    paper's temperature, from one view, whatever they are — so a trained model can be scored and exported with
+    others."""
+    for name, value in options.items():
+        if not value:
+            continue
+        if not hasattr(cfg, name) or not config_mod.applies(cfg, name):
+            raise ImgtransError(f"{name} applies to a Lab colorizer with colour classes (colorization_loss="
+                                f"classification or both); this {cfg.model_name} model has none: leave it "
+                                f"{'at 0' if isinstance(value, float) else 'unset'}")
+        cfg = dataclasses.replace(cfg, **{name: config_mod.parse_option(type(cfg), name, value)})
+    return cfg

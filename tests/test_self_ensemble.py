@@ -1,0 +1,97 @@
+"""The Lab colorizer's self-ensemble: scores averaged over the input's mirror images at inference make the output
+exactly equivariant to them, training sees one view, and `evaluate` and `export` can choose another ensemble."""
+
+import json
+
+import mlflow
+import pytest
+import torch
+from conftest import FAST, one_line_error
+from mlflow.tracking import MlflowClient
+
+from imgtrans import config as config_mod
+from imgtrans.cli import main
+from imgtrans.models.options import Pix2PixConfig
+from imgtrans.nets.generators import build_generator
+from imgtrans.nets.lab_colorizer import mirror, unmirror
+
+
+def test_the_eight_mirrors_are_distinct_and_each_is_undone():
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)  # not square
+    views = [mirror(x, k) for k in range(8)]
+    assert len({(tuple(v.shape), tuple(v.flatten().tolist())) for v in views}) == 8
+    for k, view in enumerate(views):
+        assert torch.equal(unmirror(view, k), x)
+
+
+def colorizer(self_ensemble: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_generator("unet", 1, 2, ngf=4, norm="batch", dropout=False, crop_size=32, gamut=True,
+                           chroma_blur=1.0, colour_classes=True, class_stride=4, neutral_gate=True,
+                           neutral_annealing=True, self_ensemble=self_ensemble)
+
+
+@pytest.mark.parametrize("self_ensemble, symmetries", [("hflip", [1]), ("flips", [1, 2, 3]),
+                                                       ("dihedral", range(1, 8))])
+def test_the_self_ensemble_makes_the_colours_equivariant_to_its_mirrors(self_ensemble, symmetries):
+    net, single = colorizer(self_ensemble).eval(), colorizer("none").eval()
+    x = torch.rand(2, 1, 32, 64) * 2 - 1  # two images, not square: the transposed views are a batch of their own
+    with torch.no_grad():
+        out = net(x)
+        for k in range(1, 8):
+            mirrored = net(mirror(x, k))
+            equal = torch.allclose(mirrored, mirror(out, k), atol=1e-5)
+            assert equal == (k in symmetries), k
+            # one pass is not: the network alone has no symmetry
+            assert not torch.allclose(single(mirror(x, k)), mirror(single(x), k), atol=1e-3)
+
+
+def test_training_sees_one_view():
+    ensemble, single = colorizer("dihedral").train(), colorizer("none").train()
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    assert torch.equal(ensemble(x), single(x))
+    assert not torch.equal(ensemble.eval()(x), single.eval()(x))
+
+
+def test_evaluate_and_export_choose_another_self_ensemble_and_old_runs_keep_one_pass(aerial, tmp_path, capsys,
+                                                                                    monkeypatch):
+    older = {"color_space": "lab", "layout": "colorization"}  # saved before self_ensemble existed
+    assert config_mod.from_saved(Pix2PixConfig, older).self_ensemble == "none"
+    assert config_mod.from_dict(Pix2PixConfig, older).self_ensemble == "flips"
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    run_id = run.info.run_id
+    assert run.data.params["self_ensemble"] == "flips"
+
+    assert main(["evaluate", "--run-id", run_id, "--self-ensemble", "none"]) == 0
+    assert f"run {run_id} keeps its model's own scores" in capsys.readouterr().out
+    assert not any(key.startswith("test/") for key in MlflowClient().get_run(run_id).data.metrics)
+    (single,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+                 if r.info.run_name.startswith("evaluate-")]
+    assert single.info.run_name == f"evaluate-none-{run.info.run_name}"
+    assert single.data.params["self_ensemble"] == "none"
+    assert "self_ensemble none" in single.data.tags["mlflow.note.content"]
+
+    assert main(["export", "--run-id", run_id, "--self-ensemble", "hflip", "--class-temperature", "0.2"]) == 0
+    exported = tmp_path / "export" / f"pix2pix-{run_id}-T0.2-hflip"
+    assert json.loads(exported.with_name(exported.name + ".json").read_text())["config"]["self_ensemble"] == "hflip"
+    (export_run,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+                     if r.info.run_name.startswith("export-")]
+    assert export_run.data.params["self_ensemble"] == "hflip"
+    assert float(export_run.data.params["parity_max_abs_error"]) < 1e-4
+
+    assert main(["export", "--run-id", run_id, "--self-ensemble", "all"]) == 2
+    assert "self_ensemble" in one_line_error(capsys)
+
+
+def test_a_model_without_colour_classes_refuses_a_self_ensemble(aerial, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab",
+                 "--colorization-loss", "l1"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert "self_ensemble" not in run.data.params
+    assert main(["export", "--run-id", run.info.run_id, "--self-ensemble", "hflip"]) == 2
+    message = one_line_error(capsys)
+    assert "self_ensemble applies to a Lab colorizer with colour classes" in message and "leave it unset" in message
