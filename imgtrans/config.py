@@ -24,6 +24,8 @@ BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
 LatentNetG = Literal["unet", "unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"]
 EncoderUnetG = Literal["resnet18_unet", "resnet34_unet", "efficientnet_lite0_unet"]
 NetG = Literal[LatentNetG, EncoderUnetG]
+# A Lab colorizer's views averaged at inference: 1, 2, 4 and 8 mirror images (nets.lab_colorizer).
+SelfEnsemble = Literal["none", "hflip", "flips", "dihedral"]
 PRETRAINABLE = {"netG": typing.get_args(EncoderUnetG)}
 PRETRAINED = PRETRAINABLE | {"encoder_weights": lambda weights: weights != "none"}
 NETG_HELP = ("unet = U-Net as deep as the crop allows (unet_256 at 256 px, unet_128 at 128 px); resnet18_unet, "

@@ -61,3 +61,10 @@ def test_prepare_refuses_a_photograph_too_narrow_for_the_strips_and_writes_nothi
     assert done.stderr.strip() == ("photo_colour.py: error: narrow is 511×200 px; within needs photographs at least "
                                    "512 px wide and 128 px high")
     assert not (tmp_path / "prepared").exists()
+
+
+def test_usage_errors_are_one_line():
+    done = photo_colour("prepare", "folder", "photo.png")  # a photograph where the protocol goes
+    assert done.returncode == 2
+    assert done.stderr == ("photo_colour.py: error: argument protocol: invalid choice: 'photo.png' (choose from "
+                           "'within', 'within_more', 'across') (see photo_colour.py prepare --help)\n")

@@ -6,7 +6,7 @@ import json
 import mlflow
 import pytest
 import torch
-from conftest import FAST, one_line_error
+from conftest import FAST, figures, generator_uri, one_line_error
 from mlflow.tracking import MlflowClient
 
 from imgtrans import config as config_mod
@@ -14,6 +14,9 @@ from imgtrans.cli import main
 from imgtrans.models.options import Pix2PixConfig
 from imgtrans.nets.generators import build_generator
 from imgtrans.nets.lab_colorizer import mirror, unmirror
+from imgtrans.tracking.models import generator_checkpoint
+from imgtrans.training import checkpoint
+from imgtrans.training.checkpoint import load_model
 
 
 def test_the_eight_mirrors_are_distinct_and_each_is_undone():
@@ -83,7 +86,11 @@ def test_evaluate_and_export_choose_another_self_ensemble_and_old_runs_keep_one_
     assert float(export_run.data.params["parity_max_abs_error"]) < 1e-4
 
     assert main(["export", "--run-id", run_id, "--self-ensemble", "all"]) == 2
-    assert "self_ensemble" in one_line_error(capsys)
+    assert "valid values: own, none, hflip, flips, dihedral" in one_line_error(capsys)
+
+    checkpoint = generator_checkpoint(generator_uri(run_id), tmp_path / "model")
+    assert load_model(checkpoint).generator().views == 4
+    assert load_model(checkpoint, self_ensemble="dihedral").generator().views == 8
 
 
 def test_a_model_without_colour_classes_refuses_a_self_ensemble(aerial, tmp_path, capsys, monkeypatch):
@@ -94,4 +101,21 @@ def test_a_model_without_colour_classes_refuses_a_self_ensemble(aerial, tmp_path
     assert "self_ensemble" not in run.data.params
     assert main(["export", "--run-id", run.info.run_id, "--self-ensemble", "hflip"]) == 2
     message = one_line_error(capsys)
-    assert "self_ensemble applies to a Lab colorizer with colour classes" in message and "leave it unset" in message
+    assert "self_ensemble applies to a Lab colorizer with colour classes" in message and "leave it at own" in message
+
+
+def test_batch_norm_recalibration_measures_one_view(aerial, tmp_path):
+    """Training and the recalibrated statistics do not depend on the ensemble: mirrored views in one batch would
+    give batch norm statistics the network never trained with."""
+    saved = {}
+    for ensemble in ("none", "dihedral"):
+        assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "2", "--color-space", "lab",
+                     "--netG", "unet", "--recalibrate-bn", "4", "--self-ensemble", ensemble]) == 0
+        run = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                 order_by=["attributes.start_time DESC"])[0]
+        assert figures(run.info.run_id)["bn_recalibrated"] in (0.0, 1.0)
+        saved[ensemble] = checkpoint.read(MlflowClient().download_artifacts(
+            run.info.run_id, "checkpoints/last.pt", str(tmp_path / ensemble)))["nets"]
+    assert saved["none"].keys() == saved["dihedral"].keys()
+    for name, tensor in saved["none"].items():
+        assert torch.equal(tensor, saved["dihedral"][name]), name

@@ -160,8 +160,12 @@ def prepare(folder: Path, protocol: str, paths: list[str]) -> None:
         (Path(tmp) / "full").mkdir()
         for name in full_size:
             Image.fromarray(photos[name]).save(Path(tmp) / "full" / f"{name}.png")
-        for part in ("tiles", "full"):
-            (Path(tmp) / part).rename(folder / part)
+        (Path(tmp) / "tiles").rename(folder / "tiles")
+        try:
+            (Path(tmp) / "full").rename(folder / "full")
+        except OSError:
+            (folder / "tiles").rename(Path(tmp) / "tiles")  # both or neither
+            raise
     counts = {part: len(tiles) for part, tiles in split.items()}
     print(f"{folder / 'tiles'}: {counts}; full size: {', '.join(full_size)}")
 
@@ -292,11 +296,16 @@ def check(folder: Path, options: list[str]) -> None:
     sys.exit(0 if passed else 1)
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see {self.prog} --help)")
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="photo_colour.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="photo_colour.py", description=__doc__.split("\n\n")[0],
+                    formatter_class=argparse.RawDescriptionHelpFormatter,
+                    epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     prepare_parser = commands.add_parser("prepare", help="cut photographs into tiles under FOLDER/tiles (a new folder)")
     prepare_parser.add_argument("folder", type=Path)
     prepare_parser.add_argument("protocol", nargs="?", default="within", choices=list(PROTOCOLS))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from imgtrans.config import opt
+from imgtrans.config import SelfEnsemble, opt
 from imgtrans.models.options import class_temperature_override, self_ensemble_override
 
 
@@ -21,7 +21,7 @@ class EvaluateConfig:
     grid_images: int = opt(8, "inputs kept as images (grid, and the side-by-side page of `compare`)", ge=0)
     class_temperature: float = class_temperature_override(
         "scores at another temperature are logged to the evaluation run only, not to the run and its model")
-    self_ensemble: Literal["", "none", "hflip", "flips", "dihedral"] = self_ensemble_override(
+    self_ensemble: Literal["own", SelfEnsemble] = self_ensemble_override(
         "scores with another are logged to the evaluation run only")
     inception_weights: str = opt("", "path of weights-inception-2015-12-05-6726825d.pth (FID, KID, IS); "
                                      "default: the torch hub cache")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from imgtrans.config import EXPERIMENT_HELP, opt
+from imgtrans.config import EXPERIMENT_HELP, SelfEnsemble, opt
 from imgtrans.models.options import class_temperature_override, self_ensemble_override
 
 
@@ -16,6 +16,6 @@ class ExportConfig:
     output: str = opt("", "the .onnx file to write; default export/<model>-<run id>.onnx")
     precision: Literal["fp32", "fp16"] = opt("fp32", "fp16 keeps normalisation layers in fp32")
     class_temperature: float = class_temperature_override("the ONNX graph decodes at it")
-    self_ensemble: Literal["", "none", "hflip", "flips", "dihedral"] = self_ensemble_override(
+    self_ensemble: Literal["own", SelfEnsemble] = self_ensemble_override(
         "the ONNX graph holds every pass")
     experiment: str = opt("", EXPERIMENT_HELP)

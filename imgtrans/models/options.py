@@ -18,6 +18,7 @@ from imgtrans.config import (
     InstanceNormGANConfig,
     LatentNetG,
     NetG,
+    SelfEnsemble,
     TrainConfig,
     UnpairedGANConfig,
     opt,
@@ -31,8 +32,9 @@ COLOUR_CLASSES = {"colorization_loss": ("classification", "both")}
 NEUTRAL_GATE = {"neutral_gate": (True,)}
 
 
-# What `evaluate` and `export` may decode a trained Lab colorizer with, instead of its own settings.
-INFERENCE_OPTIONS = ("class_temperature", "self_ensemble")
+# What `evaluate` and `export` may decode a trained Lab colorizer with instead of its own settings, and the value
+# that asks for its own.
+INFERENCE_OPTIONS = {"class_temperature": 0.0, "self_ensemble": "own"}
 
 
 def class_temperature_override(effect: str):
@@ -41,14 +43,14 @@ def class_temperature_override(effect: str):
 
 
 def self_ensemble_override(effect: str):
-    return opt("", "average the model's colour-class and gate scores over these mirror images instead of its own "
-                   "self_ensemble (none: 1 pass, hflip: 2, flips: 4, dihedral: 8; fewer is faster); empty = its own; "
-                   f"{effect}")
+    return opt("own", "average the model's colour-class and gate scores over these mirror images instead of its own "
+                      "self_ensemble (none: 1 pass, hflip: 2, flips: 4, dihedral: 8; fewer is faster); own = its "
+                      f"own; {effect}")
 
 
 def inference_options(cfg) -> dict:
-    """The inference options an `evaluate` or `export` config sets (those not 0 or empty)."""
-    return {name: getattr(cfg, name) for name in INFERENCE_OPTIONS if getattr(cfg, name)}
+    """The inference options an `evaluate` or `export` config sets to other than the model's own."""
+    return {name: getattr(cfg, name) for name, own in INFERENCE_OPTIONS.items() if getattr(cfg, name) != own}
 
 
 def describe_inference(options: dict) -> tuple[str, str]:
@@ -92,7 +94,7 @@ class Pix2PixConfig(GANConfig):
               "pixels are few (7.5% of synthetic-aerial's training pixels), and counted once each the gate stays "
               "unsure of them",
         when=LAB | NEUTRAL_GATE, gt=0, saved_before=1.0)
-    self_ensemble: Literal["none", "hflip", "flips", "dihedral"] = opt(
+    self_ensemble: SelfEnsemble = opt(
         "flips", "inference (validation, evaluate, export): average the colour classes' and the gate's scores over the "
                  "input and its mirror images, each mirrored back (the geometric self-ensemble of EDSR): hflip adds "
                  "the left-right mirror (2 passes), flips also upside down and both (4), dihedral also those "

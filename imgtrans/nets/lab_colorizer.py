@@ -22,12 +22,14 @@
 
 from __future__ import annotations
 
+import typing
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imgtrans.config import SelfEnsemble
 from imgtrans.data.color import AB_SCALE, near_neutral
 from imgtrans.nets.chroma import LabOutput
 from imgtrans.nets.colour_classes import ColourClasses
@@ -35,7 +37,7 @@ from imgtrans.nets.layers import Generator
 
 CLASS_FEATURES = 32  # channels the network gives a quarter-resolution class head
 # Views per self-ensemble: the first n symmetries of the square, in `mirror`'s numbering.
-SELF_ENSEMBLES = {"none": 1, "hflip": 2, "flips": 4, "dihedral": 8}
+SELF_ENSEMBLES = dict(zip(typing.get_args(SelfEnsemble), (1, 2, 4, 8)))
 
 
 def mirror(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -100,7 +102,10 @@ class LabColorizer(Generator):
         for group in (views[:4], views[4:]):
             if not group:
                 continue
-            heads = self.heads(torch.cat([mirror(x, k) for k in group]), *(c.repeat(len(group), 1) for c in code))
+            batch = torch.cat([mirror(x, k) for k in group])
+            if x.is_contiguous(memory_format=torch.channels_last):  # a transposed view is not, by its strides
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            heads = self.heads(batch, *(c.repeat(len(group), 1) for c in code))
             # (views × N, …) → (views, N, …), the batch size left symbolic for an exported graph
             per_view = [None if h is None else h.unflatten(0, (len(group), -1)) for h in heads]
             for i, k in enumerate(group):

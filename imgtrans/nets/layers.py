@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -15,10 +16,22 @@ NORMS = ("batch", "instance", "none")
 
 class Generator(nn.Module):
     """What a generator declares to whoever runs or exports it: the sides of its input must be multiples of
-    `size_multiple`; with `z_dim` > 0 it takes a latent code (N, z_dim) as its second input."""
+    `size_multiple`; with `z_dim` > 0 it takes a latent code (N, z_dim) as its second input; in eval mode it
+    averages `views` passes per input (a self-ensemble)."""
 
     size_multiple: int = 1
     z_dim: int = 0
+    views: int = 1
+
+    @contextlib.contextmanager
+    def single_view(self):
+        """One pass per input inside, whatever `views` is: what batch-norm recalibration must measure, the
+        network as it computed in training."""
+        views, self.views = self.views, 1
+        try:
+            yield
+        finally:
+            self.views = views
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 
 

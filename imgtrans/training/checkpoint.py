@@ -28,6 +28,7 @@ from imgtrans.compute.runtime import Runtime
 from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
 from imgtrans.files import atomic_write
+from imgtrans.models.options import INFERENCE_OPTIONS
 from imgtrans.models.registry import model_class
 
 FORMAT = 3
@@ -292,15 +293,12 @@ def restore_nets(model, payload: dict[str, Any], source: str) -> None:
                             "resume with the architecture options it was trained with") from None
 
 
-def load_model(path: Path | str, device: str | torch.device = "cpu", class_temperature: float = 0.0,
-               self_ensemble: str = ""):
-    """Rebuild a trained model for inference from a checkpoint alone (eval mode); `class_temperature` > 0 decodes
-    its colour classes at that temperature, and a `self_ensemble` over those views, instead of its own
-    (`at_inference`)."""
+def load_model(path: Path | str, device: str | torch.device = "cpu", **inference: Any):
+    """Rebuild a trained model for inference from a checkpoint alone (eval mode); `inference` options
+    (class_temperature, self_ensemble) decode it otherwise than its own config says (`at_inference`)."""
     payload = read(path)
     cls = model_class(payload["model"])
-    cfg = at_inference(config_mod.from_saved(cls.config_class, payload["config"]),
-                       class_temperature=class_temperature, self_ensemble=self_ensemble)
+    cfg = at_inference(config_mod.from_saved(cls.config_class, payload["config"]), **inference)
     model = cls(cfg, Codec(**payload["codec"]))
     restore_nets(model, payload, str(path))
     model.setup(Runtime(torch.device(device)))
@@ -308,16 +306,16 @@ def load_model(path: Path | str, device: str | torch.device = "cpu", class_tempe
 
 
 def at_inference(cfg: config_mod.TrainConfig, **options: Any) -> config_mod.TrainConfig:
-    """`cfg` with the inference options given (those not 0 or empty) in place of its own: how a Lab colorizer's
-    colour classes are decoded (class_temperature, self_ensemble). They change no weight — training decodes at the
-    paper's temperature, from one view, whatever they are — so a trained model can be scored and exported with
-    others."""
+    """`cfg` with inference options (`INFERENCE_OPTIONS`) in place of its own: how a Lab colorizer's colour classes
+    are decoded. They change no weight — training decodes at the paper's temperature, from one view, whatever they
+    are — so a trained model can be scored and exported with others."""
     for name, value in options.items():
-        if not value:
+        own = INFERENCE_OPTIONS[name]
+        if value == own:
             continue
         if not hasattr(cfg, name) or not config_mod.applies(cfg, name):
+            shown = f"{own:g}" if isinstance(own, float) else own
             raise ImgtransError(f"{name} applies to a Lab colorizer with colour classes (colorization_loss="
-                                f"classification or both); this {cfg.model_name} model has none: leave it "
-                                f"{'at 0' if isinstance(value, float) else 'unset'}")
+                                f"classification or both); this {cfg.model_name} model has none: leave it at {shown}")
         cfg = dataclasses.replace(cfg, **{name: config_mod.parse_option(type(cfg), name, value)})
     return cfg

@@ -4,6 +4,7 @@ the labelled sample sheet; the generator's batch-norm statistics recomputed with
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,6 +21,7 @@ from imgtrans.metrics.colour import ColourSums
 from imgtrans.metrics.distribution import FidelityInception, kernel_inception_distance
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
 from imgtrans.models.base import TranslationModel
+from imgtrans.nets.layers import Generator
 from imgtrans.tracking.tracker import Tracker
 from imgtrans.training import bn_recalibration
 from imgtrans.weights import INCEPTION, resolve_weights
@@ -143,7 +145,10 @@ class Validator:
         probe_loader = make_loader(Subset(probe_split, range(min(PROBE_IMAGES, len(probe_split)))),
                                    batch_size=cfg.batch_size)
         loader = make_loader(Subset(self.data.train, range(count)), batch_size=cfg.batch_size)
-        with torch.random.fork_rng(devices=[]):
+        # The outermost generator inside any wrapper (DDP, compile); a self-ensemble's mirrored views in one batch
+        # would give batch norm statistics the network never trained with.
+        own = next((m for m in generator.modules() if isinstance(m, Generator)), None)
+        with torch.random.fork_rng(devices=[]), own.single_view() if own else contextlib.nullcontext():
             model.eval()
             before, after, kept = bn_recalibration.recalibrate_if_closer(
                 generator, model.translate, [batch["A"] for batch in loader], [batch["A"] for batch in probe_loader])
