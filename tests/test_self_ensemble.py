@@ -73,12 +73,12 @@ def test_evaluate_and_export_choose_another_self_ensemble_and_old_runs_keep_one_
     assert not any(key.startswith("test/") for key in MlflowClient().get_run(run_id).data.metrics)
     (single,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
                  if r.info.run_name.startswith("evaluate-")]
-    assert single.info.run_name == f"evaluate-none-{run.info.run_name}"
+    assert single.info.run_name == f"evaluate-ens-none-{run.info.run_name}"
     assert single.data.params["self_ensemble"] == "none"
     assert "self_ensemble none" in single.data.tags["mlflow.note.content"]
 
     assert main(["export", "--run-id", run_id, "--self-ensemble", "hflip", "--class-temperature", "0.2"]) == 0
-    exported = tmp_path / "export" / f"pix2pix-{run_id}-T0.2-hflip"
+    exported = tmp_path / "export" / f"pix2pix-{run_id}-T0.2-ens-hflip"
     assert json.loads(exported.with_name(exported.name + ".json").read_text())["config"]["self_ensemble"] == "hflip"
     (export_run,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
                      if r.info.run_name.startswith("export-")]

@@ -54,9 +54,10 @@ def inference_options(cfg) -> dict:
 
 
 def describe_inference(options: dict) -> tuple[str, str]:
-    """(a part of a run's or file's name, e.g. "T0.25-hflip"; a phrase, e.g. "class_temperature 0.25, self_ensemble
-    hflip") for the inference options set; empty strings for none."""
-    short = "-".join(f"T{value:g}" if name == "class_temperature" else value for name, value in options.items())
+    """(a part of a run's or file's name, e.g. "T0.25-ens-hflip"; a phrase, e.g. "class_temperature 0.25,
+    self_ensemble hflip") for the inference options set; empty strings for none."""
+    short = "-".join(f"T{value:g}" if name == "class_temperature" else f"ens-{value}"
+                     for name, value in options.items())
     return short, ", ".join(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
                             for name, value in options.items())
 
