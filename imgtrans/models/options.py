@@ -99,7 +99,7 @@ class Pix2PixConfig(GANConfig):
         "flips", "inference (validation, evaluate, export): average the colour classes' and the gate's scores over the "
                  "input and its mirror images, each mirrored back (the geometric self-ensemble of EDSR): hflip adds "
                  "the left-right mirror (2 passes), flips also upside down and both (4), dihedral also those "
-                 "transposed (8); none = one pass; export can choose another",
+                 "transposed (8); none = one pass; evaluate and export can choose another",
         when=LAB | COLOUR_CLASSES, saved_before="none")
     neutral_annealing: bool = opt(
         True, "decode the gate's gray-or-colour decision by the annealed mean as the colour classes are, at their "
