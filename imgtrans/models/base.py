@@ -42,6 +42,9 @@ class TranslationModel(nn.Module):
         self.cfg = cfg
         self.codec = codec
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        # Fixed networks a loss measures with (`load_loss_networks`): a plain dict, so that they stay out of the
+        # state dict and of train() / eval().
+        self.loss_networks: dict[str, nn.Module] = {}
         self._updating = False
         self.runtime = Runtime(torch.device("cpu"))
         self.scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -51,6 +54,8 @@ class TranslationModel(nn.Module):
         """Move to the device and apply the fast-path switches; call before building optimizers' state."""
         self.runtime = runtime
         self.to(runtime.device, memory_format=runtime.memory_format)
+        for net in self.loss_networks.values():
+            net.to(runtime.device, memory_format=runtime.memory_format)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.autocast_dtype == torch.float16)
         if runtime.compile:
             for net in self.children():
@@ -111,6 +116,11 @@ class TranslationModel(nn.Module):
     def fit_to_data(self, train: Dataset) -> None:
         """Statistics the model takes from its training split before the first step, kept in its state (a
         resumed run has them from its checkpoint)."""
+
+    def load_loss_networks(self) -> list[str]:
+        """Fill `loss_networks` for training (a fresh start or a resumed one; inference needs none); one note for
+        each, saying where its weights came from."""
+        return []
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The model's optimizers by name (made after `setup`, on the device's parameters)."""

