@@ -98,8 +98,8 @@ def test_with_colour_classes_the_gate_is_annealed_at_their_temperature(anneal):
 def gated(loss: str = "l1", **options) -> Pix2Pix:
     torch.manual_seed(0)
     cfg = Pix2PixConfig(**{"ngf": 4, "ndf": 4, "crop_size": 64, "color_space": "lab", "layout": "colorization",
-                           "neutral_gate": True, "colorization_loss": loss, **options})
-    return Pix2Pix(cfg, Codec(True, "lab"))
+                           "neutral_gate": True, "colorization_loss": loss, "lambda_perceptual": 0.0, **options})
+    return Pix2Pix(cfg, Codec(True, "lab"))  # the perceptual term: test_perceptual_term
 
 
 @pytest.mark.parametrize("loss", ["l1", "both"])

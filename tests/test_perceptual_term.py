@@ -1,19 +1,23 @@
 """A Lab colorizer's perceptual term: EfficientNet-Lite0's distance between the output's colours and the target's,
 a fixed network (eval mode, no gradient of its own, no random numbers drawn, nothing in the checkpoint); pix2pix
-trains with it and resumes exactly; without its package it refuses in one line."""
+trains with it (a model built outside the Trainer refuses to train without it) and resumes exactly; without its
+package it refuses in one line."""
 
 import dataclasses
 
 import mlflow
 import numpy as np
+import pytest
 import skimage.data
 import torch
 from conftest import one_line_error
 from mlflow.tracking import MlflowClient
 
 from imgtrans.cli import main
+from imgtrans.data.codec import Codec
 from imgtrans.data.color import lab_to_rgb, rgb_to_lab, to_signed
 from imgtrans.models import pix2pix
+from imgtrans.models.options import Pix2PixConfig
 from imgtrans.nets.perceptual import BackboneFeatureLoss
 from imgtrans.training import checkpoint
 from imgtrans.weights import EFFICIENTNET_LITE0
@@ -40,7 +44,17 @@ def test_the_distance_is_zero_for_the_same_colours_grows_as_they_fade_and_trains
     prediction = faded.clone().requires_grad_(True)
     loss(prediction, truth).backward()
     assert float(prediction.grad.abs().sum()) > 0
-    assert not any(p.grad is not None for p in loss.parameters())
+
+
+def test_a_model_built_outside_the_trainer_refuses_to_train_without_its_network():
+    model = pix2pix.Pix2Pix(Pix2PixConfig(ngf=4, ndf=4, crop_size=64, color_space="lab", layout="colorization",
+                                          colorization_loss="l1", neutral_gate=False), Codec(True, "lab"))
+    model.configure_optimizers()
+    batch = {"A": torch.rand(2, 1, 64, 64) * 2 - 1, "B": (torch.rand(2, 2, 64, 64) - 0.5) * 0.2}
+    with pytest.raises(RuntimeError, match="load_loss_networks"):
+        model.training_step(batch)
+    model.load_loss_networks()
+    assert float(model.training_step(batch)["G_perceptual"]) > 0  # a Lab output without colour classes or gate too
 
 
 def test_pix2pix_trains_with_it_keeps_it_out_of_the_checkpoint_and_resumes_exactly(aerial, tmp_path):
@@ -60,7 +74,9 @@ def test_pix2pix_trains_with_it_keeps_it_out_of_the_checkpoint_and_resumes_exact
     assert not client.get_metric_history(without.info.run_id, "train/G_perceptual")
     assert (f"Perceptual term: EfficientNet-Lite0 from {EFFICIENTNET_LITE0.installed_path()}."
             in with_term.data.tags["mlflow.note.content"])
-    assert last(with_term.info.run_id).keys() == last(without.info.run_id).keys()
+    nets = last(with_term.info.run_id), last(without.info.run_id)
+    assert nets[0].keys() == nets[1].keys()
+    assert any(not torch.equal(nets[0][name], nets[1][name]) for name in nets[0] if name.startswith("netG."))
 
     assert main(["pix2pix", "--resume", with_term.info.run_id, "--max-steps", "4", "--no-progress"]) == 0
     assert main([*options, "--max-steps", "4"]) == 0

@@ -26,9 +26,10 @@ def main() -> None:
     models = {}
     for name, options in VARIANTS.items():
         torch.manual_seed(0)
-        # The U-Net the published step times were taken with (a Lab pix2pix's netG=auto picks another now).
+        # The U-Net the published step times were taken with, before the perceptual term (a Lab pix2pix's netG=auto
+        # picks another now, and lambda_perceptual is 0.3).
         model = Pix2Pix(Pix2PixConfig(crop_size=128, color_space="lab", layout="colorization", netG="unet",
-                                      **options),
+                                      lambda_perceptual=0.0, **options),
                         Codec(True, "lab"))
         model.configure_optimizers()
         models[name] = model

@@ -43,9 +43,14 @@ class Pix2Pix(GANModel):
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"G": self.adam(self.netG), "D": self.adam(self.netD)}
 
+    def perceptual_weight(self) -> float:
+        """`lambda_perceptual` where it applies (a Lab colorizer, whatever its heads), else 0; the plain conditional
+        GAN, a subclass, has no such option."""
+        lab = self.codec.colorization and self.codec.color_space == "lab"
+        return getattr(self.cfg, "lambda_perceptual", 0.0) if lab else 0.0
+
     def load_loss_networks(self) -> list[str]:
-        if not (isinstance(self.netG, LabColorizer) and applies(self.cfg, "lambda_perceptual")
-                and self.cfg.lambda_perceptual > 0):
+        if not self.perceptual_weight():
             return []
         path = EFFICIENTNET_LITE0.installed_path()
         if path is None:
@@ -85,9 +90,13 @@ class Pix2Pix(GANModel):
                 weights = {"class": self.cfg.lambda_class, "neutral": self.cfg.lambda_neutral}
                 own = colorizer.losses(heads, real_b, self.cfg.neutral_gray_weight)
                 losses |= {f"G_{name}": loss * weights[name] for name, loss in own.items()}
-            if "perceptual" in self.loss_networks:  # the output's L is the input's: it measures the colour alone
-                rgb = [to_signed(self.codec.decode_output(real_a, ab)) for ab in (fake_b, real_b)]
-                losses["G_perceptual"] = self.loss_networks["perceptual"](*rgb) * self.cfg.lambda_perceptual
+            if weight := self.perceptual_weight():  # the output's L is the input's: it measures the colour alone
+                if "perceptual" not in self.loss_networks:
+                    raise RuntimeError("lambda_perceptual > 0: load_loss_networks() comes before training (the "
+                                       "Trainer calls it)")
+                with torch.autocast(self.runtime.device.type, enabled=False):  # the colour conversion in fp32
+                    rgb = [to_signed(self.codec.decode_output(real_a, ab)) for ab in (fake_b, real_b)]
+                losses["G_perceptual"] = self.loss_networks["perceptual"](*rgb) * weight
             loss_g = sum(loss for name, loss in losses.items() if name.startswith("G_"))
         self.update(self.optimizers["G"], loss_g)
         return losses
