@@ -85,7 +85,7 @@ def test_the_loss_is_lowest_for_the_targets_classes():
 def colorizer(loss: str, **options) -> Pix2Pix:
     torch.manual_seed(0)
     cfg = Pix2PixConfig(ngf=4, ndf=4, crop_size=64, color_space="lab", layout="colorization", colorization_loss=loss,
-                        **{"lambda_perceptual": 0.0, **options})  # the perceptual term: test_perceptual_term
+                        **{"lambda_perceptual": 0.0, **options})  # the perceptual term: test_lab_colour_terms
     return Pix2Pix(cfg, Codec(True, "lab"))
 
 

@@ -99,7 +99,7 @@ def gated(loss: str = "l1", **options) -> Pix2Pix:
     torch.manual_seed(0)
     cfg = Pix2PixConfig(**{"ngf": 4, "ndf": 4, "crop_size": 64, "color_space": "lab", "layout": "colorization",
                            "neutral_gate": True, "colorization_loss": loss, "lambda_perceptual": 0.0, **options})
-    return Pix2Pix(cfg, Codec(True, "lab"))  # the perceptual term: test_perceptual_term
+    return Pix2Pix(cfg, Codec(True, "lab"))  # the perceptual term: test_lab_colour_terms
 
 
 @pytest.mark.parametrize("loss", ["l1", "both"])

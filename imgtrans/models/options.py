@@ -110,6 +110,11 @@ class Pix2PixConfig(GANConfig):
              "(EfficientNet-Lite0's, at 1/2, 1/4 and 1/8 of the size) of the output and the target: their L is the "
              "input's, so it weighs colour as a classifier of photographs sees it; 0 = off",
         when=LAB, ge=0, saved_before=0.0)
+    lambda_chroma: float = opt(
+        30.0, "lab: weight of a chroma-distribution term, the 1-D Wasserstein distance between the output's and the "
+               "target's chroma over each image's pixels: blind to hue and place, it penalises a washed-out output "
+               "without saying which colour goes where; 0 = off",
+        when=LAB, ge=0, saved_before=0.0)
 
     # Lab colorization: its pretrained encoder adapts slowly (encoder_lr_factor), and at twice the quickstart's
     # length it met more of the photographs' targets (docs/MODEL_ZOO.md).

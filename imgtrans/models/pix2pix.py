@@ -12,6 +12,7 @@ from imgtrans.errors import ImgtransError
 from imgtrans.models.gan import GANModel
 from imgtrans.models.options import Pix2PixConfig
 from imgtrans.nets.lab_colorizer import LabColorizer
+from imgtrans.nets.losses import chroma_distribution_loss
 from imgtrans.nets.perceptual import BackboneFeatureLoss
 from imgtrans.weights import EFFICIENTNET_LITE0
 
@@ -43,14 +44,14 @@ class Pix2Pix(GANModel):
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"G": self.adam(self.netG), "D": self.adam(self.netD)}
 
-    def perceptual_weight(self) -> float:
-        """`lambda_perceptual` where it applies (a Lab colorizer, whatever its heads), else 0; the plain conditional
-        GAN, a subclass, has no such option."""
+    def lab_weight(self, option: str) -> float:
+        """The weight `option` of a Lab colorizer's colour term (whatever its heads) where it applies, else 0; the
+        plain conditional GAN, a subclass, has no such options."""
         lab = self.codec.colorization and self.codec.color_space == "lab"
-        return getattr(self.cfg, "lambda_perceptual", 0.0) if lab else 0.0
+        return getattr(self.cfg, option, 0.0) if lab else 0.0
 
     def load_loss_networks(self) -> list[str]:
-        if not self.perceptual_weight():
+        if not self.lab_weight("lambda_perceptual"):
             return []
         path = EFFICIENTNET_LITE0.installed_path()
         if path is None:
@@ -90,13 +91,15 @@ class Pix2Pix(GANModel):
                 weights = {"class": self.cfg.lambda_class, "neutral": self.cfg.lambda_neutral}
                 own = colorizer.losses(heads, real_b, self.cfg.neutral_gray_weight)
                 losses |= {f"G_{name}": loss * weights[name] for name, loss in own.items()}
-            if weight := self.perceptual_weight():  # the output's L is the input's: it measures the colour alone
+            if weight := self.lab_weight("lambda_perceptual"):  # the output's L is the input's: colour alone
                 if "perceptual" not in self.loss_networks:
                     raise RuntimeError("lambda_perceptual > 0: load_loss_networks() comes before training (the "
                                        "Trainer calls it)")
                 with torch.autocast(self.runtime.device.type, enabled=False):  # the colour conversion in fp32
                     rgb = [to_signed(self.codec.decode_output(real_a, ab)) for ab in (fake_b, real_b)]
                 losses["G_perceptual"] = self.loss_networks["perceptual"](*rgb) * weight
+            if weight := self.lab_weight("lambda_chroma"):
+                losses["G_chroma"] = chroma_distribution_loss(fake_b, real_b) * weight
             loss_g = sum(loss for name, loss in losses.items() if name.startswith("G_"))
         self.update(self.optimizers["G"], loss_g)
         return losses

@@ -1,7 +1,7 @@
-"""A Lab colorizer's perceptual term: EfficientNet-Lite0's distance between the output's colours and the target's,
-a fixed network (eval mode, no gradient of its own, no random numbers drawn, nothing in the checkpoint); pix2pix
-trains with it (a model built outside the Trainer refuses to train without it) and resumes exactly; without its
-package it refuses in one line."""
+"""A Lab colorizer's colour terms. The perceptual term: EfficientNet-Lite0's distance between the output's colours
+and the target's, a fixed network (eval mode, no gradient of its own, no random numbers drawn, nothing in the
+checkpoint); a model built outside the Trainer refuses to train without it; without its package, one line. The
+chroma-distribution term: how much colour, not which or where. pix2pix trains with both and resumes exactly."""
 
 import dataclasses
 
@@ -18,6 +18,7 @@ from imgtrans.data.codec import Codec
 from imgtrans.data.color import lab_to_rgb, rgb_to_lab, to_signed
 from imgtrans.models import pix2pix
 from imgtrans.models.options import Pix2PixConfig
+from imgtrans.nets.losses import chroma_distribution_loss
 from imgtrans.nets.perceptual import BackboneFeatureLoss
 from imgtrans.training import checkpoint
 from imgtrans.weights import EFFICIENTNET_LITE0
@@ -46,6 +47,43 @@ def test_the_distance_is_zero_for_the_same_colours_grows_as_they_fade_and_trains
     assert float(prediction.grad.abs().sum()) > 0
 
 
+def test_the_chroma_distance_counts_how_much_colour_not_which_or_where():
+    torch.manual_seed(0)
+    truth = torch.randn(2, 2, 16, 16) * 0.2
+    hue_turned = torch.stack([-truth[:, 1], truth[:, 0]], 1)  # every hue rotated by 90°
+    shuffled = truth.flatten(2)[..., torch.randperm(256)].view_as(truth)
+    assert float(chroma_distribution_loss(truth, truth)) == 0
+    assert float(chroma_distribution_loss(hue_turned, truth)) < 1e-6
+    assert float(chroma_distribution_loss(shuffled, truth)) < 1e-6
+    faded = [float(chroma_distribution_loss(truth * f, truth)) for f in (1.0, 0.7, 0.4, 0.0)]
+    assert faded == sorted(faded) and faded[0] < 1e-6 < faded[1]
+    assert float(chroma_distribution_loss(truth * 1.5, truth)) > 0  # too much colour costs too
+    pale_and_bold = torch.cat([truth[:1], truth[:1] * 2])
+    assert float(chroma_distribution_loss(pale_and_bold.flip(0), pale_and_bold)) > 0.05  # per image, not per batch
+
+    prediction = (truth * 0.5).requires_grad_(True)  # a gray pixel's gradient is finite (zero), not NaN
+    prediction.data[0, :, 0, 0] = 0
+    chroma_distribution_loss(prediction, truth).backward()
+    assert torch.isfinite(prediction.grad).all()
+    stepped = prediction.detach() - 10 * prediction.grad
+    assert float(stepped.norm(dim=1).mean()) > float(prediction.detach().norm(dim=1).mean())
+
+
+def test_the_chroma_term_trains_the_generator():
+    def one_step(lambda_chroma: float) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = pix2pix.Pix2Pix(Pix2PixConfig(ngf=4, ndf=4, crop_size=64, color_space="lab", layout="colorization",
+                                              lambda_perceptual=0.0, lambda_chroma=lambda_chroma), Codec(True, "lab"))
+        model.configure_optimizers()
+        losses = model.training_step({"A": torch.rand(2, 1, 64, 64) * 2 - 1,
+                                      "B": (torch.rand(2, 2, 64, 64) - 0.5) * 0.6})
+        return losses, model.netG.state_dict()
+
+    (with_term, after), (without, plain) = one_step(100.0), one_step(0.0)
+    assert float(with_term["G_chroma"].detach()) > 0 and "G_chroma" not in without
+    assert any(not torch.equal(after[name], plain[name]) for name in after)
+
+
 def test_a_model_built_outside_the_trainer_refuses_to_train_without_its_network():
     model = pix2pix.Pix2Pix(Pix2PixConfig(ngf=4, ndf=4, crop_size=64, color_space="lab", layout="colorization",
                                           colorization_loss="l1", neutral_gate=False), Codec(True, "lab"))
@@ -57,7 +95,7 @@ def test_a_model_built_outside_the_trainer_refuses_to_train_without_its_network(
     assert float(model.training_step(batch)["G_perceptual"]) > 0  # a Lab output without colour classes or gate too
 
 
-def test_pix2pix_trains_with_it_keeps_it_out_of_the_checkpoint_and_resumes_exactly(aerial, tmp_path):
+def test_pix2pix_trains_with_both_keeps_them_out_of_the_checkpoint_and_resumes_exactly(aerial, tmp_path):
     def last(run_id: str) -> dict[str, torch.Tensor]:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoints/last.pt",
                                                    dst_path=str(tmp_path / "downloads" / run_id))
@@ -65,13 +103,14 @@ def test_pix2pix_trains_with_it_keeps_it_out_of_the_checkpoint_and_resumes_exact
 
     options = ["pix2pix", "--dataset", str(aerial), *QUICK]
     assert main([*options, "--max-steps", "2"]) == 0
-    assert main([*options, "--max-steps", "2", "--lambda-perceptual", "0"]) == 0
+    assert main([*options, "--max-steps", "2", "--lambda-perceptual", "0", "--lambda-chroma", "0"]) == 0
     with_term, without = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                             order_by=["attributes.start_time ASC"])
     client = MlflowClient()
-    term = client.get_metric_history(with_term.info.run_id, "train/G_perceptual")
-    assert [m.step for m in term] == [1, 2] and all(m.value > 0 for m in term)
-    assert not client.get_metric_history(without.info.run_id, "train/G_perceptual")
+    for metric in ("train/G_perceptual", "train/G_chroma"):
+        term = client.get_metric_history(with_term.info.run_id, metric)
+        assert [m.step for m in term] == [1, 2] and all(m.value > 0 for m in term)
+        assert not client.get_metric_history(without.info.run_id, metric)
     assert (f"Perceptual term: EfficientNet-Lite0 from {EFFICIENTNET_LITE0.installed_path()}."
             in with_term.data.tags["mlflow.note.content"])
     nets = last(with_term.info.run_id), last(without.info.run_id)
