@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from imgtrans.cli import main
 from imgtrans.data.codec import Codec
 from imgtrans.data.color import lab_to_rgb, rgb_to_lab, to_signed
-from imgtrans.models import pix2pix
+from imgtrans.models import cgan, pix2pix
 from imgtrans.models.options import Pix2PixConfig
 from imgtrans.nets.losses import chroma_distribution_loss
 from imgtrans.nets.perceptual import BackboneFeatureLoss
@@ -58,6 +58,9 @@ def test_the_chroma_distance_counts_how_much_colour_not_which_or_where():
     faded = [float(chroma_distribution_loss(truth * f, truth)) for f in (1.0, 0.7, 0.4, 0.0)]
     assert faded == sorted(faded) and faded[0] < 1e-6 < faded[1]
     assert float(chroma_distribution_loss(truth * 1.5, truth)) > 0  # too much colour costs too
+    chroma = truth.norm(dim=1, keepdim=True)
+    evened = truth / chroma * chroma.mean((2, 3), keepdim=True)  # each image's mean chroma, spread out evenly
+    assert float(chroma_distribution_loss(evened, truth)) > 0.02  # the whole distribution, not its mean
     pale_and_bold = torch.cat([truth[:1], truth[:1] * 2])
     assert float(chroma_distribution_loss(pale_and_bold.flip(0), pale_and_bold)) > 0.05  # per image, not per batch
 
@@ -70,18 +73,22 @@ def test_the_chroma_distance_counts_how_much_colour_not_which_or_where():
 
 
 def test_the_chroma_term_trains_the_generator():
-    def one_step(lambda_chroma: float) -> dict[str, torch.Tensor]:
+    def one_step(model_class=pix2pix.Pix2Pix, color_space="lab", **options) -> tuple[dict, dict]:
         torch.manual_seed(0)
-        model = pix2pix.Pix2Pix(Pix2PixConfig(ngf=4, ndf=4, crop_size=64, color_space="lab", layout="colorization",
-                                              lambda_perceptual=0.0, lambda_chroma=lambda_chroma), Codec(True, "lab"))
+        cfg = model_class.config_class(crop_size=64, color_space=color_space, layout="colorization", **options)
+        model = model_class(cfg, Codec(True, color_space))
         model.configure_optimizers()
-        losses = model.training_step({"A": torch.rand(2, 1, 64, 64) * 2 - 1,
-                                      "B": (torch.rand(2, 2, 64, 64) - 0.5) * 0.6})
+        target = (torch.rand(2, model.codec.output_nc, 64, 64) - 0.5) * 0.6
+        losses = model.training_step({"A": torch.rand(2, 1, 64, 64) * 2 - 1, "B": target})
         return losses, model.netG.state_dict()
 
-    (with_term, after), (without, plain) = one_step(100.0), one_step(0.0)
+    small = {"ngf": 4, "ndf": 4, "lambda_perceptual": 0.0}
+    (with_term, after), (without, plain) = one_step(lambda_chroma=100.0, **small), one_step(lambda_chroma=0.0, **small)
     assert float(with_term["G_chroma"].detach()) > 0 and "G_chroma" not in without
     assert any(not torch.equal(after[name], plain[name]) for name in after)
+    # Lab colour alone: not an RGB colorizer's output, nor the plain conditional GAN's (which has no such option).
+    assert "G_chroma" not in one_step(color_space="rgb", lambda_chroma=100.0, **small)[0]
+    assert "G_chroma" not in one_step(cgan.CGAN)[0]
 
 
 def test_a_model_built_outside_the_trainer_refuses_to_train_without_its_network():

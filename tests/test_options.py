@@ -82,6 +82,10 @@ def test_a_saved_config_without_a_newer_option_keeps_what_it_ran_with():
     assert config_mod.from_dict(Pix2PixConfig, older | {"netG": "resnet18_unet"}).encoder_norm == "frozen"
     # …and at the generator's learning rate.
     assert config_mod.from_saved(Pix2PixConfig, older | {"netG": "resnet18_unet"}).encoder_lr_factor == 1.0
+    # A Lab colorizer saved before its colour terms existed trained without them.
+    for term, default in (("lambda_perceptual", 0.3), ("lambda_chroma", 30.0)):
+        assert getattr(config_mod.from_saved(Pix2PixConfig, older), term) == 0
+        assert getattr(config_mod.from_dict(Pix2PixConfig, older), term) == default
 
 
 def test_pix2pix_picks_its_generator_by_colour_space_unless_told():

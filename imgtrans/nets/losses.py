@@ -70,8 +70,6 @@ def patch_nce_loss(query: torch.Tensor, key: torch.Tensor, batch_size: int, temp
     return F.cross_entropy(logits, target)
 
 
-
-
 def chroma_distribution_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The 1-D Wasserstein-1 distance between the distributions of chroma (the length of a,b) over each image's
     pixels, averaged over the batch; prediction and target are a,b of shape (N, 2, H, W).
