@@ -1,11 +1,16 @@
-"""Where a Lab colorizer's cast comes from (docs/MODEL_ZOO.md): its test split's pixels binned by how much
-colour the neutral gate keeps (1 − p(neutral)); per bin, the share of the near-neutral target pixels that fall
-in it, the chroma C* the output puts on them and what they add to the cast, and the share of the coloured target
-pixels that fall in it with their output chroma.
+"""Where a Lab colorizer's cast and its missing colour come from (docs/MODEL_ZOO.md), over one split's pixels:
 
-    python docs/model-zoo/cast_sources.py <run id> [<dataset>]
+- by how much colour the neutral gate keeps (1 − p(neutral), as the output applies it): per bin, the share of the
+  near-neutral target pixels that fall in it, the chroma C* the output puts on them and what they add to the cast,
+  and the share of the coloured target pixels that fall in it with their output chroma;
+- by how much colour the target has (the coloured pixels, C* from 5 up): per band, its share, the truth's C*, the
+  C* the colour head decodes before the gate, the colour the gate keeps and the output's C*: what the gate takes
+  off, against what the colour head never gave.
+
+    python docs/model-zoo/cast_sources.py <run id> [<dataset>] [--split test|val|train]
 """
 
+import argparse
 import dataclasses
 import sys
 import tempfile
@@ -13,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from imgtrans.data.color import AB_SCALE, near_neutral, rgb_to_lab
+from imgtrans.data.color import AB_SCALE, NEUTRAL_CHROMA, near_neutral, rgb_to_lab
 from imgtrans.data.datasets import build_data, make_loader
 from imgtrans.nets.lab_colorizer import LabColorizer
 from imgtrans.nets.layers import pad_to_multiple
@@ -21,15 +26,20 @@ from imgtrans.tracking.models import generator_checkpoint, generator_of_run
 from imgtrans.training.checkpoint import load_model
 
 EDGES = torch.tensor([0, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 1.0])
+CHROMA_BANDS = torch.tensor([NEUTRAL_CHROMA, 10, 20, 40, float("inf")])
 
 
-def kept_colour(net: LabColorizer, x: torch.Tensor) -> torch.Tensor:
+def gate_and_colour(net: LabColorizer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W) each: the colour the gate keeps and the C* the colour head decodes before it, from the heads the
+    output is decoded from (the self-ensemble's, in eval mode)."""
     padded, (h, w) = pad_to_multiple(x, net.size_multiple)
     with torch.no_grad():
-        return net.kept_colour(net.heads(padded).gate)[..., :h, :w]
+        heads = net.ensembled_heads(padded)
+    kept = net.kept_colour(heads.gate)[:, 0, :h, :w]
+    return kept, (net.ungated_colour(heads) * AB_SCALE).norm(dim=1)[:, :h, :w]
 
 
-def main(run_id: str, dataset: str) -> None:
+def main(run_id: str, dataset: str, split: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = load_model(generator_checkpoint(generator_of_run(run_id), Path(tmp) / "model"))
     net = model.generator()
@@ -37,25 +47,33 @@ def main(run_id: str, dataset: str) -> None:
         sys.exit(f"run {run_id} has no neutral gate: its cast has no gate to come from")
     other = {"dataset": dataset, "layout": "colorization"} if dataset else {}
     data = build_data(dataclasses.replace(model.cfg, preprocess="none", **other), unpaired=False, any_images=False)
-    bins = len(EDGES) - 1
+    bins, bands = len(EDGES) - 1, len(CHROMA_BANDS) - 1
     neutral_pixels, neutral_chroma, coloured_pixels = torch.zeros(bins), torch.zeros(bins), torch.zeros(bins)
     coloured_chroma, truth = torch.zeros(bins), 0.0
-    for batch in make_loader(data.test, batch_size=1):
+    band_sums = {name: torch.zeros(bands) for name in ("pixels", "truth", "ungated", "kept", "output")}
+    for batch in make_loader(getattr(data, split), batch_size=1):
         x = batch["A"]
         output = data.codec.decode_output(x, model.translate(x))
         target = data.codec.decode_output(x, batch["B"])
         ab_output, ab_target = (rgb_to_lab(rgb)[:, 1:] * AB_SCALE for rgb in (output, target))
-        neutral, chroma = near_neutral(ab_target)[:, 0], ab_output.norm(dim=1)
-        which = (torch.bucketize(kept_colour(net, x)[:, 0], EDGES, right=True) - 1).clamp(max=bins - 1)
+        neutral, chroma, chroma_target = near_neutral(ab_target)[:, 0], ab_output.norm(dim=1), ab_target.norm(dim=1)
+        kept, ungated = gate_and_colour(net, x)
+        which = (torch.bucketize(kept, EDGES, right=True) - 1).clamp(max=bins - 1)
         for b in range(bins):
             here = which == b
             neutral_pixels[b] += (here & neutral).sum()
             neutral_chroma[b] += chroma[here & neutral].sum()
             coloured_pixels[b] += (here & ~neutral).sum()
             coloured_chroma[b] += chroma[here & ~neutral].sum()
-        truth += float(ab_target.norm(dim=1)[neutral].sum())
+        truth += float(chroma_target[neutral].sum())
+        band = torch.bucketize(chroma_target, CHROMA_BANDS, right=True) - 1
+        for b in range(bands):
+            here = band == b
+            for name, values in (("pixels", here.float()), ("truth", chroma_target), ("ungated", ungated),
+                                 ("kept", kept), ("output", chroma)):
+                band_sums[name][b] += values[here].sum()
     total = neutral_pixels.sum()
-    print(f"{int(total)} near-neutral target pixels: cast {float(neutral_chroma.sum() / total):.2f}, "
+    print(f"{split} split, {int(total)} near-neutral target pixels: cast {float(neutral_chroma.sum() / total):.2f}, "
           f"the truth's {truth / float(total):.2f}")
     print("colour kept   | near-neutral: share  output C*  adds to cast | coloured: share  output C*")
     for b in range(bins):
@@ -63,7 +81,18 @@ def main(run_id: str, dataset: str) -> None:
               f"{neutral_chroma[b] / neutral_pixels[b].clamp(min=1):9.1f}  {neutral_chroma[b] / total:12.2f} | "
               f"{coloured_pixels[b] / coloured_pixels.sum():15.3f}  "
               f"{coloured_chroma[b] / coloured_pixels[b].clamp(min=1):9.1f}")
+    print("target C*   | share of coloured  truth C*  decoded C* (before the gate)  colour kept  output C*")
+    pixels = band_sums["pixels"]
+    for b in range(bands):
+        mean = {name: float(values[b] / pixels[b].clamp(min=1)) for name, values in band_sums.items()}
+        print(f"{CHROMA_BANDS[b]:3.0f}–{CHROMA_BANDS[b + 1]:<4.0f}   |  {pixels[b] / pixels.sum():16.3f}  "
+              f"{mean['truth']:8.1f}  {mean['ungated']:30.1f}  {mean['kept']:11.2f}  {mean['output']:9.1f}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_id")
+    parser.add_argument("dataset", nargs="?", default="", help="another colorization dataset than the run's")
+    parser.add_argument("--split", choices=("test", "val", "train"), default="test")
+    arguments = parser.parse_args()
+    main(arguments.run_id, arguments.dataset, arguments.split)

@@ -114,13 +114,18 @@ class LabColorizer(Generator):
                     gate = gate + unmirror(per_view[1][i], k)
         return Heads(colour / self.views, gate / self.views if self.gate else None)
 
-    def decode(self, x: torch.Tensor, heads: Heads) -> torch.Tensor:
+    def ungated_colour(self, heads: Heads) -> torch.Tensor:
+        """The a,b (network scale, at the input's resolution) the colour head decodes, before the gate takes any
+        of it off."""
         if self.classes is None:
-            ab = torch.tanh(heads.colour)
-        else:
-            ab = self.classes.decode(heads.colour)
-            if self.class_stride > 1:
-                ab = F.interpolate(ab, scale_factor=self.class_stride, mode="bilinear", align_corners=False)
+            return torch.tanh(heads.colour)
+        ab = self.classes.decode(heads.colour)
+        if self.class_stride > 1:
+            ab = F.interpolate(ab, scale_factor=self.class_stride, mode="bilinear", align_corners=False)
+        return ab
+
+    def decode(self, x: torch.Tensor, heads: Heads) -> torch.Tensor:
+        ab = self.ungated_colour(heads)
         keep = None if heads.gate is None else self.kept_colour(heads.gate)
         if self.lab is not None:
             return self.lab(x, ab, keep)
