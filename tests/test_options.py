@@ -83,7 +83,7 @@ def test_a_saved_config_without_a_newer_option_keeps_what_it_ran_with():
     # …and at the generator's learning rate.
     assert config_mod.from_saved(Pix2PixConfig, older | {"netG": "resnet18_unet"}).encoder_lr_factor == 1.0
     # A Lab colorizer saved before its colour terms existed trained without them.
-    for term, default in (("lambda_perceptual", 0.3), ("lambda_chroma", 30.0)):
+    for term, default in (("lambda_perceptual", 0.3), ("lambda_chroma", 50.0)):
         assert getattr(config_mod.from_saved(Pix2PixConfig, older), term) == 0
         assert getattr(config_mod.from_dict(Pix2PixConfig, older), term) == default
 

@@ -111,7 +111,7 @@ class Pix2PixConfig(GANConfig):
              "input's, so it weighs colour as a classifier of photographs sees it; 0 = off",
         when=LAB, ge=0, saved_before=0.0)
     lambda_chroma: float = opt(
-        30.0, "lab: weight of a chroma-distribution term, the 1-D Wasserstein distance between the output's and the "
+        50.0, "lab: weight of a chroma-distribution term, the 1-D Wasserstein distance between the output's and the "
                "target's chroma over each image's pixels: blind to hue and place, it penalises a washed-out output "
                "without saying which colour goes where; 0 = off",
         when=LAB, ge=0, saved_before=0.0)
