@@ -73,6 +73,19 @@ def test_the_annealed_mean_lies_between_the_mean_and_the_mode():
     assert torch.allclose(classes.decode(one_hot)[0, :, 0, 0] * AB_SCALE, classes.centres[red], atol=1e-3)
 
 
+def test_a_distribution_unsure_of_the_hue_decodes_to_less_colour_than_it_expects():
+    """Two saturated hues equally likely: the annealed distribution expects their chroma, its mean a,b is grayish."""
+    classes = ColourClasses()
+    red, teal = (torch.cdist(torch.tensor([ab]), classes.centres).argmin() for ab in ([60.0, 40.0], [-40.0, -30.0]))
+    logits = torch.full((1, classes.count, 1, 1), -30.0)
+    logits[0, red] = logits[0, teal] = 0.0
+    distribution = classes.annealed(logits)[0, :, 0, 0]
+    assert distribution[red] == pytest.approx(0.5) and distribution[teal] == pytest.approx(0.5)
+    expected = float(distribution @ classes.centres.norm(dim=1))
+    assert expected == pytest.approx(float(classes.centres[torch.stack([red, teal])].norm(dim=1).mean()), rel=1e-4)
+    assert float((classes.decode(logits)[0, :, 0, 0] * AB_SCALE).norm()) < expected / 4
+
+
 def test_the_loss_is_lowest_for_the_targets_classes():
     classes = ColourClasses()
     target = torch.zeros(1, 2, 4, 4)

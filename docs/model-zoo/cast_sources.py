@@ -5,7 +5,9 @@
   and the share of the coloured target pixels that fall in it with their output chroma;
 - by how much colour the target has (the coloured pixels, C* from 5 up): per band, its share, the truth's C*, the
   C* the colour head decodes before the gate, the colour the gate keeps and the output's C*: what the gate takes
-  off, against what the colour head never gave.
+  off, against what the colour head never gave. With colour classes also the C* their annealed distribution
+  expects (the mean of its classes' C*, at the decoding temperature): the decoded C*, the length of the mean a,b,
+  falls short of it by as much as the distribution spreads over hues.
 
     python docs/model-zoo/cast_sources.py <run id> [<dataset>] [--split test|val|train]
 """
@@ -29,14 +31,20 @@ EDGES = torch.tensor([0, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 1.0])
 CHROMA_BANDS = torch.tensor([NEUTRAL_CHROMA, 10, 20, 40, float("inf")])
 
 
-def gate_and_colour(net: LabColorizer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, H, W) each: the colour the gate keeps and the C* the colour head decodes before it, from the heads the
-    output is decoded from (the self-ensemble's, in eval mode)."""
+def gate_and_colour(net: LabColorizer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, H, W) each: the colour the gate keeps, the C* the colour head decodes before it and the C* its
+    classes' annealed distribution expects (NaN without classes), from the heads the output is decoded from (the
+    self-ensemble's, in eval mode)."""
     padded, (h, w) = pad_to_multiple(x, net.size_multiple)
     with torch.no_grad():
         heads = net.ensembled_heads(padded)
-    kept = net.kept_colour(heads.gate)[:, 0, :h, :w]
-    return kept, (net.ungated_colour(heads) * AB_SCALE).norm(dim=1)[:, :h, :w]
+        kept = net.kept_colour(heads.gate)[:, 0, :h, :w]
+        decoded = (net.ungated_colour(heads) * AB_SCALE).norm(dim=1)[:, :h, :w]
+        if net.classes is None:
+            return kept, decoded, torch.full_like(decoded, float("nan"))
+        chroma = net.classes.centres.norm(dim=1)
+        expected = torch.einsum("nqhw,q->nhw", net.classes.annealed(heads.colour), chroma)
+        return kept, decoded, net.at_full_resolution(expected[:, None])[:, 0, :h, :w]
 
 
 def main(run_id: str, dataset: str, split: str) -> None:
@@ -50,14 +58,14 @@ def main(run_id: str, dataset: str, split: str) -> None:
     bins, bands = len(EDGES) - 1, len(CHROMA_BANDS) - 1
     neutral_pixels, neutral_chroma, coloured_pixels = torch.zeros(bins), torch.zeros(bins), torch.zeros(bins)
     coloured_chroma, truth = torch.zeros(bins), 0.0
-    band_sums = {name: torch.zeros(bands) for name in ("pixels", "truth", "ungated", "kept", "output")}
+    band_sums = {name: torch.zeros(bands) for name in ("pixels", "truth", "expected", "ungated", "kept", "output")}
     for batch in make_loader(getattr(data, split), batch_size=1):
         x = batch["A"]
         output = data.codec.decode_output(x, model.translate(x))
         target = data.codec.decode_output(x, batch["B"])
         ab_output, ab_target = (rgb_to_lab(rgb)[:, 1:] * AB_SCALE for rgb in (output, target))
         neutral, chroma, chroma_target = near_neutral(ab_target)[:, 0], ab_output.norm(dim=1), ab_target.norm(dim=1)
-        kept, ungated = gate_and_colour(net, x)
+        kept, ungated, expected = gate_and_colour(net, x)
         which = (torch.bucketize(kept, EDGES, right=True) - 1).clamp(max=bins - 1)
         for b in range(bins):
             here = which == b
@@ -69,8 +77,8 @@ def main(run_id: str, dataset: str, split: str) -> None:
         band = torch.bucketize(chroma_target, CHROMA_BANDS, right=True) - 1
         for b in range(bands):
             here = band == b
-            for name, values in (("pixels", here.float()), ("truth", chroma_target), ("ungated", ungated),
-                                 ("kept", kept), ("output", chroma)):
+            for name, values in (("pixels", here.float()), ("truth", chroma_target), ("expected", expected),
+                                 ("ungated", ungated), ("kept", kept), ("output", chroma)):
                 band_sums[name][b] += values[here].sum()
     total = neutral_pixels.sum()
     print(f"{split} split, {int(total)} near-neutral target pixels: cast {float(neutral_chroma.sum() / total):.2f}, "
@@ -81,12 +89,14 @@ def main(run_id: str, dataset: str, split: str) -> None:
               f"{neutral_chroma[b] / neutral_pixels[b].clamp(min=1):9.1f}  {neutral_chroma[b] / total:12.2f} | "
               f"{coloured_pixels[b] / coloured_pixels.sum():15.3f}  "
               f"{coloured_chroma[b] / coloured_pixels[b].clamp(min=1):9.1f}")
-    print("target C*   | share of coloured  truth C*  decoded C* (before the gate)  colour kept  output C*")
+    print("target C*   | share of coloured  truth C*  expected C* (classes)  decoded C* (before the gate)  "
+          "colour kept  output C*")
     pixels = band_sums["pixels"]
     for b in range(bands):
         mean = {name: float(values[b] / pixels[b].clamp(min=1)) for name, values in band_sums.items()}
         print(f"{CHROMA_BANDS[b]:3.0f}–{CHROMA_BANDS[b + 1]:<4.0f}   |  {pixels[b] / pixels.sum():16.3f}  "
-              f"{mean['truth']:8.1f}  {mean['ungated']:30.1f}  {mean['kept']:11.2f}  {mean['output']:9.1f}")
+              f"{mean['truth']:8.1f}  {mean['expected']:21.1f}  {mean['ungated']:30.1f}  {mean['kept']:11.2f}  "
+              f"{mean['output']:9.1f}")
 
 
 if __name__ == "__main__":

@@ -103,8 +103,11 @@ class ColourClasses(nn.Module):
         """The annealed mean's temperature now: the training one, or the inference one, by the module's mode."""
         return TRAINING_TEMPERATURE if self.training else self.temperature
 
+    def annealed(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (N, Q, H, W) → the class distribution sharpened at `decoding_temperature` (float32)."""
+        return torch.softmax(logits.float() / self.decoding_temperature, dim=1)
+
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits (N, Q, H, W) → a,b (N, 2, H, W) in network scale: the annealed mean at `decoding_temperature`."""
-        probabilities = torch.softmax(logits.float() / self.decoding_temperature, dim=1)
-        ab = torch.einsum("nqhw,qc->nchw", probabilities, self.centres)
+        ab = torch.einsum("nqhw,qc->nchw", self.annealed(logits), self.centres)
         return (ab / AB_SCALE).to(logits.dtype)

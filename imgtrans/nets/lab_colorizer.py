@@ -119,10 +119,13 @@ class LabColorizer(Generator):
         of it off."""
         if self.classes is None:
             return torch.tanh(heads.colour)
-        ab = self.classes.decode(heads.colour)
-        if self.class_stride > 1:
-            ab = F.interpolate(ab, scale_factor=self.class_stride, mode="bilinear", align_corners=False)
-        return ab
+        return self.at_full_resolution(self.classes.decode(heads.colour))
+
+    def at_full_resolution(self, class_grid: torch.Tensor) -> torch.Tensor:
+        """Values on the colour classes' grid (N, C, H / stride, W / stride), upsampled to the input's resolution."""
+        if self.class_stride == 1:
+            return class_grid
+        return F.interpolate(class_grid, scale_factor=self.class_stride, mode="bilinear", align_corners=False)
 
     def decode(self, x: torch.Tensor, heads: Heads) -> torch.Tensor:
         ab = self.ungated_colour(heads)
