@@ -54,6 +54,27 @@ def test_prepare_within_cuts_any_photographs_into_disjoint_strips_and_refuses_to
     assert sorted(p.stem for p in (folder / "tiles" / "test").glob("*.png")) == tiles["test"]
 
 
+def test_within_more_twice_adds_the_other_photographs_and_repeats_the_tested_ones_own_training_tiles(tmp_path):
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (200, 600, 3), dtype=np.uint8)).save(tmp_path / "harbour.png")
+    parts = ("train", "val", "test")
+    tiles = {}
+    for protocol in ("within", "within_more_twice"):
+        done = photo_colour("prepare", tmp_path / protocol, protocol, tmp_path / "harbour.png")
+        assert done.returncode == 0, done.stderr
+        tiles[protocol] = {part: {p.stem: p.read_bytes() for p in (tmp_path / protocol / "tiles" / part).glob("*.png")}
+                           for part in parts}
+
+    own, twice = tiles["within"], tiles["within_more_twice"]
+    for part in ("val", "test"):
+        assert twice[part] == own[part]
+    assert own["train"]
+    for name, png in own["train"].items():
+        assert twice["train"][name] == twice["train"][f"{name}-twice"] == png
+    others = set(twice["train"]) - set(own["train"]) - {f"{name}-twice" for name in own["train"]}
+    assert others and all(not name.startswith("harbour") for name in others)
+
+
 def test_prepare_refuses_a_photograph_too_narrow_for_the_strips_and_writes_nothing(tmp_path):
     Image.fromarray(np.zeros((200, 4 * TILE - 1, 3), np.uint8)).save(tmp_path / "narrow.png")
     done = photo_colour("prepare", tmp_path / "prepared", "within", tmp_path / "narrow.png")
@@ -67,4 +88,5 @@ def test_usage_errors_are_one_line():
     done = photo_colour("prepare", "folder", "photo.png")  # a photograph where the protocol goes
     assert done.returncode == 2
     assert done.stderr == ("photo_colour.py: error: argument protocol: invalid choice: 'photo.png' (choose from "
-                           "'within', 'within_more', 'across') (see photo_colour.py prepare --help)\n")
+                           "'within', 'within_more', 'within_more_twice', 'across') (see photo_colour.py prepare "
+                           "--help)\n")
