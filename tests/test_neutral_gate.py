@@ -95,6 +95,28 @@ def test_with_colour_classes_the_gate_is_annealed_at_their_temperature(anneal):
     assert not LabColorizer(Fixed(gate), None, None, gate=True, anneal_gate=True).anneal_gate  # no classes: none
 
 
+@pytest.mark.parametrize("anneal", [False, True])
+def test_at_inference_the_gate_decides_at_its_odds_of_gray_divided_by_neutral_odds(anneal):
+    classes = ColourClasses(temperature=0.2) if anneal else None
+    if anneal:
+        colour = torch.zeros(1, classes.count, 4, 4)
+        colour[:, 7] = 5.0  # one likely colour
+    else:
+        colour = raw_heads(torch.zeros(1, 1, 4, 4))[:, :2]
+    gate = torch.tensor([-2.0, -0.5, 0.5, 2.0]).view(1, 1, 1, 4).expand(1, 1, 4, 4)
+    laxer = LabColorizer(Fixed(torch.cat([colour, gate], 1)), None, classes, gate=True, anneal_gate=anneal,
+                         neutral_odds=3.0)
+    never_gray = LabColorizer(Fixed(torch.cat([colour, torch.full_like(gate, -80.0)], 1)), None, classes, gate=True)
+    x = torch.zeros(1, 1, 4, 4)
+    for training, temperature, odds in ((True, TRAINING_TEMPERATURE, 1.0), (False, 0.2, 3.0)):
+        for net in (laxer, never_gray):
+            net.train(training)
+        kept = laxer(x) / never_gray(x)
+        # odds of gray exp(logit / T) divided by 3: the logit lowered by log 3 before the annealing
+        expected = 1 - torch.sigmoid((gate - math.log(odds)) / (temperature if anneal else 1.0))
+        assert torch.allclose(kept, expected.expand_as(kept), atol=1e-6)
+
+
 def gated(loss: str = "l1", **options) -> Pix2Pix:
     torch.manual_seed(0)
     cfg = Pix2PixConfig(**{"ngf": 4, "ndf": 4, "crop_size": 64, "color_space": "lab", "layout": "colorization",

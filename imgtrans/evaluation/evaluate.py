@@ -197,7 +197,7 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
 def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int:
     """`imgtrans evaluate`: a run's test metrics, logged to that run and onto its model; an evaluation run beside
     it links to it and summarises the result. Decoded at another `class_temperature`, the scores are not the
-    model's own: they go to the evaluation run alone (likewise with another `self_ensemble`)."""
+    model's own: they go to the evaluation run alone (likewise with another `self_ensemble` or `neutral_odds`)."""
     if not cfg.run_id:
         raise ImgtransError("run_id is required: the training run to evaluate")
     source = store.get_run(cfg.run_id)
@@ -254,7 +254,7 @@ def evaluation_description(source, result: Evaluation, prefix: str, inference: s
     images, and a table of every score."""
     link = f"[{source.info.run_name}]({store.ui_path(source.info.experiment_id, source.info.run_id)})"
     split = result.split
-    decoded = f", its colour classes decoded with {inference}" if inference else ""
+    decoded = f", decoded with {inference}" if inference else ""
     lines = [f"Evaluation of run {link}{decoded} on `{split.name}` ({result.metrics.get('n_images', 0):.0f} images, "
              f"{split.sizes}, digest `{split.digest}`).", "", "| metric | mean | std |", "|---|---|---|"]
     for key, value in result.metrics.items():

@@ -30,7 +30,7 @@ def export_command(cfg: ExportConfig, explicit: dict, progress: bool) -> int:
         options = inference_options(cfg)
         model = load_model(generator_checkpoint(source_uri, tmp), **options)
         at, phrase = describe_inference(options)  # `at` in the file's and the run's names
-        decoded = f", colour classes decoded with {phrase}" if options else ""
+        decoded = f", decoded with {phrase}" if options else ""
         suffix = "".join(f"-{part}" for part in (at, "fp16" if cfg.precision == "fp16" else "") if part)
         name = cfg.output or f"export/{model.cfg.model_name}-{label}{suffix}"
         # Named, as evaluation runs are, by what a user reads in the run list: the source run's name.

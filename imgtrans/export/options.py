@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from imgtrans.config import EXPERIMENT_HELP, SelfEnsemble, opt
-from imgtrans.models.options import class_temperature_override, self_ensemble_override
+from imgtrans.models.options import class_temperature_override, neutral_odds_override, self_ensemble_override
 
 
 @dataclass
@@ -18,4 +18,5 @@ class ExportConfig:
     class_temperature: float = class_temperature_override("the ONNX graph decodes at it")
     self_ensemble: Literal["own", SelfEnsemble] = self_ensemble_override(
         "the ONNX graph holds every pass")
+    neutral_odds: float = neutral_odds_override("the ONNX graph decides at them")
     experiment: str = opt("", EXPERIMENT_HELP)

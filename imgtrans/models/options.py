@@ -34,7 +34,13 @@ NEUTRAL_GATE = {"neutral_gate": (True,)}
 
 # What `evaluate` and `export` may decode a trained Lab colorizer with instead of its own settings, and the value
 # that asks for its own.
-INFERENCE_OPTIONS = {"class_temperature": 0.0, "self_ensemble": "own"}
+INFERENCE_OPTIONS = {"class_temperature": 0.0, "self_ensemble": "own", "neutral_odds": 0.0}
+# What each needs of the model, in the one line that refuses it to a model without.
+INFERENCE_NEEDS = {"class_temperature": "colour classes (colorization_loss=classification or both)",
+                   "self_ensemble": "colour classes (colorization_loss=classification or both)",
+                   "neutral_odds": "a neutral gate (neutral_gate=true)"}
+# How each shows in a run's or file's name: evaluate-T0.25-…, export-ens-hflip-…, evaluate-odds1.5-…
+INFERENCE_NAMES = {"class_temperature": "T{:g}", "self_ensemble": "ens-{}", "neutral_odds": "odds{:g}"}
 
 
 def class_temperature_override(effect: str):
@@ -48,6 +54,11 @@ def self_ensemble_override(effect: str):
                       f"own; {effect}")
 
 
+def neutral_odds_override(effect: str):
+    return opt(0.0, "divide the gate's odds that a pixel is gray by this instead of the model's own neutral_odds "
+                    f"(above 1: fewer pixels lose their colour, and the cast rises); 0 = its own; {effect}", ge=0)
+
+
 def inference_options(cfg) -> dict:
     """The inference options an `evaluate` or `export` config sets to other than the model's own."""
     return {name: getattr(cfg, name) for name, own in INFERENCE_OPTIONS.items() if getattr(cfg, name) != own}
@@ -56,8 +67,7 @@ def inference_options(cfg) -> dict:
 def describe_inference(options: dict) -> tuple[str, str]:
     """(a part of a run's or file's name, e.g. "T0.25-ens-hflip"; a phrase, e.g. "class_temperature 0.25,
     self_ensemble hflip") for the inference options set; empty strings for none."""
-    short = "-".join(f"T{value:g}" if name == "class_temperature" else f"ens-{value}"
-                     for name, value in options.items())
+    short = "-".join(INFERENCE_NAMES[name].format(value) for name, value in options.items())
     return short, ", ".join(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
                             for name, value in options.items())
 
@@ -105,6 +115,10 @@ class Pix2PixConfig(GANConfig):
         True, "decode the gate's gray-or-colour decision by the annealed mean as the colour classes are, at their "
               "temperature (p = sigmoid(logit / T)): an unsure gate otherwise takes part of the colour off every pixel",
         when=LAB | COLOUR_CLASSES | NEUTRAL_GATE, saved_before=False)
+    neutral_odds: float = opt(
+        1.0, "inference (validation, evaluate, export): the gate's odds that a pixel is gray divided by this — above "
+             "1, fewer pixels lose their colour, muted ones keep more, and the cast rises (training decides at 1); "
+             "evaluate and export can choose another", when=LAB | NEUTRAL_GATE, gt=0, saved_before=1.0)
     lambda_perceptual: float = opt(
         0.3, "lab: weight of a perceptual term, the mean squared distance between the ImageNet activations "
              "(EfficientNet-Lite0's, at 1/2, 1/4 and 1/8 of the size) of the output and the target: their L is the "

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import math
 import typing
 from typing import NamedTuple
 
@@ -70,11 +71,13 @@ class LabColorizer(Generator):
     which needs the raw heads for `losses`."""
 
     def __init__(self, net: Generator, lab: LabOutput | None, classes: ColourClasses | None, gate: bool,
-                 class_stride: int = 1, anneal_gate: bool = False, self_ensemble: str = "none"):
+                 class_stride: int = 1, anneal_gate: bool = False, self_ensemble: str = "none",
+                 neutral_odds: float = 1.0):
         super().__init__()
         self.net, self.lab, self.classes, self.gate = net, lab, classes, gate
         self.views = SELF_ENSEMBLES[self_ensemble]
         self.anneal_gate = anneal_gate and classes is not None
+        self.neutral_odds = neutral_odds
         self.class_stride = class_stride if classes is not None else 1
         self.project = nn.Conv2d(CLASS_FEATURES, classes.count, 1) if self.class_stride > 1 else None
         self.size_multiple, self.z_dim = net.size_multiple, net.z_dim
@@ -135,8 +138,11 @@ class LabColorizer(Generator):
         return ab if keep is None else ab * keep.to(ab.dtype)
 
     def kept_colour(self, gate: torch.Tensor) -> torch.Tensor:
-        """How much of its colour each pixel keeps: 1 − p(neutral), annealed with the colour classes if asked."""
+        """How much of its colour each pixel keeps: 1 − p(neutral), annealed with the colour classes if asked; at
+        inference the gate's odds of gray divided by `neutral_odds` (its logit lowered by their log)."""
         temperature = self.classes.decoding_temperature if self.anneal_gate else 1.0
+        if not self.training and self.neutral_odds != 1.0:
+            gate = gate - math.log(self.neutral_odds)
         return 1 - torch.sigmoid(gate / temperature)
 
     def forward(self, x: torch.Tensor, *code: torch.Tensor) -> torch.Tensor:

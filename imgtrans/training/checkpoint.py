@@ -28,7 +28,7 @@ from imgtrans.compute.runtime import Runtime
 from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError
 from imgtrans.files import atomic_write
-from imgtrans.models.options import INFERENCE_OPTIONS
+from imgtrans.models.options import INFERENCE_NEEDS, INFERENCE_OPTIONS
 from imgtrans.models.registry import model_class
 
 FORMAT = 3
@@ -295,7 +295,7 @@ def restore_nets(model, payload: dict[str, Any], source: str) -> None:
 
 def load_model(path: Path | str, device: str | torch.device = "cpu", **inference: Any):
     """Rebuild a trained model for inference from a checkpoint alone (eval mode); `inference` options
-    (class_temperature, self_ensemble) decode it otherwise than its own config says (`at_inference`)."""
+    (class_temperature, self_ensemble, neutral_odds) decode it otherwise than its own config says (`at_inference`)."""
     payload = read(path)
     cls = model_class(payload["model"])
     cfg = at_inference(config_mod.from_saved(cls.config_class, payload["config"]), **inference)
@@ -307,15 +307,15 @@ def load_model(path: Path | str, device: str | torch.device = "cpu", **inference
 
 def at_inference(cfg: config_mod.TrainConfig, **options: Any) -> config_mod.TrainConfig:
     """`cfg` with inference options (`INFERENCE_OPTIONS`) in place of its own: how a Lab colorizer's colour classes
-    are decoded. They change no weight — training decodes at the paper's temperature, from one view, whatever they
-    are — so a trained model can be scored and exported with others."""
+    and its gate decided. They change no weight — training decodes at the paper's temperature, from one view, at the
+    gate's own odds, whatever they are — so a trained model can be scored and exported with others."""
     for name, value in options.items():
         own = INFERENCE_OPTIONS[name]
         if value == own:
             continue
         if not hasattr(cfg, name) or not config_mod.applies(cfg, name):
             shown = f"{own:g}" if isinstance(own, float) else own
-            raise ImgtransError(f"{name} applies to a Lab colorizer with colour classes (colorization_loss="
-                                f"classification or both); this {cfg.model_name} model has none: leave it at {shown}")
+            raise ImgtransError(f"{name} applies to a Lab colorizer with {INFERENCE_NEEDS[name]}; this "
+                                f"{cfg.model_name} model has none: leave it at {shown}")
         cfg = dataclasses.replace(cfg, **{name: config_mod.parse_option(type(cfg), name, value)})
     return cfg

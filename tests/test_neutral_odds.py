@@ -1,0 +1,69 @@
+"""A trained Lab colorizer scored and exported with its gate's odds of gray divided by `neutral_odds`: more colour
+kept, the scores on the evaluation run alone, the ONNX graph deciding at those odds; a model without the gate
+refuses the option in one line, and runs saved before it decide at their own odds."""
+
+import json
+
+import mlflow
+from conftest import FAST, generator_uri, one_line_error
+from mlflow.tracking import MlflowClient
+
+from imgtrans import config as config_mod
+from imgtrans.cli import main
+from imgtrans.models.options import Pix2PixConfig
+from imgtrans.tracking.models import generator_checkpoint
+from imgtrans.training.checkpoint import load_model
+
+
+def named(prefix: str) -> list:
+    return [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+            if r.info.run_name.startswith(prefix)]
+
+
+def test_evaluate_and_export_decide_at_other_odds_of_gray(aerial, tmp_path, capsys, monkeypatch):
+    assert config_mod.from_saved(Pix2PixConfig, {"color_space": "lab", "layout": "colorization"}).neutral_odds == 1
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "2", "--color-space", "lab"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    run_id = run.info.run_id
+    assert run.data.params["neutral_odds"] == "1.0"
+    assert main(["evaluate", "--run-id", run_id]) == 0
+    own = MlflowClient().get_run(run_id).data.metrics
+
+    assert main(["evaluate", "--run-id", run_id, "--neutral-odds", "4"]) == 0
+    assert f"run {run_id} keeps its model's own scores" in capsys.readouterr().out
+    assert MlflowClient().get_run(run_id).data.metrics == own
+    (laxer,) = named("evaluate-odds4-")
+    assert laxer.info.run_name == f"evaluate-odds4-{run.info.run_name}"
+    assert laxer.data.params["neutral_odds"] == "4.0"
+    assert "neutral_odds 4" in laxer.data.tags["mlflow.note.content"]
+    # Fewer pixels called gray: every pixel keeps more of its colour.
+    assert laxer.data.metrics["test/colourfulness"] > own["test/colourfulness"]
+
+    checkpoint = generator_checkpoint(generator_uri(run_id), tmp_path / "model")
+    assert load_model(checkpoint).generator().neutral_odds == 1
+    assert load_model(checkpoint, neutral_odds=4.0).generator().neutral_odds == 4
+
+    assert main(["export", "--run-id", run_id, "--neutral-odds", "4"]) == 0
+    exported = tmp_path / "export" / f"pix2pix-{run_id}-odds4"
+    assert json.loads(exported.with_name(exported.name + ".json").read_text())["config"]["neutral_odds"] == 4
+    (export_run,) = named("export-")
+    assert export_run.data.params["neutral_odds"] == "4.0"
+    assert float(export_run.data.params["parity_max_abs_error"]) < 1e-4
+
+    assert main(["evaluate", "--run-id", run_id, "--neutral-odds", "-1"]) == 2
+    assert "neutral_odds" in one_line_error(capsys)
+
+
+def test_a_colorizer_without_the_gate_refuses_other_odds(aerial, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab",
+                 "--neutral-gate", "false"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert "neutral_odds" not in run.data.params
+    assert main(["export", "--run-id", run.info.run_id, "--neutral-odds", "2"]) == 2
+    message = one_line_error(capsys)
+    assert "neutral_odds applies to a Lab colorizer with a neutral gate (neutral_gate=true)" in message
+    assert "leave it at 0" in message
+    assert not (tmp_path / "export").exists()
