@@ -1,10 +1,11 @@
 """A trained Lab colorizer scored and exported with its gate's odds of gray divided by `neutral_odds`: more colour
-kept, the scores on the evaluation run alone, the ONNX graph deciding at those odds; a model without the gate
-refuses the option in one line, and runs saved before it decide at their own odds."""
+kept, the scores on the evaluation run alone, the ONNX graph deciding at those odds, runs saved before it at their
+own; and a model without what an inference option needs (the gate, the colour classes) refuses it in one line."""
 
 import json
 
 import mlflow
+import pytest
 from conftest import FAST, generator_uri, one_line_error
 from mlflow.tracking import MlflowClient
 
@@ -56,14 +57,17 @@ def test_evaluate_and_export_decide_at_other_odds_of_gray(aerial, tmp_path, caps
     assert "neutral_odds" in one_line_error(capsys)
 
 
-def test_a_colorizer_without_the_gate_refuses_other_odds(aerial, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("without, option, value, needs, own", [
+    ("--colorization-loss=l1", "self_ensemble", "hflip", "colour classes (colorization_loss=", "own"),
+    ("--neutral-gate=false", "neutral_odds", "2", "a neutral gate (neutral_gate=true)", "0"),
+])
+def test_a_colorizer_without_what_an_inference_option_needs_refuses_it(aerial, tmp_path, capsys, monkeypatch,
+                                                                       without, option, value, needs, own):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
-    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab",
-                 "--neutral-gate", "false"]) == 0
+    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab", without]) == 0
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    assert "neutral_odds" not in run.data.params
-    assert main(["export", "--run-id", run.info.run_id, "--neutral-odds", "2"]) == 2
+    assert option not in run.data.params
+    assert main(["export", "--run-id", run.info.run_id, f"--{option.replace('_', '-')}", value]) == 2
     message = one_line_error(capsys)
-    assert "neutral_odds applies to a Lab colorizer with a neutral gate (neutral_gate=true)" in message
-    assert "leave it at 0" in message
+    assert f"{option} applies to a Lab colorizer with {needs}" in message and f"leave it at {own}" in message
     assert not (tmp_path / "export").exists()

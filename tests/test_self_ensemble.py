@@ -1,5 +1,6 @@
 """The Lab colorizer's self-ensemble: scores averaged over the input's mirror images at inference make the output
-exactly equivariant to them, training sees one view, and `evaluate` and `export` can choose another ensemble."""
+exactly equivariant to them, training sees one view, and `evaluate` and `export` can choose another ensemble (a
+model without colour classes refuses one: tests/test_neutral_odds.py)."""
 
 import json
 
@@ -91,17 +92,6 @@ def test_evaluate_and_export_choose_another_self_ensemble_and_old_runs_keep_one_
     checkpoint = generator_checkpoint(generator_uri(run_id), tmp_path / "model")
     assert load_model(checkpoint).generator().views == 4
     assert load_model(checkpoint, self_ensemble="dihedral").generator().views == 8
-
-
-def test_a_model_without_colour_classes_refuses_a_self_ensemble(aerial, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
-    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab",
-                 "--colorization-loss", "l1"]) == 0
-    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    assert "self_ensemble" not in run.data.params
-    assert main(["export", "--run-id", run.info.run_id, "--self-ensemble", "hflip"]) == 2
-    message = one_line_error(capsys)
-    assert "self_ensemble applies to a Lab colorizer with colour classes" in message and "leave it at own" in message
 
 
 def test_batch_norm_recalibration_measures_one_view(aerial, tmp_path):
