@@ -279,8 +279,8 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
     inside the sRGB gamut (`LabOutput`). `colour_classes`: the network scores colour classes (at 1 / `class_stride`
     of the resolution) and decodes them into that a,b (at `class_temperature` in eval mode); `neutral_gate`: it
     also says where a pixel is gray (`LabColorizer`), a decision annealed as the classes are with
-    `neutral_annealing`, taken at inference with its odds of gray divided by `neutral_odds`, and, at inference,
-    averaged over the input's mirror images by `self_ensemble`.
+    `neutral_annealing`; at inference, taken at its odds of gray divided by `neutral_odds`, and averaged over the
+    input's mirror images by `self_ensemble`.
     `encoder_weights`, `encoder_norm`: what an encoder U-Net's encoder starts from, and whether
     its batch norms keep their statistics (`EncoderUnetGenerator`)."""
     lab = LabOutput(gamut, chroma_blur, chroma_filter) if gamut or chroma_blur > 0 else None
