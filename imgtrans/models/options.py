@@ -36,8 +36,8 @@ NEUTRAL_GATE = {"neutral_gate": (True,)}
 # that asks for its own.
 INFERENCE_OPTIONS = {"class_temperature": 0.0, "self_ensemble": "own", "neutral_odds": 0.0}
 # What each needs of the model, in the one line that refuses it to a model without.
-INFERENCE_NEEDS = {"class_temperature": "colour classes (colorization_loss=classification or both)",
-                   "self_ensemble": "colour classes (colorization_loss=classification or both)",
+_CLASSES_NEEDED = "colour classes (colorization_loss=classification or both)"
+INFERENCE_NEEDS = {"class_temperature": _CLASSES_NEEDED, "self_ensemble": _CLASSES_NEEDED,
                    "neutral_odds": "a neutral gate (neutral_gate=true)"}
 # How each shows in a run's or file's name: evaluate-T0.25-…, export-ens-hflip-…, evaluate-odds1.5-…
 INFERENCE_NAMES = {"class_temperature": "T{:g}", "self_ensemble": "ens-{}", "neutral_odds": "odds{:g}"}
