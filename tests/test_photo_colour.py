@@ -90,3 +90,16 @@ def test_usage_errors_are_one_line():
     assert done.stderr == ("photo_colour.py: error: argument protocol: invalid choice: 'photo.png' (choose from "
                            "'within', 'within_more', 'within_more_twice', 'across') (see photo_colour.py prepare "
                            "--help)\n")
+    done = photo_colour("score", "nowhere", "sheet.jpg", "a=run")
+    assert done.returncode == 2
+    assert done.stderr == ("photo_colour.py: error: nowhere has no full/ photographs; run `photo_colour.py prepare "
+                           "nowhere` first\n")
+
+
+def test_score_refuses_an_unknown_inference_setting_before_exporting_anything(tmp_path):
+    (tmp_path / "full").mkdir()
+    done = photo_colour("score", tmp_path, tmp_path / "sheet.jpg", "a=run@0.2", "b=run@neutral_odds=1.5,odds=2")
+    assert done.returncode == 2
+    assert done.stderr == ("photo_colour.py: error: unknown setting 'odds=2': give a class_temperature (a number) "
+                           "or one of class_temperature=<value>, self_ensemble=<value>, neutral_odds=<value>\n")
+    assert not (tmp_path / "models").exists()

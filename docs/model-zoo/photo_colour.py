@@ -3,7 +3,7 @@
     python docs/model-zoo/photo_colour.py prepare <new folder> [<protocol>] [<photo> ...]   # tiles (protocols below)
     imgtrans pix2pix --dataset <folder>/tiles --color-space lab [...]        # one run per variant
     imgtrans evaluate --run-id <run id>                                      # test tiles
-    python docs/model-zoo/photo_colour.py score <folder> <sheet.jpg> <label>=<run id>[@<T>] ...   # full size
+    python docs/model-zoo/photo_colour.py score <folder> <sheet.jpg> <label>=<run id>[@<setting>] ...   # full size
     python docs/model-zoo/photo_colour.py check <folder> [<pix2pix option> ...]   # all of it, with a verdict
 
 Four protocols, 128 px tiles:
@@ -23,8 +23,10 @@ Photographs given after the protocol (any image files) take the place of the thr
 each of them (at least 512 px wide) as above; across validates on the first and tests on the others. The
 same check then runs on photographs the project has never seen.
 
-`score` exports each run (at class_temperature T when given), translates the test photographs whole with
-`imgtrans translate`, and scores them against the truth beside the grayscale copy.
+`score` exports each run, translates the test photographs whole with `imgtrans translate`, scores them against
+the truth beside the grayscale copy and prints the check's ✓/✗ lines for them. A run given as <run id>@<setting>
+is exported at that inference setting: a number is a class_temperature (<run id>@0.2), otherwise option=value,
+several joined by commas (<run id>@neutral_odds=1.5,class_temperature=0.3).
 
 `check` is the whole check on a prepared folder: the default Lab colorizer (and any pix2pix options given) trained
 with seeds 0, 1 and 2, each scored on the test tiles (`imgtrans evaluate`) and at full size, and every score set
@@ -52,6 +54,7 @@ from sklearn.datasets import load_sample_image
 from imgtrans.data.codec import Codec
 from imgtrans.metrics.colour import ColourSums
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
+from imgtrans.models.options import INFERENCE_OPTIONS
 from imgtrans.tracking import store
 
 TILE = 128
@@ -198,17 +201,29 @@ def scores(output: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
             **colour.results()}
 
 
+def export_options(settings: str) -> list[str]:
+    """`imgtrans export` options for a run spec's settings: "0.2" (a class_temperature) or "option=value,…"."""
+    options = []
+    for setting in filter(None, settings.split(",")):
+        name, equals, value = setting.rpartition("=")
+        name = name if equals else "class_temperature"
+        if name not in INFERENCE_OPTIONS or not value:
+            fail(f"unknown setting '{setting}': give a class_temperature (a number) or one of "
+                 f"{', '.join(f'{o}=<value>' for o in INFERENCE_OPTIONS)}")
+        options += [f"--{name.replace('_', '-')}", value]
+    return options
+
+
 def full_size(folder: Path, runs: dict[str, str]) -> tuple[dict[str, np.ndarray], dict, dict]:
-    """The full-size photographs, each run's outputs on them (exported, at class_temperature T when the run id
-    ends in @T, and translated whole) and the scores {photograph: {"grayscale copy" | label: scores}}."""
+    """The full-size photographs, each run's outputs on them (exported at the settings after its @, if any, and
+    translated whole) and the scores {photograph: {"grayscale copy" | label: scores}}."""
     photos = {p.stem: np.asarray(Image.open(p).convert("RGB")) for p in sorted((folder / "full").glob("*.png"))}
     codec = Codec(colorization=True, color_space="lab")
+    exports = {label: export_options(spec.partition("@")[2]) for label, spec in runs.items()}  # bad ones first
     outputs = {}
     for label, spec in runs.items():
-        run_id, _, temperature = spec.partition("@")
         model = folder / "models" / f"{label}.onnx"
-        imgtrans("export", "--run-id", run_id, "--output", str(model),
-                 *(["--class-temperature", temperature] if temperature else []))
+        imgtrans("export", "--run-id", spec.partition("@")[0], "--output", str(model), *exports[label])
         imgtrans("translate", str(folder / "full"), str(folder / f"out-{label}"), "--model", str(model))
         outputs[label] = {name: np.asarray(Image.open(folder / f"out-{label}" / f"{name}.png").convert("RGB"))
                           for name in photos}
@@ -235,10 +250,29 @@ def draw_sheet(sheet: Path, photos: dict[str, np.ndarray], outputs: dict) -> Non
     print(f"{sheet}: columns gray input, {', '.join(outputs)}, truth")
 
 
+def print_verdicts(lines: list[tuple[str, dict[str, float], dict[str, float]]]) -> bool:
+    """Prints the ✓/✗ lines of (where, the scores, the grayscale copy's) under a header; whether every target is
+    met."""
+    print(f"{'':26}PSNR vs grayscale copy   SSIM vs grayscale copy   ratio ≥ {TARGET_RATIO}   cast (truth)")
+    passed = True
+    for where, run, gray in lines:
+        line, met = verdict(run, gray)
+        passed &= met
+        print(f"{where:26}{line}")
+    return passed
+
+
+def full_size_lines(label: str, report: dict) -> list[tuple[str, dict[str, float], dict[str, float]]]:
+    return [(f"{label} {name}", scores[label], scores["grayscale copy"]) for name, scores in report.items()]
+
+
 def score(folder: Path, sheet: Path, runs: dict[str, str]) -> None:
+    if not (folder / "full").is_dir():
+        fail(f"{folder} has no full/ photographs; run `photo_colour.py prepare {folder}` first")
     photos, outputs, report = full_size(folder, runs)
     print(json.dumps(report, indent=1))
     draw_sheet(sheet, photos, outputs)
+    print_verdicts([line for label in runs for line in full_size_lines(label, report)])
 
 
 def train(folder: Path, seed: int, options: list[str]) -> str:
@@ -292,16 +326,10 @@ def check(folder: Path, options: list[str]) -> None:
     except subprocess.CalledProcessError as exc:
         fail(f"`{' '.join(exc.cmd[2:])}` failed (exit {exc.returncode}); its message is above")
     draw_sheet(folder / "check-sheet.jpg", photos, outputs)
-    print(f"{'':26}PSNR vs grayscale copy   SSIM vs grayscale copy   ratio ≥ {TARGET_RATIO}   cast (truth)")
-    passed = True
-    for label, run_id in runs.items():
-        lines = [("test tiles", *tiles[label])]
-        lines += [(name, report[name][label], report[name]["grayscale copy"]) for name in photos]
-        for where, run, gray in lines:
-            line, met = verdict(run, gray)
-            passed &= met
-            print(f"{label} {where:19}{line}")
-        print(f"{'':26}(run {run_id})")
+    lines = [line for label in runs for line in [(f"{label} test tiles", *tiles[label]),
+                                                 *full_size_lines(label, report)]]
+    passed = print_verdicts(lines)
+    print(", ".join(f"{label}: run {run_id}" for label, run_id in runs.items()))
     print("every target met" if passed else "targets missed: see ✗")
     sys.exit(0 if passed else 1)
 
@@ -327,7 +355,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     score_parser = commands.add_parser("score", help="score runs at full size and draw a sheet")
     score_parser.add_argument("folder", type=Path)
     score_parser.add_argument("sheet", type=Path)
-    score_parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_ID[@T]")
+    score_parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_ID[@SETTING]")
     return parser.parse_args(argv)
 
 
@@ -339,5 +367,5 @@ if __name__ == "__main__":
         check(args.folder, args.options)
     else:
         if any("=" not in run for run in args.runs):
-            fail("give each run as LABEL=RUN_ID (or LABEL=RUN_ID@T)")
+            fail("give each run as LABEL=RUN_ID (or LABEL=RUN_ID@SETTING: see --help)")
         score(args.folder, args.sheet, dict(run.split("=", 1) for run in args.runs))
