@@ -117,6 +117,24 @@ def test_at_inference_the_gate_decides_at_its_odds_of_gray_divided_by_neutral_od
         assert torch.allclose(kept, expected.expand_as(kept), atol=1e-6)
 
 
+
+def test_at_inference_the_gate_decides_on_its_logit_averaged_over_a_box_of_radius_neutral_blur():
+    gate = torch.full((1, 1, 32, 32), -6.0)
+    gate[..., 8, 8] = 6.0  # one pixel called gray inside a coloured region
+    gate[..., 20:27] = 6.0  # a gray band 7 px wide, wider than the box
+    blurred = LabColorizer(Fixed(raw_heads(gate)), None, None, gate=True, neutral_blur=2)
+    per_pixel = LabColorizer(Fixed(raw_heads(gate)), None, None, gate=True)
+    never_gray = LabColorizer(Fixed(raw_heads(torch.full_like(gate, -80.0))), None, None, gate=True).eval()
+    x = torch.zeros(1, 1, 32, 32)
+    assert torch.equal(blurred(x), per_pixel(x))  # training decides per pixel
+    blurred.eval()
+    per_pixel.eval()
+    kept, kept_per_pixel = blurred(x) / never_gray(x), per_pixel(x) / never_gray(x)
+    assert kept_per_pixel[..., 8, 8].max() < 0.01 and kept[..., 8, 8].min() > 0.9  # the lone pixel keeps its colour
+    assert kept[..., 22:25].max() < 0.01  # the band's middle stays gray
+    box = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(gate, (2,) * 4, mode="reflect"), 5, stride=1)
+    assert torch.allclose(kept, (1 - torch.sigmoid(box)).expand_as(kept), atol=1e-6)
+
 def gated(loss: str = "l1", **options) -> Pix2Pix:
     torch.manual_seed(0)
     cfg = Pix2PixConfig(**{"ngf": 4, "ndf": 4, "crop_size": 64, "color_space": "lab", "layout": "colorization",
@@ -156,10 +174,10 @@ def test_the_gate_learns_which_pixels_are_gray():
     assert p[gray.expand_as(p)].mean() > p[~gray.expand_as(p)].mean() + 0.15
 
 
-@pytest.mark.parametrize("loss", ["l1", "both"])
-def test_a_gated_colorizer_exports_with_its_gate(tmp_path, loss):
-    model = gated(loss)
-    assert model.generator().anneal_gate == (loss == "both")
+@pytest.mark.parametrize("loss, blur", [("l1", 0), ("both", 2)])
+def test_a_gated_colorizer_exports_with_its_gate(tmp_path, loss, blur):
+    model = gated(loss, neutral_blur=blur)
+    assert model.generator().anneal_gate == (loss == "both") and model.generator().neutral_blur == blur
     assert_exports_with_parity(model, tmp_path, torch.rand(1, 1, 64, 128) * 2 - 1)
 
 

@@ -60,6 +60,7 @@ def test_evaluate_and_export_decide_at_other_odds_of_gray(aerial, tmp_path, caps
 @pytest.mark.parametrize("without, option, value, needs, own", [
     ("--colorization-loss=l1", "self_ensemble", "hflip", "colour classes (colorization_loss=", "own"),
     ("--neutral-gate=false", "neutral_odds", "2", "a neutral gate (neutral_gate=true)", "0"),
+    ("--neutral-gate=false", "neutral_blur", "2", "a neutral gate (neutral_gate=true)", "-1"),
 ])
 def test_a_colorizer_without_what_an_inference_option_needs_refuses_it(aerial, tmp_path, capsys, monkeypatch,
                                                                        without, option, value, needs, own):

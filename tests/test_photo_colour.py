@@ -101,5 +101,6 @@ def test_score_refuses_an_unknown_inference_setting_before_exporting_anything(tm
     done = photo_colour("score", tmp_path, tmp_path / "sheet.jpg", "a=run@0.2", "b=run@neutral_odds=1.5,odds=2")
     assert done.returncode == 2
     assert done.stderr == ("photo_colour.py: error: unknown setting 'odds=2': give a class_temperature (a number) "
-                           "or one of class_temperature=<value>, self_ensemble=<value>, neutral_odds=<value>\n")
+                           "or one of class_temperature=<value>, self_ensemble=<value>, neutral_odds=<value>, "
+                           "neutral_blur=<value>\n")
     assert not (tmp_path / "models").exists()

@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from imgtrans.config import SelfEnsemble, opt
-from imgtrans.models.options import class_temperature_override, neutral_odds_override, self_ensemble_override
+from imgtrans.models.options import (
+    class_temperature_override,
+    neutral_blur_override,
+    neutral_odds_override,
+    self_ensemble_override,
+)
 
 
 @dataclass
@@ -24,6 +29,7 @@ class EvaluateConfig:
     self_ensemble: Literal["own", SelfEnsemble] = self_ensemble_override(
         "scores with another are logged to the evaluation run only")
     neutral_odds: float = neutral_odds_override("scores at other odds are logged to the evaluation run only")
+    neutral_blur: int = neutral_blur_override("scores with another are logged to the evaluation run only")
     inception_weights: str = opt("", "path of weights-inception-2015-12-05-6726825d.pth (FID, KID, IS); "
                                      "default: the torch hub cache")
     lpips_weights: str = opt("", "path of alexnet-owt-7be5be79.pth (LPIPS); default: the torch hub cache")

@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from imgtrans.config import EXPERIMENT_HELP, SelfEnsemble, opt
-from imgtrans.models.options import class_temperature_override, neutral_odds_override, self_ensemble_override
+from imgtrans.models.options import (
+    class_temperature_override,
+    neutral_blur_override,
+    neutral_odds_override,
+    self_ensemble_override,
+)
 
 
 @dataclass
@@ -19,4 +24,5 @@ class ExportConfig:
     self_ensemble: Literal["own", SelfEnsemble] = self_ensemble_override(
         "the ONNX graph holds every pass")
     neutral_odds: float = neutral_odds_override("the ONNX graph decides at them")
+    neutral_blur: int = neutral_blur_override("the ONNX graph decides with it")
     experiment: str = opt("", EXPERIMENT_HELP)

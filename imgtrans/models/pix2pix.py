@@ -35,6 +35,7 @@ class Pix2Pix(GANModel):
                                  class_temperature=self.cfg.class_temperature,
                                  neutral_gate=self.cfg.neutral_gate, neutral_annealing=self.cfg.neutral_annealing,
                                  neutral_odds=self.cfg.neutral_odds if applies(self.cfg, "neutral_odds") else 1.0,
+                                 neutral_blur=self.cfg.neutral_blur if applies(self.cfg, "neutral_blur") else 0,
                                  self_ensemble=self.cfg.self_ensemble if applies(self.cfg, "self_ensemble") else "none")
         self.netD = self.build_D(codec.input_nc + codec.output_nc)
 

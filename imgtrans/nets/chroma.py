@@ -42,6 +42,12 @@ class ChromaLowPass(nn.Module):
         return F.conv2d(F.pad(ab, (0, 0, r, r), mode="reflect"), self.cols.to(ab.dtype), groups=self.channels)
 
 
+def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """The mean over each (2r+1)² window, reflecting at the borders."""
+    r = radius
+    return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="reflect"), 2 * r + 1, stride=1)
+
+
 class ChromaGuidedFilter(nn.Module):
     """He, Sun and Tang, "Guided Image Filtering": over each (2r+1)² window a and b are fitted as a linear function
     of lightness, and the fits averaged — smooth where L is flat, changing where L changes, so colour does not
@@ -55,8 +61,7 @@ class ChromaGuidedFilter(nn.Module):
         self.radius = radius
 
     def _box(self, x: torch.Tensor) -> torch.Tensor:
-        r = self.radius
-        return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="reflect"), 2 * r + 1, stride=1)
+        return box_mean(x, self.radius)
 
     def forward(self, ab: torch.Tensor, lightness: torch.Tensor) -> torch.Tensor:
         if self.training:

@@ -272,15 +272,16 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
                     chroma_blur: float = 0.0, chroma_filter: str = "guided",
                     colour_classes: bool = False, class_stride: int = 1,
                     class_temperature: float = TRAINING_TEMPERATURE, neutral_gate: bool = False,
-                    neutral_annealing: bool = False, neutral_odds: float = 1.0, self_ensemble: str = "none",
+                    neutral_annealing: bool = False, neutral_odds: float = 1.0, neutral_blur: int = 0,
+                    self_ensemble: str = "none",
                     encoder_weights: str = "imagenet", encoder_norm: str = "frozen") -> nn.Module:
     """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth. `gamut`,
     `chroma_blur`, `chroma_filter`: the output is a,b for the L of the input's first channel, low-passed and kept
     inside the sRGB gamut (`LabOutput`). `colour_classes`: the network scores colour classes (at 1 / `class_stride`
     of the resolution) and decodes them into that a,b (at `class_temperature` in eval mode); `neutral_gate`: it
     also says where a pixel is gray (`LabColorizer`), a decision annealed as the classes are with
-    `neutral_annealing`; at inference, taken at its odds of gray divided by `neutral_odds`, and averaged over the
-    input's mirror images by `self_ensemble`.
+    `neutral_annealing`; at inference, averaged over the input's mirror images by `self_ensemble`, over a box of
+    radius `neutral_blur`, and taken at its odds of gray divided by `neutral_odds`.
     `encoder_weights`, `encoder_norm`: what an encoder U-Net's encoder starts from, and whether
     its batch norms keep their statistics (`EncoderUnetGenerator`)."""
     lab = LabOutput(gamut, chroma_blur, chroma_filter) if gamut or chroma_blur > 0 else None
@@ -292,7 +293,8 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
     classes = ColourClasses(class_temperature) if colour_classes else None
     net = _network(name, input_nc, LabColorizer.channels(classes, neutral_gate, class_stride), ngf, norm, dropout,
                    crop_size, nz, upsample, None, True, encoder_weights, encoder_norm)
-    return LabColorizer(net, lab, classes, neutral_gate, class_stride, neutral_annealing, self_ensemble, neutral_odds)
+    return LabColorizer(net, lab, classes, neutral_gate, class_stride, neutral_annealing, self_ensemble, neutral_odds,
+                        neutral_blur)
 
 
 def _network(name: str, input_nc: int, output_nc: int, ngf: int, norm: str, dropout: bool, crop_size: int, nz: int,

@@ -14,6 +14,9 @@
   with probability p. With colour classes (`anneal_gate`), gray-or-colour is decoded as the classes are, by the
   annealed mean at their temperature T: over the two outcomes that is p_T = sigmoid(logit / T). The expectation
   itself (T = 1) is the gate's own washed-out mean: a gate unsure of every pixel takes part of every colour off.
+  At inference the logit can first be averaged over a small box (`neutral_blur`, off by default): decided per
+  pixel, the gate calls lone pixels gray inside coloured regions, specks that SSIM counts as lost structure; in a
+  box, a gray road narrower than it takes its fields' colour.
 - the self-ensemble, at inference: the heads' scores averaged over the input and its mirror images (`SELF_ENSEMBLES`),
   each mirrored back, before anything is decoded — the geometric self-ensemble of "Enhanced Deep Residual Networks
   for Single Image Super-Resolution". Scores, not colours: averaged logits agree where the views agree and stay as
@@ -32,7 +35,7 @@ from torch import nn
 
 from imgtrans.config import SelfEnsemble
 from imgtrans.data.color import AB_SCALE, near_neutral
-from imgtrans.nets.chroma import LabOutput
+from imgtrans.nets.chroma import LabOutput, box_mean
 from imgtrans.nets.colour_classes import ColourClasses
 from imgtrans.nets.layers import Generator
 
@@ -72,12 +75,12 @@ class LabColorizer(Generator):
 
     def __init__(self, net: Generator, lab: LabOutput | None, classes: ColourClasses | None, gate: bool,
                  class_stride: int = 1, anneal_gate: bool = False, self_ensemble: str = "none",
-                 neutral_odds: float = 1.0):
+                 neutral_odds: float = 1.0, neutral_blur: int = 0):
         super().__init__()
         self.net, self.lab, self.classes, self.gate = net, lab, classes, gate
         self.views = SELF_ENSEMBLES[self_ensemble]
         self.anneal_gate = anneal_gate and classes is not None
-        self.neutral_odds = neutral_odds
+        self.neutral_odds, self.neutral_blur = neutral_odds, neutral_blur
         self.class_stride = class_stride if classes is not None else 1
         self.project = nn.Conv2d(CLASS_FEATURES, classes.count, 1) if self.class_stride > 1 else None
         self.size_multiple, self.z_dim = net.size_multiple, net.z_dim
@@ -139,8 +142,11 @@ class LabColorizer(Generator):
 
     def kept_colour(self, gate: torch.Tensor) -> torch.Tensor:
         """How much of its colour each pixel keeps: 1 − p(neutral), annealed with the colour classes if asked; at
-        inference the gate's odds of gray divided by `neutral_odds` (its logit lowered by their log)."""
+        inference the gate's logit first averaged over a box of radius `neutral_blur` and its odds of gray divided
+        by `neutral_odds` (the logit lowered by their log)."""
         temperature = self.classes.decoding_temperature if self.anneal_gate else 1.0
+        if not self.training and self.neutral_blur:
+            gate = box_mean(gate, self.neutral_blur)
         if not self.training and self.neutral_odds != 1.0:
             gate = gate - math.log(self.neutral_odds)
         return 1 - torch.sigmoid(gate / temperature)
