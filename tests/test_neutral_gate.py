@@ -117,7 +117,6 @@ def test_at_inference_the_gate_decides_at_its_odds_of_gray_divided_by_neutral_od
         assert torch.allclose(kept, expected.expand_as(kept), atol=1e-6)
 
 
-
 def test_at_inference_the_gate_decides_on_its_logit_averaged_over_a_box_of_radius_neutral_blur():
     gate = torch.full((1, 1, 32, 32), -6.0)
     gate[..., 8, 8] = 6.0  # one pixel called gray inside a coloured region
@@ -134,6 +133,7 @@ def test_at_inference_the_gate_decides_on_its_logit_averaged_over_a_box_of_radiu
     assert kept[..., 22:25].max() < 0.01  # the band's middle stays gray
     box = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(gate, (2,) * 4, mode="reflect"), 5, stride=1)
     assert torch.allclose(kept, (1 - torch.sigmoid(box)).expand_as(kept), atol=1e-6)
+
 
 def gated(loss: str = "l1", **options) -> Pix2Pix:
     torch.manual_seed(0)
