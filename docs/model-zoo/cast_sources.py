@@ -7,7 +7,9 @@
   C* the colour head decodes before the gate, the colour the gate keeps and the output's C*: what the gate takes
   off, against what the colour head never gave. With colour classes also the C* their annealed distribution
   expects (the mean of its classes' C*, at the decoding temperature): the decoded C*, the length of the mean a,b,
-  falls short of it by as much as the distribution spreads over hues.
+  falls short of it by as much as the distribution spreads over hues;
+- by photograph (tiles named <photograph>-<top>-<left>, as photo_colour.py cuts them): the truth's mean a, b and
+  C*, the output's, and the chroma error |Δa| + |Δb|: a photograph painted with another's colours.
 
     python docs/model-zoo/cast_sources.py <run id> [<dataset>] [--split test|val|train]
 """
@@ -16,6 +18,7 @@ import argparse
 import dataclasses
 import sys
 import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -59,6 +62,7 @@ def main(run_id: str, dataset: str, split: str) -> None:
     neutral_pixels, neutral_chroma, coloured_pixels = torch.zeros(bins), torch.zeros(bins), torch.zeros(bins)
     coloured_chroma, truth = torch.zeros(bins), 0.0
     band_sums = {name: torch.zeros(bands) for name in ("pixels", "truth", "expected", "ungated", "kept", "output")}
+    photographs = defaultdict(lambda: torch.zeros(9))  # tiles, pixels, truth a, b, C*, output a, b, C*, Δab
     for batch in make_loader(getattr(data, split), batch_size=1):
         x = batch["A"]
         output = data.codec.decode_output(x, model.translate(x))
@@ -74,6 +78,10 @@ def main(run_id: str, dataset: str, split: str) -> None:
             coloured_pixels[b] += (here & ~neutral).sum()
             coloured_chroma[b] += chroma[here & ~neutral].sum()
         truth += float(chroma_target[neutral].sum())
+        photograph = getattr(data, split).input_path(int(batch["index"])).stem.rsplit("-", 2)[0]
+        photographs[photograph] += torch.stack([
+            torch.tensor(1.0), torch.tensor(float(chroma.numel())), *ab_target.sum((0, 2, 3)), chroma_target.sum(),
+            *ab_output.sum((0, 2, 3)), chroma.sum(), (ab_output - ab_target).abs().sum()])
         band = torch.bucketize(chroma_target, CHROMA_BANDS, right=True) - 1
         for b in range(bands):
             here = band == b
@@ -97,6 +105,11 @@ def main(run_id: str, dataset: str, split: str) -> None:
         print(f"{CHROMA_BANDS[b]:3.0f}–{CHROMA_BANDS[b + 1]:<4.0f}   |  {pixels[b] / pixels.sum():16.3f}  "
               f"{mean['truth']:8.1f}  {mean['expected']:21.1f}  {mean['ungated']:30.1f}  {mean['kept']:11.2f}  "
               f"{mean['output']:9.1f}")
+    print("photograph        | tiles  truth a, b (C*)       output a, b (C*)      |Δa|+|Δb|")
+    for photograph, (tiles, pixels, *sums) in sorted(photographs.items()):
+        a, b, c, out_a, out_b, out_c, error = (float(v) / float(pixels) for v in sums)
+        print(f"{photograph:17} | {int(tiles):5}  {a:6.1f} {b:6.1f} ({c:4.1f})   {out_a:6.1f} {out_b:6.1f} "
+              f"({out_c:4.1f})   {error:9.1f}")
 
 
 if __name__ == "__main__":
