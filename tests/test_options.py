@@ -104,6 +104,36 @@ def test_pix2pix_picks_its_generator_by_colour_space_unless_told():
     assert config_mod.changed(Pix2PixConfig(color_space="lab", netG="unet")) == {"color_space": "lab", "netG": "unet"}
 
 
+def test_pix2pix_leaves_a_lab_colorizer_without_batch_norm_unless_told():
+    """norm=auto resolves like netG=auto: none for Lab colorization (at batch 1 a batch norm normalises each tile
+    by its own statistics, and a tile of one colour loses which photograph it shows), batch otherwise. The
+    pretrained encoder keeps its own frozen statistics either way."""
+    import torch
+
+    from imgtrans.cli import build_parser, config_from_args
+    from imgtrans.data.codec import Codec
+    from imgtrans.models.options import Pix2PixConfig
+    from imgtrans.models.pix2pix import Pix2Pix
+
+    assert Pix2PixConfig().norm == "batch"
+    assert Pix2PixConfig(color_space="lab").norm == "none"
+    assert Pix2PixConfig(color_space="lab", norm="batch").norm == "batch"
+    cfg, explicit = config_from_args(Pix2PixConfig, build_parser().parse_args(["pix2pix", "--color-space", "lab"]))
+    assert cfg.norm == "none" and config_mod.changed(cfg) == explicit == {"color_space": "lab"}
+    # A run saved before auto existed holds the norm it trained with.
+    assert config_mod.from_saved(Pix2PixConfig, {"color_space": "lab", "norm": "batch"}).norm == "batch"
+
+    def batch_norms(**options) -> dict[str, int]:
+        cfg = Pix2PixConfig(crop_size=64, layout="colorization", **options)
+        model = Pix2Pix(cfg, Codec(True, cfg.color_space))
+        return {name: sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+                for name, net in (("G", model.netG), ("D", model.netD))}
+
+    assert batch_norms(color_space="lab") == {"G": 0, "D": 0}
+    assert all(batch_norms(color_space="lab", norm="batch").values())
+    assert all(batch_norms(color_space="rgb").values())
+
+
 def test_pix2pix_trains_a_lab_colorizer_twice_as_long_unless_told():
     """n_epochs and n_epochs_decay -1 (auto) resolve when the config is built, like netG=auto."""
     from imgtrans.cli import build_parser, config_from_args

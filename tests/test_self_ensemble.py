@@ -100,7 +100,7 @@ def test_batch_norm_recalibration_measures_one_view(aerial, tmp_path):
     saved = {}
     for ensemble in ("none", "dihedral"):
         assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "2", "--color-space", "lab",
-                     "--netG", "unet", "--recalibrate-bn", "4", "--self-ensemble", ensemble]) == 0
+                     "--netG", "unet", "--norm", "batch", "--recalibrate-bn", "4", "--self-ensemble", ensemble]) == 0
         run = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                  order_by=["attributes.start_time DESC"])[0]
         assert figures(run.info.run_id)["bn_recalibrated"] in (0.0, 1.0)

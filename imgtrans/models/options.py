@@ -144,6 +144,13 @@ class Pix2PixConfig(GANConfig):
                "without saying which colour goes where; 0 = off",
         when=LAB, ge=0, saved_before=0.0)
 
+    # Batch norm at batch 1 normalises each tile by its own statistics: a tile of one colour (a night sky, a wall, a
+    # red saucer) reaches the decoder as its deviations from its own mean, and the decoder cannot tell the
+    # photographs' skies and saucers apart; without it the Lab colorizer fits them (docs/MODEL_ZOO.md).
+    norm: Literal["auto", "batch", "instance", "none"] = opt(
+        "auto", "normalisation layers of the generator (an encoder U-Net's decoder) and the discriminator; auto = "
+                "none for Lab colorization (color_space=lab), batch otherwise")
+
     # Lab colorization: its pretrained encoder adapts slowly (encoder_lr_factor), and at twice the quickstart's
     # length it met more of the photographs' targets (docs/MODEL_ZOO.md).
     n_epochs: int = opt(-1, "epochs at the initial learning rate (linear policy); -1 = auto: 2 for Lab colorization "
@@ -156,6 +163,8 @@ class Pix2PixConfig(GANConfig):
         lab = self.color_space == "lab"
         if self.netG == "auto":
             self.netG = "efficientnet_lite0_unet" if lab else "unet"
+        if self.norm == "auto":
+            self.norm = "none" if lab else "batch"
         if self.n_epochs < 0:
             self.n_epochs = 2 if lab else 1
         if self.n_epochs_decay < 0:
