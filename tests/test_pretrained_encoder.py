@@ -60,6 +60,22 @@ def test_outputs_keep_the_input_size_and_features_halve_it(netG, input_nc, outpu
     assert [f.shape[-1] for f in features] == [96, 48, 24, 12, 6]
 
 
+def test_the_full_size_block_gives_the_decoder_a_nonlinearity_where_the_input_joins_it():
+    torch.manual_seed(0)
+    for block in (False, True):
+        net = build(1, 2, full_size_block=block).eval()
+        last = net.merge[-1]
+        assert any(isinstance(m, nn.ReLU) for m in last) == block
+        assert last[0].in_channels == net.DECODER_WIDTHS[0] + 1  # the upsampled features and the input
+        with torch.no_grad():
+            assert net(torch.rand(1, 1, 64, 64) * 2 - 1).shape == (1, 2, 64, 64)
+    # A generator saved without the block loads into one built without it (runs saved before the option).
+    old, rebuilt = build(1, 2, full_size_block=False), build(1, 2, full_size_block=False)
+    rebuilt.load_state_dict(old.state_dict())
+    with pytest.raises(RuntimeError):
+        build(1, 2, full_size_block=True).load_state_dict(old.state_dict())
+
+
 def test_inputs_it_cannot_take_are_refused():
     with pytest.raises(ImgtransError, match="netG=resnet18_unet takes 1- or 3-channel inputs .* got 9"):
         build(9, 2)

@@ -51,7 +51,7 @@ class GANModel(TranslationModel):
                       upsample=cfg.upsample, gamut=cfg.gamut_bound and lab_colorizer,
                       chroma_blur=cfg.chroma_blur if lab_colorizer else 0.0,
                       chroma_filter=cfg.chroma_filter, encoder_weights=cfg.encoder_weights,
-                      encoder_norm=cfg.encoder_norm) | overrides
+                      encoder_norm=cfg.encoder_norm, full_size_block=cfg.full_size_block) | overrides
         for head in ("colour_classes", "neutral_gate"):  # the heads only a Lab colorizer has
             kwargs[head] = kwargs.get(head, False) and lab_colorizer
         return init_weights(build_generator(kwargs.pop("netG", cfg.netG), input_nc, output_nc, **kwargs),

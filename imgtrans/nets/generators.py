@@ -172,7 +172,9 @@ class EncoderUnetGenerator(Generator):
     training tile, where the pix2pix U-Net learns every hue from the tiles alone. The input (1 or 3 channels in
     [-1, 1]) is given to the encoder as ImageNet's images were; the decoder upsamples from 1/32 of the size, joined
     at each scale by the encoder's activations and at the last by the input itself. Its widths are fixed, so `ngf`
-    does not apply."""
+    does not apply. With `full_size_block` the input joins a convolution and ReLU at full size before the output's
+    convolution; without it the output is one convolution of the input and the upsampled half-size features,
+    linear in the input at full size."""
 
     size_multiple = 32
     default_nce_layers = "0,1,2,3,4"  # the input, and the encoder at 1/2 … 1/16 of the size
@@ -180,7 +182,7 @@ class EncoderUnetGenerator(Generator):
 
     def __init__(self, backbone: str, input_nc: int, output_nc: int, norm: str = "batch", dropout: bool = False,
                  upsample: str = "resize_conv", lab: LabOutput | None = None, logits: bool = False,
-                 encoder_weights: str = "imagenet", encoder_norm: str = "frozen"):
+                 encoder_weights: str = "imagenet", encoder_norm: str = "frozen", full_size_block: bool = False):
         super().__init__()
         self.name = f"{backbone}_unet"
         if input_nc not in (1, 3):
@@ -202,7 +204,10 @@ class EncoderUnetGenerator(Generator):
                                          nn.ReLU(True)))
             joined = widths[level] + skips[level]
             if level == 0:
-                self.merge.append(nn.Sequential(nn.Conv2d(joined, output_nc, 3, 1, 1), final_activation(logits)))
+                block = [nn.Conv2d(joined, widths[0], 3, 1, 1, bias=bias), make_norm(widths[0]), nn.ReLU(True)]
+                self.merge.append(nn.Sequential(*(block if full_size_block else []),
+                                                nn.Conv2d(widths[0] if full_size_block else joined, output_nc, 3, 1, 1),
+                                                final_activation(logits)))
             else:
                 self.merge.append(nn.Sequential(nn.Conv2d(joined, widths[level], 3, 1, 1, bias=bias),
                                                 make_norm(widths[level]), nn.ReLU(True),
@@ -274,7 +279,8 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
                     class_temperature: float = TRAINING_TEMPERATURE, neutral_gate: bool = False,
                     neutral_annealing: bool = False, neutral_odds: float = 1.0, neutral_blur: int = 0,
                     self_ensemble: str = "none",
-                    encoder_weights: str = "imagenet", encoder_norm: str = "frozen") -> nn.Module:
+                    encoder_weights: str = "imagenet", encoder_norm: str = "frozen",
+                    full_size_block: bool = False) -> nn.Module:
     """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth. `gamut`,
     `chroma_blur`, `chroma_filter`: the output is a,b for the L of the input's first channel, low-passed and kept
     inside the sRGB gamut (`LabOutput`). `colour_classes`: the network scores colour classes (at 1 / `class_stride`
@@ -282,24 +288,25 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
     also says where a pixel is gray (`LabColorizer`), a decision annealed as the classes are with
     `neutral_annealing`; at inference, averaged over the input's mirror images by `self_ensemble`, over a box of
     radius `neutral_blur`, and taken at its odds of gray divided by `neutral_odds`.
-    `encoder_weights`, `encoder_norm`: what an encoder U-Net's encoder starts from, and whether
-    its batch norms keep their statistics (`EncoderUnetGenerator`)."""
+    `encoder_weights`, `encoder_norm`, `full_size_block`: what an encoder U-Net's encoder starts from, whether
+    its batch norms keep their statistics, and whether its decoder ends in a block at full size
+    (`EncoderUnetGenerator`)."""
     lab = LabOutput(gamut, chroma_blur, chroma_filter) if gamut or chroma_blur > 0 else None
     if name not in GENERATORS:
         raise ImgtransError(f"invalid netG '{name}'; valid values: {', '.join(GENERATORS)}")
     if not (colour_classes or neutral_gate):
         return _network(name, input_nc, output_nc, ngf, norm, dropout, crop_size, nz, upsample, lab, False,
-                        encoder_weights, encoder_norm)
+                        encoder_weights, encoder_norm, full_size_block)
     classes = ColourClasses(class_temperature) if colour_classes else None
     net = _network(name, input_nc, LabColorizer.channels(classes, neutral_gate, class_stride), ngf, norm, dropout,
-                   crop_size, nz, upsample, None, True, encoder_weights, encoder_norm)
+                   crop_size, nz, upsample, None, True, encoder_weights, encoder_norm, full_size_block)
     return LabColorizer(net, lab, classes, neutral_gate, class_stride, neutral_annealing, self_ensemble, neutral_odds,
                         neutral_blur)
 
 
 def _network(name: str, input_nc: int, output_nc: int, ngf: int, norm: str, dropout: bool, crop_size: int, nz: int,
              upsample: str, lab: LabOutput | None, logits: bool, encoder_weights: str,
-             encoder_norm: str) -> Generator:
+             encoder_norm: str, full_size_block: bool) -> Generator:
     if name.startswith("unet"):
         depth = unet_depth(name, crop_size)
         if crop_size % 2 ** depth:
@@ -312,6 +319,6 @@ def _network(name: str, input_nc: int, output_nc: int, ngf: int, norm: str, drop
             raise ImgtransError(f"netG={name} needs crop_size to be a multiple of "
                                 f"{EncoderUnetGenerator.size_multiple}, got {crop_size}")
         return EncoderUnetGenerator(name.removesuffix("_unet"), input_nc, output_nc, norm, dropout, upsample, lab,
-                                    logits, encoder_weights, encoder_norm)
+                                    logits, encoder_weights, encoder_norm, full_size_block)
     return ResnetGenerator(input_nc, output_nc, 9 if name == "resnet_9blocks" else 6, ngf, norm, dropout, upsample,
                            lab, logits)
