@@ -204,9 +204,9 @@ class EncoderUnetGenerator(Generator):
                                          nn.ReLU(True)))
             joined = widths[level] + skips[level]
             if level == 0:
-                block = [nn.Conv2d(joined, widths[0], 3, 1, 1, bias=bias), make_norm(widths[0]), nn.ReLU(True)]
-                self.merge.append(nn.Sequential(*(block if full_size_block else []),
-                                                nn.Conv2d(widths[0] if full_size_block else joined, output_nc, 3, 1, 1),
+                block = [nn.Conv2d(joined, widths[0], 3, 1, 1, bias=bias), make_norm(widths[0]),
+                         nn.ReLU(True)] if full_size_block else []
+                self.merge.append(nn.Sequential(*block, nn.Conv2d(widths[0] if block else joined, output_nc, 3, 1, 1),
                                                 final_activation(logits)))
             else:
                 self.merge.append(nn.Sequential(nn.Conv2d(joined, widths[level], 3, 1, 1, bias=bias),
