@@ -198,19 +198,21 @@ class EncoderUnetGenerator(Generator):
         skips, widths = (input_nc, *self.backbone.widths[:-1]), self.DECODER_WIDTHS
         self.up = nn.ModuleList()
         self.merge = nn.ModuleList()
+
+        def conv_block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, 1, 1, bias=bias), make_norm(cout), nn.ReLU(True)]
+
         for level in range(len(widths) - 1, -1, -1):  # from 1/16 of the size up to full size
             deeper = self.backbone.widths[-1] if level == len(widths) - 1 else widths[level + 1]
             self.up.append(nn.Sequential(upsampling(upsample, deeper, widths[level], bias), make_norm(widths[level]),
                                          nn.ReLU(True)))
             joined = widths[level] + skips[level]
             if level == 0:
-                block = [nn.Conv2d(joined, widths[0], 3, 1, 1, bias=bias), make_norm(widths[0]),
-                         nn.ReLU(True)] if full_size_block else []
+                block = conv_block(joined, widths[0]) if full_size_block else []
                 self.merge.append(nn.Sequential(*block, nn.Conv2d(widths[0] if block else joined, output_nc, 3, 1, 1),
                                                 final_activation(logits)))
             else:
-                self.merge.append(nn.Sequential(nn.Conv2d(joined, widths[level], 3, 1, 1, bias=bias),
-                                                make_norm(widths[level]), nn.ReLU(True),
+                self.merge.append(nn.Sequential(*conv_block(joined, widths[level]),
                                                 *([nn.Dropout(0.5)] if dropout and level >= 3 else [])))
 
     def encoded(self, x: torch.Tensor, levels: int = 6) -> list[torch.Tensor]:
