@@ -2,7 +2,9 @@
 
 - by how much colour the neutral gate keeps (1 − p(neutral), as the output applies it): per bin, the share of the
   near-neutral target pixels that fall in it, the chroma C* the output puts on them and what they add to the cast,
-  and the share of the coloured target pixels that fall in it with their output chroma;
+  and the share of the coloured target pixels that fall in it with their output chroma; and how well the gate
+  tells the two apart whatever its odds: the ROC AUC of the colour it keeps, coloured against near-neutral pixels
+  (0.5 is a coin, 1 never wrong);
 - by how much colour the target has (the coloured pixels, C* from 5 up): per band, its share, the truth's C*, the
   C* the colour head decodes before the gate, the colour the gate keeps and the output's C*: what the gate takes
   off, against what the colour head never gave. With colour classes also the C* their annealed distribution
@@ -22,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from torchmetrics.functional.classification import binary_auroc
 
 from imgtrans.data.color import AB_SCALE, NEUTRAL_CHROMA, near_neutral, rgb_to_lab
 from imgtrans.data.datasets import build_data, make_loader
@@ -61,6 +64,7 @@ def main(run_id: str, dataset: str, split: str) -> None:
     bins, bands = len(EDGES) - 1, len(CHROMA_BANDS) - 1
     neutral_pixels, neutral_chroma, coloured_pixels = torch.zeros(bins), torch.zeros(bins), torch.zeros(bins)
     coloured_chroma, truth = torch.zeros(bins), 0.0
+    kept_all, coloured_all = [], []
     band_sums = {name: torch.zeros(bands) for name in ("pixels", "truth", "expected", "ungated", "kept", "output")}
     photographs = defaultdict(lambda: torch.zeros(9))  # tiles, pixels, truth a, b, C*, output a, b, C*, Δab
     for batch in make_loader(getattr(data, split), batch_size=1):
@@ -70,6 +74,8 @@ def main(run_id: str, dataset: str, split: str) -> None:
         ab_output, ab_target = (rgb_to_lab(rgb)[:, 1:] * AB_SCALE for rgb in (output, target))
         neutral, chroma, chroma_target = near_neutral(ab_target)[:, 0], ab_output.norm(dim=1), ab_target.norm(dim=1)
         kept, ungated, expected = gate_and_colour(net, x)
+        kept_all.append(kept.flatten())
+        coloured_all.append(~neutral.flatten())
         which = (torch.bucketize(kept, EDGES, right=True) - 1).clamp(max=bins - 1)
         for b in range(bins):
             here = which == b
@@ -90,7 +96,8 @@ def main(run_id: str, dataset: str, split: str) -> None:
                 band_sums[name][b] += values[here].sum()
     total = neutral_pixels.sum()
     print(f"{split} split, {int(total)} near-neutral target pixels: cast {float(neutral_chroma.sum() / total):.2f}, "
-          f"the truth's {truth / float(total):.2f}")
+          f"the truth's {truth / float(total):.2f}; the gate's ROC AUC "
+          f"{float(binary_auroc(torch.cat(kept_all), torch.cat(coloured_all).long())):.4f}")
     print("colour kept   | near-neutral: share  output C*  adds to cast | coloured: share  output C*")
     for b in range(bins):
         print(f"{EDGES[b]:.2f}–{EDGES[b + 1]:.2f}   |  {neutral_pixels[b] / total:17.3f}  "
