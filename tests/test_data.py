@@ -156,13 +156,26 @@ def test_codec_channels():
 # --- transforms ----------------------------------------------------------------
 
 @pytest.mark.parametrize("preprocess,expected", [
-    ("resize_and_crop", (32, 32)), ("crop", (32, 32)), ("scale_width", (24, 32)),
+    ("resize_and_crop", (32, 32)), ("random_scale_and_crop", (32, 32)), ("crop", (32, 32)), ("scale_width", (24, 32)),
     ("scale_width_and_crop", (32, 32)), ("none", (60, 84)),
 ])
 def test_preprocess_sizes(preprocess, expected):
     rng = np.random.default_rng(0)
     geometry = transforms.plan(63, 84, preprocess=preprocess, load_size=36, crop_size=32, flip=True, rng=rng)
     assert transforms.apply(torch.rand(3, 63, 84), geometry).shape[1:] == expected
+
+
+def test_random_scale_jitters_between_native_and_load_size():
+    rng = np.random.default_rng(0)
+    plans = [transforms.plan(40, 60, preprocess="random_scale_and_crop", load_size=36, crop_size=32, flip=False,
+                             rng=rng) for _ in range(50)]
+    factors = [p.resize[1] / 60 for p in plans]
+    assert all(abs(p.resize[0] / 40 - f) < 0.02 for p, f in zip(plans, factors))  # the aspect ratio is kept
+    assert 1.0 <= min(factors) < 1.03 and 36 / 32 - 0.03 < max(factors) <= 36 / 32 + 0.01
+    assert len({p.crop[:2] for p in plans}) > 10
+    evaluation = transforms.plan(40, 60, preprocess="random_scale_and_crop", load_size=36, crop_size=32, flip=True,
+                                 rng=None)
+    assert evaluation == transforms.Geometry(None, (4, 14, 32, 32), False)  # native scale, centre crop
 
 
 def test_pair_gets_identical_augmentation(tmp_path):

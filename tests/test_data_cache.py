@@ -44,6 +44,7 @@ def unpaired(tmp_path):
     ("facades", {"preprocess": "resize_and_crop", "flip": True}),
     ("facades", {"preprocess": "scale_width_and_crop", "direction": "BtoA"}),
     ("aerial", {"color_space": "lab", "preprocess": "resize_and_crop"}),
+    ("aerial", {"color_space": "lab", "preprocess": "random_scale_and_crop"}),  # each image at its own size
     ("unpaired", {"unpaired": True}),  # each A with the B drawn for it, each side resized by its own size
 ])
 def test_cached_batches_are_the_per_image_batches(request, dataset, options):

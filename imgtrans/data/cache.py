@@ -51,15 +51,15 @@ def _decoded(items: Iterable[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, .
 def _augmented(images: torch.Tensor, rows: list[int], plans: list[transforms.Geometry],
                device: torch.device) -> torch.Tensor:
     """`images[rows]` made on `device` as the per-image path makes them: floats in [0, 1], resized as the plans
-    say (one size in, so one resize for all), then cropped and flipped each by its plan."""
+    say (one size in: one resize for all where they all say one size, as a fixed load size does; a random scale
+    resizes image by image), then cropped and flipped each by its plan."""
     # Pinned, so that sending the indices to a GPU cache does not wait for the training step in flight.
     indices = torch.tensor(rows, pin_memory=images.is_cuda)
     x = images[indices.to(images.device, non_blocking=True)].to(device, non_blocking=True).float() / 255
-    resize = plans[0].resize
-    if resize is not None and resize != tuple(x.shape[-2:]):
-        x = F.interpolate(x, size=resize, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-    return torch.stack([transforms.apply(image, transforms.Geometry(None, plan.crop, plan.flip))
-                        for image, plan in zip(x, plans)])
+    sizes = {plan.resize for plan in plans}
+    if len(sizes) == 1 and (size := sizes.pop()) is not None and size != tuple(x.shape[-2:]):
+        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    return torch.stack([transforms.apply(image, plan) for image, plan in zip(x, plans)])  # resized: apply skips it
 
 
 @dataclass

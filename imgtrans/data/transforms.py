@@ -31,12 +31,15 @@ def plan(height: int, width: int, *, preprocess: str, load_size: int, crop_size:
     h, w = height, width
     if preprocess == "resize_and_crop":
         resize = h, w = load_size, load_size
+    elif preprocess == "random_scale_and_crop" and rng is not None:
+        factor = rng.uniform(1.0, max(1.0, load_size / crop_size))
+        resize = h, w = round(height * factor), round(width * factor)
     elif preprocess in ("scale_width", "scale_width_and_crop"):
         target_w = load_size if preprocess == "scale_width_and_crop" else crop_size
         new_h = max(crop_size if preprocess == "scale_width_and_crop" else 1, round(height * target_w / width))
         resize = h, w = new_h, target_w
     crop = None
-    if preprocess in ("resize_and_crop", "crop", "scale_width_and_crop"):
+    if preprocess in ("resize_and_crop", "random_scale_and_crop", "crop", "scale_width_and_crop"):
         if h < crop_size or w < crop_size:
             raise ImgtransError(f"crop_size {crop_size} is larger than a {width}×{height} image"
                                 f"{f' resized to {w}×{h}' if resize else ''}; lower crop_size, raise load_size "
