@@ -200,11 +200,11 @@ class GANConfig(TrainConfig):
              "Model Fine-tuning for Text Classification”); 1 = the same lr",
         when=PRETRAINED, gt=0, le=1, saved_before=1.0)
     full_size_block: bool = opt(
-        False, "an encoder U-Net's decoder ends in a 3×3 convolution and ReLU at full size, where the input joins "
-               "it, before the output's convolution; off, the output is one convolution of the input and the "
-               "features upsampled from half the size, linear in the input at full size. On the Lab colorizer it "
-               "gives more colour and more PSNR on some photographs, and more cast (docs/MODEL_ZOO.md)",
-        when=PRETRAINABLE)
+        True, "an encoder U-Net's decoder ends in a 3×3 convolution and ReLU at full size, where the input joins "
+              "it, before the output's convolution; off, the output is one convolution of the input and the "
+              "features upsampled from half the size, linear in the input at full size. On the Lab colorizer it "
+              "gives more colour, more PSNR and a gate that tells gray from colour better (docs/MODEL_ZOO.md)",
+        when=PRETRAINABLE, saved_before=False)
     netD: Literal["basic", "n_layers", "pixel"] = opt("basic", "discriminator: basic = 70×70 PatchGAN")
     n_layers_D: int = opt(3, "PatchGAN layers when netD=n_layers", when={"netD": ("n_layers",)}, ge=1)
     num_D: int = opt(1, "discriminators at successively halved scales (multi-scale when > 1)", ge=1)

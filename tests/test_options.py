@@ -104,6 +104,29 @@ def test_pix2pix_picks_its_generator_by_colour_space_unless_told():
     assert config_mod.changed(Pix2PixConfig(color_space="lab", netG="unet")) == {"color_space": "lab", "netG": "unet"}
 
 
+def test_pix2pix_trains_a_lab_colorizer_at_scales_down_to_its_own_unless_told():
+    """preprocess=auto resolves like norm=auto: random_scale_and_crop for Lab colorization (evaluate and translate
+    colour at the images' own scale), the reference code's resize_and_crop otherwise; not an option the user set."""
+    from imgtrans.cli import build_parser, config_from_args
+    from imgtrans.models.options import Pix2PixConfig
+
+    assert Pix2PixConfig().preprocess == "resize_and_crop"
+    assert Pix2PixConfig(color_space="lab").preprocess == "random_scale_and_crop"
+    assert Pix2PixConfig(color_space="lab", preprocess="crop").preprocess == "crop"
+    cfg, explicit = config_from_args(Pix2PixConfig, build_parser().parse_args(["pix2pix", "--color-space", "lab"]))
+    assert cfg.preprocess == "random_scale_and_crop" and config_mod.changed(cfg) == explicit == {"color_space": "lab"}
+    # A run saved before auto existed holds the preprocessing it trained with.
+    saved = config_mod.from_saved(Pix2PixConfig, {"color_space": "lab", "preprocess": "resize_and_crop"})
+    assert saved.preprocess == "resize_and_crop"
+
+
+def test_an_encoder_unet_saved_before_the_full_size_block_loads_without_it():
+    from imgtrans.models.options import Pix2PixConfig
+
+    assert Pix2PixConfig(color_space="lab").full_size_block
+    assert not config_mod.from_saved(Pix2PixConfig, {"color_space": "lab"}).full_size_block
+
+
 def test_pix2pix_leaves_a_lab_colorizer_without_batch_norm_unless_told():
     """norm=auto resolves like netG=auto: none for Lab colorization (at batch 1 a batch norm normalises each tile
     by its own statistics, and a tile of one colour loses which photograph it shows), batch otherwise. The

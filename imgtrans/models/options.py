@@ -18,6 +18,7 @@ from imgtrans.config import (
     InstanceNormGANConfig,
     LatentNetG,
     NetG,
+    Preprocess,
     SelfEnsemble,
     TrainConfig,
     UnpairedGANConfig,
@@ -153,6 +154,12 @@ class Pix2PixConfig(GANConfig):
 
     # Lab colorization: its pretrained encoder adapts slowly (encoder_lr_factor), and at twice the quickstart's
     # length it met more of the photographs' targets (docs/MODEL_ZOO.md).
+    # Lab colorization: trained at scales down to the one it colours at (evaluate and translate do not resize), its
+    # gate told gray from colour better on photographs it had not seen (docs/MODEL_ZOO.md).
+    preprocess: Literal["auto", Preprocess] = opt(
+        "auto", "training-time resizing and cropping; auto = random_scale_and_crop for Lab colorization "
+                "(color_space=lab), resize_and_crop (the reference code's) otherwise; random_scale_and_crop "
+                "enlarges each image by a random factor between 1 and load_size / crop_size before its random crop")
     n_epochs: int = opt(-1, "epochs at the initial learning rate (linear policy); -1 = auto: 2 for Lab colorization "
                             "(color_space=lab), 1 otherwise", ge=-1)
     n_epochs_decay: int = opt(-1, "epochs of linear decay to zero (linear policy); -1 = auto: 2 for Lab colorization, "
@@ -165,6 +172,8 @@ class Pix2PixConfig(GANConfig):
             self.netG = "efficientnet_lite0_unet" if lab else "unet"
         if self.norm == "auto":
             self.norm = "none" if lab else "batch"
+        if self.preprocess == "auto":
+            self.preprocess = "random_scale_and_crop" if lab else "resize_and_crop"
         if self.n_epochs < 0:
             self.n_epochs = 2 if lab else 1
         if self.n_epochs_decay < 0:
