@@ -27,6 +27,9 @@ NetG = Literal[LatentNetG, EncoderUnetG]
 # A Lab colorizer's views averaged at inference: 1, 2, 4 and 8 mirror images (nets.lab_colorizer).
 SelfEnsemble = Literal["none", "hflip", "flips", "dihedral"]
 Preprocess = Literal["resize_and_crop", "random_scale_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"]
+RANDOM_SCALE_HELP = ("random_scale_and_crop enlarges each image by a random factor between 1 and load_size / crop_size "
+                     "before its random crop: training also sees the images at their own scale, as evaluate and "
+                     "translate see them")
 PRETRAINABLE = {"netG": typing.get_args(EncoderUnetG)}
 PRETRAINED = PRETRAINABLE | {"encoder_weights": lambda weights: weights != "none"}
 NETG_HELP = ("unet = U-Net as deep as the crop allows (unet_256 at 256 px, unet_128 at 128 px); resnet18_unet, "
@@ -116,10 +119,7 @@ class TrainConfig(RunConfig):
     load_size: int = opt(0, "resize images to this size before cropping; 0 = crop_size * 286/256", ge=0)
     crop_size: int = opt(128, "training crop size in pixels", ge=1)
     preprocess: Preprocess = opt(
-        "resize_and_crop", "training-time resizing and cropping, as in the reference code; random_scale_and_crop "
-                           "enlarges each image by a random factor between 1 and load_size / crop_size before its "
-                           "random crop: training also sees the images at their own scale, as evaluate and "
-                           "translate see them")
+        "resize_and_crop", f"training-time resizing and cropping, as in the reference code; {RANDOM_SCALE_HELP}")
     flip: bool = opt(True, "random horizontal flips during training")
     max_dataset_size: int = opt(0, "use at most this many training images; 0 = all", ge=0)
     # schedule

@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 from imgtrans.config import (
     LAB,
     NETG_HELP,
+    RANDOM_SCALE_HELP,
     WGANGP,
     GANConfig,
     InitType,
@@ -152,14 +153,14 @@ class Pix2PixConfig(GANConfig):
         "auto", "normalisation layers of the generator (an encoder U-Net's decoder) and the discriminator; auto = "
                 "none for Lab colorization (color_space=lab), batch otherwise")
 
-    # Lab colorization: its pretrained encoder adapts slowly (encoder_lr_factor), and at twice the quickstart's
-    # length it met more of the photographs' targets (docs/MODEL_ZOO.md).
     # Lab colorization: trained at scales down to the one it colours at (evaluate and translate do not resize), its
     # gate told gray from colour better on photographs it had not seen (docs/MODEL_ZOO.md).
     preprocess: Literal["auto", Preprocess] = opt(
         "auto", "training-time resizing and cropping; auto = random_scale_and_crop for Lab colorization "
-                "(color_space=lab), resize_and_crop (the reference code's) otherwise; random_scale_and_crop "
-                "enlarges each image by a random factor between 1 and load_size / crop_size before its random crop")
+                f"(color_space=lab), the reference code's resize_and_crop otherwise; {RANDOM_SCALE_HELP}")
+
+    # Lab colorization: its pretrained encoder adapts slowly (encoder_lr_factor), and at twice the quickstart's
+    # length it met more of the photographs' targets (docs/MODEL_ZOO.md).
     n_epochs: int = opt(-1, "epochs at the initial learning rate (linear policy); -1 = auto: 2 for Lab colorization "
                             "(color_space=lab), 1 otherwise", ge=-1)
     n_epochs_decay: int = opt(-1, "epochs of linear decay to zero (linear policy); -1 = auto: 2 for Lab colorization, "
