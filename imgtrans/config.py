@@ -203,7 +203,7 @@ class GANConfig(TrainConfig):
         True, "an encoder U-Net's decoder ends in a 3×3 convolution and ReLU at full size, where the input joins "
               "it, before the output's convolution; off, the output is one convolution of the input and the "
               "features upsampled from half the size, linear in the input at full size. On the Lab colorizer it "
-              "gives more colour, more PSNR and a gate that tells gray from colour better (docs/MODEL_ZOO.md)",
+              "gives more colour and PSNR, and a gate that ranks gray against colour better (docs/MODEL_ZOO.md)",
         when=PRETRAINABLE, saved_before=False)
     netD: Literal["basic", "n_layers", "pixel"] = opt("basic", "discriminator: basic = 70×70 PatchGAN")
     n_layers_D: int = opt(3, "PatchGAN layers when netD=n_layers", when={"netD": ("n_layers",)}, ge=1)
