@@ -13,7 +13,11 @@
 - by photograph (tiles named <photograph>-<top>-<left>, as photo_colour.py cuts them): the truth's mean a, b and
   C*, the output's, and the chroma error |Δa| + |Δb|: a photograph painted with another's colours.
 
-    python docs/model-zoo/cast_sources.py <run id> [<dataset>] [--split test|val|train]
+Given several runs (ids joined by commas, trained alike), it asks the same of their ensemble: the heads of every
+run averaged (colour scores and gate logits, as the self-ensemble averages views) and decoded by the first run's
+decoder. Where seeds err on different pixels, the average ranks gray against colour better than any one of them.
+
+    python docs/model-zoo/cast_sources.py <run id>[,<run id>...] [<dataset>] [--split test|val|train]
 """
 
 import argparse
@@ -28,7 +32,10 @@ from torchmetrics.functional.classification import binary_auroc
 
 from imgtrans.data.color import AB_SCALE, NEUTRAL_CHROMA, near_neutral, rgb_to_lab
 from imgtrans.data.datasets import build_data, make_loader
-from imgtrans.nets.lab_colorizer import LabColorizer
+from imgtrans.errors import ImgtransError
+from imgtrans.metrics.colour import ColourSums
+from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
+from imgtrans.nets.lab_colorizer import Heads, LabColorizer
 from imgtrans.nets.layers import pad_to_multiple
 from imgtrans.tracking.models import generator_checkpoint, generator_of_run
 from imgtrans.training.checkpoint import load_model
@@ -37,13 +44,16 @@ EDGES = torch.tensor([0, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 1.0])
 CHROMA_BANDS = torch.tensor([NEUTRAL_CHROMA, 10, 20, 40, float("inf")])
 
 
-def gate_and_colour(net: LabColorizer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(N, H, W) each: the colour the gate keeps, the C* the colour head decodes before it and the C* its
-    classes' annealed distribution expects (NaN without classes), from the heads the output is decoded from (the
-    self-ensemble's, in eval mode)."""
-    padded, (h, w) = pad_to_multiple(x, net.size_multiple)
+def averaged_heads(nets: list[LabColorizer], x: torch.Tensor) -> Heads:
+    """The heads each net decodes from (its self-ensemble's, in eval mode), averaged over the nets."""
+    heads = [net.ensembled_heads(x) for net in nets]
+    return Heads(*(sum(head[i] for head in heads) / len(heads) for i in range(len(Heads._fields))))
+
+
+def gate_and_colour(net: LabColorizer, heads: Heads, h: int, w: int) -> tuple[torch.Tensor, ...]:
+    """(N, h, w) each, from the heads the output is decoded from: the colour the gate keeps, the C* the colour
+    head decodes before it and the C* its classes' annealed distribution expects (NaN without classes)."""
     with torch.no_grad():
-        heads = net.ensembled_heads(padded)
         kept = net.kept_colour(heads.gate)[:, 0, :h, :w]
         decoded = (net.ungated_colour(heads) * AB_SCALE).norm(dim=1)[:, :h, :w]
         if net.classes is None:
@@ -53,12 +63,32 @@ def gate_and_colour(net: LabColorizer, x: torch.Tensor) -> tuple[torch.Tensor, t
         return kept, decoded, net.at_full_resolution(expected[:, None])[:, 0, :h, :w]
 
 
-def main(run_id: str, dataset: str, split: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        model = load_model(generator_checkpoint(generator_of_run(run_id), Path(tmp) / "model"))
-    net = model.generator()
-    if not (isinstance(net, LabColorizer) and net.gate):
-        sys.exit(f"run {run_id} has no neutral gate: its cast has no gate to come from")
+def head_layout(net: LabColorizer) -> tuple[int, int]:
+    """What a colour head's scores are: their stride, and how many channels (2 for a,b, else the classes')."""
+    return net.class_stride, net.classes.count if net.classes is not None else 2
+
+
+def load_colorizers(run_ids: list[str]) -> tuple[list[LabColorizer], object]:
+    """The runs' gated Lab colorizers, and the first run's model (its config and codec)."""
+    nets, first = [], None
+    for run_id in run_ids:
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                model = load_model(generator_checkpoint(generator_of_run(run_id), Path(tmp) / "model"))
+        except ImgtransError as exc:
+            sys.exit(f"cast_sources.py: {exc}")
+        net, first = model.generator(), first or model
+        if not (isinstance(net, LabColorizer) and net.gate):
+            sys.exit(f"run {run_id} has no neutral gate: its cast has no gate to come from")
+        if nets and head_layout(net) != head_layout(nets[0]):
+            sys.exit(f"run {run_id} has other colour heads than run {run_ids[0]}: their scores cannot be averaged")
+        nets.append(net)
+    return nets, first
+
+
+def main(run_ids: list[str], dataset: str, split: str) -> None:
+    nets, model = load_colorizers(run_ids)
+    net = nets[0]
     other = {"dataset": dataset, "layout": "colorization"} if dataset else {}
     data = build_data(dataclasses.replace(model.cfg, preprocess="none", **other), unpaired=False, any_images=False)
     bins, bands = len(EDGES) - 1, len(CHROMA_BANDS) - 1
@@ -67,13 +97,20 @@ def main(run_id: str, dataset: str, split: str) -> None:
     kept_all, coloured_all = [], []
     band_sums = {name: torch.zeros(bands) for name in ("pixels", "truth", "expected", "ungated", "kept", "output")}
     photographs = defaultdict(lambda: torch.zeros(9))  # tiles, pixels, truth a, b, C*, output a, b, C*, Δab
+    colour_sums, psnr, ssim = ColourSums(), [], []
     for batch in make_loader(getattr(data, split), batch_size=1):
         x = batch["A"]
-        output = data.codec.decode_output(x, model.translate(x))
+        padded, (h, w) = pad_to_multiple(x, net.size_multiple)
+        with torch.no_grad():
+            heads = averaged_heads(nets, padded)
+            output = data.codec.decode_output(x, net.decode(padded, heads)[..., :h, :w])
         target = data.codec.decode_output(x, batch["B"])
+        colour_sums.update(output, target)
+        psnr.append(psnr_per_image(output, target))
+        ssim.append(ssim_per_image(output, target))
         ab_output, ab_target = (rgb_to_lab(rgb)[:, 1:] * AB_SCALE for rgb in (output, target))
         neutral, chroma, chroma_target = near_neutral(ab_target)[:, 0], ab_output.norm(dim=1), ab_target.norm(dim=1)
-        kept, ungated, expected = gate_and_colour(net, x)
+        kept, ungated, expected = gate_and_colour(net, heads, h, w)
         kept_all.append(kept.flatten())
         coloured_all.append(~neutral.flatten())
         which = (torch.bucketize(kept, EDGES, right=True) - 1).clamp(max=bins - 1)
@@ -95,6 +132,9 @@ def main(run_id: str, dataset: str, split: str) -> None:
                                  ("ungated", ungated), ("kept", kept), ("output", chroma)):
                 band_sums[name][b] += values[here].sum()
     total = neutral_pixels.sum()
+    runs = f"{len(nets)} runs' averaged heads" if len(nets) > 1 else "the run"
+    print(f"{split} split, {runs}: PSNR {float(torch.cat(psnr).mean()):.2f}, SSIM {float(torch.cat(ssim).mean()):.4f}, "
+          f"colourfulness ratio {colour_sums.results()['colourfulness_ratio']:.2f}")
     print(f"{split} split, {int(total)} near-neutral target pixels: cast {float(neutral_chroma.sum() / total):.2f}, "
           f"the truth's {truth / float(total):.2f}; the gate's ROC AUC "
           f"{float(binary_auroc(torch.cat(kept_all), torch.cat(coloured_all).long())):.4f}")
@@ -121,8 +161,8 @@ def main(run_id: str, dataset: str, split: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_id")
+    parser.add_argument("run_ids", metavar="run_id[,run_id...]", type=lambda ids: ids.split(","))
     parser.add_argument("dataset", nargs="?", default="", help="another colorization dataset than the run's")
     parser.add_argument("--split", choices=("test", "val", "train"), default="test")
     arguments = parser.parse_args()
-    main(arguments.run_id, arguments.dataset, arguments.split)
+    main(arguments.run_ids, arguments.dataset, arguments.split)

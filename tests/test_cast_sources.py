@@ -1,0 +1,45 @@
+"""docs/model-zoo/cast_sources.py, where a Lab colorizer's cast comes from: one run, or several runs' heads averaged
+(a run averaged with itself is that run); runs whose colour heads differ, or an unknown run, refuse in one line."""
+
+import importlib.util
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import FAST
+
+from imgtrans.cli import main
+
+SCRIPT = Path(__file__).parents[1] / "docs" / "model-zoo" / "cast_sources.py"
+
+
+def cast_sources():
+    spec = importlib.util.spec_from_file_location("cast_sources", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_several_runs_are_one_ensemble_and_a_run_with_itself_is_that_run(aerial, capsys):
+    for loss in ("both", "l1"):
+        assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab",
+                     "--colorization-loss", loss]) == 0
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list", order_by=["start_time"])
+    classes, regression = (run.info.run_id for run in runs)
+    script = cast_sources()
+    capsys.readouterr()
+
+    script.main([classes], "", "test")
+    alone = capsys.readouterr().out.splitlines()
+    script.main([classes, classes], "", "test")
+    twice = capsys.readouterr().out.splitlines()
+    assert alone[0].startswith("test split, the run: PSNR ")
+    assert twice[0].startswith("test split, 2 runs' averaged heads: PSNR ")
+    assert twice[0].split(": ", 1)[1] == alone[0].split(": ", 1)[1]
+    assert twice[1:] == alone[1:]
+    assert "the gate's ROC AUC" in alone[1]
+
+    with pytest.raises(SystemExit, match=f"run {regression} has other colour heads than run {classes}"):
+        script.main([classes, regression], "", "test")
+    with pytest.raises(SystemExit, match="no MLflow run with id 'missing'"):
+        script.main([classes, "missing"], "", "test")
