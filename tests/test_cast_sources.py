@@ -1,11 +1,13 @@
 """docs/model-zoo/cast_sources.py, where a Lab colorizer's cast comes from: one run, or several runs' heads averaged
-(a run averaged with itself is that run); runs whose colour heads differ, or an unknown run, refuse in one line."""
+(a run averaged with itself is that run); runs whose colour heads differ, or an unknown run, refuse in one line;
+near-neutral pixels banded by their distance from strong colour."""
 
 import importlib.util
 from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 from conftest import FAST
 
 from imgtrans.cli import main
@@ -43,3 +45,14 @@ def test_several_runs_are_one_ensemble_and_a_run_with_itself_is_that_run(aerial,
         script.main([classes, regression], "", "test")
     with pytest.raises(SystemExit, match="no MLflow run with id 'missing'"):
         script.main([classes, "missing"], "", "test")
+
+
+def test_distance_bands_count_pixels_from_the_nearest_strongly_coloured_one_in_the_max_norm():
+    strong = torch.zeros(1, 41, 41, dtype=torch.bool)
+    strong[0, 20, 20] = True
+    band = cast_sources().distance_band(strong)[0]
+    assert band[20, 20] == band[22, 18] == 0  # within 2 px, diagonals too
+    assert band[20, 23] == band[12, 20] == 1  # 3–8 px
+    assert band[20, 36] == band[4, 4] == 2  # 9–16 px
+    assert band[20, 37] == band[0, 0] == 3  # farther
+    assert (cast_sources().distance_band(torch.zeros(1, 8, 8, dtype=torch.bool)) == 3).all()

@@ -10,6 +10,11 @@
   off, against what the colour head never gave. With colour classes also the C* their annealed distribution
   expects (the mean of its classes' C*, at the decoding temperature): the decoded C*, the length of the mean a,b,
   falls short of it by as much as the distribution spreads over hues;
+- by how far a near-neutral target pixel lies from a strongly coloured one (C* from 15, in the same tile; the
+  distance in the max norm): its share, the truth's C* there and the output's, and what it adds to the cast.
+  Within 2 px it is mostly an edge where two colours mix to gray (blue sky against orange struts), which no
+  colorizer paints gray without painting both colours exactly; farther, colour bled over from a coloured
+  neighbour or painted on a gray thing outright;
 - by photograph (tiles named <photograph>-<top>-<left>, as photo_colour.py cuts them): the truth's mean a, b and
   C*, the output's, and the chroma error |Δa| + |Δb|: a photograph painted with another's colours.
 
@@ -28,6 +33,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torchmetrics.functional.classification import binary_auroc
 
 from imgtrans.data.color import AB_SCALE, NEUTRAL_CHROMA, near_neutral, rgb_to_lab
@@ -42,6 +48,15 @@ from imgtrans.training.checkpoint import load_model
 
 EDGES = torch.tensor([0, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 1.0])
 CHROMA_BANDS = torch.tensor([NEUTRAL_CHROMA, 10, 20, 40, float("inf")])
+STRONG_CHROMA = 15  # a target pixel this colourful is coloured beyond doubt
+REACH = (2, 8, 16)  # px: the bands of distance from such a pixel
+
+
+def distance_band(strong: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) bool → (N, H, W) long: 0 within REACH[0] px (max norm) of a True pixel, 1 within REACH[1], …,
+    len(REACH) farther or where there is none."""
+    reached = sum(F.max_pool2d(strong[:, None].float(), 2 * r + 1, 1, r)[:, 0] > 0 for r in REACH)
+    return len(REACH) - reached
 
 
 def averaged_heads(nets: list[LabColorizer], x: torch.Tensor) -> Heads:
@@ -98,6 +113,7 @@ def main(run_ids: list[str], dataset: str, split: str) -> None:
     band_sums = {name: torch.zeros(bands) for name in ("pixels", "truth", "expected", "ungated", "kept", "output")}
     photographs = defaultdict(lambda: torch.zeros(9))  # tiles, pixels, truth a, b, C*, output a, b, C*, Δab
     colour_sums, psnr, ssim = ColourSums(), [], []
+    distance_sums = torch.zeros(len(REACH) + 1, 3)  # near-neutral pixels, the truth's C*, the output's, by band
     for batch in make_loader(getattr(data, split), batch_size=1):
         x = batch["A"]
         padded, (h, w) = pad_to_multiple(x, net.size_multiple)
@@ -121,6 +137,10 @@ def main(run_ids: list[str], dataset: str, split: str) -> None:
             coloured_pixels[b] += (here & ~neutral).sum()
             coloured_chroma[b] += chroma[here & ~neutral].sum()
         truth += float(chroma_target[neutral].sum())
+        distance = distance_band(chroma_target >= STRONG_CHROMA)
+        for b in range(len(REACH) + 1):
+            here = neutral & (distance == b)
+            distance_sums[b] += torch.stack([here.sum(), chroma_target[here].sum(), chroma[here].sum()])
         photograph = getattr(data, split).input_path(int(batch["index"])).stem.rsplit("-", 2)[0]
         photographs[photograph] += torch.stack([
             torch.tensor(1.0), torch.tensor(float(chroma.numel())), *ab_target.sum((0, 2, 3)), chroma_target.sum(),
@@ -152,6 +172,13 @@ def main(run_ids: list[str], dataset: str, split: str) -> None:
         print(f"{CHROMA_BANDS[b]:3.0f}–{CHROMA_BANDS[b + 1]:<4.0f}   |  {pixels[b] / pixels.sum():16.3f}  "
               f"{mean['truth']:8.1f}  {mean['expected']:21.1f}  {mean['ungated']:30.1f}  {mean['kept']:11.2f}  "
               f"{mean['output']:9.1f}")
+    print(f"near-neutral, from C* ≥ {STRONG_CHROMA} | share  truth C*  output C*  adds to cast")
+    reaches = [f"within {REACH[0]} px", *(f"{near + 1}–{far} px" for near, far in zip(REACH, REACH[1:])),
+               f"farther than {REACH[-1]} px"]
+    for reach, (count, own, painted) in zip(reaches, distance_sums):
+        per_pixel = count.clamp(min=1)
+        print(f"{reach:23} | {count / total:5.3f}  {own / per_pixel:8.1f}  {painted / per_pixel:9.1f}  "
+              f"{painted / total:12.2f}")
     print("photograph        | tiles  truth a, b (C*)       output a, b (C*)      |Δa|+|Δb|")
     for photograph, (tiles, pixels, *sums) in sorted(photographs.items()):
         a, b, c, out_a, out_b, out_c, error = (float(v) / float(pixels) for v in sums)
