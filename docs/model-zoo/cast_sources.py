@@ -20,7 +20,8 @@
 
 Given several runs (ids joined by commas, trained alike), it asks the same of their ensemble: the heads of every
 run averaged (colour scores and gate logits, as the self-ensemble averages views) and decoded by the first run's
-decoder. Where seeds err on different pixels, the average ranks gray against colour better than any one of them.
+decoder. Where seeds err on different pixels, the average ranks gray against colour better than any one of them;
+where it ranks no better, their mistakes are shared.
 
     python docs/model-zoo/cast_sources.py <run id>[,<run id>...] [<dataset>] [--split test|val|train]
 """
@@ -41,6 +42,7 @@ from imgtrans.data.datasets import build_data, make_loader
 from imgtrans.errors import ImgtransError
 from imgtrans.metrics.colour import ColourSums
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
+from imgtrans.models.base import TranslationModel
 from imgtrans.nets.lab_colorizer import Heads, LabColorizer
 from imgtrans.nets.layers import pad_to_multiple
 from imgtrans.tracking.models import generator_checkpoint, generator_of_run
@@ -83,7 +85,7 @@ def head_layout(net: LabColorizer) -> tuple[int, int]:
     return net.class_stride, net.classes.count if net.classes is not None else 2
 
 
-def load_colorizers(run_ids: list[str]) -> tuple[list[LabColorizer], object]:
+def load_colorizers(run_ids: list[str]) -> tuple[list[LabColorizer], TranslationModel]:
     """The runs' gated Lab colorizers, and the first run's model (its config and codec)."""
     nets, first = [], None
     for run_id in run_ids:
