@@ -64,7 +64,7 @@ def distance_band(strong: torch.Tensor) -> torch.Tensor:
 def averaged_heads(nets: list[LabColorizer], x: torch.Tensor) -> Heads:
     """The heads each net decodes from (its self-ensemble's, in eval mode), averaged over the nets."""
     heads = [net.ensembled_heads(x) for net in nets]
-    return Heads(*(sum(head[i] for head in heads) / len(heads) for i in range(len(Heads._fields))))
+    return Heads(*(sum(parts) / len(heads) for parts in zip(*heads)))
 
 
 def gate_and_colour(net: LabColorizer, heads: Heads, h: int, w: int) -> tuple[torch.Tensor, ...]:
