@@ -1,6 +1,6 @@
 """docs/model-zoo/cast_sources.py, where a Lab colorizer's cast comes from: one run, or several runs' heads averaged
 (a run averaged with itself is that run); runs whose colour heads differ, or an unknown run, refuse in one line;
-near-neutral pixels banded by their distance from strong colour."""
+near-neutral pixels banded by their distance from strong colour; the colourfulness each photograph lacks."""
 
 import importlib.util
 from pathlib import Path
@@ -40,6 +40,11 @@ def test_several_runs_are_one_ensemble_and_a_run_with_itself_is_that_run(aerial,
     assert twice[0].split(": ", 1)[1] == alone[0].split(": ", 1)[1]
     assert twice[1:] == alone[1:]
     assert "the gate's ROC AUC" in alone[1]
+    table = alone[alone.index(next(line for line in alone if "colourfulness: truth" in line)) + 1:]
+    sums = torch.tensor([[float(v) for v in line.split("|")[1].split()] for line in table])
+    assert len(table) > 1 and torch.allclose(sums[:, 0] - sums[:, 1], sums[:, 2], atol=0.11)
+    ratio = float(alone[0].rsplit(" ", 1)[1])
+    assert abs(float(sums[:, 1].sum() / sums[:, 0].sum()) - ratio) < 0.006  # the ratio is the sums' quotient
 
     with pytest.raises(SystemExit, match=f"run {regression} has other colour heads than run {classes}"):
         script.main([classes, regression], "", "test")

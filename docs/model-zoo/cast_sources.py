@@ -16,7 +16,10 @@
   colorizer paints gray without painting both colours exactly; farther, colour bled over from a coloured
   neighbour or painted on a gray thing outright;
 - by photograph (tiles named <photograph>-<top>-<left>, as photo_colour.py cuts them): the truth's mean a, b and
-  C*, the output's, and the chroma error |Δa| + |Δb|: a photograph painted with another's colours.
+  C*, the output's, and the chroma error |Δa| + |Δb|: a photograph painted with another's colours; and its tiles'
+  colourfulness summed, the truth's and the output's (the colourfulness ratio is the one sum over the other, over
+  all photographs), with the truth's C* on its coloured pixels, the C* the colour head decodes there and the
+  colour the gate keeps: which photographs lack the colour, and whether the gate or the colour head left it out.
 
 Given several runs (ids joined by commas, trained alike), it asks the same of their ensemble: the heads of every
 run averaged (colour scores and gate logits, as the self-ensemble averages views) and decoded by the first run's
@@ -40,7 +43,7 @@ from torchmetrics.functional.classification import binary_auroc
 from imgtrans.data.color import AB_SCALE, NEUTRAL_CHROMA, near_neutral, rgb_to_lab
 from imgtrans.data.datasets import build_data, make_loader
 from imgtrans.errors import ImgtransError
-from imgtrans.metrics.colour import ColourSums
+from imgtrans.metrics.colour import ColourSums, colourfulness
 from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
 from imgtrans.models.base import TranslationModel
 from imgtrans.nets.lab_colorizer import Heads, LabColorizer
@@ -114,6 +117,8 @@ def main(run_ids: list[str], dataset: str, split: str) -> None:
     kept_all, coloured_all = [], []
     band_sums = {name: torch.zeros(bands) for name in ("pixels", "truth", "expected", "ungated", "kept", "output")}
     photographs = defaultdict(lambda: torch.zeros(9))  # tiles, pixels, truth a, b, C*, output a, b, C*, Δab
+    # colourfulness: the truth's, the output's; coloured pixels, and their truth C*, decoded C* and colour kept
+    lacking = defaultdict(lambda: torch.zeros(6))
     colour_sums, psnr, ssim = ColourSums(), [], []
     distance_sums = torch.zeros(len(REACH) + 1, 3)  # near-neutral pixels, the truth's C*, the output's, by band
     for batch in make_loader(getattr(data, split), batch_size=1):
@@ -147,6 +152,9 @@ def main(run_ids: list[str], dataset: str, split: str) -> None:
         photographs[photograph] += torch.stack([
             torch.tensor(1.0), torch.tensor(float(chroma.numel())), *ab_target.sum((0, 2, 3)), chroma_target.sum(),
             *ab_output.sum((0, 2, 3)), chroma.sum(), (ab_output - ab_target).abs().sum()])
+        lacking[photograph] += torch.stack([colourfulness(target).sum(), colourfulness(output).sum(),
+                                            (~neutral).sum(), *(v[~neutral].sum() for v in (chroma_target, ungated,
+                                                                                            kept))])
         band = torch.bucketize(chroma_target, CHROMA_BANDS, right=True) - 1
         for b in range(bands):
             here = band == b
@@ -186,6 +194,11 @@ def main(run_ids: list[str], dataset: str, split: str) -> None:
         a, b, c, out_a, out_b, out_c, error = (float(v) / float(pixels) for v in sums)
         print(f"{photograph:17} | {int(tiles):5}  {a:6.1f} {b:6.1f} ({c:4.1f})   {out_a:6.1f} {out_b:6.1f} "
               f"({out_c:4.1f})   {error:9.1f}")
+    print("photograph        | colourfulness: truth  output  lacking | coloured: truth C*  decoded C*  colour kept")
+    for photograph, (truth_sum, output_sum, coloured, *sums) in sorted(lacking.items()):
+        own, decoded, kept = (float(v / coloured.clamp(min=1)) for v in sums)
+        print(f"{photograph:17} | {truth_sum:19.1f}  {output_sum:6.1f}  {truth_sum - output_sum:7.1f} | "
+              f"{own:18.1f}  {decoded:10.1f}  {kept:11.2f}")
 
 
 if __name__ == "__main__":
