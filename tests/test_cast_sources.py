@@ -40,7 +40,7 @@ def test_several_runs_are_one_ensemble_and_a_run_with_itself_is_that_run(aerial,
     assert twice[0].split(": ", 1)[1] == alone[0].split(": ", 1)[1]
     assert twice[1:] == alone[1:]
     assert "the gate's ROC AUC" in alone[1]
-    table = alone[alone.index(next(line for line in alone if "colourfulness: truth" in line)) + 1:]
+    table = alone[next(i for i, line in enumerate(alone) if "colourfulness: truth" in line) + 1:]
     sums = torch.tensor([[float(v) for v in line.split("|")[1].split()] for line in table])
     assert len(table) > 1 and torch.allclose(sums[:, 0] - sums[:, 1], sums[:, 2], atol=0.11)
     ratio = float(alone[0].rsplit(" ", 1)[1])

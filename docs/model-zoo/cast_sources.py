@@ -152,9 +152,10 @@ def main(run_ids: list[str], dataset: str, split: str) -> None:
         photographs[photograph] += torch.stack([
             torch.tensor(1.0), torch.tensor(float(chroma.numel())), *ab_target.sum((0, 2, 3)), chroma_target.sum(),
             *ab_output.sum((0, 2, 3)), chroma.sum(), (ab_output - ab_target).abs().sum()])
-        lacking[photograph] += torch.stack([colourfulness(target).sum(), colourfulness(output).sum(),
-                                            (~neutral).sum(), *(v[~neutral].sum() for v in (chroma_target, ungated,
-                                                                                            kept))])
+        coloured = ~neutral
+        lacking[photograph] += torch.stack([colourfulness(target).sum(), colourfulness(output).sum(), coloured.sum(),
+                                            chroma_target[coloured].sum(), ungated[coloured].sum(),
+                                            kept[coloured].sum()])
         band = torch.bucketize(chroma_target, CHROMA_BANDS, right=True) - 1
         for b in range(bands):
             here = band == b
