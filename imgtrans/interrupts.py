@@ -104,6 +104,11 @@ def deferred() -> Iterator[None]:
         _raise()
 
 
+def pending() -> bool:
+    """Whether an interrupt has arrived and waits for a deferred loop's safe point."""
+    return bool(_State.received)
+
+
 def stop_if_pending(save: Callable[[], object], position: str, run_id: str,
                     everywhere: Callable[[bool], bool] = lambda pending: pending) -> None:
     """At a loop's safe point: if an interrupt is pending, save a checkpoint, say so and raise it.

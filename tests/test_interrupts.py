@@ -164,6 +164,47 @@ def test_resuming_a_run_that_died_before_its_first_checkpoint_says_so(capsys):
     assert client.get_run(dead).info.status == "KILLED"
 
 
+def interrupt_during_step(monkeypatch, step: int) -> None:
+    """Ctrl-C arrives while training step `step` runs (in this process, as from a terminal)."""
+    from imgtrans.models.pix2pix import Pix2Pix
+
+    original, calls = Pix2Pix.training_step, []
+
+    def step_and_interrupt(self, batch):
+        calls.append(batch)
+        if len(calls) == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, batch)
+
+    monkeypatch.setattr(Pix2Pix, "training_step", step_and_interrupt)
+
+
+def test_an_interrupt_on_an_epochs_last_step_stops_after_its_validation(facades, monkeypatch):
+    """The checkpoint it stops with counts the epoch's validation, which a resumed run would otherwise skip."""
+    interrupt_during_step(monkeypatch, 3)  # the tiny set's epoch: 3 steps
+    args = ["pix2pix", "--dataset", str(facades), *FAST, "--epochs", "4", "--val-every", "1",
+            "--checkpoint-minutes", "0"]
+    assert main(args) == 130
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.status == "KILLED"
+    assert [m.step for m in MlflowClient().get_metric_history(run.info.run_id, "val/psnr")] == [3]
+    with tempfile.TemporaryDirectory() as tmp:
+        assert saved_checkpoint(run.info.run_id, Path(tmp))["best"]["step"] == 3
+
+
+def test_an_interrupt_on_the_last_step_keeps_the_model_and_the_checkpoint(facades, monkeypatch):
+    """The last step's interrupt is taken once the model is logged, and the run keeps its checkpoint even with
+    keep_checkpoints=none (a run that stops early always does)."""
+    interrupt_during_step(monkeypatch, 2)
+    args = ["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "2", "--keep-checkpoints", "none"]
+    assert main(args) == 130
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.status == "KILLED" and run.outputs.model_outputs
+    assert {m.step for m in MlflowClient().get_metric_history(run.info.run_id, "val/psnr")} == {2}
+    with tempfile.TemporaryDirectory() as tmp:
+        assert saved_checkpoint(run.info.run_id, Path(tmp))["position"]["step"] == 2
+
+
 def test_resuming_past_the_end_is_an_error(facades, tmp_path, capsys):
     assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "3"]) == 0
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")

@@ -34,8 +34,11 @@ def for_checkpoint(best: dict[str, Any], step: int) -> dict[str, Any]:
     return {**best, "nets": None} if best["step"] == step else best
 
 
-def restored(best: dict[str, Any] | None, model: torch.nn.Module) -> dict[str, Any] | None:
-    """The best so far from a checkpoint, its weights taken from the restored model where it left them out."""
-    if best is None or best["nets"] is not None:
+def restored(best: dict[str, Any] | None, model: torch.nn.Module, metric: str) -> dict[str, Any] | None:
+    """The best so far from a checkpoint, its weights taken from the restored model where it left them out; none
+    when the resumed run keeps the best by another `metric` (or the last: `keep_best=last`)."""
+    if best is None or best["metric"] != metric:
+        return None
+    if best["nets"] is not None:
         return best
     return snapshot(best["metric"], best["metrics"], best["step"], model)

@@ -124,7 +124,7 @@ class Trainer:
         if len(local) == self.world.size:  # this process's own part of the model's state (e.g. image pools)
             self.model.load_state_dict(local[self.world.rank], strict=False)
         self.step, self.epoch, self.batch_in_epoch = pos["step"], pos["epoch"], pos["batch_in_epoch"]
-        self.best = best.restored(payload.get("best"), self.model)
+        self.best = best.restored(payload.get("best"), self.model, self.cfg.keep_best)
         saved_world = pos.get("world_size", 1)
         if saved_world != self.world.size:  # the same images done, in steps of this job's global batch
             self.batch_in_epoch = self.batch_in_epoch * saved_world // self.world.size
@@ -220,17 +220,16 @@ class Trainer:
                     window_steps, window_images, window_wait = 0, 0, 0.0
                     window_start = time.perf_counter()
                 bar.update(1)
+                if self.step >= total or self.batch_in_epoch >= self.steps_per_epoch:
+                    break  # the epoch's end validates first, then checkpoints and takes an interrupt
                 # Under torchrun the processes agree on what the clock or a signal decides, at logging steps.
-                agreed = not self.world.active or self.step % self.cfg.log_every == 0 or self.step >= total
-                due = bool(self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0)
-                if agreed:
-                    due = due or distributed.any_process(self._checkpoint_due(epoch_end=False), self.runtime.device)
-                if due:
-                    self._checkpoint()
-                if agreed:
+                if self.step % self.cfg.log_every == 0 or not self.world.active:
+                    if self._count_due() or distributed.any_process(self._checkpoint_due(epoch_end=False),
+                                                                    self.runtime.device):
+                        self._checkpoint()
                     self._stop_if_interrupted()
-                if self.step >= total:
-                    break
+                elif self._count_due():
+                    self._checkpoint()
                 fetch_start = time.perf_counter()
             boundary_start = time.perf_counter()
             epoch_done = self.batch_in_epoch >= self.steps_per_epoch
@@ -247,10 +246,12 @@ class Trainer:
                     self.best = best.snapshot(self.cfg.keep_best, val_metrics, self.step, self.model)
                 if self.on_validation is not None:
                     self.on_validation(self.epoch, val_metrics)
-            if finished or distributed.any_process(self._checkpoint_due(epoch_end=True), self.runtime.device):
+            if finished or self._count_due() or distributed.any_process(self._checkpoint_due(epoch_end=True),
+                                                                        self.runtime.device):
                 self._checkpoint()
             self.timings["epoch_boundary_s"].append(time.perf_counter() - boundary_start)
             self.tracker.log_metrics({"time/epoch_boundary_s": self.timings["epoch_boundary_s"][-1]}, self.step)
+            window_start += self.timings["epoch_boundary_s"][-1]  # step times leave validation and saving out
             if not finished:  # at the end the model is logged first; a pending interrupt is raised after it
                 self._stop_if_interrupted()
             if epoch_done:
@@ -264,7 +265,7 @@ class Trainer:
             self.model.load_state_dict(self.best["nets"])
             self.tracker.set_tags({"best_step": kept_step})
         model_id = self._log_model(val_metrics, kept_step) if self.world.is_main else ""
-        if self.world.is_main and self.cfg.keep_checkpoints == "none":
+        if self.world.is_main and self.cfg.keep_checkpoints == "none" and not interrupts.pending():
             self.tracker.delete_artifacts("checkpoints")
         last = self.workdir / "last.pt"
         return TrainResult(self.tracker.run_id, self.step, val_metrics, self.model, self.data.val, loop_seconds,
@@ -319,6 +320,9 @@ class Trainer:
                         self.workdir / "last.pt")
         self.timings["checkpoint_s"].append(time.perf_counter() - started)
         self.figures[f"checkpoint at step {self.step}: loop blocked (s)"] = self.timings["checkpoint_s"][-1]
+
+    def _count_due(self) -> bool:
+        return bool(self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0)
 
     def _checkpoint_due(self, epoch_end: bool) -> bool:
         """By the clock (`checkpoint_minutes`), or at epoch ends; and for a new run as soon as it is asked (after
