@@ -211,11 +211,14 @@ def test_the_warm_up_before_a_capture_leaves_no_trace_and_checkpoints_stay_porta
     first = next(model.netG.parameters())
     before = {k: v.clone() for k, v in model.state_dict().items()}
     adam_before = {k: v.clone() for k, v in model.optimizers["G"].state[first].items()}
+    rng_before = torch.get_rng_state()
     saved = _TrainingState(model)
     for _ in range(2):
         model.training_step(batch)
+        torch.rand(3)  # a random draw in the step (dropout, an image pool)
     assert not torch.equal(first, before[next(iter(model.state_dict()))])
     saved.restore()
+    assert torch.equal(torch.get_rng_state(), rng_before)
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key  # batch-norm statistics included
     for key, value in model.optimizers["G"].state[first].items():

@@ -18,6 +18,7 @@ from imgtrans.compute.graphs import capture_obstacle
 from imgtrans.compute.runtime import Runtime
 from imgtrans.config import RunConfig
 from imgtrans.models.base import TranslationModel
+from imgtrans.training import checkpoint
 
 Step = Callable[[dict], dict[str, torch.Tensor]]
 
@@ -108,10 +109,13 @@ def make_capturable(optimizers, device: torch.device) -> list[tuple[dict, torch.
 
 
 class _TrainingState:
-    """A copy of the weights, buffers and optimizer state, put back in place (the graph holds their addresses)."""
+    """A copy of the weights, buffers and optimizer state, put back in place (the graph holds their addresses),
+    and of every RNG's state: the warm-up's random draws (dropout, image pools) are undone too, so a run resumed
+    from a checkpoint, which captures anew, draws what the uninterrupted run drew."""
 
     def __init__(self, model: TranslationModel):
         self.model = model
+        self.rngs = checkpoint.rng_state()
         self.tensors = [t for t in model.state_dict(keep_vars=True).values() if torch.is_tensor(t)]
         self.copies = [t.detach().clone() for t in self.tensors]
         self.optimizer_state = {
@@ -132,3 +136,4 @@ class _TrainingState:
                         value.copy_(before[key])
                     else:  # state the warm-up created: zeros are what a first step starts from
                         value.zero_()
+        checkpoint.set_rng_state(self.rngs)
