@@ -305,15 +305,18 @@ def test_a_colorizer_is_scored_against_the_grayscale_copy(aerial, tmp_path, caps
         (scans / split).mkdir(parents=True)
         Image.fromarray(aerial_scene(np.random.default_rng(h), 160)[:h, :w]).save(scans / split / "0.png")
     assert main(["evaluate", "--run-id", run.info.run_id, "--dataset", str(scans), "--split", "val"]) == 0
-    run = MlflowClient().get_run(run.info.run_id)
-    assert evaluation_summary(run.info.run_id, "val")["settings"]["image_size"].startswith("stored size")
+    # Another folder's scores are not the run's own: they go to the evaluation run alone.
+    assert "eval_val/psnr" not in MlflowClient().get_run(run.info.run_id).data.metrics
+    evaluation = mlflow.search_runs(search_all_experiments=True, output_format="list", order_by=["start_time DESC"],
+                                    filter_string=f"tags.`imgtrans.source_runs` = '{run.info.run_id}'")[0]
+    assert evaluation_summary(evaluation.info.run_id, "val")["settings"]["image_size"].startswith("stored size")
     model = load_model(generator_checkpoint(generator_uri(run.info.run_id), tmp_path / "model")).eval()
     codec = Codec(colorization=True, color_space="lab")
-    rgb = torch.from_numpy(np.asarray(Image.open(scans / "val" / "0.png"))).permute(2, 0, 1)[None].float() / 255
+    rgb = torch.from_numpy(np.array(Image.open(scans / "val" / "0.png"))).permute(2, 0, 1)[None].float() / 255
     x = codec.encode_input(rgb)
     target = codec.decode_output(x, codec.encode_target(rgb))
     expected = psnr_per_image(codec.decode_output(x, model.translate(x)), target)
-    assert run.data.metrics["eval_val/psnr"] == pytest.approx(float(expected), abs=1e-3)
+    assert evaluation.data.metrics["eval_val/psnr"] == pytest.approx(float(expected), abs=1e-3)
 
 
 def test_colourfulness_known_values():

@@ -197,7 +197,8 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
 def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int:
     """`imgtrans evaluate`: a run's test metrics, logged to that run and onto its model; an evaluation run beside
     it links to it and summarises the result. Decoded at another `class_temperature`, the scores are not the
-    model's own: they go to the evaluation run alone (likewise with another `self_ensemble` or `neutral_odds`)."""
+    model's own: they go to the evaluation run alone (likewise with another `self_ensemble` or `neutral_odds`, and
+    on another `dataset` or `max_images` of the split)."""
     if not cfg.run_id:
         raise ImgtransError("run_id is required: the training run to evaluate")
     source = store.get_run(cfg.run_id)
@@ -206,6 +207,9 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
     prefix = "test" if cfg.split == "test" else "eval_val"
     options = inference_options(cfg)
     at, phrase = describe_inference(options)  # `at` visible in a truncated run list
+    elsewhere = ([f"on {cfg.dataset}"] if cfg.dataset and cfg.dataset != source.data.params.get("dataset") else []) \
+        + ([f"on at most {cfg.max_images} images"] if cfg.max_images else [])
+    own = not options and not elsewhere
     with tracked_run("", "-".join(p for p in ("evaluate", at, source.info.run_name) if p), "evaluate", "evaluate",
                      experiment_id=source.info.experiment_id, tags={SOURCE_RUNS_TAG: cfg.run_id}) as tracker, \
             scratch_dir("evaluate") as tmp:
@@ -214,7 +218,6 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
         summary = {"metrics": result.metrics, "settings": result.settings,
                    "unavailable": {m.metric: m.message for m in result.unavailable}}
         (tmp / "results" / "summary.json").write_text(json.dumps(summary, indent=2))
-        own = not options
         target = MlflowTracker.of_run(cfg.run_id) if own else tracker
         target.log_artifacts(result.artifacts, f"evaluation/{cfg.split}")
         context = cfg.split if cfg.split == "test" else "validation"
@@ -244,7 +247,8 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
         print(f"imgtrans: logged {len(result.headline())} metrics and evaluation/{cfg.split}/ to run {cfg.run_id} "
               f"and its model; evaluation run {tracker.run_id}")
     else:
-        print(f"imgtrans: logged {len(result.headline())} metrics with {phrase} to evaluation run {tracker.run_id}; "
+        how = " ".join([f"with {phrase}"] * bool(phrase) + elsewhere)
+        print(f"imgtrans: logged {len(result.headline())} metrics {how} to evaluation run {tracker.run_id}; "
               f"run {cfg.run_id} keeps its model's own scores")
     return 0
 
