@@ -61,6 +61,22 @@ def test_fid_matches_scipy_sqrtm():
     assert result.settings["fid_n_real"] == "40" and "fid_warning" in result.settings
 
 
+def test_distribution_metrics_take_images_of_any_size_and_say_when_too_few():
+    real, fake = image_sets(6)
+    whole = DistributionMetrics(RandomFeatures(), kid_subset_size=4, kid_subsets=1)
+    whole.update(real, fake)
+    mixed = DistributionMetrics(RandomFeatures(), kid_subset_size=4, kid_subsets=1)
+    mixed.update(real[:3], fake[:3])
+    mixed.update(real[3:, :, :24, :20], fake[3:, :, :24, :20])  # stored sizes differ from image to image
+    with pytest.warns(UserWarning):
+        a, b = whole.compute().values, mixed.compute().values
+    assert math.isfinite(b["fid"]) and b["fid"] != a["fid"]
+    one = DistributionMetrics(RandomFeatures())
+    one.update(real[:1], fake[:1])
+    result = one.compute()
+    assert result.values == {} and result.unavailable == "FID, KID and IS need at least 2 images; 1 scored"
+
+
 def test_kid_is_unbiased_mmd_with_one_subset():
     real, fake = image_sets()
     features = RandomFeatures()
@@ -257,6 +273,11 @@ def test_weight_files_in_the_hub_cache_enable_every_metric(facades, tmp_path, mo
     summary = evaluation_summary(run_id)
     assert summary["settings"]["fid_n_real"] == "2" and "kid_std" in summary["metrics"]
     assert not summary["unavailable"] and "imgtrans.test.unavailable" not in run.data.tags
+    assert main(["evaluate", "--run-id", run_id, "--max-images", "1"]) == 0  # one image: no distribution to compare
+    evaluation = mlflow.search_runs(search_all_experiments=True, output_format="list", order_by=["start_time DESC"],
+                                    filter_string=f"tags.`imgtrans.source_runs` = '{run_id}'")[0]
+    assert evaluation_summary(evaluation.info.run_id)["unavailable"]["fid"] == \
+        "FID, KID and IS need at least 2 images; 1 scored"
 
 
 def test_a_colorizer_of_a_photograph_folder_is_validated_and_evaluated(tmp_path, monkeypatch):

@@ -178,6 +178,8 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
             print(f"imgtrans: warning: {w.message}", file=sys.stderr)
         results.update(result.values)
         settings.update(result.settings)
+        if result.unavailable:
+            unavailable += [Unavailable(name, result.unavailable) for name in ("fid", "kid", "is")]
 
     with open(out / "per_image.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -5,8 +5,10 @@ weights file is present, or any module (tests check the math with a fixed random
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -34,6 +36,14 @@ class FidelityInception(nn.Module):
         return self.net(images)[0].reshape(images.shape[0], -1)
 
 
+@contextmanager
+def _features_kept() -> Iterator[None]:
+    """Quiet torchmetrics' warning that KID and IS keep every image's features: 2,048 (or 1,008) numbers an image."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer")
+        yield
+
+
 def kernel_inception_distance(features: nn.Module, real: torch.Tensor, fake: torch.Tensor, subset_size: int = 50,
                               subsets: int = 100) -> tuple[float, float, int]:
     """KID (unbiased MMD² with a cubic kernel) as mean, std over random subsets, and the subset size used
@@ -41,52 +51,77 @@ def kernel_inception_distance(features: nn.Module, real: torch.Tensor, fake: tor
     from torchmetrics.image.kid import KernelInceptionDistance
 
     subset = min(subset_size, len(real), len(fake))
-    kid = KernelInceptionDistance(feature=features, subsets=subsets, subset_size=subset)
+    with _features_kept():
+        kid = KernelInceptionDistance(feature=features, subsets=subsets, subset_size=subset)
     kid.update(real, real=True)
     kid.update(fake, real=False)
     mean, std = kid.compute()
     return float(mean), float(std), subset
 
 
+class _Taken(nn.Module):
+    """torchmetrics' `feature` for features already taken: it hands them on."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
 @dataclass
 class DistributionResult:
     values: dict[str, float]
     settings: dict[str, str]
+    unavailable: str = ""  # why there are no values (too few images)
 
 
 class DistributionMetrics:
-    """FID, KID (mean ± std over subsets) and IS over real and generated image sets."""
+    """FID, KID (mean ± std over subsets) and IS over real and generated image sets, fed batch by batch: each
+    batch's features are taken as it comes, so the images may differ in size and are not all held."""
 
     def __init__(self, features: nn.Module, logits: nn.Module | None = None, *, kid_subset_size: int = 50,
                  kid_subsets: int = 100, resize: str = "bilinear to 299×299 inside the Inception port"):
-        self.features, self.logits = features, logits
-        self.kid_subset_size, self.kid_subsets, self.resize = kid_subset_size, kid_subsets, resize
-        self.real: list[torch.Tensor] = []
-        self.fake: list[torch.Tensor] = []
-
-    def update(self, real: torch.Tensor, fake: torch.Tensor) -> None:
-        self.real.append(real.float().cpu())
-        self.fake.append(fake.float().cpu())
-
-    def compute(self) -> DistributionResult:
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.inception import InceptionScore
+        from torchmetrics.image.kid import KernelInceptionDistance
 
-        real, fake = torch.cat(self.real), torch.cat(self.fake)
-        n = min(len(real), len(fake))
-        fid = FrechetInceptionDistance(feature=self.features, reset_real_features=True)
-        fid.update(real, real=True)
-        fid.update(fake, real=False)
-        values = {"fid": float(fid.compute())}
-        kid_mean, kid_std, subset = kernel_inception_distance(self.features, real, fake, self.kid_subset_size,
-                                                              self.kid_subsets)
-        values.update(kid=kid_mean, kid_std=kid_std)
-        if self.logits is not None:
-            inception_score = InceptionScore(feature=self.logits, splits=min(10, len(fake)))
-            inception_score.update(fake)
-            is_mean, is_std = inception_score.compute()
+        self.features = features
+        self.kid_subset_size, self.kid_subsets, self.resize = kid_subset_size, kid_subsets, resize
+        taken = _Taken(features.num_features)  # FID and KID share the features, taken once
+        self.fid = FrechetInceptionDistance(feature=taken, reset_real_features=True)
+        # The subset size and the IS splits are bounded by the number of images, known at `compute`.
+        with _features_kept():
+            self.kid = KernelInceptionDistance(feature=taken, subsets=kid_subsets, subset_size=kid_subset_size)
+            self.inception_score = InceptionScore(feature=logits) if logits is not None else None
+        self.n_real = self.n_fake = 0
+
+    @torch.no_grad()
+    def update(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+        real, fake = real.float().cpu(), fake.float().cpu()
+        for images, is_real in ((real, True), (fake, False)):
+            features = self.features(images)
+            self.fid.update(features, real=is_real)
+            self.kid.update(features, real=is_real)
+        if self.inception_score is not None:
+            self.inception_score.update(fake)
+        self.n_real, self.n_fake = self.n_real + len(real), self.n_fake + len(fake)
+
+    def compute(self) -> DistributionResult:
+        n = min(self.n_real, self.n_fake)
+        if n < 2:
+            return DistributionResult({}, {}, f"FID, KID and IS need at least 2 images; {n} scored")
+        values = {"fid": float(self.fid.compute())}
+        subset = min(self.kid_subset_size, n)
+        self.kid.subset_size = subset
+        kid_mean, kid_std = self.kid.compute()
+        values.update(kid=float(kid_mean), kid_std=float(kid_std))
+        if self.inception_score is not None:
+            self.inception_score.splits = min(10, self.n_fake)
+            is_mean, is_std = self.inception_score.compute()
             values.update({"is": float(is_mean), "is_std": float(is_std)})
-        settings = {"fid_n_real": str(len(real)), "fid_n_generated": str(len(fake)), "fid_resize": self.resize,
+        settings = {"fid_n_real": str(self.n_real), "fid_n_generated": str(self.n_fake), "fid_resize": self.resize,
                     "kid_subset_size": str(subset), "kid_subsets": str(self.kid_subsets)}
         if n < FID_MIN_IMAGES:
             warnings.warn(f"FID on {n} images is dominated by sample-size bias (prefer KID below "
