@@ -232,8 +232,12 @@ def test_evaluate_and_compare_two_runs(facades, tmp_path, capsys, monkeypatch):
     assert "](samples.jpg)" in report and all(f"[{name}](" in report for name in names)
     assert f"Columns: input, {names[0]}, {names[1]}, target." in report or \
         f"Columns: input, {names[1]}, {names[0]}, target." in report
-    csv_text = (tmp_path / "report" / "report.csv").read_text()
-    assert all(run_id in csv_text for run_id in run_ids)
+    import csv
+
+    with open(tmp_path / "report" / "report.csv", newline="") as fh:
+        csv_rows = list(csv.reader(fh))[1:]
+    assert sorted(row[0] for row in csv_rows[:2]) == sorted(run_ids)
+    assert [row[0] for row in csv_rows[2:]] == [""] and csv_rows[2][1] == "baseline: input"  # as in report.md
 
     assert main(["evaluate", "--run-id", run_ids[0], "--grid-images", "0"]) == 0  # scores only, no images
     newest = client.search_runs([exp.experiment_id], f"tags.`{ROLE_TAG}` = 'evaluate'",

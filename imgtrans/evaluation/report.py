@@ -195,8 +195,9 @@ def csv_text(runs: list[RunSummary]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["run_id", *header])
-    for r, row in zip(runs, rows):
-        writer.writerow([r.run_id, *row])
+    run_ids = [r.run_id for r in runs] + [""] * (len(rows) - len(runs))  # the baselines' rows follow the runs'
+    for run_id, row in zip(run_ids, rows):
+        writer.writerow([run_id, *row])
     return buffer.getvalue()
 
 
