@@ -88,6 +88,8 @@ class RunConfig:
     model_name: ClassVar[str] = ""
     # The options that tell runs of this entry point apart: in each run's name and short tags.
     distinguishing: ClassVar[tuple[str, ...]] = ()
+    # What its validations can log (a study's objectives are checked against them).
+    validation_metrics: ClassVar[tuple[str, ...]] = ()
 
     def validate(self) -> None:
         check_types(self)
@@ -97,9 +99,17 @@ class RunConfig:
         return ""
 
 
+# What a colorizer's validation adds, to follow saturation and cast over training (imgtrans.metrics.colour).
+VALIDATION_COLOUR = ("colourfulness_ratio", "chroma_error", "cast", "cast_truth")
+
+
 @dataclass
 class TrainConfig(RunConfig):
     """Options every training entry point shares."""
+
+    # KID with the Inception weights; the colour scores for colorizers.
+    validation_metrics: ClassVar[tuple[str, ...]] = ("val/psnr", "val/ssim", "val/kid", "val/kid_std",
+                                                     *(f"val/{name}" for name in VALIDATION_COLOUR))
 
     # data
     dataset: str = opt("synthetic-facades", "a built-in dataset name (synthetic-facades, synthetic-aerial) or a folder")

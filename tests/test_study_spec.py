@@ -53,8 +53,16 @@ def test_spec_validation(tmp_path, change, message):
     ({"heartbeat": {"interval": 0}}, "heartbeat.interval: must be >= 1"),
     ({"heartbeat": {"interval": 10, "grace_period": 5}}, "grace_period must be longer than"),
     ({"fixed": {"crop_size": -64}}, "fixed: invalid value -64 for crop_size; it must be >= 1"),
-    ({"fixed": {"lr": "fast"}}, "fixed: invalid value 'fast' for lr; expected a number"),
+    ({"fixed": {"lambda_L1": "fast"}}, "fixed: invalid value 'fast' for lambda_L1; expected a number"),
     ({"search_space": {"lr": {"type": "float", "low": -1.0, "high": 1.0}}}, "search_space.lr: invalid value -1.0"),
+    ({"search_space": {"n_layers_D": {"type": "float", "low": 2, "high": 4}}},
+     "search_space.n_layers_D: n_layers_D takes whole numbers"),
+    ({"objectives": [{"metric": "val/psnrr", "direction": "maximize"}]},
+     "objective 'val/psnrr' is not a validation metric of pix2pix; valid values: val/psnr, val/ssim"),
+    ({"fixed": {"dataset": "/my/data"}}, "fixed.dataset: set the data with the spec's own `dataset:`"),
+    ({"budget": {"n_epochs": 1}, "search_space": {"n_epochs": {"type": "int", "low": 1, "high": 4}}},
+     "'n_epochs' is set in both search_space and budget"),
+    ({"fixed": {"lr": 0.001}}, "'lr' is set in both fixed and search_space"),
 ])
 def test_malformed_specs_are_one_line_errors(tmp_path, capsys, change, message):
     spec = write_spec(tmp_path, "synthetic-facades", **change)

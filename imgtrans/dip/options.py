@@ -17,6 +17,7 @@ class DIPConfig(RunConfig):
     """Options of the `dip` entry point (the common ones keep their shared names)."""
 
     model_name: ClassVar[str] = "dip"
+    validation_metrics: ClassVar[tuple[str, ...]] = ("val/psnr", "val/ssim")  # against the clean reference
     distinguishing: ClassVar[tuple[str, ...]] = ("mode", "net")
 
     # the image

@@ -233,6 +233,7 @@ class BicycleGANConfig(InstanceNormGANConfig):
     """BicycleGAN (Zhu et al. 2017): multimodal translation from cVAE-GAN + cLR-GAN."""
 
     model_name: ClassVar[str] = "bicyclegan"
+    validation_metrics: ClassVar[tuple[str, ...]] = (*InstanceNormGANConfig.validation_metrics, "val/diversity_l1")
 
     batch_size: int = opt(2, "images per step")
     # Not the encoder U-Nets: their ImageNet encoder takes the image alone, not the image and its latent code.

@@ -81,6 +81,11 @@ class Distribution(_Strict):
         return [int(self.low), int(self.high)] if self.type == "int" else [self.low, self.high]
 
 
+# Options a study sets itself, not through fixed, search_space or the budgets.
+OWN_FIELDS = {"dataset": "set the data with the spec's own `dataset:`",
+              "experiment": "the study's runs go to the study command's `experiment`"}
+
+
 class Objective(_Strict):
     metric: str
     direction: Literal["maximize", "minimize"]
@@ -153,11 +158,27 @@ class StudySpec(_Strict):
     @model_validator(mode="after")
     def _options_of_the_model(self):
         kind = RUNS[self.model]
+        sections = {"fixed": self.fixed, "search_space": self.search_space, "budget": self.budget,
+                    "full_budget": self.full_budget}
+        for section, options in sections.items():
+            for name in options.keys() & OWN_FIELDS.keys():
+                raise ValueError(f"{section}.{name}: {OWN_FIELDS[name]}")
+        # A trial's config is fixed, then the sampled values, then the budget (the full budget for retrain=true):
+        # an option in two of them would be silently overridden.
+        for first, second in (("fixed", "search_space"), ("fixed", "budget"), ("search_space", "budget"),
+                              ("fixed", "full_budget"), ("search_space", "full_budget")):
+            for name in sorted(sections[first].keys() & sections[second].keys()):
+                raise ValueError(f"'{name}' is set in both {first} and {second}; set each option in one of them")
         for section in ("fixed", "budget", "full_budget"):
             for name, value in getattr(self, section).items():
                 _check_option(kind.config_class, section, name, [value])
         for name, dist in self.search_space.items():
-            _check_option(kind.config_class, f"search_space.{name}", name, dist.bounds())
+            _check_option(kind.config_class, f"search_space.{name}", name, dist.bounds(), dist.type)
+        known = kind.config_class.validation_metrics
+        for objective in self.objectives:
+            if objective.metric != INFERENCE_METRIC and objective.metric not in known:
+                raise ValueError(f"objective '{objective.metric}' is not a validation metric of {self.model}; "
+                                 f"valid values: {', '.join(known)}, {INFERENCE_METRIC}")
         if self.multi_objective and self.pruner.type != "none":
             raise ValueError("pruning is off for multi-objective studies (Optuna cannot prune them); set pruner: none")
         if not kind.trains_generator and any(o.metric == INFERENCE_METRIC for o in self.objectives):
@@ -170,10 +191,14 @@ class StudySpec(_Strict):
         return len(self.objectives) > 1
 
 
-def _check_option(cfg_cls: type, where: str, name: str, values: list[Any]) -> None:
-    if name not in {f.name for f in config_mod.fields(cfg_cls)}:
+def _check_option(cfg_cls: type, where: str, name: str, values: list[Any], search: str = "") -> None:
+    """`name` an option of `cfg_cls` that takes `values` (drawn from a distribution of type `search`)."""
+    fields = {f.name: f for f in config_mod.fields(cfg_cls)}
+    if name not in fields:
         raise ValueError(f"unknown parameter '{name}' in {where.split('.')[0]} for model {cfg_cls.model_name} "
                          f"(see `imgtrans {cfg_cls.model_name} --help`)")
+    if search == "float" and fields[name].type == "int":
+        raise ValueError(f"{where}: {name} takes whole numbers; use type: int")
     for value in values:
         try:
             config_mod.parse_option(cfg_cls, name, value)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Subset
 
 from imgtrans.compute import distributed
-from imgtrans.config import TrainConfig
+from imgtrans.config import VALIDATION_COLOUR, TrainConfig
 from imgtrans.data.datasets import Data, make_loader
 from imgtrans.data.sheets import sample_sheet
 from imgtrans.data.splits import SplitSummary
@@ -28,9 +28,6 @@ from imgtrans.weights import INCEPTION, resolve_weights
 
 # Validation images the batch-norm recalibration is judged on.
 PROBE_IMAGES = 16
-
-# What a colorizer's validation adds, to follow saturation and cast over training.
-VALIDATION_COLOUR = ("colourfulness_ratio", "chroma_error", "cast", "cast_truth")
 
 
 class Validator:
