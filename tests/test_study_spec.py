@@ -103,3 +103,10 @@ def test_a_spec_that_is_not_utf8_is_one_line(tmp_path, capsys):
     path.write_bytes("model: pix2pix\ndescription: caf\u00e9\n".encode("latin-1"))
     assert study(path, tmp_path / "s.db") == 2
     assert "not UTF-8 text" in capsys.readouterr().err
+
+
+def test_max_steps_on_the_command_line_cannot_override_a_searched_one(tmp_path, capsys):
+    spec = write_spec(tmp_path, "synthetic-facades", budget={},
+                      search_space={"max_steps": {"type": "int", "low": 2, "high": 4}})
+    assert study(spec, tmp_path / "s.db", "--max-steps", "3") == 2
+    assert "max_steps is searched by" in capsys.readouterr().err and not (tmp_path / "s.db").exists()
