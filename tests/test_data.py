@@ -113,6 +113,16 @@ def test_single_folder_holds_out_every_tenth(tmp_path):
     assert not set(source.a["train"]) & set(source.a["val"])
 
 
+@pytest.mark.parametrize("filled,empty", [("test", "val"), ("val", "test")])
+def test_an_empty_val_or_test_folder_is_served_by_the_other(tmp_path, filled, empty):
+    for split, count in (("train", 3), (filled, 2)):
+        for i in range(count):
+            write_image(tmp_path / split / f"{i}.png", random_rgb(24, 32, i))
+    (tmp_path / empty).mkdir()
+    source = find_source(str(tmp_path))
+    assert source.a["val"] == source.a["test"] and len(source.a["test"]) == 2
+
+
 @pytest.mark.parametrize("space,out_nc", [("rgb", 3), ("lab", 2)])
 def test_colorization_pairs(aerial, space, out_nc):
     data = build_data(cfg(aerial, color_space=space))

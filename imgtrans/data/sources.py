@@ -100,10 +100,8 @@ def _fill_missing(splits: dict[str, list]) -> dict[str, list]:
         return splits
     if not splits.get("val") and not splits.get("test"):
         return _holdout(splits["train"])
-    splits.setdefault("val", splits.get("test", []))
-    splits.setdefault("test", splits["val"])
-    if not splits["val"]:
-        splits["val"] = splits["test"]
+    splits["val"] = splits.get("val") or splits["test"]  # a missing or empty one: the other serves as both
+    splits["test"] = splits.get("test") or splits["val"]
     return splits
 
 
