@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 import socket
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
+from typing import Iterator
 from urllib.error import HTTPError
 
 import torch
+
+from imgtrans.errors import ImgtransError, one_line
 
 OFFLINE_VARIABLE = "IMGTRANS_OFFLINE"  # also set by `imgtrans --offline`
 MIRROR_VARIABLE = "IMGTRANS_WEIGHTS_MIRROR"  # a base URL that serves the files under their names
@@ -28,6 +33,15 @@ class WeightsFile:
     filename: str
     url: str
     sha256_prefix: str  # the hex digits torchvision-style names end with
+
+    @contextmanager
+    def loading(self, path: Path) -> Iterator[None]:
+        """Loading `path` as this file: another network's weights or a damaged file is one line naming both."""
+        try:
+            yield
+        except (pickle.UnpicklingError, EOFError, KeyError, RuntimeError, ValueError) as exc:
+            raise ImgtransError(f"{path} is not a readable {self.filename} ({one_line(exc)}); replace it with the "
+                                f"file from {self.url}") from None
 
     def cache_path(self) -> Path:
         return Path(torch.hub.get_dir()) / "checkpoints" / self.filename

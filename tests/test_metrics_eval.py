@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from conftest import FAST, evaluation_summary, generator_uri, random_inception_file
+from conftest import FAST, evaluation_summary, generator_uri, one_line_error, random_inception_file
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from skimage.metrics import structural_similarity
@@ -282,6 +282,18 @@ def test_weight_files_in_the_hub_cache_enable_every_metric(facades, tmp_path, mo
                                     filter_string=f"tags.`imgtrans.source_runs` = '{run_id}'")[0]
     assert evaluation_summary(evaluation.info.run_id)["unavailable"]["fid"] == \
         "FID, KID and IS need at least 2 images; 1 scored"
+
+
+def test_a_weights_file_of_another_network_or_damaged_is_one_line(facades, tmp_path, capsys):
+    assert main(["pix2pix", "--dataset", str(facades), *FAST, "--max-steps", "1"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    other, damaged = tmp_path / "other.pth", tmp_path / "damaged.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, other)
+    damaged.write_bytes(b"not a checkpoint")
+    for option, path, name in (("--lpips-weights", other, ALEXNET.filename),
+                               ("--inception-weights", damaged, INCEPTION.filename)):
+        assert main(["evaluate", "--run-id", run.info.run_id, option, str(path)]) == 2
+        assert f"{path} is not a readable {name} (" in one_line_error(capsys)
 
 
 def test_a_colorizer_of_a_photograph_folder_is_validated_and_evaluated(tmp_path, monkeypatch):

@@ -13,6 +13,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from imgtrans.weights import INCEPTION
+
 # Below this many images FID is dominated by its sample-size bias; KID is the better choice.
 FID_MIN_IMAGES = 2048
 
@@ -27,8 +29,9 @@ class FidelityInception(nn.Module):
         )
 
         self.feature = feature
-        self.net = FeatureExtractorInceptionV3("inception-v3-compat", [feature],
-                                               feature_extractor_weights_path=str(weights)).eval()
+        with INCEPTION.loading(weights):
+            self.net = FeatureExtractorInceptionV3("inception-v3-compat", [feature],
+                                                   feature_extractor_weights_path=str(weights)).eval()
         self.num_features = 2048 if feature == "2048" else 1008
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lpips
 import torch
 from torch import nn
 
+from imgtrans.weights import ALEXNET
+
 
 def lpips_network(alexnet_weights: Path | None) -> nn.Module:
     """LPIPS v0.1 with an AlexNet backbone. The linear heads ship with the lpips package; the backbone is
     loaded from `alexnet_weights` (torchvision's file), or left random when None (for tests of the math)."""
-    net = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+    with warnings.catch_warnings():  # lpips builds the backbone with torchvision's deprecated `pretrained`
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+        net = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
     if alexnet_weights is not None:
-        state = torch.load(alexnet_weights, map_location="cpu", weights_only=True)
-        with torch.no_grad():
+        with ALEXNET.loading(alexnet_weights), torch.no_grad():
+            state = torch.load(alexnet_weights, map_location="cpu", weights_only=True)
             for slice_name, block in net.net.named_children():
                 for name, param in block.named_parameters():
                     param.copy_(state[f"features.{name}"])
