@@ -4,6 +4,7 @@ and scratch folders that go away with the job that made them, however it ends.""
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
@@ -25,6 +26,15 @@ def _file_mode() -> int:
 
 
 FILE_MODE = _file_mode()
+
+
+def file_digest(path: Path) -> str:
+    """The first 16 hex digits of a file's SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def temp_file_beside(path: Path, suffix: str = "") -> tuple[int, str]:

@@ -1,6 +1,7 @@
 """ONNX export and tiled, resumable archive translation."""
 
 import dataclasses
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -80,12 +81,17 @@ def test_io_bound_calls_match_plain_onnxruntime(exported):
         session.run_bound(x.double())
 
 
-def test_gpu_providers_get_their_options(exported):
+def test_gpu_providers_get_their_options(exported, tmp_path):
     from imgtrans.infer.session import PROVIDERS, provider_options
 
     trt = provider_options(PROVIDERS["tensorrt"], exported, 1, cuda_graph=False)
-    assert trt["device_id"] == "1" and trt["trt_engine_cache_enable"] == "True"
-    assert trt["trt_engine_cache_path"] == str(exported.with_suffix(".trt")) and trt["trt_fp16_enable"] == "False"
+    assert trt["device_id"] == "1" and trt["trt_engine_cache_enable"] == "True" and trt["trt_fp16_enable"] == "False"
+    cache = Path(trt["trt_engine_cache_path"])
+    assert cache.parent == exported.with_suffix(".trt")
+    again = tmp_path / exported.name  # the same file name, other weights: engines of its own
+    again.write_bytes(exported.read_bytes() + b"\0")
+    assert Path(provider_options(PROVIDERS["tensorrt"], again, 1, cuda_graph=False)["trt_engine_cache_path"]).name \
+        != cache.name
     assert provider_options(PROVIDERS["cuda"], exported, 0, cuda_graph=True)["enable_cuda_graph"] == "1"
     assert "enable_cuda_graph" not in provider_options(PROVIDERS["cuda"], exported, 0, cuda_graph=False)
 

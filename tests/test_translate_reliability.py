@@ -139,6 +139,25 @@ def test_output_without_a_manifest_record_is_replaced(tmp_path, exported):
     assert outputs(out) == outputs(tmp_path / "reference")
 
 
+def test_a_manifest_found_through_another_spelling_of_the_input_folder_still_skips(tmp_path, exported):
+    scans = make_scans(tmp_path / "scans")
+    (tmp_path / "elsewhere").mkdir()
+    out = tmp_path / "out"
+    assert run_translate(exported, tmp_path / "elsewhere" / ".." / "scans", out) == 0
+    assert run_translate(exported, scans, out) == 0
+    assert set(statuses(out).values()) == {"skipped"}
+
+
+def test_a_file_named_like_the_manifest_that_is_not_one_is_refused_and_kept(tmp_path, exported, capsys):
+    scans = make_scans(tmp_path / "scans")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST).write_text("id,name\n1,notes\n")
+    assert run_translate(exported, scans, out) == 2
+    assert "is not a manifest of `imgtrans translate`" in one_error_line(capsys)
+    assert (out / MANIFEST).read_text() == "id,name\n1,notes\n" and sorted(out.iterdir()) == [out / MANIFEST]
+
+
 # --- interrupted and killed runs ------------------------------------------------------------------
 
 def test_interrupted_run_records_what_it_finished(tmp_path, exported, monkeypatch):
@@ -180,7 +199,29 @@ def test_temporary_files_of_a_killed_run_are_removed(tmp_path, exported):
     assert set(outputs(out)) == {"big.tif", "color.jpg", "sub/small.png"}
 
 
+def test_an_output_whose_writer_fails_to_start_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def no_room(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(infer_io.tifffile, "memmap", no_room)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OSError):
+        infer_io.OutputWriter(tmp_path / "out" / "scan.tif", 8, 8, [])
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 # --- 16-bit and float scans ------------------------------------------------------------------------
+
+def test_no_data_in_a_float_scan_is_read_as_black_not_spread_over_the_output(tmp_path, exported):
+    gray = np.random.default_rng(1).random((64, 64), dtype=np.float32)
+    gray[:8, :8] = np.nan
+    scan = tmp_path / "scans" / "nodata.tif"
+    scan.parent.mkdir()
+    tifffile.imwrite(scan, gray)
+    assert np.array_equal(infer_io.read_scan(scan).rows(0, 8)[0, :8, :8], torch.zeros(8, 8))
+    assert run_translate(exported, scan, tmp_path / "out") == 0
+    result = tifffile.imread(tmp_path / "out" / "nodata.tif")
+    assert statuses(tmp_path / "out") == {"nodata.tif": "done"} and result[8:, 8:].std() > 0
 
 def test_16bit_rgb_tiff_keeps_its_precision(tmp_path):
     values = np.arange(4 * 5 * 3, dtype=np.uint16).reshape(4, 5, 3) * 1001 + 7  # not multiples of 257
@@ -250,6 +291,22 @@ def test_corrupt_sidecar_is_one_line_saying_to_re_export(tmp_path, exported, cap
     assert run_translate(model, scans, tmp_path / "out") == 2
     line = one_error_line(capsys)
     assert str(sidecar_path(model)) in line and "re-export" in line
+
+
+@pytest.mark.parametrize("model,extra,message", [
+    ("truncated.onnx", (), "is not a readable ONNX model"),
+    ("sidecar.json", (), "is not an .onnx file"),
+    ("m.onnx", ("--margin", "1100"), "the largest tile for this model"),  # tile 0: each image's own tile
+])
+def test_a_bad_model_or_tiling_is_refused_before_anything_is_written(tmp_path, exported, capsys, model, extra,
+                                                                     message):
+    path = tmp_path / "models" / model
+    path.parent.mkdir()
+    shutil.copy(sidecar_path(exported), sidecar_path(path))
+    data = exported.read_bytes()
+    path.write_bytes(data[:len(data) // 2] if model == "truncated.onnx" else data)
+    assert run_translate(path, make_scans(tmp_path / "scans"), tmp_path / "out", *extra) == 2
+    assert message in one_error_line(capsys) and not (tmp_path / "out").exists()
 
 
 def test_gpu_provider_without_a_gpu_is_refused(tmp_path, exported, capsys, monkeypatch):

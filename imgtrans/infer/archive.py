@@ -28,6 +28,7 @@ written to) nor contains it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +164,7 @@ def run_archive(jobs: list[Job], out_dir: Path, start_engine: Callable[[], Engin
             outcomes.append(dataclasses.replace(earlier, status="skipped"))
             manifest.add(outcomes[-1])
         else:
-            works.append(Work(identity.path, str(job.target.absolute()), output, identity.size, identity.mtime_ns))
+            works.append(Work(identity.path, os.path.abspath(job.target), output, identity.size, identity.mtime_ns))
     engine = start_engine() if works else None
     bar = tqdm(total=len(jobs), initial=len(outcomes), disable=not progress, unit="img", dynamic_ncols=True)
     translated = 0
@@ -178,10 +179,12 @@ def run_archive(jobs: list[Job], out_dir: Path, start_engine: Callable[[], Engin
             translated += outcome.status == "done"
             bar.update()
             bar.set_postfix(img_per_s=f"{translated / max(bar.format_dict['elapsed'], 1e-9):.2f}", refresh=False)
-        remove_stale_temp_files(out_dir)
     finally:
         bar.close()
         manifest.save()
-        if engine is not None:
-            engine.close()
+        try:
+            if engine is not None:
+                engine.close()
+        finally:  # with every worker stopped, what a lost or interrupted one left
+            remove_stale_temp_files(out_dir)
     return outcomes

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import sys
 import time
 from pathlib import Path
 
 from imgtrans.errors import ImgtransError
+from imgtrans.files import file_digest
 from imgtrans.infer.archive import Engine, plan_archive, run_archive
 from imgtrans.infer.engines import LocalEngine, choose_devices
 from imgtrans.infer.manifest import MANIFEST
@@ -20,15 +20,6 @@ from imgtrans.infer.worker import TranslateSettings
 from imgtrans.tracking.tracker import open_run
 
 STATUSES = ("done", "skipped", "failed")
-
-
-def file_digest(path: Path) -> str:
-    """The first 16 hex digits of a file's SHA-256."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 def log_to_mlflow_run(cfg: TranslateConfig, engine_params: dict, counts: dict[str, int], elapsed: float) -> None:

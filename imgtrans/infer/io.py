@@ -64,6 +64,8 @@ class Scan:
         # A copy: the scan may be a read-only memory map, and torch takes only native byte order.
         raw = np.array(self.pixels[top:bottom], dtype=self.pixels.dtype.newbyteorder("="), order="C", copy=True)
         rows = torch.from_numpy(raw).to(device).permute(2, 0, 1).float()
+        if raw.dtype.kind == "f":  # a float scan's NaN (no data) is read as black
+            rows = rows.nan_to_num_(nan=0.0)
         return (rows / white_level(raw.dtype)).clamp_(0.0, 1.0)
 
 
@@ -115,12 +117,16 @@ class OutputWriter:
         fd, tmp = temp_file_beside(path, suffix=path.suffix + TEMP_SUFFIX)
         os.close(fd)
         self.tmp = Path(tmp)
-        if self.is_tiff:
-            tifffile.imwrite(self.tmp, shape=(height, width, 3), dtype=self.dtype, photometric="rgb",
-                             extratags=geo_tags, bigtiff=height * width * 3 * self.dtype.itemsize > 2 ** 31)
-            self.array = tifffile.memmap(self.tmp, mode="r+")
-        else:
-            self.array = np.zeros((height, width, 3), self.dtype)
+        try:
+            if self.is_tiff:
+                tifffile.imwrite(self.tmp, shape=(height, width, 3), dtype=self.dtype, photometric="rgb",
+                                 extratags=geo_tags, bigtiff=height * width * 3 * self.dtype.itemsize > 2 ** 31)
+                self.array = tifffile.memmap(self.tmp, mode="r+")
+            else:
+                self.array = np.zeros((height, width, 3), self.dtype)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
 
     def write_rows(self, top: int, rgb: np.ndarray) -> None:
         """rgb: float (3, rows, W) in [0, 1]."""

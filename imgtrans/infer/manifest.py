@@ -11,11 +11,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from imgtrans.errors import ImgtransError, one_line
 from imgtrans.files import atomic_write_bytes
 
 MANIFEST = "manifest.csv"
@@ -46,6 +48,7 @@ class Outcome:
 
 
 COLUMNS = [f.name for f in dataclasses.fields(Outcome)]
+IDENTIFYING_COLUMNS = {"input", "output", "status"}  # in the manifests of every version
 
 
 class InputId(NamedTuple):
@@ -60,8 +63,8 @@ def input_id(path: Path) -> InputId:
     try:
         stat = path.stat()
     except OSError:  # reading it will fail and say why
-        return InputId(str(path.absolute()), -1, -1)
-    return InputId(str(path.absolute()), stat.st_size, stat.st_mtime_ns)
+        return InputId(os.path.abspath(path), -1, -1)
+    return InputId(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)  # `..` taken out, as the user may type
 
 
 
@@ -75,11 +78,22 @@ class Manifest:
 
     @staticmethod
     def _load(path: Path) -> dict[str, Outcome]:
-        """Records that can be parsed; a manifest of an older format counts as none (all is retranslated)."""
+        """Records that can be parsed; a manifest of an older format counts as none (all is retranslated). A file
+        of that name that is no manifest is refused: it is the user's, not ours to overwrite."""
         try:
-            rows = list(csv.DictReader(io.StringIO(path.read_text())))
-        except (OSError, ValueError, csv.Error):  # none yet, or unreadable
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return {}
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ImgtransError(f"cannot read the manifest {path} ({one_line(exc)}); fix or move it away") from None
+        try:
+            reader = csv.DictReader(io.StringIO(text))
+            if text.strip() and not IDENTIFYING_COLUMNS <= set(reader.fieldnames or ()):
+                raise csv.Error("not the columns of one")
+            rows = list(reader)
+        except csv.Error as exc:
+            raise ImgtransError(f"{path} is not a manifest of `imgtrans translate` ({exc}); move it away or choose "
+                                "another output folder") from None
         records = {}
         for row in rows:
             try:

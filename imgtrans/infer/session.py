@@ -10,6 +10,7 @@ import torch
 
 from imgtrans.errors import ImgtransError
 from imgtrans.export.sidecar import Sidecar, sidecar_path
+from imgtrans.files import file_digest
 
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -47,11 +48,13 @@ def choose_providers(choice: str) -> list[str]:
 def provider_options(name: str, model_path: Path, device_id: int, cuda_graph: bool,
                      fp16: bool = False) -> dict[str, str]:
     """A GPU provider's options: its device; TensorRT's engines cached beside the model (built once, minutes),
-    in fp16 where the model is; the CUDA provider's graph capture when asked."""
+    in fp16 where the model is; the CUDA provider's graph capture when asked. TensorRT names its engines after the
+    file's name and the graph's nodes, not the weights: a model exported again to the same file gets a folder of
+    its own, by its digest."""
     options = {"device_id": str(device_id)}
     if name == PROVIDERS["tensorrt"]:
-        options.update(trt_engine_cache_enable="True", trt_engine_cache_path=str(model_path.with_suffix(".trt")),
-                       trt_fp16_enable=str(fp16))
+        cache = model_path.with_suffix(".trt") / file_digest(model_path)
+        options.update(trt_engine_cache_enable="True", trt_engine_cache_path=str(cache), trt_fp16_enable=str(fp16))
     elif cuda_graph:
         options["enable_cuda_graph"] = "1"
     return options

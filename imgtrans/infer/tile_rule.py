@@ -66,8 +66,8 @@ class TileRule:
             max_tile = max(multiple, side // multiple * multiple)
         rule = cls(multiple, max_tile, tile, margin, overlap, sidecar.receptive_radius, budget,
                    sidecar.bytes_per_pixel)
-        if tile:
-            rule.for_image(tile + 1, tile + 1)  # settings that leave no core fail here, not mid-archive
+        side = (tile or max_tile) + 1
+        rule.for_image(side, side)  # settings that leave no core fail here, not mid-archive
         return rule
 
     def for_image(self, height: int, width: int) -> Tiling:
@@ -76,8 +76,9 @@ class TileRule:
         margin = self.margin if self.margin >= 0 else radius if 0 < radius <= tile // 4 else tile // 8
         overlap = self.overlap if self.overlap >= 0 else tile // 8
         if tile - 2 * margin <= overlap and max(height, width) > tile:
-            raise ImgtransError(f"tile {tile} leaves nothing between margins of {margin} px and an overlap of "
-                                f"{overlap} px; use a larger tile or smaller margin/overlap")
+            which = f"tile {tile}" if self.tile else f"the largest tile for this model ({tile} px, tile=0)"
+            raise ImgtransError(f"{which} leaves nothing between margins of {margin} px and an overlap of "
+                                f"{overlap} px; use a larger tile or a smaller margin or overlap")
         return Tiling(min(tile, round_up(height, self.multiple)), min(tile, round_up(width, self.multiple)), margin,
                       overlap)
 

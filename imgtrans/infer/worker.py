@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from imgtrans.data.codec import Codec
-from imgtrans.errors import ImgtransError
+from imgtrans.errors import ImgtransError, one_line
 from imgtrans.export.sidecar import Sidecar, sidecar_path
 from imgtrans.infer.io import OutputWriter, Scan, read_scan
 from imgtrans.infer.manifest import Outcome
@@ -54,9 +55,25 @@ class TranslateSettings:
         model = Path(self.model)
         if not model.is_file():
             raise ImgtransError(f"ONNX model not found: {model}; export one with `imgtrans export`")
+        if model.suffix.lower() != ".onnx":
+            raise ImgtransError(f"model {model} is not an .onnx file; give the graph `imgtrans export` wrote (its "
+                                "sidecar .json lies beside it)")
+        check_onnx(model)
         sidecar = Sidecar.load(sidecar_path(model))
         TileRule.create(sidecar, "CPUExecutionProvider", self.tile, self.margin, self.overlap)
         return sidecar
+
+
+def check_onnx(model: Path) -> None:
+    """A graph ONNX can read (not truncated, not another file renamed), before any output is written."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        onnx.load(str(model), load_external_data=False)
+    except (DecodeError, ValueError, OSError) as exc:
+        raise ImgtransError(f"{model} is not a readable ONNX model ({one_line(exc)}); export it again with "
+                            "`imgtrans export`") from None
 
 
 class Translated(NamedTuple):
@@ -83,6 +100,9 @@ def translate_scan(scan: Scan, writer: OutputWriter, *, translate: Translate, de
                                     batch_size=tiles.batch_size(tiling, batch_size)):
         rows = out.shape[1]
         rgb = codec.decode_output(network_rows(top, top + rows), out).cpu().numpy()
+        if not np.isfinite(rgb).all():
+            raise ImgtransError(f"the model's output is NaN or infinite in rows {top}–{top + rows}; check that "
+                                "the model was exported from a run that trained without diverging")
         seams.update(rgb)
         writer.write_rows(top, rgb)
     ratio = seams.ratio()
