@@ -377,8 +377,11 @@ def test_export_command_from_a_run(facades, tmp_path, aerial):
     run_id = mlflow.search_runs(search_all_experiments=True).iloc[0].run_id
     assert main(["export", "--run-id", run_id, "--output", str(tmp_path / "x")]) == 0
     assert (tmp_path / "x.onnx").exists() and (tmp_path / "x.json").exists()
+    assert main(["export", "--run-id", run_id, "--output", str(tmp_path / "models") + "/"]) == 0  # into a folder
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [f"pix2pix-{run_id}.json",
+                                                                       f"pix2pix-{run_id}.onnx"]
     export_run = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
-                  if r.info.run_id != run_id][0]
+                  if r.info.run_id != run_id][-1]
     assert float(export_run.data.params["parity_max_abs_error"]) < 1e-4
     assert "export" in {a.path for a in MlflowClient().list_artifacts(export_run.info.run_id)}
     assert main(["export", "--run-id", "feedbeef"]) == 2

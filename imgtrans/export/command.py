@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +33,15 @@ def export_command(cfg: ExportConfig, explicit: dict, progress: bool) -> int:
         at, phrase = describe_inference(options)  # `at` in the file's and the run's names
         decoded = f", decoded with {phrase}" if options else ""
         suffix = "".join(f"-{part}" for part in (at, "fp16" if cfg.precision == "fp16" else "") if part)
-        name = cfg.output or f"export/{model.cfg.model_name}-{label}{suffix}"
+        default = f"{model.cfg.model_name}-{label}{suffix}"
+        name = Path(cfg.output or f"export/{default}")
+        if cfg.output.endswith(("/", os.sep)) or name.is_dir():  # a folder: the default name inside it
+            name = name / default
         # Named, as evaluation runs are, by what a user reads in the run list: the source run's name.
         shown = (origin.run_name or label) if cfg.run_id else label
         with tracked_run(cfg.experiment, "-".join(part for part in ("export", at, shown) if part), "export", "export",
                          tags={SOURCE_RUNS_TAG: origin.run_id} if origin.run_id else None) as tracker:
-            path, sidecar = export_model(model, Path(name), precision=cfg.precision, source=source_uri)
+            path, sidecar = export_model(model, name, precision=cfg.precision, source=source_uri)
             tracker.log_params({"source": source_uri, "precision": cfg.precision, "opset": sidecar.opset,
                                 **dict.fromkeys(INFERENCE_OPTIONS), **options,
                                 "onnx_path": str(path), "parity_max_abs_error": f"{sidecar.parity_max_abs_error:.2e}"})

@@ -18,7 +18,8 @@ from imgtrans.models.options import (
 class ExportConfig:
     run_id: str = opt("", "MLflow run whose generator to export")
     model_uri: str = opt("", "or a model URI instead of run_id, e.g. models:/aerial-colorizer@champion")
-    output: str = opt("", "the .onnx file to write; default export/<model>-<run id>.onnx")
+    output: str = opt("", "the .onnx file to write (a folder: that name inside it); default "
+                          "export/<model>-<run id>.onnx")
     precision: Literal["fp32", "fp16"] = opt("fp32", "fp16 keeps normalisation layers in fp32")
     class_temperature: float = class_temperature_override("the ONNX graph decodes at it")
     self_ensemble: Literal["own", SelfEnsemble] = self_ensemble_override(

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import onnx
 import torch
+from google.protobuf.message import DecodeError
 
 from imgtrans.data.codec import Codec
 from imgtrans.errors import ImgtransError, one_line
@@ -66,9 +68,6 @@ class TranslateSettings:
 
 def check_onnx(model: Path) -> None:
     """A graph ONNX can read (not truncated, not another file renamed), before any output is written."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
     try:
         onnx.load(str(model), load_external_data=False)
     except (DecodeError, ValueError, OSError) as exc:
