@@ -219,3 +219,26 @@ def test_ray_with_a_killed_actor_gives_the_outputs_tags_and_manifest_of_one_proc
     assert "Ray at a local cluster: 2 actors, one per 1 CPU" in local.stderr
     # Nothing of Ray's or ours is left (`.ses` is ONNX Runtime's telemetry marker, written on import).
     assert [p.name for p in tmp.iterdir()] in ([], [".ses"])
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ray_actors_that_cannot_start_fail_their_files_in_one_line_each(tmp_path, ray_env):
+    """No endless retries and no traceback of ours: each file is reported failed, saying why (Ray itself prints
+    what its workers raised)."""
+    script = ("import sys\n"
+              "from imgtrans.infer.ray_engine import RayEngine\n"
+              "from imgtrans.infer.worker import TranslateSettings, Work\n"
+              "engine = RayEngine(TranslateSettings(model=sys.argv[1]), '', 1)\n"
+              "try:\n"
+              "    for t in engine([Work(f'/in/{n}.png', f'/out/{n}.png', f'{n}.png', 1, 1) for n in 'ab'], 0):\n"
+              "        print(t.outcome.output, t.outcome.status, t.outcome.error)\n"
+              "finally:\n"
+              "    engine.close()\n")
+    gone = tmp_path / "gone.onnx"  # removed after the driver checked it, say
+    result = subprocess.run([sys.executable, "-c", script, str(gone)], env=ray_env, capture_output=True, text=True,
+                            timeout=2 * RAY_START_S)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = sorted(line for line in result.stdout.splitlines() if line.startswith(("a.png", "b.png")))  # not Ray's
+    assert lines == [f"{n}.png failed its Ray actor could not start: ONNX model not found: {gone}; export one with "
+                     "`imgtrans export`" for n in "ab"], result.stdout

@@ -19,13 +19,22 @@ import socket
 from contextlib import ExitStack
 from typing import Iterator
 
-from imgtrans.errors import ImgtransError
+from imgtrans.errors import ImgtransError, one_line
 from imgtrans.files import scratch_dir
 from imgtrans.infer.manifest import Outcome
 from imgtrans.infer.worker import FileTranslator, Translated, TranslateSettings, Work
 
 INSTALL_HINT = 'the Ray engine needs Ray: pip install "imgtrans[ray]"'
 CONNECT_TIMEOUT_S = 10
+FILE_RETRIES = 3  # a file is tried again this many times on a restarted actor
+
+
+def actor_death(exc: Exception) -> str:
+    """One line of why an actor died: the error its constructor raised (the last line of Ray's message, which
+    carries the actor's traceback), or that its process was lost."""
+    if getattr(exc, "actor_init_failed", False):
+        return f"its Ray actor could not start: {one_line(exc)}"
+    return f"its Ray actor died {FILE_RETRIES + 1} times on it (out of memory, or a crash reading it)"
 
 
 def import_ray():
@@ -116,12 +125,25 @@ class RayEngine:
                 "worker_resources": "1 GPU" if "num_gpus" in self.per_worker else f"{self.threads} CPU"}
 
     def __call__(self, works: list[Work], run_started_ns: int) -> Iterator[Translated]:
-        # Restarted as often as it dies; a file it was on is retried on the restarted actor.
-        actor = self.ray.remote(max_restarts=-1, max_task_retries=-1, **self.per_worker)(RayFileTranslator)
+        # An actor is restarted as often as it dies; the file it was on is retried on the restarted actor, a few
+        # times: a file that kills its actor every time (memory, a crashing decoder) is reported failed.
+        actor = self.ray.remote(max_restarts=-1, max_task_retries=FILE_RETRIES, **self.per_worker)(RayFileTranslator)
         settings = dataclasses.asdict(self.settings)
-        pool = self.ray.util.ActorPool([actor.remote(settings, self.threads, run_started_ns)
-                                        for _ in range(min(self.workers, len(works)))])
-        for outcome, report in pool.map_unordered(lambda a, work: a.__call__.remote(tuple(work)), works):
+        idle = [actor.remote(settings, self.threads, run_started_ns) for _ in range(min(self.workers, len(works)))]
+        queue, running = list(reversed(works)), {}
+        while queue or running:
+            while idle and queue:
+                worker, work = idle.pop(), queue.pop()
+                running[worker.__call__.remote(tuple(work))] = worker, work
+            (finished,), _ = self.ray.wait(list(running), num_returns=1)
+            worker, work = running.pop(finished)
+            idle.append(worker)
+            try:
+                outcome, report = self.ray.get(finished)
+            except self.ray.exceptions.RayActorError as exc:
+                yield Translated(Outcome(work.input, work.output, "failed", 0.0, actor_death(exc), work.input_size,
+                                         work.input_mtime_ns, self.settings.recipe), "")
+                continue
             yield Translated(Outcome(*outcome), report)
 
     def close(self) -> None:
