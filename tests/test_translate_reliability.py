@@ -158,6 +158,22 @@ def test_a_file_named_like_the_manifest_that_is_not_one_is_refused_and_kept(tmp_
     assert (out / MANIFEST).read_text() == "id,name\n1,notes\n" and sorted(out.iterdir()) == [out / MANIFEST]
 
 
+def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path, exported, capsys):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    held = os.open(out, os.O_RDONLY)  # as the first run holds it
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert run_translate(exported, make_scans(tmp_path / "scans"), out) == 2
+        assert "another `imgtrans translate` is writing into" in one_error_line(capsys)
+        assert list(out.iterdir()) == []
+    finally:
+        os.close(held)
+    assert run_translate(exported, tmp_path / "scans", out) == 0
+
+
 # --- interrupted and killed runs ------------------------------------------------------------------
 
 def test_interrupted_run_records_what_it_finished(tmp_path, exported, monkeypatch):

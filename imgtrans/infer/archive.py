@@ -28,8 +28,10 @@ written to) nor contains it.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Protocol
@@ -150,6 +152,30 @@ def run_archive(jobs: list[Job], out_dir: Path, start_engine: Callable[[], Engin
     outcomes of this run, skipped ones first. The engine is started only when there is something to do (a
     rerun of a finished archive starts no session, no cluster), and closed at the end."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    with only_writer(out_dir):
+        return _run_archive(jobs, out_dir, start_engine, recipe, progress=progress, verbose=verbose)
+
+
+@contextmanager
+def only_writer(out_dir: Path) -> Iterator[None]:
+    """Hold the output folder for this run: a second run into it would remove the first's `.part` files and the
+    two would overwrite each other's manifest. Where the filesystem cannot lock a folder, it goes unheld."""
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ImgtransError(f"another `imgtrans translate` is writing into {out_dir}; wait for it to end or "
+                                "choose another output folder") from None
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # the lock goes with it
+
+
+def _run_archive(jobs: list[Job], out_dir: Path, start_engine: Callable[[], Engine], recipe: str, *,
+                 progress: bool, verbose: bool) -> list[Outcome]:
     remove_stale_temp_files(out_dir)
     manifest = Manifest(out_dir / MANIFEST)
     manifest.save()
