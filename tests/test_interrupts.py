@@ -222,10 +222,11 @@ def test_no_scratch_folder_outlives_its_command(facades, tmp_path, monkeypatch):
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert main(["pix2pix", "--resume", run.info.run_id, "--max-steps", "3", "--no-progress"]) == 0
     assert main(["export", "--run-id", run.info.run_id, "--output", str(tmp_path / "g.onnx")]) == 0
-    assert main(["evaluate", "--run-id", run.info.run_id, "--max-images", "2"]) == 0
+    assert main(["evaluate", "--run-id", run.info.run_id]) == 0
     assert main(["compare", "--no-progress"]) == 0
     assert main(["pix2pix", "--dataset", str(tmp_path / "missing"), *FAST]) == 2
-    assert list(scratch.iterdir()) == []
+    # torch's compiler cache, made where the process first imports it (torchvision does), is torch's to keep.
+    assert [p for p in scratch.iterdir() if not p.name.startswith("torchinductor_")] == []
 
 
 def test_sweep_removes_only_folders_whose_process_died(tmp_path, monkeypatch):
