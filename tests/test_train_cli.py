@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-from conftest import FAST, generator_uri, one_line_error, random_rgb, write_image
+from conftest import FAST, figures, generator_uri, one_line_error, random_rgb, write_image
 from mlflow.tracking import MlflowClient
 
 from imgtrans.cli import main
@@ -272,6 +272,8 @@ def test_the_run_keeps_the_generator_of_its_best_validation(facades):
     best_step = max(history, key=history.get)
     assert best_step != max(history)  # (with this seed the best is not the last)
     assert run.data.tags["best_step"] == str(best_step)
+    # kept with the statistics it was scored with: the batch-norm recalibration was the final generator's
+    assert not [name for name in figures(run.info.run_id) if name.startswith("bn_")]
     (output,) = run.outputs.model_outputs
     assert output.step == best_step
     linked = {m.key: m for m in MlflowClient().get_logged_model(output.model_id).metrics}

@@ -264,6 +264,8 @@ class Trainer:
             kept_step, val_metrics = self.best["step"], self.best["metrics"]
             self.model.load_state_dict(self.best["nets"])
             self.tracker.set_tags({"best_step": kept_step})
+            if kept_step != self.step:  # with its own batch-norm statistics: the recalibration was the final one's
+                self.figures = {k: v for k, v in self.figures.items() if not k.startswith("bn_")}
         model_id = self._log_model(val_metrics, kept_step) if self.world.is_main else ""
         if self.world.is_main and self.cfg.keep_checkpoints == "none" and not interrupts.pending():
             self.tracker.delete_artifacts("checkpoints")
