@@ -134,8 +134,11 @@ class LabColorizer(Generator):
         return F.interpolate(class_grid, scale_factor=self.class_stride, mode="bilinear", align_corners=False)
 
     def decode(self, x: torch.Tensor, heads: Heads) -> torch.Tensor:
-        ab = self.ungated_colour(heads)
-        keep = None if heads.gate is None else self.kept_colour(heads.gate)
+        return self.finish(x, self.ungated_colour(heads), heads.gate)
+
+    def finish(self, x: torch.Tensor, ab: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+        """The output from the a,b decoded (network scale, at the input's resolution) and the gate's logit."""
+        keep = None if gate is None else self.kept_colour(gate)
         if self.lab is not None:
             return self.lab(x, ab, keep)
         return ab if keep is None else ab * keep.to(ab.dtype)
