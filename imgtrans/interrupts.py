@@ -104,20 +104,23 @@ def deferred() -> Iterator[None]:
         _raise()
 
 
-def pending() -> bool:
-    """Whether an interrupt has arrived and waits for a deferred loop's safe point."""
-    return bool(_State.received)
+def pending(everywhere: Callable[[bool], bool] = lambda pending: pending) -> bool:
+    """Whether an interrupt waits for a deferred loop's safe point. `everywhere(pending)` is whether any process
+    of the job has one: then every process has (they stop together)."""
+    if not everywhere(bool(_State.received)):
+        return False
+    if not _State.received:  # another process of the job was signalled
+        _State.received.append(signal.SIGTERM)
+    return True
 
 
 def stop_if_pending(save: Callable[[], object], position: str, run_id: str,
                     everywhere: Callable[[bool], bool] = lambda pending: pending) -> None:
-    """At a loop's safe point: if an interrupt is pending, save a checkpoint, say so and raise it.
-    `everywhere(pending)` is whether any process of the job has one (they stop together)."""
-    if everywhere(bool(_State.received)):
+    """At a loop's safe point: if an interrupt is pending (on any process of the job: `pending`), save a
+    checkpoint, say so and raise it."""
+    if pending(everywhere):
         save()
         print(f"imgtrans: stopped at {position}; continue with --resume {run_id}", file=sys.stderr)
-        if not _State.received:  # another process of the job was signalled
-            _State.received.append(signal.SIGTERM)
         _raise()
 
 

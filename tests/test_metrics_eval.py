@@ -244,6 +244,13 @@ def test_evaluate_and_compare_two_runs(facades, tmp_path, capsys, monkeypatch):
                                 order_by=["attributes.start_time DESC"])[0]
     assert {a.path for a in client.list_artifacts(newest.info.run_id)} == {"per_image.csv"}
 
+    # Scores of part of the split are not the run's; max_images as large as the split is the whole of it.
+    capsys.readouterr()
+    assert main(["evaluate", "--run-id", run_ids[0], "--max-images", "1"]) == 0
+    assert "on 1 of the split's 2 images to evaluation run" in capsys.readouterr().out
+    assert main(["evaluate", "--run-id", run_ids[0], "--max-images", "5"]) == 0
+    assert f"to run {run_ids[0]} and its model" in capsys.readouterr().out
+
 
 def test_evaluate_unknown_run(capsys):
     assert main(["evaluate", "--run-id", "doesnotexist"]) == 2

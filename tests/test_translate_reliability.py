@@ -148,6 +148,16 @@ def test_a_manifest_found_through_another_spelling_of_the_input_folder_still_ski
     assert set(statuses(out).values()) == {"skipped"}
 
 
+def test_an_input_folder_reached_through_a_link_and_dotdot_is_read_where_it_is(tmp_path, exported):
+    make_scans(tmp_path / "deep" / "scans")
+    (tmp_path / "deep" / "inner").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "deep" / "inner")  # link/.. is deep/, not tmp_path
+    out = tmp_path / "out"
+    assert run_translate(exported, tmp_path / "link" / ".." / "scans", out) == 0
+    assert set(statuses(out).values()) == {"done"}
+    assert manifest_rows(out)["big.tif"]["input"] == str(tmp_path / "deep" / "scans" / "big.tif")
+
+
 def test_a_file_named_like_the_manifest_that_is_not_one_is_refused_and_kept(tmp_path, exported, capsys):
     scans = make_scans(tmp_path / "scans")
     out = tmp_path / "out"

@@ -209,9 +209,7 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
     prefix = "test" if cfg.split == "test" else "eval_val"
     options = inference_options(cfg)
     at, phrase = describe_inference(options)  # `at` visible in a truncated run list
-    elsewhere = ([f"on {cfg.dataset}"] if cfg.dataset and cfg.dataset != source.data.params.get("dataset") else []) \
-        + ([f"on at most {cfg.max_images} images"] if cfg.max_images else [])
-    own = not options and not elsewhere
+    other_data = [f"on {cfg.dataset}"] if cfg.dataset and cfg.dataset != source.data.params.get("dataset") else []
     with tracked_run("", "-".join(p for p in ("evaluate", at, source.info.run_name) if p), "evaluate", "evaluate",
                      experiment_id=source.info.experiment_id, tags={SOURCE_RUNS_TAG: cfg.run_id}) as tracker, \
             scratch_dir("evaluate") as tmp:
@@ -220,6 +218,10 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
         summary = {"metrics": result.metrics, "settings": result.settings,
                    "unavailable": {m.metric: m.message for m in result.unavailable}}
         (tmp / "results" / "summary.json").write_text(json.dumps(summary, indent=2))
+        scored = int(result.metrics["n_images"])
+        elsewhere = other_data + ([f"on {scored} of the split's {result.split.images} images"]
+                                  if scored < result.split.images else [])
+        own = not options and not elsewhere
         target = MlflowTracker.of_run(cfg.run_id) if own else tracker
         target.log_artifacts(result.artifacts, f"evaluation/{cfg.split}")
         context = cfg.split if cfg.split == "test" else "validation"

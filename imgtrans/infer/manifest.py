@@ -54,7 +54,7 @@ IDENTIFYING_COLUMNS = {"input", "output", "status"}  # in the manifests of every
 class InputId(NamedTuple):
     """What identifies an input across runs."""
 
-    path: str  # absolute
+    path: str  # absolute, links and `..` resolved
     size: int
     mtime_ns: int
 
@@ -63,8 +63,9 @@ def input_id(path: Path) -> InputId:
     try:
         stat = path.stat()
     except OSError:  # reading it will fail and say why
-        return InputId(os.path.abspath(path), -1, -1)
-    return InputId(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)  # `..` taken out, as the user may type
+        return InputId(os.path.realpath(path), -1, -1)
+    # The file itself, however its folder was spelled (`..`, a link): what a rerun must recognise, and what is read.
+    return InputId(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
 
 
 

@@ -267,7 +267,9 @@ class Trainer:
             if kept_step != self.step:  # with its own batch-norm statistics: the recalibration was the final one's
                 self.figures = {k: v for k, v in self.figures.items() if not k.startswith("bn_")}
         model_id = self._log_model(val_metrics, kept_step) if self.world.is_main else ""
-        if self.world.is_main and self.cfg.keep_checkpoints == "none" and not interrupts.pending():
+        # An interrupt since the last step is raised now, on every process of the job; the run keeps its checkpoint.
+        stopping = interrupts.pending(lambda pending: distributed.any_process(pending, self.runtime.device))
+        if self.world.is_main and self.cfg.keep_checkpoints == "none" and not stopping:
             self.tracker.delete_artifacts("checkpoints")
         last = self.workdir / "last.pt"
         return TrainResult(self.tracker.run_id, self.step, val_metrics, self.model, self.data.val, loop_seconds,
