@@ -274,7 +274,17 @@ def test_dip_diffusion_checks_t_start_before_fitting(facades, capsys):
                  "--sample-images", "0", "--no-progress"]) == 0
     assert main(["dip_diffusion", "--diffusion-run", runs()[0].info.run_id, *SMALL, "--t-start", "50"]) == 2
     assert "t_start must be below the model's timesteps (50)" in capsys.readouterr().err
+    assert main(["dip_diffusion", "--diffusion-run", runs()[0].info.run_id, *SMALL, "--t-start", "20",
+                 "--sample-steps", "60"]) == 2
+    assert "sample_steps must be at most the model's timesteps (50), got 60" in capsys.readouterr().err
     assert "dip/psnr_clean" not in runs()[-1].data.metrics
+
+
+def test_a_dataset_image_is_taken_as_a_model_of_its_direction_takes_it(facades):
+    from imgtrans.dip.images import dataset_image
+
+    forward, backward = dataset_image(str(facades), 0), dataset_image(str(facades), 0, "BtoA")
+    assert torch.equal(forward[0], backward[1]) and torch.equal(forward[1], backward[0])
 
 
 def test_dip_diffusion_needs_a_diffusion_run(capsys):

@@ -215,9 +215,10 @@ def build_data(cfg, *, unpaired: bool = False, any_images: bool = False) -> Data
     return Data(source, codec, datasets["train"], datasets["val"], datasets["test"])
 
 
-def whole_images(dataset: str) -> Data:
-    """A dataset's images at their stored size, neither resized nor cropped (for restoring one image)."""
-    return build_data(TrainConfig(dataset=dataset, preprocess="none"), any_images=True)
+def whole_images(dataset: str, direction: str = "AtoB") -> Data:
+    """A dataset's images at their stored size, neither resized nor cropped (for restoring one image); a paired
+    one's inputs and targets as a model trained in `direction` takes them."""
+    return build_data(TrainConfig(dataset=dataset, preprocess="none", direction=direction), any_images=True)
 
 
 def _unpaired_lists(source: Source, split: str) -> tuple[list[Path], list[Path]]:

@@ -28,10 +28,10 @@ def read_tensor(path: str, what: str) -> torch.Tensor:
     return _tensor(load_image(file))
 
 
-def dataset_image(dataset: str, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input, target) of test image `index` of a paired, colorization or plain image dataset, rgb [0, 1],
-    (1, 3, H, W); for a plain folder the input is the gray version."""
-    data = whole_images(dataset)
+def dataset_image(dataset: str, index: int, direction: str = "AtoB") -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, target) of test image `index` of a paired (in `direction`), colorization or plain image dataset,
+    rgb [0, 1], (1, 3, H, W); for a plain folder the input is the gray version."""
+    data = whole_images(dataset, direction)
     split = data.test if len(data.test) else data.val
     if index >= len(split):
         raise ImgtransError(f"image_index {index} is out of range: {dataset} has {len(split)} test images")
@@ -58,11 +58,14 @@ class Images:
     source: str
 
 
-def load_images(cfg: DIPConfig) -> Images:
+def load_images(cfg: DIPConfig, direction: str = "AtoB") -> Images:
+    """The image to restore (a dataset's: its target side in `direction`), degraded as asked, with its clean
+    reference and mask."""
     if cfg.image:
         image, source = read_tensor(cfg.image, "image"), cfg.image
     else:
-        image, source = dataset_image(cfg.dataset, cfg.image_index)[1], f"{cfg.dataset} test image {cfg.image_index}"
+        image = dataset_image(cfg.dataset, cfg.image_index, direction)[1]
+        source = f"{cfg.dataset} test image {cfg.image_index}"
     image = centre_crop(image, cfg.crop_size)
     clean = None
     if cfg.noise_std > 0:

@@ -77,8 +77,10 @@ class DIPRunner:
     """The run kind of `dip` (see `runs`); its snapshots are the validations."""
 
     def __init__(self, cfg: DIPConfig, tracker: Tracker, resume_payload: dict | None = None, progress: bool = True,
-                 on_validation: Validation | None = None):
-        self.cfg, self.tracker, self.resume_payload = cfg, tracker, resume_payload
+                 on_validation: Validation | None = None, direction: str = "AtoB"):
+        """`direction`: which side of a paired dataset is the image (its target side; dip_diffusion: as its
+        diffusion model was trained)."""
+        self.cfg, self.tracker, self.resume_payload, self.direction = cfg, tracker, resume_payload, direction
         self.progress, self.on_validation = progress, on_validation
         self.workdir: Path | None = None
         self.notes: list[str] = []
@@ -103,7 +105,7 @@ class DIPRunner:
         seed_everything(cfg.seed)
         payload = self.resume_payload
         if payload is None:
-            images = load_images(cfg)
+            images = load_images(cfg, self.direction)
             self.source = images.source
             channels = images.degraded.shape[1]
         else:
