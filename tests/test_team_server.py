@@ -188,6 +188,8 @@ def test_a_port_in_use_is_refused_in_one_line(tmp_path, capsys):
     ("postgresql://mlflow@127.0.0.1:{closed}/mlflow", "cannot reach postgresql://mlflow@127.0.0.1:{closed}/mlflow"),
     ("postgresql://mlflow:secret@127.0.0.1:{closed}/mlflow", "take the password out of the URL"),
     ("sqlite:///mlflow.db", "a team server needs PostgreSQL"),
+    ("notaurl", "backend_store_uri: 'notaurl' is not a database URL"),
+    ("postgresql://mlflow@127.0.0.1:abc/mlflow", "is not a database URL; expected postgresql://USER@HOST:PORT/DB"),
 ])
 def test_a_bad_database_is_refused_in_one_line(tmp_path, capsys, uri, message):
     closed = free_port()

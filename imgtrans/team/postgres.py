@@ -52,8 +52,9 @@ def check_database_url(url: str, option: str) -> None:
 
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise ImgtransError(f"{option}: '{url}' is not a database URL; expected postgresql://USER@HOST:PORT/DB")
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise ImgtransError(f"{option}: '{url}' is not a database URL; expected postgresql://USER@HOST:PORT/DB") \
+            from None
     if not parsed.drivername.startswith("postgresql"):
         raise ImgtransError(f"{option}: a team server needs PostgreSQL, got '{parsed.drivername}'; expected "
                             "postgresql://USER@HOST:PORT/DB")

@@ -50,8 +50,8 @@ class Databases:
 def open_databases(cfg: ServerConfig) -> Databases:
     """The existing databases the options name (checked), or the local cluster, started."""
     if cfg.backend_store_uri:
-        optuna = cfg.optuna_storage or _same_server(cfg.backend_store_uri, "optuna")
         check_database_url(cfg.backend_store_uri, "backend_store_uri")
+        optuna = cfg.optuna_storage or _same_server(cfg.backend_store_uri, "optuna")
         check_database_url(optuna, "optuna_storage")
         return Databases(cfg.backend_store_uri, optuna, optuna, {})
     if cfg.optuna_storage:
