@@ -33,9 +33,16 @@ def test_flop_count_of_a_conv():
     assert benchmark.flops_per_image(net, 16) == 2 * 3 * 8 * 9 * 16 * 16
 
 
-def test_invalid_backend_is_rejected(capsys):
-    assert main(["benchmark", "--backends", "tpu"]) == 2
-    assert "valid values: eager" in capsys.readouterr().err
+@pytest.mark.parametrize("args,message", [
+    (["--backends", "tpu"], "backends: invalid value 'tpu'; valid values: eager"),
+    (["--batch-sizes", "1,x"], "batch_sizes: invalid list '1,x'; expected whole numbers"),
+    (["--dip", "--dip-size", "100"], "dip_size must be a multiple of 32"),
+])
+def test_bad_lists_and_sizes_are_one_line_before_any_table(capsys, args, message):
+    assert main(["benchmark", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not mlflow.search_runs(search_all_experiments=True, output_format="list")  # refused before its run
 
 
 def test_diffusion_sampling_benchmark(capsys):

@@ -31,6 +31,7 @@ from imgtrans.benchmarks.inference import (
 from imgtrans.benchmarks.options import BACKENDS, BenchmarkConfig
 from imgtrans.benchmarks.sampling import (
     DIP_MODES,
+    DIP_MULTIPLE,
     dip_metrics,
     dip_rows,
     format_dip,
@@ -73,22 +74,33 @@ def benchmark_command(cfg: BenchmarkConfig, explicit: dict, progress: bool) -> i
     if gpu:  # as every run computes; the training table's plain step goes back to PyTorch's defaults
         tune_cuda_backends()
 
-    def listed(text: str, default: str, cast=str, valid=None) -> list:
-        items = [cast(x.strip()) for x in (default if text == "auto" else text).split(",") if x.strip()]
+    def listed(option: str, default: str = "", cast=str, valid=None) -> list:
+        """The comma-separated values of `option` (`default` for auto); every bad one fails here, before any
+        table is measured."""
+        text = getattr(cfg, option)
+        try:
+            items = [cast(x.strip()) for x in (default if text == "auto" else text).split(",") if x.strip()]
+        except ValueError:
+            raise ImgtransError(f"{option}: invalid list '{text}'; expected whole numbers separated by commas") \
+                from None
         bad = [x for x in items if valid is not None and x not in valid]
         if bad:
-            raise ImgtransError(f"invalid value '{bad[0]}'; valid values: {', '.join(valid)}")
+            raise ImgtransError(f"{option}: invalid value '{bad[0]}'; valid values: {', '.join(valid)}")
         return items
 
-    generators = listed(cfg.generators, cfg.generators, valid=GENERATORS)
-    batches = listed(cfg.batch_sizes, "1,8,16,32,64" if gpu else "1,4", int)
-    backends = listed(cfg.backends, "eager,compile,ort-cuda,ort-cuda-graph,ort-tensorrt" if gpu else "eager,ort-cpu",
+    generators = listed("generators", valid=GENERATORS)
+    batches = listed("batch_sizes", "1,8,16,32,64" if gpu else "1,4", int)
+    backends = listed("backends", "eager,compile,ort-cuda,ort-cuda-graph,ort-tensorrt" if gpu else "eager,ort-cpu",
                       valid=BACKENDS)
-    precisions = listed(cfg.precisions, "fp32,fp16,bf16" if gpu else "fp32", valid=("fp32", "fp16", "bf16"))
+    precisions = listed("precisions", "fp32,fp16,bf16" if gpu else "fp32", valid=("fp32", "fp16", "bf16"))
+    sampling_sizes = listed("sampling_sizes", cast=int)
+    if (cfg.dip or cfg.all) and cfg.dip_size % DIP_MULTIPLE:
+        raise ImgtransError(f"dip_size must be a multiple of {DIP_MULTIPLE} (the DIP net halves the image "
+                            f"{DIP_MULTIPLE.bit_length() - 1} times), got {cfg.dip_size}")
     repeats = cfg.repeats or (20 if gpu else 5)
     steps = cfg.train_steps or (30 if gpu else 3)
-    trained = [(m, b) for m in listed(cfg.train_models, cfg.train_models, valid=tuple(MODELS))
-               for b in listed(cfg.train_batch_sizes, cfg.train_batch_sizes, int)]
+    trained = [(m, b) for m in listed("train_models", valid=tuple(MODELS)) for b in listed("train_batch_sizes",
+                                                                                           cast=int)]
     name = torch.cuda.get_device_name(0) if gpu else (platform.processor() or "cpu")
     with tracked_run(cfg.experiment, f"benchmark-{device.type}", "benchmark", "benchmark") as tracker:
         tracker.log_params({**config_mod.to_dict(cfg), "device_name": name, "torch": torch.__version__})
@@ -100,7 +112,7 @@ def benchmark_command(cfg: BenchmarkConfig, explicit: dict, progress: bool) -> i
                                                                for m, b in trained],
                     format_training, training_metrics),
             Section("sampling", cfg.sampling or cfg.all, lambda: sampling_rows(
-                listed(cfg.sampling_sizes, cfg.sampling_sizes, int), precisions,
+                sampling_sizes, precisions,
                 cfg.sampling_batch or (16 if gpu else 1),
                 {"ddim": cfg.sampling_steps, "dpmpp_2m": cfg.fast_sampling_steps}, cfg.sampling_channels, device,
                 repeats=3 if gpu else 1), format_sampling, sampling_metrics),

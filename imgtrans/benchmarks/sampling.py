@@ -81,6 +81,7 @@ class DIPRow:
 
 
 DIP_MODES = ("eager", "compile", "graphed")
+DIP_MULTIPLE = 2 ** DIPConfig().depth  # the default net's: the image sizes it takes unpadded
 
 
 def dip_rows(size: int, precisions: list[str], modes: list[str], device: torch.device,
