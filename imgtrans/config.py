@@ -90,6 +90,8 @@ class RunConfig:
     distinguishing: ClassVar[tuple[str, ...]] = ()
     # What its validations can log (a study's objectives are checked against them).
     validation_metrics: ClassVar[tuple[str, ...]] = ()
+    # Options whose effect a checkpoint holds (a resumed run cannot change them), with why.
+    fixed_on_resume: ClassVar[dict[str, str]] = {}
 
     def validate(self) -> None:
         check_types(self)

@@ -308,6 +308,12 @@ def test_resume_refuses_another_stage_layout(aerial, capsys):
     run_id = runs()[0].info.run_id
     assert main(["dip", "--resume", run_id, "--stages", "4", "--no-progress"]) == 2
     assert "another mode or number of stages" in capsys.readouterr().err
+    # The checkpoint holds the images: another crop or noise would be logged, not used.
+    for option, value in (("--crop-size", "16"), ("--noise-std", "0.3")):
+        assert main(["dip", "--resume", run_id, option, value, "--no-progress"]) == 2
+        name = option[2:].replace("-", "_")
+        assert f"{name} cannot change on resume: the checkpoint holds the images the run restores" in \
+            capsys.readouterr().err
 
 
 def test_a_plain_folder_of_images_is_a_source(tmp_path):

@@ -113,10 +113,11 @@ def resolve_resume(cfg: RunConfig, explicit: dict[str, Any], end_dead: bool = Tr
     if payload["model"] != cfg.model_name:
         raise ImgtransError(f"cannot resume {cfg.model_name} from a {payload['model']} checkpoint ({ref})")
     saved = config_mod.from_saved(type(cfg), payload["config"])
-    for name in FIXED_ON_RESUME:
-        if name in explicit and explicit[name] != getattr(saved, name):
-            raise ImgtransError(f"{name} cannot change on resume: the checkpoint's optimizer was made with "
-                                f"{name}={getattr(saved, name)}; resume without it, or start a new run")
+    fixed = {**dict.fromkeys(FIXED_ON_RESUME, "the checkpoint's optimizer was made with it"), **cfg.fixed_on_resume}
+    for name, why in fixed.items():
+        if name in explicit and explicit[name] != getattr(saved, name, explicit[name]):
+            raise ImgtransError(f"{name} cannot change on resume: {why} ({name}={getattr(saved, name)!r}); resume "
+                                "without it, or start a new run")
     merged = {**payload["config"], **explicit, "resume": ref}
     return config_mod.from_saved(type(cfg), merged), payload
 
