@@ -220,6 +220,8 @@ def test_own_image_with_mask_and_output_file(tmp_path):
     (["--mode", "progressive", "--e-alpha", "2"], "e_alpha"),
     (["--lr", "0"], "for lr; it must be > 0"),
     (["--depth", "5"], "too small for net=skip with depth 5"),
+    (["--clean", "clean.png"], "give noise_std=0 with it"),
+    (["--mode", "progressive", "--beta-min", "0.02", "--beta-max", "0.01"], "beta_min (0.02) must be below beta_max"),
 ])
 def test_bad_dip_input_is_a_one_line_error(aerial, args, message, capsys):
     assert dip(aerial, *args, "--max-steps", "2") == 2

@@ -75,6 +75,11 @@ class DIPConfig(RunConfig):
         super().validate()
         if self.needs_image_source and not self.image and not self.dataset:
             raise ImgtransError("nothing to restore: give image=<file> or dataset=<folder or built-in name>")
+        if self.clean and self.noise_std > 0:
+            raise ImgtransError("clean is the reference of an image that is already degraded: give noise_std=0 with "
+                                "it (with noise_std > 0 the image itself is the clean reference)")
+        if self.mode == "progressive" and self.beta_min >= self.beta_max:
+            raise ImgtransError(f"beta_min ({self.beta_min:g}) must be below beta_max ({self.beta_max:g})")
         if self.net == "unet" and self.depth < 5:
             raise ImgtransError(f"net=unet needs depth of at least 5, got {self.depth}")
         if self.output:
