@@ -52,16 +52,20 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def config_from_args(cls: type, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """The config, and the values that differ from the defaults (what the user asked for)."""
-    values = {}
+    """The config, and what the user asked for: the options given on the command line (a resumed run takes
+    them over its checkpoint's, a default value too). An MLflow project run passes every option, so there it
+    is the values that differ from the declared defaults (not a default config's: an "auto" resolves later)."""
+    values, given = {}, set()
     for f in config_mod.fields(cls):
         raw = getattr(args, f.name)
         if raw is None:
             raw = getattr(args, f"{f.name}_positional", None)
+        if raw is not None:
+            given.add(f.name)
         values[f.name] = f.default if raw is None else config_mod.parse_option(cls, f.name, raw)
-    # Against the declared defaults, not a default config's values: an "auto" default resolves when built.
-    defaults = {f.name: f.default for f in config_mod.fields(cls)}
-    return cls(**values), {k: v for k, v in values.items() if v != defaults[k]}
+    if os.environ.get("MLFLOW_RUN_ID"):
+        given = {f.name for f in config_mod.fields(cls) if values[f.name] != f.default}
+    return cls(**values), {name: values[name] for name in given}
 
 
 def build_parser() -> argparse.ArgumentParser:

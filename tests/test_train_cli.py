@@ -293,3 +293,21 @@ def test_a_checkpoint_holds_the_best_weights_only_when_they_are_not_its_own():
     assert again["step"] == 5 and all(torch.equal(again["nets"][k], v) for k, v in best["nets"].items())
     # A run resumed with another keep_best compares anew (or keeps the last), not against another metric's score.
     assert restored(best, model, "val/ssim") is None and restored(best, model, "last") is None
+
+
+def test_a_resumed_run_takes_every_option_given_even_a_default_value(facades, capsys, monkeypatch):
+    train(facades, "--max-steps", "2", "--flip", "false", "--val-images", "0", "--lr", "0.001")
+    first = runs()[0].info.run_id
+    assert main(["pix2pix", "--resume", first, "--max-steps", "3", "--flip", "true", "--no-progress"]) == 0
+    assert runs()[-1].data.params["flip"] == "True"  # the default, given: not the checkpoint's false
+    assert main(["pix2pix", "--resume", first, "--max-steps", "3", "--lr", "0.0002", "--no-progress"]) == 2
+    assert "lr cannot change on resume" in one_line_error(capsys)
+    # Under `mlflow run` every option is passed: there only values other than the defaults count as given.
+    monkeypatch.setenv("MLFLOW_RUN_ID", "")
+    from imgtrans.cli import build_parser, config_from_args
+    from imgtrans.models.options import Pix2PixConfig
+
+    args = build_parser().parse_args(["pix2pix", "--flip", "true", "--max-steps", "5"])
+    assert config_from_args(Pix2PixConfig, args)[1] == {"flip": True, "max_steps": 5}
+    monkeypatch.setenv("MLFLOW_RUN_ID", "0" * 32)
+    assert config_from_args(Pix2PixConfig, args)[1] == {"max_steps": 5}

@@ -184,6 +184,20 @@ def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path, exported,
     assert run_translate(exported, tmp_path / "scans", out) == 0
 
 
+def test_a_model_that_outputs_nan_fails_the_file_instead_of_writing_it(tmp_path, exported, monkeypatch):
+    real = session.OnnxGenerator.run_bound
+
+    def diverged(self, x, out=None):
+        return real(self, x, out).fill_(float("nan"))
+
+    monkeypatch.setattr(session.OnnxGenerator, "run_bound", diverged)
+    out = tmp_path / "out"
+    assert run_translate(exported, make_scans(tmp_path / "scans"), out) == 2
+    rows = manifest_rows(out)
+    assert {row["status"] for row in rows.values()} == {"failed"} and sorted(outputs(out)) == []
+    assert "the model's output is NaN or infinite in rows" in rows["big.tif"]["error"]
+
+
 # --- interrupted and killed runs ------------------------------------------------------------------
 
 def test_interrupted_run_records_what_it_finished(tmp_path, exported, monkeypatch):
