@@ -238,6 +238,11 @@ def test_mlflow_run_entry_point(facades, tmp_path):
     assert "checkpoints" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
     assert mlflow.models.get_model_info(generator_uri(run.info.run_id)).flavors["python_function"]
     assert run.info.run_name == f"pix2pix-unet-vanilla-{Path(facades).name}"  # the project's run, renamed
+    # MLflow Projects makes the run in its experiment: one asked for by parameter cannot be honoured silently.
+    refused = subprocess.run([*cmd, "-P", "experiment=elsewhere"], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    assert "but `mlflow run` put it in 'Default'; run it as `mlflow run --experiment-name 'elsewhere'" in refused.stderr
 
 
 @pytest.mark.slow
@@ -248,6 +253,13 @@ def test_runs_follow_the_experiment_the_user_names(facades, monkeypatch):
     named, other = runs()
     assert MlflowClient().get_experiment(named.info.experiment_id).name == "facades-study"
     assert MlflowClient().get_experiment(other.info.experiment_id).name == "other"
+
+
+def test_a_deleted_experiment_is_one_line_saying_how_to_restore_it(facades, capsys):
+    client = MlflowClient()
+    client.delete_experiment(client.create_experiment("gone"))
+    train(facades, "--max-steps", "1", "--experiment", "gone", expect=2)
+    assert "the MLflow experiment 'gone' was deleted; restore it" in one_line_error(capsys)
 
 
 def test_nan_loss_stops_with_a_clear_error(facades, monkeypatch, capsys):

@@ -60,6 +60,9 @@ def experiment_id(experiment: str, create: bool = False) -> str:
         if found is None and not create:
             raise ImgtransError(f"no MLflow experiment named '{name}' in {store_uri()}; check the name (the MLflow UI "
                                     "lists them) or MLFLOW_TRACKING_URI")
+        if found is not None and found.lifecycle_stage == "deleted":
+            raise ImgtransError(f"the MLflow experiment '{name}' was deleted; restore it (`mlflow experiments restore "
+                                f"--experiment-id {found.experiment_id}`) or choose another name")
         found_id = found.experiment_id if found else _create_experiment(name)
     mark_model_training(found_id)
     return found_id

@@ -24,7 +24,7 @@ from mlflow.utils.git_utils import get_git_commit
 
 from imgtrans import interrupts
 from imgtrans.data.splits import SplitSummary
-from imgtrans.errors import one_line
+from imgtrans.errors import ImgtransError, one_line
 from imgtrans.tracking import models, store
 from imgtrans.tracking.datasets import ImageFolderDataset
 
@@ -258,7 +258,12 @@ def open_run(experiment: str, name: str, command: str, role: str, parent_run_id:
     tags = {**_source_tags(command), store.ROLE_TAG: role, **(tags or {})}
     project_run = os.environ.get("MLFLOW_RUN_ID") if parent_run_id is None else None
     if project_run:
+        wanted = experiment or (c.get_experiment(experiment_id).name if experiment_id else None)
         experiment_id = store.get_run(project_run).info.experiment_id
+        here = c.get_experiment(experiment_id).name
+        if wanted is not None and wanted != here:  # MLflow Projects made the run: it cannot move
+            raise ImgtransError(f"this run belongs in experiment '{wanted}', but `mlflow run` put it in '{here}'; "
+                                f"run it as `mlflow run --experiment-name '{wanted}' …`")
         store.mark_model_training(experiment_id)
         _close_dead_runs(experiment_id)
         c.update_run(project_run, name=store.unique_run_name(experiment_id, name, current_run=project_run))
