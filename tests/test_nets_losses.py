@@ -225,3 +225,8 @@ def test_the_guided_chroma_filter_keeps_colour_to_lightness_edges():
     flat = torch.zeros(1, 1, 32, 48)  # where lightness is flat it smooths like a low-pass
     assert float(guided(speckle, flat).std()) < 0.2 * float(speckle.std())
     assert torch.equal(guided.train()(speckle, flat), speckle)  # training sees the network's own output
+    # The largest chroma_blur (16: radius 40 guided, 48 Gaussian) on an image smaller than its reach.
+    small = 0.5 + speckle[..., :20, :20]
+    for wide in (ChromaGuidedFilter(40).eval(), ChromaLowPass(16.0).eval()):
+        out = wide(small, torch.zeros(1, 1, 20, 20))
+        assert out.shape == small.shape and torch.allclose(out, small.mean((2, 3), keepdim=True), atol=0.02)

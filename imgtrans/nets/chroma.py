@@ -38,14 +38,20 @@ class ChromaLowPass(nn.Module):
         if self.training:
             return ab
         r = self.radius
-        ab = F.conv2d(F.pad(ab, (r, r, 0, 0), mode="reflect"), self.rows.to(ab.dtype), groups=self.channels)
-        return F.conv2d(F.pad(ab, (0, 0, r, r), mode="reflect"), self.cols.to(ab.dtype), groups=self.channels)
+        ab = F.conv2d(border_padded(ab, (r, r, 0, 0)), self.rows.to(ab.dtype), groups=self.channels)
+        return F.conv2d(border_padded(ab, (0, 0, r, r)), self.cols.to(ab.dtype), groups=self.channels)
+
+
+def border_padded(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """`x` padded by reflecting at its borders; an image no wider than the padding (reflection needs it
+    narrower), by repeating its edge."""
+    return F.pad(x, pads, mode="reflect" if max(pads) < min(x.shape[-2:]) else "replicate")
 
 
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     """The mean over each (2r+1)² window, reflecting at the borders."""
     r = radius
-    return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="reflect"), 2 * r + 1, stride=1)
+    return F.avg_pool2d(border_padded(x, (r, r, r, r)), 2 * r + 1, stride=1)
 
 
 class ChromaGuidedFilter(nn.Module):
