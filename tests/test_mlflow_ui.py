@@ -129,3 +129,17 @@ def test_a_study_has_one_parent_that_links_its_best_trial(facades, tmp_path):
     assert best in {t.info.run_id for t in trials} and best in parent.data.tags[store.DESCRIPTION_TAG]
     assert not any(k.startswith("trial.") for t in trials for k in t.data.params)  # each param once
     assert not any(k.startswith("optuna/objective") for t in trials for k in t.data.metrics)
+
+
+def test_a_param_mlflow_run_logged_is_effective_only_where_the_value_differs():
+    """MLflow Projects logs the command line's text (`true`, `2e-4`); the same value spelled otherwise is no
+    other value, and only a value that took effect otherwise gets a `.effective` column."""
+    from imgtrans.tracking.tracker import MlflowTracker
+
+    client = MlflowClient()
+    run = client.create_run("0")
+    for key, text in (("flip", "true"), ("lr", "2e-4"), ("max_steps", "0")):
+        client.log_param(run.info.run_id, key, text)
+    MlflowTracker(run.info.run_id, "0").log_params({"flip": True, "lr": 0.0002, "max_steps": 5})
+    params = client.get_run(run.info.run_id).data.params
+    assert params == {"flip": "true", "lr": "2e-4", "max_steps": "0", "max_steps.effective": "5"}

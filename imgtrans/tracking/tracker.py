@@ -120,14 +120,17 @@ class MlflowTracker(Tracker):
 
     # --- values -------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
-        """A key `mlflow run` already logged with another value goes in as `<key>.effective`."""
+        """A key `mlflow run` already logged with another value goes in as `<key>.effective` (the same value
+        spelled otherwise, `true` for True or `2e-4` for 0.0002, is the same)."""
         existing = self.client.get_run(self.run_id).data.params
         batch = {}
         for key, value in params.items():
             if value is None or value == "":
                 continue
             text = str(value)[:MAX_PARAM_LENGTH]
-            if existing.get(key, text) != text:
+            if key in existing and same_value(existing[key], value):
+                continue
+            if key in existing:
                 key = f"{key}.effective"
             if existing.get(key) != text:
                 batch[key] = text
@@ -246,6 +249,20 @@ def _source_tags(command: str) -> dict[str, str]:
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return tags
+
+
+def same_value(logged: str, value: Any) -> bool:
+    """Whether a param's logged text (MLflow Projects logs what the command line said) is `value`."""
+    if logged == str(value)[:MAX_PARAM_LENGTH]:
+        return True
+    if isinstance(value, bool):
+        return logged.lower() == str(value).lower()
+    if isinstance(value, (int, float)):
+        try:
+            return float(logged) == float(value)
+        except ValueError:
+            return False
+    return False
 
 
 def open_run(experiment: str, name: str, command: str, role: str, parent_run_id: str | None = None,
