@@ -51,6 +51,24 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                             help=f"{help_text} [default: {repr(f.default).replace('%', '%%')}]", **extra)
 
 
+def bare_flags_made_true(argv: Sequence[str]) -> list[str]:
+    """A boolean flag means true when no true/false word follows it: `true` is put in, so that argparse does not
+    take the next argument (`translate --verbose scans/ out/`: the input folder) for its value."""
+    command = next((COMMANDS[a] for a in argv if a in COMMANDS), None)
+    if command is None:
+        return list(argv)
+    types = config_mod.field_types(command.config_class)
+    booleans = {name for f in config_mod.fields(command.config_class) if types[f.name] is bool
+                for name in (flag(f.name), f"--{f.name}", *f.metadata.get("aliases", []))}
+    words = {*config_mod.TRUE_WORDS, *config_mod.FALSE_WORDS}
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg in booleans and (i + 1 == len(argv) or argv[i + 1].lower() not in words):
+            out.append("true")
+    return out
+
+
 def config_from_args(cls: type, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The config, and what the user asked for: the options given on the command line (a resumed run takes
     them over its checkpoint's, a default value too). An MLflow project run passes every option, so there it
@@ -85,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         with interrupts.handled():
-            args, unknown = parser.parse_known_args(argv)
+            args, unknown = parser.parse_known_args(bare_flags_made_true(sys.argv[1:] if argv is None else argv))
             if unknown:  # the command's options are what was mistyped: point to its help, not the list of commands
                 parser.error(f"unrecognized arguments: {' '.join(unknown)}", args.command)
             if args.command is None:

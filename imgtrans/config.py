@@ -101,6 +101,9 @@ class RunConfig:
         return ""
 
 
+# How a boolean option may be given (MLflow Projects passes the words as typed).
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
 # What a colorizer's validation adds, to follow saturation and cast over training (imgtrans.metrics.colour).
 VALIDATION_COLOUR = ("colourfulness_ratio", "chroma_error", "cast", "cast_truth")
 
@@ -281,9 +284,9 @@ def parse_value(name: str, tp, raw: Any) -> Any:
     try:
         if tp is bool:
             lowered = text.lower()
-            if lowered in ("true", "1", "yes", "on"):
+            if lowered in TRUE_WORDS:
                 return True
-            if lowered in ("false", "0", "no", "off"):
+            if lowered in FALSE_WORDS:
                 return False
             raise ValueError
         if tp is int:

@@ -168,6 +168,16 @@ def test_a_file_named_like_the_manifest_that_is_not_one_is_refused_and_kept(tmp_
     assert (out / MANIFEST).read_text() == "id,name\n1,notes\n" and sorted(out.iterdir()) == [out / MANIFEST]
 
 
+def test_a_bare_flag_before_the_folders_leaves_them_to_be_the_folders(tmp_path, exported, capsys):
+    from imgtrans.cli import main
+
+    scans, out = make_scans(tmp_path / "scans"), tmp_path / "out"
+    assert main(["translate", "--verbose", str(scans), str(out), "--model", str(exported), "--no-progress"]) == 0
+    assert set(statuses(out).values()) == {"done"} and "imgtrans: " in capsys.readouterr().err  # verbose: tilings
+    assert main(["translate", "--verbose", "false", str(scans), str(out), "--model", str(exported),
+                 "--no-progress"]) == 0
+
+
 def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path, exported, capsys):
     import fcntl
 
