@@ -40,7 +40,6 @@ def actor_death(exc: Exception) -> str:
 def import_ray():
     try:
         import ray
-        import ray.util
     except ImportError:
         raise ImgtransError(f"--engine ray: {INSTALL_HINT}") from None
     return ray
