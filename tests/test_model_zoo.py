@@ -319,3 +319,29 @@ def test_an_optimizer_stepped_outside_update_is_refused():
         model.optimizers["F"].step()
     batch = {"A": torch.rand(1, 3, 64, 64) * 2 - 1, "B": torch.rand(1, 3, 64, 64) * 2 - 1}
     assert set(model.training_step(batch)) >= {"G_GAN", "NCE"}  # every optimizer of the step goes through it
+
+
+@pytest.mark.parametrize("heads", [True, False])
+def test_flip_equivariance_compares_the_mirrored_translation_with_the_original(monkeypatch, heads):
+    """FastCUT's flip equivariance: the generator translates the input mirrored (on heads of the coin), and
+    PatchNCE compares the translation's encodings, mirrored back, with the unmirrored input's."""
+    from imgtrans.models.cut import FastCUT
+    from imgtrans.models.options import FastCUTConfig
+
+    model = FastCUT(FastCUTConfig(ngf=4, ndf=4, netG="resnet_6blocks", crop_size=32, num_patches=4, netF_nc=4),
+                    Codec(colorization=False))
+    model.configure_optimizers()
+    batch = {"A": torch.rand(1, 3, 32, 32) * 2 - 1, "B": torch.rand(1, 3, 32, 32) * 2 - 1}
+    seen, compared = [], []
+    translate, nce = model.netG.forward, model.nce
+    monkeypatch.setattr(model.netG, "forward", lambda x: seen.append(x.clone()) or translate(x))
+    monkeypatch.setattr(model, "nce", lambda source, target, flip=None: compared.append((source, flip)) or
+                        nce(source, target, flip))
+    rand = torch.rand  # the coin is the one draw of no shape
+    monkeypatch.setattr(torch, "rand", lambda *shape, **kw: torch.tensor(0.0 if heads else 0.9) if shape == ((),)
+                        else rand(*shape, **kw))
+    model.training_step(batch)
+    real_a = batch["A"]
+    assert torch.equal(seen[0], real_a.flip(-1) if heads else real_a)  # the generator's input
+    source, flip = compared[0]
+    assert torch.equal(source, real_a) and bool(flip) == heads  # PatchNCE's source: never mirrored

@@ -45,10 +45,11 @@ class CUT(GANModel):
     def generator(self):
         return self.netG
 
-    def nce(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """PatchNCE between the encodings of the source image and of its translation."""
+    def nce(self, source: torch.Tensor, target: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
+        """PatchNCE between the encodings of the source image and of its translation; `flip`: the translation was
+        made from the source mirrored, and its encodings are mirrored back to be compared (flip equivariance)."""
         cfg = self.cfg
-        feat_q = self.netG.features(target, self.layers)
+        feat_q = [mirrored(f, flip) for f in self.netG.features(target, self.layers)]
         feat_k = self.netG.features(source, self.layers)
         keys, ids = self.netF(feat_k, cfg.num_patches)
         queries, _ = self.netF(feat_q, cfg.num_patches, ids)
@@ -57,12 +58,12 @@ class CUT(GANModel):
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         real_a, real_b = self.to_device(batch["A"]), self.to_device(batch["B"])
-        if cfg.flip_equivariance:  # both flipped, or neither: a coin drawn on the device, read by no host code
-            flip = torch.rand((), device=real_a.device) < 0.5
-            real_a, real_b = torch.where(flip, real_a.flip(-1), real_a), torch.where(flip, real_b.flip(-1), real_b)
+        # Flip equivariance (FastCUT): the generator translates its inputs mirrored or not, by a coin drawn on the
+        # device (read by no host code), and PatchNCE compares the mirrored-back encodings with the originals'.
+        flip = torch.rand((), device=real_a.device) < 0.5 if cfg.flip_equivariance else None
         with self.autocast():
             both = torch.cat([real_a, real_b]) if cfg.nce_idt else real_a
-            out = self.netG(both)
+            out = self.netG(mirrored(both, flip))
             fake_b = out[:real_a.shape[0]]
             idt_b = out[real_a.shape[0]:] if cfg.nce_idt else None
 
@@ -76,14 +77,19 @@ class CUT(GANModel):
             losses["G_GAN"] = self.adversarial_loss(self.netD, fake_b) * cfg.lambda_GAN
             loss_g = losses["G_GAN"]
             if cfg.lambda_NCE > 0:
-                losses["NCE"] = self.nce(real_a, fake_b) * cfg.lambda_NCE
+                losses["NCE"] = self.nce(real_a, fake_b, flip) * cfg.lambda_NCE
                 nce_total = losses["NCE"]
                 if cfg.nce_idt:
-                    losses["NCE_Y"] = self.nce(real_b, idt_b) * cfg.lambda_NCE
+                    losses["NCE_Y"] = self.nce(real_b, idt_b, flip) * cfg.lambda_NCE
                     nce_total = (nce_total + losses["NCE_Y"]) * 0.5
                 loss_g = loss_g + nce_total
         self.update([self.optimizers["G"], self.optimizers["F"]], loss_g)
         return losses
+
+
+def mirrored(x: torch.Tensor, flip: torch.Tensor | None) -> torch.Tensor:
+    """`x` mirrored left to right where `flip` (a boolean on the device) is true."""
+    return x if flip is None else torch.where(flip, x.flip(-1), x)
 
 
 class FastCUT(CUT):
