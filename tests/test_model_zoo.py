@@ -103,6 +103,7 @@ def test_paired_models_colorize_in_lab(model, aerial):
 
 def test_cut_with_unet_generator(facades):
     assert train("cut", facades, "--max-steps", "1", "--netG", "unet", "--nce-layers", "0,2,4") == 0
+    assert train("cut", facades, "--max-steps", "1", "--netG", "unet", "--nce-layers", ",") == 2  # no layer
     assert runs()[0].info.status == "FINISHED"
 
 

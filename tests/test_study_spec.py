@@ -110,3 +110,10 @@ def test_max_steps_on_the_command_line_cannot_override_a_searched_one(tmp_path, 
                       search_space={"max_steps": {"type": "int", "low": 2, "high": 4}})
     assert study(spec, tmp_path / "s.db", "--max-steps", "3") == 2
     assert "max_steps is searched by" in capsys.readouterr().err and not (tmp_path / "s.db").exists()
+
+
+def test_retrain_of_a_study_with_two_objectives_is_refused_before_any_trial(tmp_path, capsys):
+    spec = write_spec(tmp_path, "synthetic-facades", sampler="nsga2", objectives=[
+        {"metric": "val/psnr", "direction": "maximize"}, {"metric": "val/ssim", "direction": "maximize"}])
+    assert study(spec, tmp_path / "s.db", "--retrain") == 2
+    assert "retrain needs one best configuration" in capsys.readouterr().err and not (tmp_path / "s.db").exists()

@@ -32,7 +32,9 @@ class CUT(GANModel):
         try:
             self.layers = sorted({int(v) for v in spec.split(",") if v.strip()})
         except ValueError:
-            raise ImgtransError(f"invalid nce_layers '{spec}'; expected comma-separated integers") from None
+            self.layers = []
+        if not self.layers:
+            raise ImgtransError(f"invalid nce_layers '{spec}'; expected comma-separated integers")
         with torch.no_grad():
             probe = self.netG.features(torch.zeros(1, codec.input_nc, cfg.crop_size, cfg.crop_size), self.layers)
         if len(probe) != len(self.layers):

@@ -286,7 +286,8 @@ class CGANConfig(TrainConfig):
     ndf: int = opt(32, "discriminator filters in the first layer", ge=1)
     dropout_G: float = opt(0.45, "dropout after the generator's dense layer (its only noise)", ge=0, lt=1)
     dropout_D: float = opt(0.3, "dropout after each discriminator conv", ge=0, lt=1)
-    gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("vanilla", "adversarial objective (BCE)")
+    gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt(
+        "vanilla", "adversarial objective; vanilla (BCE) is the report's baseline")
     lambda_gp: float = opt(10.0, "gradient-penalty weight when gan_mode=wgangp", when=WGANGP, ge=0)
     lambda_L1: float = opt(0.0, "weight of an L1 term (0 in the baseline)", ge=0)
 

@@ -124,6 +124,9 @@ def run_command(cfg: StudyConfig, progress: bool) -> int:
         raise ImgtransError(f"retrain registers a trained generator; {spec.model} "
                             f"{RUNS[spec.model].instead_of_a_generator} and has none — rerun `imgtrans {spec.model}` "
                             "with the best config from `imgtrans study best`")
+    if cfg.retrain and spec.multi_objective:
+        raise ImgtransError(f"retrain needs one best configuration; {cfg.spec} has {len(spec.objectives)} objectives "
+                            "(a Pareto front): pick one with `imgtrans study best` and train it, or give one objective")
     if cfg.max_steps and "max_steps" in spec.search_space:
         raise ImgtransError(f"max_steps is searched by {cfg.spec}'s search_space; drop --max-steps (or the search)")
     name = study_name(cfg)
