@@ -117,3 +117,17 @@ def test_retrain_of_a_study_with_two_objectives_is_refused_before_any_trial(tmp_
         {"metric": "val/psnr", "direction": "maximize"}, {"metric": "val/ssim", "direction": "maximize"}])
     assert study(spec, tmp_path / "s.db", "--retrain") == 2
     assert "retrain needs one best configuration" in capsys.readouterr().err and not (tmp_path / "s.db").exists()
+
+
+def test_a_storage_that_is_no_optuna_database_is_refused_and_left_alone(tmp_path, capsys):
+    import sqlite3
+    from contextlib import closing
+
+    mlflow_db = tmp_path / "runs.db"
+    with closing(sqlite3.connect(mlflow_db)) as db:
+        db.execute("CREATE TABLE experiments (id INTEGER)")
+    spec = write_spec(tmp_path, "synthetic-facades")
+    for storage, message in ((mlflow_db, "is not an Optuna study storage"), (spec, "not an SQLite database")):
+        before = storage.read_bytes()
+        assert study(spec, storage) == 2
+        assert message in capsys.readouterr().err and storage.read_bytes() == before

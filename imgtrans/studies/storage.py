@@ -7,10 +7,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import sqlite3
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,10 @@ def resolve_storage(storage: str, study_name: str, create: bool = True):
     (reading a study never leaves an empty database behind a mistyped path)."""
     storage = storage or os.environ.get(STUDY_STORAGE_VARIABLE, "") or f"studies/{study_name}.db"
     if "://" in storage:
-        if not create and (path := sqlite_file(storage)) is not None and not path.is_file():
-            raise ImgtransError(f"no study storage at {path}; check --storage")
+        if (path := sqlite_file(storage)) is not None:
+            if not create and not path.is_file():
+                raise ImgtransError(f"no study storage at {path}; check --storage")
+            check_study_database(path)
         return storage
     path = Path(storage).expanduser().resolve()
     if not create and not path.is_file():
@@ -45,7 +48,23 @@ def resolve_storage(storage: str, study_name: str, create: bool = True):
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix in (".log", ".journal"):
         return JournalStorage(JournalFileBackend(str(path)))
+    check_study_database(path)
     return f"sqlite:///{path}"
+
+
+def check_study_database(path: Path) -> None:
+    """An SQLite file that is not Optuna's (another program's database, or no database at all) is refused before
+    Optuna writes its tables into it."""
+    if not path.is_file() or not path.stat().st_size:
+        return
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError:
+        raise ImgtransError(f"{path} is not a study storage (not an SQLite database); check --storage") from None
+    if tables and "studies" not in tables:
+        raise ImgtransError(f"{path} is not an Optuna study storage (its tables are another program's, e.g. "
+                            "MLflow's); give another --storage")
 
 
 def sqlite_file(location: Any) -> Path | None:
