@@ -43,7 +43,7 @@ def load(storage):
 @pytest.mark.slow
 def test_three_trials_are_nested_runs_of_one_parent(facades, tmp_path, capsys):
     storage = tmp_path / "s.db"
-    assert study(write_spec(tmp_path, facades), storage, "--n-trials", "3") == 0
+    assert study(write_spec(tmp_path, facades, full_budget={"n_epochs": 3}), storage, "--n-trials", "3") == 0
     runs = all_runs()
     parents = [r for r in runs if r.info.run_name == "study-s"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
@@ -63,7 +63,8 @@ def test_three_trials_are_nested_runs_of_one_parent(facades, tmp_path, capsys):
     assert main(["study", "best", "--study", "s", "--storage", str(storage)]) == 0
     best = yaml.safe_load(capsys.readouterr().out)
     assert best["best_trial"] in (0, 1, 2) and best["config"]["model"] == "pix2pix" and "lr" in best["config"]
-    spec = write_spec(tmp_path, facades).rename(tmp_path / "s.yaml")  # without --study: the spec file's name
+    assert best["config"]["n_epochs"] == 3  # the full budget: the config to train, as retrain would
+    spec = write_spec(tmp_path, facades, full_budget={"n_epochs": 3}).rename(tmp_path / "s.yaml")  # its name
     assert main(["study", "best", "--spec", str(spec), "--storage", str(storage)]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == best
 

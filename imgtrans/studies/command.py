@@ -109,6 +109,7 @@ def best_command(cfg: StudyConfig) -> int:
     attrs = study.user_attrs
     if "best_params" in info and "model" in attrs:
         info["config"] = {"model": attrs["model"], "dataset": attrs.get("dataset"), **attrs.get("fixed", {}),
+                          **attrs.get("full_budget", {}),
                           **info["best_params"]}
     print(as_yaml(info), end="")
     return 0
@@ -137,6 +138,7 @@ def run_command(cfg: StudyConfig, progress: bool) -> int:
     study.set_user_attr("model", spec.model)
     study.set_user_attr("dataset", spec.dataset)
     study.set_user_attr("fixed", spec.fixed)
+    study.set_user_attr("full_budget", spec.full_budget)  # the length `study best` gives the config it prints
     trials = WorkerTrials()
     try:
         study.optimize(make_objective(spec, name, cfg.max_steps, cfg.experiment, parent.run_id, seed),
