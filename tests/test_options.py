@@ -172,3 +172,20 @@ def test_pix2pix_trains_a_lab_colorizer_twice_as_long_unless_told():
     assert length(cfg) == (2, 2, 4) and config_mod.changed(cfg) == explicit == {"color_space": "lab"}
     with pytest.raises(ImgtransError, match="n_epochs"):
         config_mod.parse_option(Pix2PixConfig, "n_epochs", "-2")
+
+
+@pytest.mark.parametrize("model,args,fits", [
+    ("bicyclegan", ["--crop-size", "32"], False),  # its two scales: the second sees 16 px
+    ("bicyclegan", ["--crop-size", "48"], True),
+    ("pix2pix", ["--crop-size", "16"], False),
+    ("pix2pix", ["--crop-size", "16", "--netD", "pixel"], True),
+])
+def test_a_crop_too_small_for_the_discriminator_is_refused_before_training(model, args, fits):
+    from imgtrans.cli import build_parser, config_from_args
+
+    cfg, _ = config_from_args(COMMANDS[model].config_class, build_parser().parse_args([model, *args]))
+    if fits:
+        cfg.validate()
+    else:
+        with pytest.raises(ImgtransError, match="too small for the discriminator"):
+            cfg.validate()
