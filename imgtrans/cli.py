@@ -20,6 +20,10 @@ from imgtrans.commands import COMMANDS, load
 from imgtrans.errors import ImgtransError, one_line
 from imgtrans.files import sweep_scratch
 
+# Set for a command line that holds only the options given, though in a run MLflow Projects made (the processes of
+# a torchrun job that `nproc` starts, which continue the run; `mlflow run` itself passes every option).
+ONLY_GIVEN_OPTIONS = "IMGTRANS_ONLY_GIVEN_OPTIONS"
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str, command: str | None = None):  # one line instead of usage + message
@@ -81,7 +85,7 @@ def config_from_args(cls: type, args: argparse.Namespace) -> tuple[Any, dict[str
         if raw is not None:
             given.add(f.name)
         values[f.name] = f.default if raw is None else config_mod.parse_option(cls, f.name, raw)
-    if os.environ.get("MLFLOW_RUN_ID"):
+    if os.environ.get("MLFLOW_RUN_ID") and not os.environ.get(ONLY_GIVEN_OPTIONS):
         given = {f.name for f in config_mod.fields(cls) if values[f.name] != f.default}
     return cls(**values), {name: values[name] for name in given}
 

@@ -238,19 +238,6 @@ class GANConfig(TrainConfig):
     init_type: InitType = opt("normal", "weight initialisation")
     init_gain: float = opt(0.02, "scale of the initialisation", gt=0)
 
-    def validate(self) -> None:
-        super().validate()
-        if self.netD == "pixel" or self.norm == "none":
-            return
-        # A PatchGAN halves its input once per layer, then normalises a map one pixel smaller: at least 2 × 2.
-        layers = 3 if self.netD == "basic" else self.n_layers_D
-        smallest = self.crop_size // 2 ** (self.num_D - 1)  # the coarsest of the multi-scale discriminators
-        if smallest // 2 ** layers < 3:
-            need = 3 * 2 ** (layers + self.num_D - 1)
-            raise ImgtransError(f"crop_size {self.crop_size} is too small for the discriminator ({layers} layers, "
-                                f"num_D {self.num_D}): give crop_size of at least {need}, or fewer num_D or "
-                                "n_layers_D")
-
 
 @dataclass
 class InstanceNormGANConfig(GANConfig):

@@ -230,3 +230,8 @@ def test_the_guided_chroma_filter_keeps_colour_to_lightness_edges():
     for wide in (ChromaGuidedFilter(40).eval(), ChromaLowPass(16.0).eval()):
         out = wide(small, torch.zeros(1, 1, 20, 20))
         assert out.shape == small.shape and torch.allclose(out, small.mean((2, 3), keepdim=True), atol=0.02)
+    from imgtrans.nets.chroma import border_padded
+
+    wide = torch.randn(1, 2, 4, 40)  # short and wide: its rows still reflect
+    reflected = torch.nn.functional.pad(wide, (10, 10, 0, 0), mode="reflect")
+    assert torch.equal(border_padded(wide, (10, 10, 0, 0)), reflected)

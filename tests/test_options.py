@@ -174,18 +174,19 @@ def test_pix2pix_trains_a_lab_colorizer_twice_as_long_unless_told():
         config_mod.parse_option(Pix2PixConfig, "n_epochs", "-2")
 
 
-@pytest.mark.parametrize("model,args,fits", [
-    ("bicyclegan", ["--crop-size", "32"], False),  # its two scales: the second sees 16 px
-    ("bicyclegan", ["--crop-size", "48"], True),
-    ("pix2pix", ["--crop-size", "16"], False),
-    ("pix2pix", ["--crop-size", "16", "--netD", "pixel"], True),
+@pytest.mark.parametrize("model,args,error", [
+    ("bicyclegan", ["--crop-size", "32"], "too small for the discriminator"),  # the second scale sees 16 px
+    ("bicyclegan", ["--crop-size", "48", "--netG", "resnet_6blocks"], None),
+    ("pix2pix", ["--crop-size", "16", "--netG", "resnet_6blocks"], "too small for the discriminator"),
+    ("pix2pix", ["--crop-size", "16", "--netG", "resnet_6blocks", "--norm", "none"],
+     "too small for the discriminator"),  # the convolutions, not the norm, need the room
+    ("pix2pix", ["--crop-size", "16", "--netG", "resnet_6blocks", "--netD", "pixel"], None),
+    ("cyclegan", ["--crop-size", "100", "--num-D", "3", "--netG", "resnet_6blocks"], None),  # scales 100, 50, 25
+    ("cyclegan", ["--crop-size", "94", "--netG", "resnet_6blocks"], "a multiple of 4, got 94"),
 ])
-def test_a_crop_too_small_for_the_discriminator_is_refused_before_training(model, args, fits):
-    from imgtrans.cli import build_parser, config_from_args
-
-    cfg, _ = config_from_args(COMMANDS[model].config_class, build_parser().parse_args([model, *args]))
-    if fits:
-        cfg.validate()
-    else:
-        with pytest.raises(ImgtransError, match="too small for the discriminator"):
-            cfg.validate()
+def test_a_crop_too_small_or_odd_for_the_networks_is_one_line_before_training(facades, capsys, model, args, error):
+    extra = ["--ngf", "4", "--ndf", "4", "--val-images", "0", "--sample-images", "0", "--no-progress",
+             "--recalibrate-bn", "0"]
+    assert main([model, "--dataset", str(facades), "--max-steps", "1", *extra, *args]) == (2 if error else 0)
+    if error:
+        assert error in one_line_error(capsys)

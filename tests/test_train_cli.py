@@ -316,10 +316,12 @@ def test_a_resumed_run_takes_every_option_given_even_a_default_value(facades, ca
     assert "lr cannot change on resume" in one_line_error(capsys)
     # Under `mlflow run` every option is passed: there only values other than the defaults count as given.
     monkeypatch.setenv("MLFLOW_RUN_ID", "")
-    from imgtrans.cli import build_parser, config_from_args
+    from imgtrans.cli import ONLY_GIVEN_OPTIONS, build_parser, config_from_args
     from imgtrans.models.options import Pix2PixConfig
 
     args = build_parser().parse_args(["pix2pix", "--flip", "true", "--max-steps", "5"])
     assert config_from_args(Pix2PixConfig, args)[1] == {"flip": True, "max_steps": 5}
     monkeypatch.setenv("MLFLOW_RUN_ID", "0" * 32)
     assert config_from_args(Pix2PixConfig, args)[1] == {"max_steps": 5}
+    monkeypatch.setenv(ONLY_GIVEN_OPTIONS, "1")  # a torchrun job's processes, given the options by `nproc`
+    assert config_from_args(Pix2PixConfig, args)[1] == {"flip": True, "max_steps": 5}

@@ -43,9 +43,11 @@ class ChromaLowPass(nn.Module):
 
 
 def border_padded(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
-    """`x` padded by reflecting at its borders; an image no wider than the padding (reflection needs it
-    narrower), by repeating its edge."""
-    return F.pad(x, pads, mode="reflect" if max(pads) < min(x.shape[-2:]) else "replicate")
+    """`x` padded (left, right, top, bottom) by reflecting at its borders; an image no wider or taller than its
+    padding on that side (reflection needs it larger), by repeating its edge."""
+    height, width = x.shape[-2:]
+    fits = max(pads[:2]) < width and max(pads[2:]) < height
+    return F.pad(x, pads, mode="reflect" if fits else "replicate")
 
 
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:

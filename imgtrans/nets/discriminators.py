@@ -60,6 +60,20 @@ class MultiscaleDiscriminator(nn.Module):
         return outputs
 
 
+def check_patch_size(size: int, name: str, n_layers: int, num_D: int) -> None:
+    """A PatchGAN halves its input once per layer (rounding down), then two 4 × 4 convolutions need 3 × 3 of it; a
+    multi-scale discriminator's coarser scales see the input halved (rounding up) first."""
+    if name == "pixel":
+        return
+    layers, side = (3 if name == "basic" else n_layers), size
+    for _ in range(num_D - 1):
+        side = -(-side // 2)
+    if side // 2 ** layers < 3:
+        raise ImgtransError(f"crop_size {size} is too small for the discriminator ({layers} layers, num_D {num_D}): "
+                            f"give crop_size of at least {3 * 2 ** (layers + num_D - 1)}, or fewer num_D or "
+                            "n_layers_D")
+
+
 def build_discriminator(name: str, input_nc: int, *, ndf: int, n_layers: int, norm: str, num_D: int = 1) -> nn.Module:
     if num_D > 1:
         return MultiscaleDiscriminator(

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from imgtrans.cli import ONLY_GIVEN_OPTIONS
 from imgtrans.compute.distributed import PEER_LOST
 from imgtrans.files import scratch_dir
 from imgtrans.tracking import store
@@ -41,7 +42,7 @@ def launch(nproc: int, arguments: list[str], name: str, command: str, experiment
     torchrun yourself with --nnodes and a rendezvous). Returns its exit status; an interrupt is passed on."""
     run = open_run(experiment, name, command, "train", tags=tags)
     with scratch_dir("torchrun") as scratch:
-        env = {**os.environ, "MLFLOW_RUN_ID": run.run_id, "TMPDIR": str(scratch)}
+        env = {**os.environ, "MLFLOW_RUN_ID": run.run_id, ONLY_GIVEN_OPTIONS: "1", "TMPDIR": str(scratch)}
         job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
                                 f"--nproc_per_node={nproc}", "-m", "imgtrans", "--", *arguments],  # after --: ours
                                env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
