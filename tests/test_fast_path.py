@@ -130,7 +130,9 @@ def tiny_model(name: str, **options):
     from imgtrans.models.registry import model_class
 
     cls = model_class(name)
-    defaults = {"crop_size": 32, "ngf": 4, "ndf": 4, "netG": "unet"} if name != "cgan" else {"crop_size": 32}
+    # bicyclegan's two discriminator scales need 48 px or more (its second sees half the crop)
+    crop = 64 if name == "bicyclegan" else 32
+    defaults = {"crop_size": crop, "ngf": 4, "ndf": 4, "netG": "unet"} if name != "cgan" else {"crop_size": crop}
     model = cls(cls.config_class(**defaults | options), Codec(colorization=False))
     model.setup(Runtime(torch.device("cpu")))
     model.configure_optimizers()
