@@ -91,7 +91,8 @@ class RunConfig:
     # What its validations can log (a study's objectives are checked against them).
     validation_metrics: ClassVar[tuple[str, ...]] = ()
     # Options whose effect a checkpoint holds (a resumed run cannot change them), with why.
-    fixed_on_resume: ClassVar[dict[str, str]] = {}
+    fixed_on_resume: ClassVar[dict[str, str]] = dict.fromkeys(("lr", "beta1", "beta2", "encoder_lr_factor"),
+                                                              "the checkpoint's optimizer was made with it")
 
     def validate(self) -> None:
         check_types(self)

@@ -17,9 +17,9 @@ class DIPConfig(RunConfig):
     """Options of the `dip` entry point (the common ones keep their shared names)."""
 
     model_name: ClassVar[str] = "dip"
-    fixed_on_resume: ClassVar[dict[str, str]] = dict.fromkeys(
+    fixed_on_resume: ClassVar[dict[str, str]] = {**RunConfig.fixed_on_resume, **dict.fromkeys(
         ("image", "dataset", "image_index", "noise_std", "clean", "mask", "crop_size"),
-        "the checkpoint holds the images the run restores")
+        "the checkpoint holds the images the run restores")}
     validation_metrics: ClassVar[tuple[str, ...]] = ("val/psnr", "val/ssim")  # against the clean reference
     distinguishing: ClassVar[tuple[str, ...]] = ("mode", "net")
 

@@ -83,10 +83,6 @@ def start(cfg: RunConfig, explicit: dict[str, Any], progress: bool = True) -> in
     return 0
 
 
-# Options a resumed run's optimizer and learning-rate schedule take from its checkpoint, whatever is asked.
-FIXED_ON_RESUME = ("lr", "beta1", "beta2", "encoder_lr_factor")
-
-
 def resolve_resume(cfg: RunConfig, explicit: dict[str, Any], end_dead: bool = True) -> tuple[RunConfig, dict | None]:
     """With `resume`, the checkpoint's config is used, updated by the options the user set explicitly; the run
     resumed from is marked KILLED if its process died leaving it RUNNING (`end_dead`: by one process of a
@@ -113,8 +109,7 @@ def resolve_resume(cfg: RunConfig, explicit: dict[str, Any], end_dead: bool = Tr
     if payload["model"] != cfg.model_name:
         raise ImgtransError(f"cannot resume {cfg.model_name} from a {payload['model']} checkpoint ({ref})")
     saved = config_mod.from_saved(type(cfg), payload["config"])
-    fixed = {**dict.fromkeys(FIXED_ON_RESUME, "the checkpoint's optimizer was made with it"), **cfg.fixed_on_resume}
-    for name, why in fixed.items():
+    for name, why in cfg.fixed_on_resume.items():
         if name in explicit and explicit[name] != getattr(saved, name, explicit[name]):
             raise ImgtransError(f"{name} cannot change on resume: {why} ({name}={getattr(saved, name)!r}); resume "
                                 "without it, or start a new run")
