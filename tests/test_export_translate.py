@@ -263,12 +263,20 @@ def generator_fn(name: str, **options):
     return net, fn
 
 
-def test_resnet_tiles_with_receptive_field_margins_equal_one_whole_pass():
+@pytest.mark.parametrize("self_ensemble", ["none", "dihedral"])
+def test_resnet_tiles_with_receptive_field_margins_equal_one_whole_pass(self_ensemble):
     from imgtrans.export.onnx import receptive_radius
+    from imgtrans.nets.lab_colorizer import LabColorizer
 
-    net, fn = generator_fn("resnet_6blocks", crop_size=256)
+    view, _ = generator_fn("resnet_6blocks", crop_size=256)
+    net = LabColorizer(view, None, None, False, self_ensemble=self_ensemble).eval()
     radius = receptive_radius(net, 1, 4)
-    assert 0 < radius < 128
+    # The mirror images of the centre pixel lie a pixel off it: an ensemble reaches a pixel further than a view.
+    assert radius == receptive_radius(view, 1, 4) + (self_ensemble != "none") and 0 < radius < 128
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(x)).numpy()
     image = aerial_mosaic(512)
     whole = fn(image[None])[0]
     tiled, _ = run_tiled(image, fn, TileRule(4, 256, tile=256, receptive_radius=radius).for_image(512, 512))

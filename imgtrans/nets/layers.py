@@ -32,6 +32,8 @@ class Generator(nn.Module):
             yield
         finally:
             self.views = views
+
+
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 
 
