@@ -7,25 +7,6 @@ from imgtrans.benchmarks import inference as benchmark
 from imgtrans.cli import main
 
 
-@pytest.mark.slow
-def test_benchmark_command_prints_and_logs(capsys):
-    code = main(["benchmark", "--generators", "unet_128", "--tile", "128", "--batch-sizes", "1,2",
-                 "--backends", "eager,ort-cpu", "--repeats", "1", "--train", "--train-models", "pix2pix,cgan",
-                 "--train-batch-sizes", "1",
-                 "--train-steps", "1", "--device", "cpu"])
-    assert code == 0
-    out = capsys.readouterr().out
-    assert "| unet_128 | ort-cpu | fp32 | 2 |" in out and "| pix2pix | 1 |" in out
-    assert "GPU targets were not measured" in out
-    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    metrics = run.data.metrics
-    assert metrics["bench/unet_128/eager/fp32/b2/images_per_s"] > 0
-    assert metrics["bench/unet_128/eager/fp32/b1/tflops"] > 0
-    # Plain and fast paths train the same model: same losses on CPU up to float noise.
-    assert metrics["bench_train/pix2pix/b1/loss_max_rel_diff"] < 1e-3
-    assert metrics["bench_train/cgan/b1/fast_images_per_s"] > 0
-
-
 def test_flop_count_of_a_conv():
     import torch
 
@@ -56,39 +37,6 @@ def test_diffusion_sampling_benchmark(capsys):
     assert run.data.metrics["bench_sample/32px/fp32/b1/dpmpp_2m/s_per_image"] > 0
 
 
-@pytest.mark.slow
-def test_dip_iteration_and_translate_benchmarks(capsys):
-    assert main(["benchmark", "--generators", "unet_128", "--tile", "128", "--batch-sizes", "1", "--backends", "eager",
-                 "--repeats", "1", "--dip", "--dip-size", "64", "--dip-iterations", "2", "--translate",
-                 "--translate-images", "2", "--translate-size", "96", "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
-    assert "| 64×64 | fp32 | eager |" in out and "| unet_128 96×96 | 1 CPU | 2 |" in out
-    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    metrics = run.data.metrics
-    assert metrics["bench_dip/64px/fp32/ms_per_iteration"] > 0
-    assert metrics["bench_translate/unet_128/cpu1/images_per_s"] > 0
-    assert metrics["bench_translate/unet_128/cpu1/scaling"] == 1.0
-
-
-@pytest.mark.slow
-def test_end_to_end_benchmark_runs_the_real_loop_at_tiny_size(capsys):
-    code = main(["benchmark", "--generators", "unet_128", "--tile", "128", "--batch-sizes", "1", "--backends", "eager",
-                 "--repeats", "1", "--e2e", "--train-models", "pix2pix", "--train-batch-sizes", "2",
-                 "--train-steps", "1", "--e2e-images", "4", "--e2e-epochs", "1", "--device", "cpu", "--no-progress"])
-    assert code == 0
-    out = capsys.readouterr().out
-    assert "| end to end | batch | loop img/s |" in out and "| pix2pix | 2 |" in out
-    assert "GPU targets were not measured" in out
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    (parent,) = [r for r in runs if r.info.run_name == "benchmark-cpu"]
-    (child,) = [r for r in runs if r.info.run_name == "e2e-pix2pix-b2"]
-    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id and child.info.status == "FINISHED"
-    metrics = parent.data.metrics
-    assert metrics["bench_e2e/pix2pix/b2/loop_images_per_s"] > 0 and metrics["bench_e2e/pix2pix/b2/ratio"] > 0
-    assert metrics["bench_e2e/pix2pix/b2/checkpoint_mb"] > 0
-    assert child.data.params["max_dataset_size"] == "4" and child.data.params["crop_size"] == "64"
-
-
 def test_device_counts_double_up_to_every_device():
     from imgtrans.benchmarks.translate import device_counts
 
@@ -106,14 +54,36 @@ def test_the_default_generators_fit_any_tile():
 
 @pytest.mark.slow
 def test_the_device_script_runs_every_table_quickly_and_writes_its_report(tmp_path, capsys):
-    """`benchmark --all --quick` on a CPU: the GPU session's script, rehearsed (every table, tiny sizes)."""
+    """`benchmark --all --quick` on a CPU: the GPU session's script, rehearsed (every table, tiny sizes), each
+    table printed, written and logged."""
     out = tmp_path / "out"
-    assert main(["benchmark", "--all", "--quick", "--device", "cpu", "--output", str(out)]) == 0
+    assert main(["benchmark", "--all", "--quick", "--device", "cpu", "--output", str(out), "--no-progress"]) == 0
     summary = json.loads((out / "benchmark.json").read_text())
     assert set(summary["tables"]) == {"inference", "training", "sampling", "dip", "e2e", "translate"}
     assert all(summary["tables"].values()) and not summary["skipped"]
     assert {r["backend"] for r in summary["tables"]["inference"]} == {"eager", "ort-cpu"}
-    assert (out / "benchmark.md").read_text() in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert (out / "benchmark.md").read_text() in printed and "GPU targets were not measured" in printed
+    assert "| unet | ort-cpu | fp32 | 1 |" in printed and "| pix2pix | 1 |" in printed
+    assert "| 32×32 | fp32 | 1 | dpmpp_2m | 2 |" in printed and "| 64×64 | fp32 | eager |" in printed
+    assert "| end to end | batch | loop img/s |" in printed and "| unet 128×128 | 1 CPU | 2 |" in printed
+
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    (parent,) = [r for r in runs if r.info.run_name == "benchmark-cpu"]
+    metrics = parent.data.metrics
+    assert metrics["bench/unet/eager/fp32/b1/images_per_s"] > 0 and metrics["bench/unet/eager/fp32/b1/tflops"] > 0
+    for model in ("pix2pix", "cyclegan"):
+        # Plain and fast paths train the same model: the same losses on CPU up to float noise.
+        assert metrics[f"bench_train/{model}/b1/loss_max_rel_diff"] < 1e-3
+        assert metrics[f"bench_e2e/{model}/b1/loop_images_per_s"] > 0 and metrics[f"bench_e2e/{model}/b1/ratio"] > 0
+        assert metrics[f"bench_e2e/{model}/b1/checkpoint_mb"] > 0
+        # The end-to-end table trains through the real loop: a nested run of each model.
+        (child,) = [r for r in runs if r.info.run_name == f"e2e-{model}-b1"]
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id and child.info.status == "FINISHED"
+        assert child.data.params["max_dataset_size"] == "4" and child.data.params["crop_size"] == "64"
+    assert metrics["bench_sample/32px/fp32/b1/ddim/s_per_image"] > 0
+    assert metrics["bench_dip/64px/fp32/ms_per_iteration"] > 0
+    assert metrics["bench_translate/unet/cpu1/images_per_s"] > 0 and metrics["bench_translate/unet/cpu1/scaling"] == 1
 
 
 def test_a_budget_leaves_out_the_tables_it_has_no_time_for(tmp_path):
