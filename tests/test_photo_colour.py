@@ -1,23 +1,42 @@
 """docs/model-zoo/photo_colour.py, the photographs' check that is repeated on photographs the project never saw:
 its preparation cuts any photographs into strips without leaking test or validation pixels into training."""
 
+import importlib.util
 import re
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from PIL import Image
 
 SCRIPT = Path(__file__).parents[1] / "docs" / "model-zoo" / "photo_colour.py"
 TILE = 128
 
 
-def photo_colour(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=120)
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("photo_colour", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_prepare_within_cuts_any_photographs_into_disjoint_strips_and_refuses_to_mix(tmp_path):
+@pytest.fixture
+def photo_colour(script, capsys):
+    """The script's command line, run in this process: its exit status and what it wrote to stderr."""
+    def run(*args) -> SimpleNamespace:
+        capsys.readouterr()
+        try:
+            script.main([str(arg) for arg in args])
+            status = 0
+        except SystemExit as exit_:
+            status = exit_.code
+        return SimpleNamespace(returncode=status, stderr=capsys.readouterr().err)
+    return run
+
+
+def test_prepare_within_cuts_any_photographs_into_disjoint_strips_and_refuses_to_mix(tmp_path, photo_colour):
     rng = np.random.default_rng(0)
     photos = {}
     for name, size in (("harbour", (300, 640)), ("field", (260, 700))):
@@ -54,7 +73,8 @@ def test_prepare_within_cuts_any_photographs_into_disjoint_strips_and_refuses_to
     assert sorted(p.stem for p in (folder / "tiles" / "test").glob("*.png")) == tiles["test"]
 
 
-def test_within_more_twice_adds_the_other_photographs_and_repeats_the_tested_ones_own_training_tiles(tmp_path):
+def test_within_more_twice_adds_the_other_photographs_and_repeats_the_tested_ones_own_training_tiles(tmp_path,
+                                                                                                    photo_colour):
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 256, (200, 600, 3), dtype=np.uint8)).save(tmp_path / "harbour.png")
     parts = ("train", "val", "test")
@@ -75,7 +95,7 @@ def test_within_more_twice_adds_the_other_photographs_and_repeats_the_tested_one
     assert others and all(not name.startswith("harbour") for name in others)
 
 
-def test_prepare_refuses_a_photograph_too_narrow_for_the_strips_and_writes_nothing(tmp_path):
+def test_prepare_refuses_a_photograph_too_narrow_for_the_strips_and_writes_nothing(tmp_path, photo_colour):
     Image.fromarray(np.zeros((200, 4 * TILE - 1, 3), np.uint8)).save(tmp_path / "narrow.png")
     done = photo_colour("prepare", tmp_path / "prepared", "within", tmp_path / "narrow.png")
     assert done.returncode == 2
@@ -84,7 +104,7 @@ def test_prepare_refuses_a_photograph_too_narrow_for_the_strips_and_writes_nothi
     assert not (tmp_path / "prepared").exists()
 
 
-def test_usage_errors_are_one_line():
+def test_usage_errors_are_one_line(photo_colour):
     done = photo_colour("prepare", "folder", "photo.png")  # a photograph where the protocol goes
     assert done.returncode == 2
     assert done.stderr == ("photo_colour.py: error: argument protocol: invalid choice: 'photo.png' (choose from "
@@ -96,7 +116,7 @@ def test_usage_errors_are_one_line():
                            "nowhere` first\n")
 
 
-def test_score_refuses_an_unknown_inference_setting_before_exporting_anything(tmp_path):
+def test_score_refuses_an_unknown_inference_setting_before_exporting_anything(tmp_path, photo_colour):
     (tmp_path / "full").mkdir()
     done = photo_colour("score", tmp_path, tmp_path / "sheet.jpg", "a=run@0.2", "b=run@neutral_odds=1.5,odds=2")
     assert done.returncode == 2

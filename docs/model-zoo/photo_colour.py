@@ -359,8 +359,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-if __name__ == "__main__":
-    args = parse(sys.argv[1:])
+def main(argv: list[str]) -> None:
+    args = parse(argv)
     if args.command == "prepare":
         prepare(args.folder, args.protocol, args.photos)
     elif args.command == "check":
@@ -369,3 +369,7 @@ if __name__ == "__main__":
         if any("=" not in run for run in args.runs):
             fail("give each run as LABEL=RUN_ID (or LABEL=RUN_ID@SETTING: see --help)")
         score(args.folder, args.sheet, dict(run.split("=", 1) for run in args.runs))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
