@@ -6,8 +6,9 @@ most `max_tile` on each side — the largest tile whose activations (at the mode
 at export) take `ACTIVATION_BUDGET`; larger images are tiled with tiles of `max_tile`. Tiles are rectangles,
 and an image smaller than its tile is padded (reflected) only up to the size multiple, so the padding never
 depends on a tile setting. Margins: the model's receptive radius where it is finite and at most a quarter of
-the tile (then tiles equal one whole-image pass), else an eighth of the tile; neighbouring tiles cross-fade
-over an eighth of the tile. The device's free memory decides only how many tiles go into one call.
+the tile (then tiles equal one whole-image pass, exactly where the image's sides are multiples of the size
+multiple), else an eighth of the tile; neighbouring tiles cross-fade over an eighth of the tile (in whole size
+multiples with the radius as margin). The device's free memory decides only how many tiles go into one call.
 """
 
 from __future__ import annotations
@@ -72,9 +73,14 @@ class TileRule:
 
     def for_image(self, height: int, width: int) -> Tiling:
         tile = self.tile or self.max_tile
-        radius = self.receptive_radius
-        margin = self.margin if self.margin >= 0 else radius if 0 < radius <= tile // 4 else tile // 8
-        overlap = self.overlap if self.overlap >= 0 else tile // 8
+        # Tiles with the receptive radius as margin equal a whole-image pass where every window starts on the
+        # network's sampling grid: windows move by the tile less two margins and the overlap, so the margin is
+        # taken in steps of half the size multiple and the overlap in whole ones.
+        radius = round_up(self.receptive_radius, max(1, self.multiple // 2))
+        exact = 0 < radius <= tile // 4
+        margin = self.margin if self.margin >= 0 else radius if exact else tile // 8
+        overlap = self.overlap if self.overlap >= 0 else tile // 8 // self.multiple * self.multiple if exact \
+            else tile // 8
         if tile - 2 * margin <= overlap and max(height, width) > tile:
             which = f"tile {tile}" if self.tile else f"the largest tile for this model ({tile} px, tile=0)"
             raise ImgtransError(f"{which} leaves nothing between margins of {margin} px and an overlap of "

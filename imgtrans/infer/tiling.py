@@ -3,7 +3,8 @@
 Each tile is a window of `tile` px fed to the network; only its core — the window less `margin` px on
 each side that has a neighbour — is kept, so every kept pixel saw at least `margin` px of real context
 (at the image border, the image's own edge, as in a whole-image pass). With a margin of at least the
-network's receptive radius the tiles reproduce one whole-image pass exactly. Neighbouring cores overlap
+network's receptive radius, and windows on the network's stride grid, the tiles reproduce one whole-image pass
+exactly (`TileRule` chooses such margins). Neighbouring cores overlap
 by `overlap` px and are cross-faded there with a raised-cosine ramp.
 
 The image is processed in horizontal bands of tile rows, so only one band (tile height × image width) is
