@@ -77,9 +77,9 @@ class TileRule:
         # network's sampling grid: windows move by the tile less two margins and the overlap, so the margin is
         # taken in steps of half the size multiple and the overlap in whole ones.
         radius = round_up(self.receptive_radius, max(1, self.multiple // 2))
-        exact = 0 < radius <= tile // 4
-        margin = self.margin if self.margin >= 0 else radius if exact else tile // 8
-        overlap = self.overlap if self.overlap >= 0 else tile // 8 // self.multiple * self.multiple if exact \
+        on_grid = self.margin < 0 and 0 < radius <= tile // 4  # the margin is the receptive radius
+        margin = radius if on_grid else self.margin if self.margin >= 0 else tile // 8
+        overlap = self.overlap if self.overlap >= 0 else tile // 8 // self.multiple * self.multiple if on_grid \
             else tile // 8
         if tile - 2 * margin <= overlap and max(height, width) > tile:
             which = f"tile {tile}" if self.tile else f"the largest tile for this model ({tile} px, tile=0)"
