@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import random
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,13 @@ class _TouchWhenUnpickled:
 
     def __reduce__(self):
         return Path.touch, (self.marker,)
+
+
+class _ShellWhenUnpickled(_TouchWhenUnpickled):
+    """Unpickling it would run `touch marker` in a shell (torch words this refusal another way)."""
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
 
 
 def _with_valid_header(payload: dict, path: Path) -> Path:
@@ -51,15 +60,17 @@ def test_payload_and_rng_states_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("with_header", [True, False], ids=["current-format", "headerless"])
-def test_a_checkpoint_carrying_code_is_refused_without_running_it(tmp_path, with_header):
+@pytest.mark.parametrize("hostile, code", [(_TouchWhenUnpickled, r"[\w.]+"), (_ShellWhenUnpickled, r"posix\.system")],
+                         ids=["function", "shell"])
+def test_a_checkpoint_carrying_code_is_refused_without_running_it(tmp_path, with_header, hostile, code):
     marker = tmp_path / "code-ran"
-    payload = {"format": checkpoint.FORMAT, "nets": {"w": _TouchWhenUnpickled(marker)}}
+    payload = {"format": checkpoint.FORMAT, "nets": {"w": hostile(marker)}}
     path = tmp_path / "hostile.pt"
     if with_header:
         _with_valid_header(payload, path)
     else:
         torch.save(payload, path)
-    with pytest.raises(ImgtransError, match=r"holds code \(\w+\).*refused without running it") as error:
+    with pytest.raises(ImgtransError, match=rf"holds code \({code}\), not only .*refused without running it") as error:
         checkpoint.read(path)
     assert "\n" not in str(error.value)
     assert not marker.exists()

@@ -276,7 +276,9 @@ def _load_data(path: Path, fh: IO[bytes], legacy: bool) -> Any:
             return torch.load(fh, map_location="cpu", weights_only=True)
     except Exception as exc:
         text = str(exc)
-        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        # torch words it "Unsupported global: GLOBAL json.dumps", or "unsupported GLOBAL posix.system whose module
+        # posix is blocked".
+        unsafe = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", text, re.IGNORECASE)
         if unsafe:
             raise ImgtransError(f"checkpoint {path} holds code ({unsafe[1]}), not only tensors and plain values: "
                                 "refused without running it; use a checkpoint written by imgtrans") from None
