@@ -158,14 +158,16 @@ def test_an_input_folder_reached_through_a_link_and_dotdot_is_read_where_it_is(t
     assert manifest_rows(out)["big.tif"]["input"] == str(tmp_path / "deep" / "scans" / "big.tif")
 
 
-def test_a_file_named_like_the_manifest_that_is_not_one_is_refused_and_kept(tmp_path, exported, capsys):
+@pytest.mark.parametrize("text", ["id,name\n1,notes\n", "input,output,status,reviewer\na.png,a.png,ok,Ann\n"],
+                         ids=["other-columns", "more-columns"])
+def test_a_file_named_like_the_manifest_that_is_not_one_is_refused_and_kept(tmp_path, exported, capsys, text):
     scans = make_scans(tmp_path / "scans")
     out = tmp_path / "out"
     out.mkdir()
-    (out / MANIFEST).write_text("id,name\n1,notes\n")
+    (out / MANIFEST).write_text(text)
     assert run_translate(exported, scans, out) == 2
     assert "is not a manifest of `imgtrans translate`" in one_error_line(capsys)
-    assert (out / MANIFEST).read_text() == "id,name\n1,notes\n" and sorted(out.iterdir()) == [out / MANIFEST]
+    assert (out / MANIFEST).read_text() == text and sorted(out.iterdir()) == [out / MANIFEST]
 
 
 def test_a_bare_flag_before_the_folders_leaves_them_to_be_the_folders(tmp_path, exported, capsys):

@@ -48,7 +48,7 @@ class Outcome:
 
 
 COLUMNS = [f.name for f in dataclasses.fields(Outcome)]
-IDENTIFYING_COLUMNS = {"input", "output", "status"}  # in the manifests of every version
+IDENTIFYING_COLUMNS = {"input", "output", "status"}  # in the manifests of every version (no other columns)
 
 
 class InputId(NamedTuple):
@@ -89,7 +89,8 @@ class Manifest:
             raise ImgtransError(f"cannot read the manifest {path} ({one_line(exc)}); fix or move it away") from None
         try:
             reader = csv.DictReader(io.StringIO(text))
-            if text.strip() and not IDENTIFYING_COLUMNS <= set(reader.fieldnames or ()):
+            columns = set(reader.fieldnames or ())
+            if text.strip() and not IDENTIFYING_COLUMNS <= columns <= set(COLUMNS):
                 raise csv.Error("not the columns of one")
             rows = list(reader)
         except csv.Error as exc:
