@@ -60,6 +60,18 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     return path
 
 
+def unwritable_reason(path: Path) -> str | None:
+    """Why a file could not be written at `path` (checked before a long job, not after it), or None."""
+    if path.is_dir():
+        return f"{path} is a folder"
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    return None if os.access(folder, os.W_OK) else f"{folder} is not writable"
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     return atomic_write(path, lambda fh: fh.write(data))
 

@@ -161,7 +161,7 @@ def test_progressive_mode_runs_its_stages(aerial):
     assert run.data.params["stage_iterations"] == ",".join(map(str, expected))
 
 
-def test_dip_resumes_exactly(aerial, tmp_path):
+def test_dip_resumes_exactly(aerial, tmp_path, capsys):
     def weights(run_id, where):
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoints/last.pt",
                                                    dst_path=str(tmp_path / where))
@@ -175,6 +175,8 @@ def test_dip_resumes_exactly(aerial, tmp_path):
     assert resumed.data.params["max_steps"] == "6" and resumed.data.params["width"] == "8"
     a, b = weights(straight, "a"), weights(resumed.info.run_id, "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert main(["dip", "--resume", resumed.info.run_id, "--max-steps", "6", "--no-progress"]) == 2
+    assert "nothing left to fit: the checkpoint" in capsys.readouterr().err
 
 
 def test_missing_vgg_weights_disable_the_perceptual_term(aerial, monkeypatch, tmp_path, capsys):
@@ -229,10 +231,15 @@ def test_bad_dip_input_is_a_one_line_error(aerial, args, message, capsys):
     assert len(err) == 1 and message in err[0]
 
 
-def test_output_may_not_overwrite_the_input(tmp_path, capsys):
+def test_an_output_that_cannot_be_written_is_refused_before_the_fit(tmp_path, capsys):
     image = write_image(tmp_path / "x.png", np.zeros((32, 32, 3), np.uint8))
-    assert main(["dip", "--image", str(image), "--output", str(image), *SMALL, "--max-steps", "1"]) == 2
-    assert "would overwrite an input file" in capsys.readouterr().err
+    (tmp_path / "folder.png").mkdir()
+    for output, message in ((image, "would overwrite an input file"),
+                            (image / "out.png", f"cannot be written ({image} is a file, not a folder)"),
+                            (tmp_path / "folder.png", f"cannot be written ({tmp_path / 'folder.png'} is a folder)")):
+        assert main(["dip", "--image", str(image), "--output", str(output), *SMALL, "--max-steps", "1"]) == 2
+        assert message in capsys.readouterr().err
+    assert not runs()  # refused before any run began
 
 
 def test_sampling_from_a_noised_estimate_starts_at_t_start():

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 
 from imgtrans.config import RunConfig, opt
 from imgtrans.errors import ImgtransError
+from imgtrans.files import unwritable_reason
 
 PROGRESSIVE = {"mode": ("progressive",)}
 
@@ -88,6 +89,9 @@ class DIPConfig(RunConfig):
                 raise ImgtransError(f"output must be a .png file, got {self.output}")
             if any(p and Path(p).expanduser().resolve() == out for p in (self.image, self.clean, self.mask)):
                 raise ImgtransError(f"output {self.output} would overwrite an input file; choose another path")
+            reason = unwritable_reason(out)
+            if reason:
+                raise ImgtransError(f"output {self.output} cannot be written ({reason}); choose another path")
 
 
 @dataclass

@@ -131,6 +131,10 @@ class DIPRunner:
         self.best_image = torch.zeros_like(self.state.degraded, device=device)
         if payload is not None:
             self.step = checkpoint.restore_training(self.model, {}, payload)["step"]
+            if self.step >= total_iterations(cfg):
+                raise ImgtransError(f"nothing left to fit: the checkpoint {cfg.resume} is at iteration {self.step} "
+                                    f"and this run stops at iteration {total_iterations(cfg)}; raise max_steps or "
+                                    "the mode's iterations")
             self.history = payload["dip"]["history"]
             best = payload["dip"]["best"]
             self.best_psnr = best["psnr"].to(device)
@@ -291,11 +295,11 @@ class DIPRunner:
             files += [save_png(self.workdir / "best.png", self.best_image.cpu()),
                       save_png(self.workdir / "clean.png", clean)]
         self.tracker.log_table({"figure": list(self.figures), "value": list(self.figures.values())}, "figures.json")
-        if cfg.output:
-            save_png(Path(cfg.output).expanduser(), restored)
         for path in files:
             self.tracker.log_artifact(path, "dip")
         self.tracker.log_artifact(self._plot_curve(), "dip")
+        if cfg.output:  # last: the run keeps its images whatever happens to this path
+            save_png(Path(cfg.output).expanduser(), restored)
         if cfg.keep_checkpoints == "none":
             self.tracker.delete_artifacts("checkpoints")
         return restored
