@@ -114,13 +114,15 @@ def test_colorization_in_lab(aerial):
     assert run.info.status == "FINISHED" and "val/psnr" in run.data.metrics
 
 
-def test_aligned_real_layout(tmp_path):
+def test_aligned_real_layout(tmp_path, monkeypatch):
     for split in ("train", "val"):
         for i in range(3):
             write_image(tmp_path / "facades" / split / f"{i}.jpg", random_rgb(64, 128, i))
-    train(tmp_path / "facades", "--max-steps", "2")
+    monkeypatch.chdir(tmp_path)
+    train("facades", "--max-steps", "2")  # a folder named relative to where the command runs
     (train_input, _) = runs()[0].inputs.dataset_inputs
     assert json.loads(train_input.dataset.profile)["layout"] == "aligned"
+    assert json.loads(train_input.dataset.source)["uri"] == str(tmp_path / "facades")  # where it is, from anywhere
 
 
 # --- bad input: one line, exit 2, run FAILED --------------------------------
