@@ -224,7 +224,7 @@ class GANConfig(TrainConfig):
     netD: Literal["basic", "n_layers", "pixel"] = opt("basic", "discriminator: basic = 70×70 PatchGAN")
     n_layers_D: int = opt(3, "PatchGAN layers when netD=n_layers", when={"netD": ("n_layers",)}, ge=1)
     num_D: int = opt(1, "discriminators at successively halved scales (multi-scale when > 1)", ge=1)
-    ngf: int = opt(64, "generator filters in the first layer", ge=1)
+    ngf: int = opt(64, "generator filters in the first layer", when={"netG": typing.get_args(LatentNetG)}, ge=1)
     ndf: int = opt(64, "discriminator filters in the first layer", ge=1)
     norm: Literal["batch", "instance", "none"] = opt("batch", "normalisation layers")
     gan_mode: Literal["vanilla", "lsgan", "wgangp", "hinge"] = opt("vanilla", "adversarial objective")

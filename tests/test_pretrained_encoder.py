@@ -124,6 +124,7 @@ def test_offline_without_the_file_is_one_line_and_none_trains_from_random_weight
     finished = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string="status='FINISHED'")
     assert "Encoder of" not in finished[0].data.tags["mlflow.note.content"]
     assert "encoder_norm" not in finished[0].data.params  # random weights have no statistics to keep
+    assert "ngf" not in finished[0].data.params  # an encoder U-Net's widths are its encoder's
 
 
 def test_a_file_of_another_network_is_one_line(aerial, tmp_path, capsys):
