@@ -214,6 +214,8 @@ def test_own_image_with_mask_and_output_file(tmp_path):
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == before
     run = runs()[0]
     assert "dip/psnr_noisy" in run.data.metrics and "dip/psnr_clean" not in run.data.metrics
+    assert "dataset" not in run.data.params and "image_index" not in run.data.params  # the image was given
+    assert "**Result**: 2 iterations in " in run.data.tags["mlflow.note.content"]  # no clean reference to score
 
 
 @pytest.mark.parametrize("args,message", [

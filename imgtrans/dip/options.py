@@ -11,6 +11,7 @@ from imgtrans.errors import ImgtransError
 from imgtrans.files import unwritable_reason
 
 PROGRESSIVE = {"mode": ("progressive",)}
+NO_IMAGE = {"image": lambda image: not image}  # a test image of `dataset`
 
 
 @dataclass
@@ -26,8 +27,9 @@ class DIPConfig(RunConfig):
 
     # the image
     image: str = opt("", "the image to restore; empty = test image `image_index` of `dataset`")
-    dataset: str = opt("synthetic-aerial", "where the image comes from when `image` is empty (its target side)")
-    image_index: int = opt(0, "which test image of `dataset` to restore", ge=0)
+    dataset: str = opt("synthetic-aerial", "where the image comes from when `image` is empty (its target side)",
+                       when=NO_IMAGE)
+    image_index: int = opt(0, "which test image of `dataset` to restore", when=NO_IMAGE, ge=0)
     noise_std: float = opt(0.1, "std of the Gaussian noise added to the image (0–1 scale); 0 = the image is "
                                 "already degraded", ge=0)
     clean: str = opt("", "a clean reference for an already-degraded image (for dip/psnr_clean)")
