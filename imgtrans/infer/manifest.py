@@ -48,7 +48,7 @@ class Outcome:
 
 
 COLUMNS = [f.name for f in dataclasses.fields(Outcome)]
-IDENTIFYING_COLUMNS = {"input", "output", "status"}  # in the manifests of every version (no other columns)
+IDENTIFYING_COLUMNS = {"input", "output", "status"}  # in every version's manifest, which has no column but COLUMNS
 
 
 class InputId(NamedTuple):
