@@ -70,7 +70,7 @@ class DIPResult:
         parts = [f"{k}={v:.4f}" for k, v in self.val_metrics.items()]
         if self.best_iteration is not None:
             parts.append(f"best iteration {self.best_iteration}")
-        return ", ".join([*parts, f"{self.step} iterations in {self.seconds:.0f} s"])
+        return ", ".join([*parts, f"{self.step} iterations in {self.seconds:.1f} s"])
 
 
 class DIPRunner:
