@@ -175,6 +175,8 @@ def test_dip_resumes_exactly(aerial, tmp_path, capsys):
     assert resumed.data.params["max_steps"] == "6" and resumed.data.params["width"] == "8"
     a, b = weights(straight, "a"), weights(resumed.info.run_id, "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "**Result**: val/psnr=" in resumed.data.tags["mlflow.note.content"]
+    assert " 3 iterations in " in resumed.data.tags["mlflow.note.content"]  # of 6: the first 3 ran before
     assert main(["dip", "--resume", resumed.info.run_id, "--max-steps", "6", "--no-progress"]) == 2
     assert "nothing left to fit: the checkpoint" in capsys.readouterr().err
 
@@ -277,6 +279,9 @@ def test_dip_diffusion_compares_the_dip_start_with_pure_noise(facades):
     for name in ("time/dip_s", "time/diffusion_from_dip_s", "time/diffusion_from_noise_s"):
         assert name in found, name
     assert "dip/psnr_clean" in run.data.metrics
+    # Its DIP part done, a resume still samples (a run interrupted while sampling is resumed so).
+    assert main(["dip_diffusion", "--resume", run.info.run_id, "--no-progress"]) == 0
+    assert runs()[-1].info.status == "FINISHED"
 
 
 def test_dip_diffusion_checks_t_start_before_fitting(facades, capsys):

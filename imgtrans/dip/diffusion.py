@@ -99,7 +99,7 @@ class DIPDiffusionRun:
         cond_rgb = condition_image(cfg, model)
         tracker.set_tags({SOURCE_RUNS_TAG: cfg.diffusion_run})
         runner = DIPRunner(cfg, tracker, resume_payload=self.resume_payload, progress=self.progress,
-                           on_validation=self.on_validation, direction=model.cfg.direction)
+                           on_validation=self.on_validation, direction=model.cfg.direction, refuse_finished=False)
         dip = runner.fit()
         state = runner.state
         restored = dip.restored.expand(-1, 3, -1, -1)

@@ -65,22 +65,25 @@ class DIPResult:
     val_metrics: dict[str, float]
     best_iteration: int | None
     seconds: float
+    iterations_run: int  # by this process: a resumed run's first ones ran before
 
     def summary(self) -> str:
         parts = [f"{k}={v:.4f}" for k, v in self.val_metrics.items()]
         if self.best_iteration is not None:
             parts.append(f"best iteration {self.best_iteration}")
-        return ", ".join([*parts, f"{self.step} iterations in {self.seconds:.1f} s"])
+        return ", ".join([*parts, f"{self.iterations_run} iterations in {self.seconds:.1f} s"])
 
 
 class DIPRunner:
     """The run kind of `dip` (see `runs`); its snapshots are the validations."""
 
     def __init__(self, cfg: DIPConfig, tracker: Tracker, resume_payload: dict | None = None, progress: bool = True,
-                 on_validation: Validation | None = None, direction: str = "AtoB"):
+                 on_validation: Validation | None = None, direction: str = "AtoB", refuse_finished: bool = True):
         """`direction`: which side of a paired dataset is the image (its target side; dip_diffusion: as its
-        diffusion model was trained)."""
+        diffusion model was trained). `refuse_finished`: a resume from the last iteration is refused, there being
+        nothing left to fit (dip_diffusion's sampling may still be left after it)."""
         self.cfg, self.tracker, self.resume_payload, self.direction = cfg, tracker, resume_payload, direction
+        self.refuse_finished = refuse_finished
         self.progress, self.on_validation = progress, on_validation
         self.workdir: Path | None = None
         self.notes: list[str] = []
@@ -131,7 +134,7 @@ class DIPRunner:
         self.best_image = torch.zeros_like(self.state.degraded, device=device)
         if payload is not None:
             self.step = checkpoint.restore_training(self.model, {}, payload)["step"]
-            if self.step >= total_iterations(cfg):
+            if self.refuse_finished and self.step >= total_iterations(cfg):
                 raise ImgtransError(f"nothing left to fit: the checkpoint {cfg.resume} is at iteration {self.step} "
                                     f"and this run stops at iteration {total_iterations(cfg)}; raise max_steps or "
                                     "the mode's iterations")
@@ -179,7 +182,7 @@ class DIPRunner:
     def _fit(self) -> DIPResult:
         self._build()
         self._log_setup()
-        cfg, device = self.cfg, self.runtime.device
+        cfg, device, first_step = self.cfg, self.runtime.device, self.step
         total = total_iterations(cfg)
         full = cfg.num_iter if cfg.mode == "classic" else sum(s.iterations for s in stage_plan(cfg))
         snapshots = sorted({max(1, round(full * k / cfg.epochs)) for k in range(1, cfg.epochs + 1)} | {total})
@@ -233,7 +236,7 @@ class DIPRunner:
         seconds = time.perf_counter() - started
         restored = self._finish(current.cpu() if current is not None else self._output(), seconds)
         best = int(self.best_iteration) if clean is not None and int(self.best_iteration) > 0 else None
-        return DIPResult(self.tracker.run_id, self.step, restored, val_metrics, best, seconds)
+        return DIPResult(self.tracker.run_id, self.step, restored, val_metrics, best, seconds, self.step - first_step)
 
     def _flush(self, window: dict[str, list[tuple[int, torch.Tensor]]]) -> None:
         series = {}

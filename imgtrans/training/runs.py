@@ -50,7 +50,8 @@ def filter_tags(cfg: RunConfig) -> dict[str, str]:
 def start(cfg: RunConfig, explicit: dict[str, Any], progress: bool = True) -> int:
     """The command of every run kind: validate, resolve `resume`, run it tracked, print its summary. With
     nproc > 1 it starts itself under torchrun; under torchrun rank 0 tracks the one run of the job."""
-    cfg.validate()
+    if not cfg.resume:  # a resumed run's options are the checkpoint's and the given ones: validated once merged
+        cfg.validate()
     kind = run_kind(cfg.model_name)
     world = distributed.World.from_environment()
     if (cfg.nproc > 1 or world.active) and not kind.distributed:
