@@ -279,8 +279,10 @@ def test_resnet_tiles_with_receptive_field_margins_equal_one_whole_pass(self_ens
             return net(torch.from_numpy(x)).numpy()
     image = aerial_mosaic(512)
     whole = fn(image[None])[0]
-    for tile in (256, 300):  # 300: an eighth of it (the overlap) is no multiple of the stride grid
-        tiled, _ = run_tiled(image, fn, TileRule(4, 256, tile=tile, receptive_radius=radius).for_image(512, 512))
+    # 300: an eighth of it (the overlap) is no multiple of the stride grid; 64: a margin of the user's
+    for tile, margin in ((256, -1), (300, -1), (300, 64)):
+        rule = TileRule(4, 256, tile=tile, margin=margin, receptive_radius=radius)
+        tiled, _ = run_tiled(image, fn, rule.for_image(512, 512))
         assert np.abs(tiled - whole).max() < 1e-5, tile  # windows on the stride grid: the same sums but in order
 
 

@@ -58,7 +58,7 @@ def resolve_root(dataset: str) -> Path:
         raise ImgtransError(f"dataset folder not found: {root}; give a folder or one of {', '.join(SYNTHETIC)}")
     if not root.is_dir():
         raise ImgtransError(f"dataset must be a folder, got the file {root}")
-    return root.absolute()  # what a run records as its data's source, wherever it is looked at from
+    return root.resolve()  # what a run records as its data's source, wherever it is looked at from
 
 
 def detect_layout(root: Path) -> str:

@@ -131,8 +131,8 @@ def table(runs: list[RunSummary], linked: bool = False) -> tuple[list[str], list
 def settings_notes(runs: list[RunSummary]) -> list[str]:
     notes = ["PSNR and SSIM: per image in rgb, data range 1.0, mean ± std over the evaluated images.",
              "baseline rows: what a model that learned nothing scores on the same images — the grayscale copy of "
-             "the input for colorization, the input itself otherwise; ✗ marks a PSNR, SSIM or colour ratio that does "
-             "not beat the run's best baseline, and a colorizer's cast above the truth's.",
+             "the input for colorization, the input itself otherwise; ✗ marks a PSNR or SSIM that does not beat the "
+             "run's best baseline and, for a colorizer, such a colour ratio and a cast above the truth's.",
              "colour ratio: the outputs' mean colourfulness (Hasler & Süsstrunk) over the targets' (0 for a gray "
              "copy); Δab: mean |Δa| + |Δb| in CIE Lab; cast: mean chroma of the outputs on pixels whose target is "
              "near-neutral (C* < 5), the truth's own in brackets."]

@@ -22,7 +22,7 @@ class TranslateConfig:
                           "receptive radius when finite and at most tile/4 (tiles then equal one whole-image pass), "
                           "else tile/8", ge=-1)
     overlap: int = opt(-1, "px over which neighbouring tiles cross-fade (raised cosine); -1 = tile/8 (in whole "
-                           "size multiples where the margin is the receptive radius)", ge=-1)
+                           "size multiples where the margin covers the receptive radius)", ge=-1)
     batch_size: int = opt(8, "tiles per inference call (fewer when that many would not fit)", ge=1)
     verbose: bool = opt(False, "print each image's tiling and its seam energy (gradients across tile seams vs "
                                "elsewhere; 1.0 = no visible grid)")

@@ -8,7 +8,7 @@ and an image smaller than its tile is padded (reflected) only up to the size mul
 depends on a tile setting. Margins: the model's receptive radius where it is finite and at most a quarter of
 the tile (then tiles equal one whole-image pass, exactly where the image's sides are multiples of the size
 multiple), else an eighth of the tile; neighbouring tiles cross-fade over an eighth of the tile (in whole size
-multiples with the radius as margin). The device's free memory decides only how many tiles go into one call.
+multiples where the margin covers the radius). The device's free memory decides only how many tiles go into one call.
 """
 
 from __future__ import annotations
@@ -73,13 +73,14 @@ class TileRule:
 
     def for_image(self, height: int, width: int) -> Tiling:
         tile = self.tile or self.max_tile
-        # Tiles with the receptive radius as margin equal a whole-image pass where every window starts on the
-        # network's sampling grid: windows move by the tile less two margins and the overlap, so the margin is
-        # taken in steps of half the size multiple and the overlap in whole ones.
-        radius = round_up(self.receptive_radius, max(1, self.multiple // 2))
-        on_grid = self.margin < 0 and 0 < radius <= tile // 4  # the margin is the receptive radius
-        margin = radius if on_grid else self.margin if self.margin >= 0 else tile // 8
-        overlap = self.overlap if self.overlap >= 0 else tile // 8 // self.multiple * self.multiple if on_grid \
+        # Tiles whose margin covers the receptive radius equal a whole-image pass where every window starts on
+        # the network's sampling grid: windows move by the tile less two margins and the overlap, so the margin
+        # is taken in steps of half the size multiple and the overlap in whole ones.
+        half = max(1, self.multiple // 2)
+        radius = round_up(self.receptive_radius, half)
+        margin = self.margin if self.margin >= 0 else radius if 0 < radius <= tile // 4 else tile // 8
+        exact = 0 < radius <= margin and margin % half == 0
+        overlap = self.overlap if self.overlap >= 0 else tile // 8 // self.multiple * self.multiple if exact \
             else tile // 8
         if tile - 2 * margin <= overlap and max(height, width) > tile:
             which = f"tile {tile}" if self.tile else f"the largest tile for this model ({tile} px, tile=0)"
