@@ -1,5 +1,6 @@
 """Deep Image Prior (classic and progressive), its perceptual loss, and DIP → diffusion."""
 
+import json
 import math
 
 import mlflow
@@ -10,6 +11,7 @@ from conftest import figures, write_image
 from mlflow.tracking import MlflowClient
 
 from imgtrans.cli import main
+from imgtrans.data.splits import dataset_label
 from imgtrans.diffusion.noise_schedules import NoiseSchedule, ScheduleConfig
 from imgtrans.diffusion.samplers import DDIMSampler
 from imgtrans.dip.model import DeepImagePrior, stage_plan, total_iterations
@@ -176,6 +178,8 @@ def test_dip_resumes_exactly(aerial, tmp_path, capsys):
     a, b = weights(straight, "a"), weights(resumed.info.run_id, "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "**Result**: val/psnr=" in resumed.data.tags["mlflow.note.content"]
+    # The split the image is from, recorded by the run and kept by its checkpoint for the resumed one.
+    assert [d.dataset.name for d in resumed.inputs.dataset_inputs] == [f"{dataset_label(str(aerial))}/test"]
     assert " 3 iterations in " in resumed.data.tags["mlflow.note.content"]  # of 6: the first 3 ran before
     assert main(["dip", "--resume", resumed.info.run_id, "--max-steps", "6", "--no-progress"]) == 2
     assert "nothing left to fit: the checkpoint" in capsys.readouterr().err
@@ -217,6 +221,9 @@ def test_own_image_with_mask_and_output_file(tmp_path):
     run = runs()[0]
     assert "dip/psnr_noisy" in run.data.metrics and "dip/psnr_clean" not in run.data.metrics
     assert "dataset" not in run.data.params and "image_index" not in run.data.params  # the image was given
+    (data,) = run.inputs.dataset_inputs  # the files read: the image and its mask
+    assert data.dataset.name == "noisy.png/image" and json.loads(data.dataset.source)["uri"] == str(tmp_path / "in")
+    assert json.loads(data.dataset.profile)["files"] == 2 and data.tags[0].value == "image"
     assert "**Result**: 2 iterations in " in run.data.tags["mlflow.note.content"]  # no clean reference to score
 
 

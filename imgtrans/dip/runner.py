@@ -23,6 +23,7 @@ from imgtrans import interrupts
 from imgtrans.compute.runtime import resolve_runtime, seed_everything
 from imgtrans.data.color import to_signed, to_unit
 from imgtrans.data.sheets import sample_sheet
+from imgtrans.data.splits import SplitSummary
 from imgtrans.dip.images import Images, load_images, save_png
 from imgtrans.dip.model import DeepImagePrior, DIPState, stage_plan, total_iterations
 from imgtrans.dip.options import DIPConfig
@@ -109,10 +110,12 @@ class DIPRunner:
         payload = self.resume_payload
         if payload is None:
             images = load_images(cfg, self.direction)
-            self.source = images.source
+            self.source, self.data = images.source, images.data
             channels = images.degraded.shape[1]
         else:
             self.source = payload["dip"]["source"]
+            saved = payload["dip"].get("data")  # checkpoints from before the data was kept have none
+            self.data = SplitSummary(**saved) if saved else None
             channels = payload["dip"]["state"]["degraded"].shape[1]
         perceptual = self._perceptual()
         self.model = DeepImagePrior(self.cfg, channels, perceptual)
@@ -169,7 +172,8 @@ class DIPRunner:
             self.tracker.log_text("stage,beta,alpha_bar,noise_std,iterations\n" + "".join(
                 f"{i},{s.beta:.6g},{s.alpha_bar:.6g},{s.noise_std:.6g},{s.iterations}\n" for i, s in enumerate(plan)),
                 "dip/stages.csv")
-        log_setup(self.tracker, cfg, self.runtime, self.step, facts, {}, self.notes)
+        log_setup(self.tracker, cfg, self.runtime, self.step, facts, {"image": self.data} if self.data else {},
+                  self.notes)
         if self.state.clean is not None:
             clean, degraded = to_unit(self.state.clean), to_unit(self.state.degraded)
             self.figures["input_psnr_clean"] = psnr_per_image(degraded, clean).item()
@@ -269,7 +273,8 @@ class DIPRunner:
         return metrics
 
     def _checkpoint(self) -> None:
-        state = {"source": self.source, "state": dataclasses.asdict(self.state), "history": self.history,
+        state = {"source": self.source, "data": self.data and dataclasses.asdict(self.data),
+                 "state": dataclasses.asdict(self.state), "history": self.history,
                  "best": {"psnr": self.best_psnr.cpu(), "iteration": self.best_iteration.cpu(),
                           "image": self.best_image.cpu()}}
         path = checkpoint.save_training(self.workdir / "last.pt", self.model, {}, {"step": self.step},
