@@ -89,7 +89,7 @@ def load_images(cfg: DIPConfig, direction: str = "AtoB") -> Images:
     mask = None
     if cfg.mask:
         mask = (centre_crop(read_tensor(cfg.mask, "mask"), cfg.crop_size).mean(1, keepdim=True) > 0.5).float()
-    if cfg.image:
+    if cfg.image:  # after reading them: a missing file has been named
         data = files_summary([p for p in (cfg.image, cfg.clean, cfg.mask) if p])
     for name, other in (("clean reference", clean), ("mask", mask)):
         if other is not None and other.shape[-2:] != image.shape[-2:]:
