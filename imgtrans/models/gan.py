@@ -7,7 +7,6 @@ from torch import nn
 
 from imgtrans.config import TrainConfig
 from imgtrans.data.codec import Codec
-from imgtrans.errors import ImgtransError
 from imgtrans.models.base import TranslationModel
 from imgtrans.nets.discriminators import build_discriminator, check_patch_size
 from imgtrans.nets.generators import build_generator, pretrained_encoders
@@ -55,12 +54,8 @@ class GANModel(TranslationModel):
                       encoder_norm=cfg.encoder_norm, full_size_block=cfg.full_size_block) | overrides
         for head in ("colour_classes", "neutral_gate"):  # the heads only a Lab colorizer has
             kwargs[head] = kwargs.get(head, False) and lab_colorizer
-        name = kwargs.pop("netG", cfg.netG)
-        net = build_generator(name, input_nc, output_nc, **kwargs)
-        multiple = getattr(net, "size_multiple", 1)
-        if cfg.crop_size % multiple:  # training compares the output with a target of the crop's size
-            raise ImgtransError(f"netG={name} needs a crop_size that is a multiple of {multiple}, got {cfg.crop_size}")
-        return init_weights(net, cfg.init_type, cfg.init_gain)
+        return init_weights(build_generator(kwargs.pop("netG", cfg.netG), input_nc, output_nc, **kwargs),
+                            cfg.init_type, cfg.init_gain)
 
     def build_D(self, input_nc: int, **overrides) -> nn.Module:
         cfg = self.cfg

@@ -134,13 +134,14 @@ class ResnetBlock(nn.Module):
 class ResnetGenerator(Generator):
     """c7s1-ngf, two stride-2 downsamplings, n_blocks residual blocks, two upsamplings, c7s1-out."""
 
+    size_multiple = 4  # two stride-2 downsamplings
+
     def __init__(self, input_nc: int, output_nc: int, n_blocks: int = 9, ngf: int = 64,
                  norm: str = "batch", dropout: bool = False, upsample: str = "transpose", lab: LabOutput | None = None,
                  logits: bool = False):
         super().__init__()
         self.lab = lab
         make_norm, bias = norm_layer(norm)
-        self.size_multiple = 4
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, bias=bias),
                                    make_norm(ngf), nn.ReLU(True)]
         for mult in (1, 2):
@@ -309,17 +310,16 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
 def _network(name: str, input_nc: int, output_nc: int, ngf: int, norm: str, dropout: bool, crop_size: int, nz: int,
              upsample: str, lab: LabOutput | None, logits: bool, encoder_weights: str,
              encoder_norm: str, full_size_block: bool) -> Generator:
-    if name.startswith("unet"):
-        depth = unet_depth(name, crop_size)
-        if crop_size % 2 ** depth:
-            raise ImgtransError(f"netG={name} needs crop_size to be a multiple of {2 ** depth}, got {crop_size}")
-        return UnetGenerator(input_nc, output_nc, depth, ngf, norm, dropout, nz, upsample, lab, logits)
-    if nz:
+    depth = unet_depth(name, crop_size) if name.startswith("unet") else 0
+    if nz and not depth:
         raise ImgtransError(f"netG={name} cannot take a latent code at every layer; use a unet or where_add=input")
-    if name.endswith("_unet"):
-        if crop_size % EncoderUnetGenerator.size_multiple:
-            raise ImgtransError(f"netG={name} needs crop_size to be a multiple of "
-                                f"{EncoderUnetGenerator.size_multiple}, got {crop_size}")
+    encoder_unet = name.endswith("_unet")
+    multiple = 2 ** depth if depth else (EncoderUnetGenerator if encoder_unet else ResnetGenerator).size_multiple
+    if crop_size % multiple:  # training compares the output with a target of the crop's size
+        raise ImgtransError(f"netG={name} needs crop_size to be a multiple of {multiple}, got {crop_size}")
+    if depth:
+        return UnetGenerator(input_nc, output_nc, depth, ngf, norm, dropout, nz, upsample, lab, logits)
+    if encoder_unet:
         return EncoderUnetGenerator(name.removesuffix("_unet"), input_nc, output_nc, norm, dropout, upsample, lab,
                                     logits, encoder_weights, encoder_norm, full_size_block)
     return ResnetGenerator(input_nc, output_nc, 9 if name == "resnet_9blocks" else 6, ngf, norm, dropout, upsample,
