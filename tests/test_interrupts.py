@@ -143,6 +143,9 @@ def test_any_next_command_closes_the_runs_of_dead_processes(facades, capsys):
     assert "ended without closing the run" in client.get_run(dead).data.tags["error"]
     assert client.get_run(alive).info.status == "RUNNING"  # this process: alive
     assert "closed run dead" in capsys.readouterr().err
+    finished = client.search_runs(["0"], "attributes.status = 'FINISHED'")[0]
+    for ended in (finished, client.get_run(dead)):  # the owner and liveness tags went with the process
+        assert not {store.OWNER_TAG, store.ALIVE_TAG} & ended.data.tags.keys(), ended.data.tags
 
     other_host = client.create_run("0", run_name="elsewhere", tags={
         store.OWNER_TAG: "another-host 1 1.00", store.ALIVE_TAG: str(int(time.time()) - 7200)}).info.run_id

@@ -158,9 +158,18 @@ class Owner:
             return False
 
 
-def end_run(run_id: str, status: str, reason: str, tags: dict[str, str] | None = None) -> None:
+def end_run(run_id: str, status: str, reason: str | None, tags: dict[str, str] | None = None) -> None:
+    """End a run with its status and the reason (None for none); the owner and liveness tags, which only a
+    RUNNING run needs (`close_dead_runs`), are removed so that its page shows what users set and filter on."""
     c = client()
-    c.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in {**(tags or {}), "error": reason}.items()])
+    tags = {**(tags or {}), **({"error": reason} if reason else {})}
+    if tags:
+        c.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+    for key in {OWNER_TAG, ALIVE_TAG} & c.get_run(run_id).data.tags.keys():
+        try:
+            c.delete_tag(run_id, key)
+        except MlflowException:  # another process ending it (a study's last workers) removed it first
+            pass
     c.set_terminated(run_id, status)
 
 

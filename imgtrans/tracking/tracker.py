@@ -217,9 +217,7 @@ class MlflowTracker(Tracker):
                 tags = self.client.get_run(self.run_id).data.tags
                 if FAILED_RANK_TAG in tags:  # another process of the job failed first: that is why it ended
                     status, error = "FAILED", tags.get("error", error)
-            if error:
-                self.set_tags({"error": error})
-            self.client.set_terminated(self.run_id, status)
+            store.end_run(self.run_id, status, error)
 
 
 class QuietTracker(Tracker):
