@@ -65,3 +65,12 @@ def test_reading_a_study_from_a_mistyped_storage_creates_nothing(tmp_path, capsy
     assert main(["study", "best", "--study", "s", "--storage", str(tmp_path / "typo.db")]) == 2
     assert "no study storage at" in one_line_error(capsys)
     assert not (tmp_path / "typo.db").exists()
+
+
+def test_a_tracking_store_mlflow_refuses_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())  # a file store
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    assert main(["pix2pix", *FAST, "--max-steps", "1"]) == 2
+    line = one_line_error(capsys)
+    assert f"MLflow cannot use the tracking store {(tmp_path / 'mlruns').as_uri()}" in line
+    assert "MLFLOW_ALLOW_FILE_STORE" in line  # MLflow's own way out

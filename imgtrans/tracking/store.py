@@ -37,7 +37,10 @@ ROLE_TAG = "imgtrans.role"  # train, evaluate, compare, export, study, trial, be
 
 
 def client() -> MlflowClient:
-    return MlflowClient()
+    try:
+        return MlflowClient()
+    except MlflowException as exc:  # a store MLflow will not open, e.g. a file store (refused since MLflow 3.7)
+        raise ImgtransError(f"MLflow cannot use the tracking store {store_uri()}: {one_line(exc)}") from exc
 
 
 def store_uri() -> str:
