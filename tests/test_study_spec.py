@@ -72,15 +72,20 @@ def test_malformed_specs_are_one_line_errors(tmp_path, capsys, change, message):
 
 
 def test_spec_numbers_are_read_as_numbers_everywhere(tmp_path):
-    """YAML 1.1 (PyYAML) reads 1e-3 as a string; a spec reads it as the number JSON and YAML 1.2 mean."""
+    """YAML 1.1 (PyYAML) reads 1e-3 as a string and 0100 as 64; a spec reads them as the numbers JSON and YAML
+    1.2 mean, and what is no number in those (.e5, 1:04) as text, refused in one line where a number belongs."""
     path = tmp_path / "spec.yaml"
-    path.write_text("model: pix2pix\nfixed: {lr: 2e-4}\nsearch_space:\n"
+    path.write_text("model: pix2pix\nfixed: {lr: 2e-4, ngf: 0100}\nsearch_space:\n"
                     "  lambda_L1: {type: float, low: 1e-3, high: 1.0e2, log: true}\n"
                     "  beta1: {type: categorical, choices: [5e-1, 9E-1]}\n")
     spec = load_spec(path)
-    assert spec.fixed == {"lr": 2e-4}
+    assert spec.fixed == {"lr": 2e-4, "ngf": 100}
     assert (spec.search_space["lambda_L1"].low, spec.search_space["lambda_L1"].high) == (1e-3, 100.0)
     assert spec.search_space["beta1"].choices == [0.5, 0.9]
+    for text in (".e5", "1:04"):
+        path.write_text(f"model: pix2pix\nsearch_space:\n  lr: {{type: float, low: {text}, high: 1e-3}}\n")
+        with pytest.raises(ImgtransError, match=f"search_space.lr.low: expected a number, got '{text}'"):
+            load_spec(path)
 
 
 @pytest.mark.parametrize("text,message", [

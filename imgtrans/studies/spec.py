@@ -207,7 +207,8 @@ def _check_option(cfg_cls: type, where: str, name: str, values: list[Any], searc
 
 
 class _SpecLoader(yaml.SafeLoader):
-    """YAML with JSON's numbers (YAML 1.1 reads `1e-3` as a string) that refuses a key given twice."""
+    """YAML with YAML 1.2's (JSON's) numbers — PyYAML's YAML 1.1 reads `1e-3` as a string, `0100` as 64 and
+    `1:04` as 64 — that refuses a key given twice."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -220,10 +221,15 @@ class _SpecLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_SpecLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_SpecLoader.add_implicit_resolver(_INT, re.compile(r"^[-+]?\d+$"), list("-+0123456789"))
+_SpecLoader.add_constructor(_INT, lambda loader, node: int(loader.construct_scalar(node)))  # 0100 is a hundred
 _SpecLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?(?:[eE][-+]?\d+)$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$"
-               r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    _FLOAT,
+    re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
     list("-+0123456789."))
 
 
