@@ -144,3 +144,47 @@ def test_dip_studies_have_no_generator_to_time_or_register(aerial, tmp_path, cap
             "lr": {"type": "float", "low": 1e-3, "high": 3e-2}}, objectives=[
             {"metric": "val/psnr", "direction": "maximize"},
             {"metric": "infer/ms_per_image", "direction": "minimize"}]))
+
+
+def test_a_spec_that_asks_another_question_of_a_study_is_refused(tmp_path, capsys):
+    storage = tmp_path / "s.db"
+    spec = write_spec(tmp_path, "synthetic-facades")  # val/psnr, maximize
+    other = optuna.create_study(study_name="s", storage=f"sqlite:///{storage}", direction="maximize")
+    other.set_user_attr("objectives", ["val/ssim:maximize"])
+    assert study(spec, storage) == 2
+    assert "study 's' has objectives ['val/ssim:maximize'], the spec asks for ['val/psnr:maximize']" in \
+        capsys.readouterr().err
+    optuna.delete_study(study_name="s", storage=f"sqlite:///{storage}")
+    optuna.create_study(study_name="s", storage=f"sqlite:///{storage}", direction="minimize")  # recorded nothing
+    assert study(spec, storage) == 2
+    assert "has directions ['minimize'], the spec asks for ['maximize']" in capsys.readouterr().err
+    assert not load(storage).trials
+
+
+def test_a_study_whose_parent_run_cannot_be_made_is_not_left_behind(tmp_path, capsys, monkeypatch):
+    storage = tmp_path / "s.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())  # a file store MLflow refuses
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    assert study(write_spec(tmp_path, "synthetic-facades"), storage) == 2
+    assert "MLflow cannot use the tracking store" in capsys.readouterr().err
+    # the next worker creates the study afresh instead of waiting for a parent run that will never be recorded
+    assert optuna.get_all_study_names(f"sqlite:///{storage}") == []
+
+
+@pytest.mark.parametrize("storage", ["postgresql://imgtrans:secret@127.0.0.1:1/optuna", "notadialect://x/y"])
+def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path, capsys, storage):
+    spec = write_spec(tmp_path, "synthetic-facades")
+    for command in (["study", "--spec", str(spec)], ["study", "best", "--study", "s"]):
+        assert main([*command, "--storage", storage]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "imgtrans: error: cannot open the study storage" in err
+        assert "secret" not in err
+
+
+def test_a_study_whose_trials_all_fail_still_reports_them_on_its_parent(facades, tmp_path, capsys):
+    space = {"netG": {"type": "categorical", "choices": ["unet_256"]}}  # cannot be built at a 64 px crop
+    assert study(write_spec(tmp_path, facades, search_space=space), tmp_path / "s.db", "--n-trials", "1") == 2
+    assert "all 1 trials failed" in capsys.readouterr().err
+    (parent,) = [r for r in all_runs() if r.info.run_name == "study-s"]
+    assert parent.info.status == "FAILED" and "**1 trials**: 1 fail" in parent.data.tags["mlflow.note.content"]
+    assert "study/best.yaml" in {a.path for a in MlflowClient().list_artifacts(parent.info.run_id, "study")}

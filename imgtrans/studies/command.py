@@ -28,7 +28,9 @@ from imgtrans.studies.storage import (
     PARENT_RUN_ATTR,
     RUN_ID_ATTR,
     locked,
+    make_storage,
     open_study,
+    question,
     resolve_storage,
     sqlite_file,
     worker_id,
@@ -99,8 +101,9 @@ def best_command(cfg: StudyConfig) -> int:
     name = study_name(cfg)
     if not name:
         raise ImgtransError("give the study with --study or --spec (and its --storage)")
+    storage = make_storage(resolve_storage(cfg.storage, name, create=False))
     try:
-        study = optuna.load_study(study_name=name, storage=resolve_storage(cfg.storage, name, create=False))
+        study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         raise ImgtransError(f"no study named '{name}' in the storage; check --storage") from None
     info = summary(study)
@@ -134,18 +137,23 @@ def run_command(cfg: StudyConfig, progress: bool) -> int:
     location = resolve_storage(cfg.storage, name)
     with locked(filter(None, map(sqlite_file, (location, store.store_uri())))):
         study, seed, created = open_study(spec, name, location)
-        parent, worker = study_runs(cfg, spec, study, created)
-    study.set_user_attr("model", spec.model)
-    study.set_user_attr("dataset", spec.dataset)
+        try:
+            parent, worker = study_runs(cfg, spec, study, created)
+        except BaseException:
+            if created:  # a study without its parent run would keep every later worker waiting for one
+                optuna.delete_study(study_name=name, storage=location)
+            raise
+    for key, value in question(spec).items():
+        study.set_user_attr(key, value)
     study.set_user_attr("fixed", spec.fixed)
     study.set_user_attr("full_budget", spec.full_budget)  # the length `study best` gives the config it prints
     trials = WorkerTrials()
     try:
         study.optimize(make_objective(spec, name, cfg.max_steps, cfg.experiment, parent.run_id, seed),
                        n_trials=cfg.n_trials, catch=(Exception,), callbacks=[trials])
-        trials.check_not_all_failed()
         info = summary(study)
         log_summary(parent, study, spec, info)
+        trials.check_not_all_failed()
         if cfg.retrain:
             retrain_best(spec, info, name, cfg, parent, progress)
     except BaseException as exc:

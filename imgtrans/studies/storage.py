@@ -20,8 +20,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
-from imgtrans.errors import ImgtransError
+from imgtrans.errors import ImgtransError, one_line
 from imgtrans.studies.options import STUDY_STORAGE_VARIABLE
 from imgtrans.studies.spec import Heartbeat, StudySpec
 from imgtrans.tracking import store
@@ -112,15 +113,22 @@ def on_stale_trial(max_retry: int) -> Callable[[optuna.Study, FrozenTrial], None
     return fail_and_retry
 
 
-def make_storage(location, heartbeat: Heartbeat):
-    """A journal as it is (Optuna has no heartbeat for it); a database URL with the spec's heartbeat."""
+def make_storage(location, heartbeat: Heartbeat | None = None):
+    """A journal as it is (Optuna has no heartbeat for it); a database URL with the spec's heartbeat (none to
+    read a study)."""
     if not isinstance(location, str):
         return location
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(location, heartbeat_interval=heartbeat.interval,
-                                          grace_period=heartbeat.grace_period,
-                                          heartbeat_stale_trial_callback=on_stale_trial(heartbeat.max_retry))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            beats = {} if heartbeat is None else {
+                "heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace_period,
+                "heartbeat_stale_trial_callback": on_stale_trial(heartbeat.max_retry)}
+            return optuna.storages.RDBStorage(location, **beats)
+    except (SQLAlchemyError, ImportError) as exc:  # no server there, refused, or no driver for the database
+        shown = make_url(location).render_as_string(hide_password=True)
+        raise ImgtransError(f"cannot open the study storage {shown}: {one_line(exc).rstrip('.')}; check --storage "
+                            "(is the database server running and its driver installed?)") from exc
 
 
 def make_sampler(spec: StudySpec, seed: int):
@@ -155,7 +163,26 @@ def open_study(spec: StudySpec, study_name: str, location) -> tuple[optuna.Study
         return study, spec.seed, True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=make_pruner(spec))
+        check_same_question(study, spec)
         key = f"{spec.seed}:{worker_id()}:{len(study.trials)}".encode()
         seed = int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
         study.sampler = make_sampler(spec, seed)
         return study, seed, False
+
+
+def question(spec: StudySpec) -> dict[str, Any]:
+    """What a study's trials answer, kept in its user attributes: every worker must ask the same."""
+    return {"model": spec.model, "dataset": spec.dataset,
+            "objectives": [f"{o.metric}:{o.direction}" for o in spec.objectives]}
+
+
+def check_same_question(study: optuna.Study, spec: StudySpec) -> None:
+    """A spec that asks another question of an existing study (its values would be mixed with the study's) is
+    refused; so are other directions, for studies that predate the recorded objectives."""
+    recorded = {**{key: study.user_attrs.get(key) for key in question(spec)},
+                "directions": [d.name.lower() for d in study.directions]}
+    for key, value in {**question(spec), "directions": [o.direction for o in spec.objectives]}.items():
+        if recorded[key] is not None and recorded[key] != value:
+            raise ImgtransError(f"study '{study.study_name}' has {key} {recorded[key]}, the spec asks for {value}: "
+                                "its trials answer another question; give another --study-name, or the spec the "
+                                "study was made with")
