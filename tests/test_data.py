@@ -10,7 +10,7 @@ from imgtrans.data import synthetic, transforms
 from imgtrans.data.codec import Codec
 from imgtrans.data.color import lab_to_rgb, rgb_to_lab
 from imgtrans.data.datasets import EpochSampler, build_data
-from imgtrans.data.images import load_image
+from imgtrans.data.images import load_image, read_header
 from imgtrans.data.sources import detect_layout, find_source
 from imgtrans.errors import ImgtransError
 
@@ -232,6 +232,34 @@ def test_rgba_and_gray_inputs(tmp_path):
     assert load_image(tmp_path / "g.png").shape == (4, 4, 1)
 
 
+def test_exif_orientation_is_applied_so_pairs_line_up_as_viewers_show_them(tmp_path):
+    y, x = np.mgrid[0:32, 0:48]
+    shown = np.stack([x * 5, y * 7, np.full_like(x, 128)], -1).astype(np.uint8)  # 48 × 32 as a viewer shows it
+    stored = tmp_path / "train" / "A" / "x.jpg"  # kept turned, with the EXIF tag that turns it back
+    stored.parent.mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90° clockwise to display
+    Image.fromarray(np.rot90(shown, 1)).save(stored, quality=100, exif=exif)
+    write_image(tmp_path / "train" / "B" / "x.png", shown)
+    assert read_header(stored) == ((48, 32), "rgb")
+    assert load_image(stored).shape == (32, 48, 3)
+    assert np.abs(load_image(stored) * 255 - shown).mean() < 2  # the same pixels, up to JPEG's loss
+    data = build_data(cfg(tmp_path, preprocess="none", flip=False))
+    assert data.train.rgb_pair(0)[0].shape == data.train.rgb_pair(0)[1].shape == (3, 32, 48)
+
+
+def test_float_colour_tiffs_are_summarised_as_they_are_read(tmp_path):
+    import tifffile
+
+    from imgtrans.data.splits import summarize
+
+    path = tmp_path / "f.tif"
+    tifffile.imwrite(path, np.random.default_rng(0).random((8, 12, 3), dtype=np.float32), photometric="rgb")
+    assert read_header(path) == ((12, 8), "rgb float") and load_image(path).shape == (8, 12, 3)
+    summary = summarize(tmp_path, [path], 1, "train", str(tmp_path), "single", "rgb")
+    assert (summary.sizes, summary.channels) == ("12×8", "rgb float")
+
+
 # --- bad input -------------------------------------------------------------------
 
 def test_corrupt_image_names_the_file(tmp_path):
@@ -254,3 +282,19 @@ def test_missing_and_empty_dataset(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImgtransError, match="no images found"):
         find_source(str(tmp_path / "empty"))
+
+
+def test_two_files_of_one_name_in_a_paired_folder_are_refused(tmp_path):
+    for side in "AB":
+        write_image(tmp_path / "train" / side / "x.png", random_rgb(8, 8))
+    write_image(tmp_path / "train" / "A" / "x.jpg", random_rgb(8, 8))
+    with pytest.raises(ImgtransError, match="x.jpg and x.png in .*A have one name: pairs are matched by name"):
+        find_source(str(tmp_path))
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"name": "mine"}', "[1, 2]"])
+def test_a_layout_file_imgtrans_did_not_write_is_one_line(tmp_path, text):
+    write_image(tmp_path / "x.png", random_rgb(8, 8))
+    (tmp_path / synthetic.LAYOUT_FILE).write_text(text)
+    with pytest.raises(ImgtransError, match="is not an imgtrans layout file"):
+        find_source(str(tmp_path))

@@ -71,6 +71,16 @@ def test_16bit_images_keep_the_per_image_loader(tmp_path):
         loaders(tmp_path, "host")
 
 
+def test_a_damaged_image_is_refused_before_training_not_cached_around(tmp_path):
+    for i in range(6):
+        write_image(tmp_path / "train" / f"{i}.png", random_rgb(64, 128, i))  # aligned pairs
+    damaged = tmp_path / "train" / "3.png"
+    damaged.write_bytes(damaged.read_bytes()[:300])  # its header reads, its pixels do not
+    for cache in ("auto", "host"):
+        with pytest.raises(ImgtransError, match="cannot read image .*3.png: .*truncated; fix or remove the file"):
+            loaders(tmp_path, cache)
+
+
 def test_device_cache_needs_a_gpu(facades):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

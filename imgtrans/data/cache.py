@@ -26,6 +26,10 @@ from imgtrans.errors import ImgtransError
 MEMORY_SHARE = 0.25
 
 
+class NotCacheable(ImgtransError):
+    """Why a dataset cannot be cached exactly (an image that cannot be read is another error: bad input)."""
+
+
 def _as_uint8(image: torch.Tensor) -> torch.Tensor | None:
     """The exact uint8 copy of an image read as k/255 floats, or None (16-bit or float sources)."""
     exact = (image * 255).round()
@@ -34,15 +38,15 @@ def _as_uint8(image: torch.Tensor) -> torch.Tensor | None:
 
 def _decoded(items: Iterable[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
     """Per side, uint8 (N, 3, H, W) of items of float rgb images (one per side: an (input, target) pair, or one
-    image); raises ImgtransError (the reason) where that is not exact."""
+    image); raises NotCacheable (the reason) where that is not exact."""
     sides: list[list[torch.Tensor]] = []
     for item in items:  # one item at a time, each image read once: only the uint8 copies are kept
         exact = [_as_uint8(image) for image in item]
         if any(x is None for x in exact):
-            raise ImgtransError("the training images are not 8-bit; the data cache keeps 8-bit images only")
+            raise NotCacheable("the training images are not 8-bit; the data cache keeps 8-bit images only")
         sides = sides or [[] for _ in exact]
         if sides[0] and any(x.shape != side[0].shape for x, side in zip(exact, sides)):
-            raise ImgtransError("the training images differ in size; the data cache needs one size")
+            raise NotCacheable("the training images differ in size; the data cache needs one size")
         for x, side in zip(exact, sides):
             side.append(x)
     return tuple(torch.stack(side) for side in sides)
@@ -72,7 +76,7 @@ class DecodedPairs:
 
     @classmethod
     def decode(cls, dataset: PairedDataset) -> DecodedPairs:
-        """Raises ImgtransError (the reason) for data that cannot be cached exactly."""
+        """Raises NotCacheable (the reason) for data that cannot be cached exactly."""
         pairs = (dataset.rgb_pair(i) for i in range(len(dataset)))
         if dataset.codec.colorization:  # one image (its gray version is made by the codec): kept once
             (a,) = _decoded(pair[:1] for pair in pairs)
@@ -177,7 +181,7 @@ def training_loader(dataset, *, choice: str, sampler, batch_size: int, device: t
         return per_image, f"off: {estimate / 2 ** 30:.1f} GiB decoded would not fit in memory"
     try:
         images = decoded.decode(dataset)
-    except ImgtransError as exc:
+    except NotCacheable as exc:
         if choice == "auto":
             return per_image, f"off: {exc}"
         raise ImgtransError(f"data_cache={choice}: {exc}; use data_cache=auto or off") from None

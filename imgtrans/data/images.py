@@ -4,7 +4,10 @@ and `to_uint8`, the way back from a result tensor to 8-bit pixels.
 `read_pixels` keeps the file's own type — uint8, uint16 or float — so 16-bit
 images keep their precision (gray and colour, PNG and TIFF) and float TIFFs
 are read as values in [0, 1]; uncompressed TIFFs can be memory-mapped.
-`load_image` is its float view, used in training.
+`load_image` is its float view, used in training. A JPEG's, PNG's or WebP's EXIF
+orientation is applied, so that pairs line up as a viewer shows them (a TIFF's
+own orientation tag is not). `read_header` is the cheap look at a file that
+dataset summaries and layout detection take.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from imgtrans.errors import ImgtransError
 
@@ -24,6 +27,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The value of white per pixel type (numpy kind and bytes); floats are taken as [0, 1].
 WHITE_LEVELS = {"u1": 255.0, "u2": 65535.0, "f2": 1.0, "f4": 1.0, "f8": 1.0}
 Image.MAX_IMAGE_PIXELS = None  # archive scans are legitimately huge
+# What the stored pixels are, by Pillow's mode (others by the mode's own name).
+CHANNELS = {"L": "gray", "I;16": "gray 16-bit", "I": "gray 32-bit", "F": "gray float", "RGB": "rgb", "RGBA": "rgba",
+            "P": "palette", "LA": "gray+alpha"}
+TURNED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90°: width and height swap
 
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
@@ -55,7 +62,7 @@ def read_pixels(path: Path, memmap: bool = False) -> np.ndarray:
     With `memmap`, uncompressed TIFFs are memory-mapped instead of read.
     """
     try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
+        if _is_tiff(path):
             pixels = _read_tiff(path, memmap)
         elif _png_bit_depth(path) == 16:
             pixels = _read_png16(path)
@@ -69,6 +76,29 @@ def read_pixels(path: Path, memmap: bool = False) -> np.ndarray:
     return _gray_or_rgb(pixels, path)
 
 
+def read_header(path: Path) -> tuple[tuple[int, int], str]:
+    """((width, height) as `read_pixels` returns the image, what its stored pixels are: "gray", "rgb 16-bit", …)
+    from the file's header."""
+    try:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+                if not _is_tiff(path) and image.getexif().get(ExifTags.Base.Orientation) in TURNED_ORIENTATIONS:
+                    width, height = height, width
+                return (width, height), CHANNELS.get(image.mode, image.mode.lower())
+        except UnidentifiedImageError:
+            if not _is_tiff(path):
+                raise
+            with tifffile.TiffFile(path) as tif:  # float colour and float16 TIFFs, which Pillow cannot open
+                page = tif.pages[0]
+                kind = {"u1": "", "u2": " 16-bit"}.get(_type_key(page.dtype), " float")
+                return (page.imagewidth, page.imagelength), f"{'rgb' if page.samplesperpixel >= 3 else 'gray'}{kind}"
+    except FileNotFoundError:
+        raise ImgtransError(f"image file not found: {path}") from None
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise ImgtransError(f"cannot read image {path}: {exc}; fix or remove the file") from None
+
+
 def load_image(path: Path) -> np.ndarray:
     """Float32 array in [0, 1] of shape (H, W, C) with C = 1 (gray) or 3 (colour)."""
     return to_float(read_pixels(path))
@@ -77,6 +107,10 @@ def load_image(path: Path) -> np.ndarray:
 def to_uint8(rgb: torch.Tensor) -> np.ndarray:
     """(C, H, W) values in [0, 1] → (H, W, C) 8-bit pixels, rounded."""
     return (rgb.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def _is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in TIFF_SUFFIXES
 
 
 def _read_tiff(path: Path, memmap: bool) -> np.ndarray:
@@ -113,6 +147,8 @@ def _read_png16(path: Path) -> np.ndarray:
 def _read_with_pil(path: Path) -> np.ndarray:
     with Image.open(path) as img:
         img.load()
+        if not _is_tiff(path):
+            img = ImageOps.exif_transpose(img)
         if img.mode.startswith("I"):  # 16-bit gray (I;16…) or 32-bit integers
             return np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
         if img.mode == "F":

@@ -15,9 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
-from imgtrans.data.images import list_images
+from imgtrans.data.images import list_images, read_header
 from imgtrans.data.synthetic import LAYOUT_FILE, SYNTHETIC, ensure_synthetic
 from imgtrans.errors import ImgtransError
 
@@ -64,7 +62,11 @@ def resolve_root(dataset: str) -> Path:
 def detect_layout(root: Path) -> str:
     marker = root / LAYOUT_FILE
     if marker.exists():
-        return json.loads(marker.read_text())["layout"]
+        try:
+            return json.loads(marker.read_text(encoding="utf-8"))["layout"]
+        except (ValueError, KeyError, TypeError):  # not JSON (or not UTF-8), or no layout in it
+            raise ImgtransError(f"{marker} is not an imgtrans layout file (it holds {{\"layout\": \"paired\"}} or "
+                                "another layout); fix or remove it, or give layout=") from None
     if (root / "trainA").is_dir() or (root / "testA").is_dir():
         return "unpaired"
     for base in (root, *(root / s for s in SPLITS)):
@@ -75,11 +77,7 @@ def detect_layout(root: Path) -> str:
     if not images:
         raise ImgtransError(f"no images found in {folder}; expected train/val/test folders, A/B, trainA/trainB "
                             "or image files")
-    try:
-        with Image.open(images[0]) as first:
-            width, height = first.size
-    except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
-        raise ImgtransError(f"cannot read image {images[0]}: {exc}; fix or remove the file") from None
+    (width, height), _ = read_header(images[0])
     return "aligned" if width == 2 * height else "single"
 
 
@@ -116,9 +114,19 @@ def _paired_lists(root: Path) -> dict[str, list[tuple[Path, Path]]]:
     return result
 
 
+def _by_name(folder: Path) -> dict[str, Path]:
+    """A folder's images by name without extension, which pairs them; two files of one name are refused."""
+    images: dict[str, Path] = {}
+    for path in list_images(folder):
+        if path.stem in images:
+            raise ImgtransError(f"{images[path.stem].name} and {path.name} in {folder} have one name: pairs are "
+                                "matched by name; rename or remove one")
+        images[path.stem] = path
+    return images
+
+
 def _match(a_dir: Path, b_dir: Path) -> list[tuple[Path, Path]]:
-    a = {p.stem: p for p in list_images(a_dir)}
-    b = {p.stem: p for p in list_images(b_dir)}
+    a, b = _by_name(a_dir), _by_name(b_dir)
     only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
     if only_a or only_b:
         example = f"'{only_a[0]}' is in {a_dir} only" if only_a else f"'{only_b[0]}' is in {b_dir} only"

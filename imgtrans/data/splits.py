@@ -7,9 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
-from imgtrans.errors import ImgtransError
+from imgtrans.data.images import read_header
 
 
 @dataclass(frozen=True)
@@ -30,10 +28,6 @@ class SplitSummary:
                 "layout": self.layout, "color_space": self.color_space, "split": self.split}
 
 
-CHANNELS = {"L": "gray", "I;16": "gray 16-bit", "I": "gray 32-bit", "F": "gray float", "RGB": "rgb", "RGBA": "rgba",
-            "P": "palette", "LA": "gray+alpha"}
-
-
 def dataset_label(dataset: str) -> str:
     """A short name for runs and tags: the built-in name, else the folder's name."""
     return Path(dataset).expanduser().name or dataset
@@ -44,20 +38,17 @@ def summarize(root: Path, files: list[Path], images: int, split: str, dataset: s
     """A split whose examples (`images` of them) are read from `files` under `root`."""
     files = sorted(set(files))
     digest = hashlib.sha256()
-    sizes, modes = set(), set()
+    sizes, kinds = set(), set()
     for path in files:
         digest.update(f"{path.relative_to(root)}\t{path.stat().st_size}\n".encode())
-        try:
-            with Image.open(path) as image:  # the header only
-                sizes.add(image.size)
-                modes.add(image.mode)
-        except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
-            raise ImgtransError(f"cannot read image {path}: {exc}; fix or remove the file") from None
+        size, channels = read_header(path)
+        sizes.add(size)
+        kinds.add(channels)
     areas = sorted(sizes, key=lambda s: (s[0] * s[1], s))
     shown = "none" if not areas else (f"{areas[0][0]}×{areas[0][1]}" if len(areas) == 1 else
                                       f"from {areas[0][0]}×{areas[0][1]} to {areas[-1][0]}×{areas[-1][1]}")
     return SplitSummary(
         name=f"{dataset_label(dataset)}/{split}", root=str(root), split=split, digest=digest.hexdigest()[:16],
         images=images, files=len(files), sizes=shown,
-        channels=", ".join(sorted(CHANNELS.get(m, m.lower()) for m in modes)) or "none",
+        channels=", ".join(sorted(kinds)) or "none",
         layout=layout, color_space=color_space)
