@@ -369,8 +369,8 @@ def validate(cfg: TrainConfig) -> None:
     check_types(cfg)
     if cfg.total_epochs() <= 0 and cfg.max_steps <= 0:
         raise ImgtransError("nothing to train: set epochs, n_epochs + n_epochs_decay or max_steps above 0")
-    if cfg.color_space == "lab" and cfg.layout not in ("colorization", "auto"):
-        raise ImgtransError("color_space=lab needs layout=colorization (gray→color pairs)")
+    if cfg.color_space == "lab" and cfg.layout not in ("colorization", "single", "auto"):
+        raise ImgtransError("color_space=lab needs layout=colorization or single (colour images, gray made from them)")
 
 
 def check_types(cfg) -> None:

@@ -148,6 +148,12 @@ def test_lab_reads_a_folder_of_photographs_as_colorization_data(tmp_path):
     assert data.source.layout == "single" and data.codec.colorization
     assert data.has_targets  # each photograph is the truth of its gray input: validation and evaluate score them
     assert data.train[0]["A"].shape[0] == 1 and data.train[0]["B"].shape[0] == 2
+    from imgtrans.config import TrainConfig, validate
+
+    for layout in ("single", "auto", "colorization"):  # named as detected: the same
+        validate(TrainConfig(dataset=str(tmp_path), layout=layout, color_space="lab"))
+    with pytest.raises(ImgtransError, match="color_space=lab needs layout=colorization or single"):
+        validate(TrainConfig(dataset=str(tmp_path), layout="paired", color_space="lab"))
 
 
 def test_lab_round_trip():
@@ -173,6 +179,15 @@ def test_preprocess_sizes(preprocess, expected):
     rng = np.random.default_rng(0)
     geometry = transforms.plan(63, 84, preprocess=preprocess, load_size=36, crop_size=32, flip=True, rng=rng)
     assert transforms.apply(torch.rand(3, 63, 84), geometry).shape[1:] == expected
+
+
+@pytest.mark.parametrize("preprocess,advice", [
+    ("crop", "lower crop_size, or use preprocess=resize_and_crop"),  # crop reads no load_size
+    ("scale_width_and_crop", "lower crop_size, raise load_size or use preprocess=resize_and_crop"),
+])
+def test_a_crop_larger_than_the_image_says_what_helps(preprocess, advice):
+    with pytest.raises(ImgtransError, match=advice):
+        transforms.plan(20, 20, preprocess=preprocess, load_size=24, crop_size=32, flip=False, rng=None)
 
 
 def test_random_scale_jitters_between_native_and_load_size():

@@ -42,8 +42,9 @@ def plan(height: int, width: int, *, preprocess: str, load_size: int, crop_size:
     if preprocess in ("resize_and_crop", "random_scale_and_crop", "crop", "scale_width_and_crop"):
         if h < crop_size or w < crop_size:
             raise ImgtransError(f"crop_size {crop_size} is larger than a {width}×{height} image"
-                                f"{f' resized to {w}×{h}' if resize else ''}; lower crop_size, raise load_size "
-                                "or use preprocess=resize_and_crop")
+                                f"{f' resized to {w}×{h}' if resize else ''}; lower crop_size, "
+                                f"{'' if preprocess == 'crop' else 'raise load_size '}or use "
+                                "preprocess=resize_and_crop")
         if rng is None:
             top, left = (h - crop_size) // 2, (w - crop_size) // 2
         else:
