@@ -173,6 +173,16 @@ def test_mixed_sizes_without_preprocessing(tmp_path, capsys):
     assert "images of different sizes" in one_line_error(capsys)
 
 
+def test_whole_images_that_do_not_fit_the_generator(tmp_path, capsys):
+    for split in ("train", "val"):
+        for side in ("A", "B"):
+            write_image(tmp_path / split / side / "0.png", random_rgb(48, 48))  # the U-Net of a 64 px crop takes 64s
+    train(tmp_path, "--preprocess", "none", "--max-steps", "1", expect=2)
+    line = one_line_error(capsys)
+    assert "a training image of 48×48 px (preprocess=none) does not fit the generator" in line
+    assert "multiples of 64 px" in line and "preprocess=resize_and_crop" in line
+
+
 def test_mismatched_folders(tmp_path, capsys):
     write_image(tmp_path / "train" / "A" / "a.png", random_rgb(8, 8))
     write_image(tmp_path / "train" / "B" / "b.png", random_rgb(8, 8))

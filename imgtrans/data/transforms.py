@@ -24,6 +24,9 @@ class Geometry:
     flip: bool
 
 
+UNCROPPED = ("none", "scale_width")  # preprocesses that train on whole images, trimmed to multiples of 4
+
+
 def plan(height: int, width: int, *, preprocess: str, load_size: int, crop_size: int, flip: bool,
          rng: np.random.Generator | None) -> Geometry:
     """rng=None means evaluation: centre crop, no flip."""
@@ -50,7 +53,7 @@ def plan(height: int, width: int, *, preprocess: str, load_size: int, crop_size:
         else:
             top, left = int(rng.integers(0, h - crop_size + 1)), int(rng.integers(0, w - crop_size + 1))
         crop = (top, left, crop_size, crop_size)
-    elif rng is not None and preprocess in ("none", "scale_width"):
+    elif rng is not None and preprocess in UNCROPPED:
         # Training batches go to the networks unpadded: trim to sizes divisible by 4, like the reference.
         # (Evaluation keeps every pixel; `translate` pads to the network's size multiple.)
         th, tw = h - h % 4, w - w % 4
