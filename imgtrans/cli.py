@@ -79,9 +79,12 @@ def config_from_args(cls: type, args: argparse.Namespace) -> tuple[Any, dict[str
     is the values that differ from the declared defaults (not a default config's: an "auto" resolves later)."""
     values, given = {}, set()
     for f in config_mod.fields(cls):
-        raw = getattr(args, f.name)
+        raw, positional = getattr(args, f.name), getattr(args, f"{f.name}_positional", None)
+        if raw is not None and positional is not None and raw != positional:
+            raise ImgtransError(f"{f.name.upper()} {positional} and --{f.name.replace('_', '-')} {raw} disagree; "
+                                "give one of them")
         if raw is None:
-            raw = getattr(args, f"{f.name}_positional", None)
+            raw = positional
         if raw is not None:
             given.add(f.name)
         values[f.name] = f.default if raw is None else config_mod.parse_option(cls, f.name, raw)
