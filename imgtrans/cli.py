@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help, description=command.help)
         add_config_arguments(p, command.config_class)
-        p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        p.add_argument("--no-progress", action="store_true", help="hide the progress bar" if command.progress_bar
+                       else "accepted, for scripts that pass it to every command; this one shows no progress bar")
     return parser
 
 

@@ -91,23 +91,28 @@ class Command:
     handler: str
     help: str
     entry_point: bool = True  # also an MLproject entry point (a long-running server is not a run)
+    progress_bar: bool = False  # whether it shows one (every command takes --no-progress, for scripts' sake)
 
     def run(self, cfg: Any, explicit: dict[str, Any], progress: bool) -> int:
         return load(self.handler)(cfg, explicit, progress)
 
 
 COMMANDS: dict[str, Command] = {
-    **{name: Command(kind.config_class, "imgtrans.training.runs:start", kind.help) for name, kind in RUNS.items()},
+    **{name: Command(kind.config_class, "imgtrans.training.runs:start", kind.help, progress_bar=True)
+       for name, kind in RUNS.items()},
     "export": Command(ExportConfig, "imgtrans.export.command:export_command",
                       "export a run's generator to ONNX (+ sidecar JSON) with a parity check"),
     "translate": Command(TranslateConfig, "imgtrans.infer.command:translate_command",
-                         "translate a folder, list file or image with an exported model (tiled, resumable)"),
+                         "translate a folder, list file or image with an exported model (tiled, resumable)",
+                         progress_bar=True),
     "evaluate": Command(EvaluateConfig, "imgtrans.evaluation.evaluate:evaluate_command",
-                        "test metrics (PSNR, SSIM, LPIPS, FID, KID, IS) of a run, logged to that run"),
+                        "test metrics (PSNR, SSIM, LPIPS, FID, KID, IS) of a run, logged to that run",
+                        progress_bar=True),
     "compare": Command(CompareConfig, "imgtrans.evaluation.compare:compare_command",
                        "a Markdown/CSV/HTML report across evaluated runs, with the same inputs side by side"),
     "study": Command(StudyConfig, "imgtrans.studies.command:study_command",
-                     "an Optuna study over a model (trials = nested MLflow runs); `study best` prints the best"),
+                     "an Optuna study over a model (trials = nested MLflow runs); `study best` prints the best",
+                     progress_bar=True),
     "benchmark": Command(BenchmarkConfig, "imgtrans.benchmarks.command:benchmark_command",
                          "inference and training throughput per backend, precision and batch size"),
     "runs": Command(RunsConfig, "imgtrans.tracking.command:runs_command",

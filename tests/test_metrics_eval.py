@@ -247,9 +247,12 @@ def test_evaluate_and_compare_two_runs(facades, tmp_path, capsys, monkeypatch):
     # Scores of part of the split are not the run's; max_images as large as the split is the whole of it.
     capsys.readouterr()
     assert main(["evaluate", "--run-id", run_ids[0], "--max-images", "1"]) == 0
-    assert "on 1 of the split's 2 images to evaluation run" in capsys.readouterr().out
-    assert main(["evaluate", "--run-id", run_ids[0], "--max-images", "5"]) == 0
-    assert f"to run {run_ids[0]} and its model" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert "on 1 of the split's 2 images to evaluation run" in shown.out
+    assert "evaluating test: 100%" in shown.err  # its progress bar
+    assert main(["evaluate", "--run-id", run_ids[0], "--max-images", "5", "--no-progress"]) == 0
+    shown = capsys.readouterr()
+    assert f"to run {run_ids[0]} and its model" in shown.out and "evaluating" not in shown.err
 
 
 def test_evaluate_unknown_run(capsys):

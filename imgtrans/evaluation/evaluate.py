@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 from torch.utils.data import Subset
+from tqdm import tqdm
 
 from imgtrans.compute.runtime import resolve_device
 from imgtrans.data.datasets import build_data, make_loader, summarize_split
@@ -84,7 +85,8 @@ def thumbnail(image: torch.Tensor, size: int) -> torch.Tensor:
                          align_corners=False)[0].clamp(0, 1)
 
 
-def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: Path) -> Evaluation:
+def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: Path,
+             progress: bool = False) -> Evaluation:
     model = load_model(checkpoint, device, **inference_options(cfg))
     # Another folder is read as the model needs it: a colorizer's as colour images to make gray.
     other = {"dataset": cfg.dataset, **({"layout": "colorization"} if model.codec.colorization else {})}
@@ -122,7 +124,7 @@ def evaluate(cfg: EvaluateConfig, checkpoint: Path, device: torch.device, out: P
     # At stored sizes images may differ in size: one at a time.
     loader = make_loader(Subset(dataset, range(count)), batch_size=cfg.batch_size if cfg.crop else 1)
     display = model.cfg.crop_size
-    for batch in loader:
+    for batch in tqdm(loader, desc=f"evaluating {split}", unit="batch", disable=not progress, dynamic_ncols=True):
         x = batch["A"]
         start = time.perf_counter()
         y = model.translate(x)
@@ -214,7 +216,7 @@ def evaluate_command(cfg: EvaluateConfig, explicit: dict, progress: bool) -> int
                      experiment_id=source.info.experiment_id, tags={SOURCE_RUNS_TAG: cfg.run_id}) as tracker, \
             scratch_dir("evaluate") as tmp:
         (tmp / "results").mkdir()
-        result = evaluate(cfg, generator_checkpoint(model_uri, tmp / "model"), device, tmp / "results")
+        result = evaluate(cfg, generator_checkpoint(model_uri, tmp / "model"), device, tmp / "results", progress)
         summary = {"metrics": result.metrics, "settings": result.settings,
                    "unavailable": {m.metric: m.message for m in result.unavailable}}
         (tmp / "results" / "summary.json").write_text(json.dumps(summary, indent=2))
