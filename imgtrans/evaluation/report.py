@@ -161,21 +161,46 @@ def markdown(runs: list[RunSummary], title: str, sheet: str | None = None) -> st
     lines += ["", *[f"- {note}" for note in settings_notes(runs)]]
     if sheet:
         columns = ", ".join(heading for heading, _, _ in side_by_side(runs))
-        lines += ["", f"![The same test inputs, translated by each run]({sheet})", "", f"Columns: {columns}."]
+        lines += ["", f"![The same test inputs, translated by each run]({sheet})", "", f"Columns: {columns}.",
+                  *(["", note] if (note := sheet_note(runs)) else [])]
     return "\n".join(lines) + "\n"
+
+
+def sheet_runs(runs: list[RunSummary]) -> tuple[list[RunSummary], list[RunSummary]]:
+    """(the runs the side-by-side sheet shows, the runs it leaves out): of the runs that kept samples, those
+    whose test inputs are the first one's, and those evaluated on other inputs (another dataset or crop)."""
+    with_samples = [r for r in runs if r.samples.get("output")]
+    if not with_samples:
+        return [], []
+    first = with_samples[0].samples["input"]
+
+    def same_inputs(run: RunSummary) -> bool:
+        count = min(len(first), len(run.samples["input"]))
+        return run.samples["input"][:count] == first[:count]
+
+    return [r for r in with_samples if same_inputs(r)], [r for r in with_samples if not same_inputs(r)]
 
 
 def side_by_side(runs: list[RunSummary]) -> list[tuple[str, str, list[bytes]]]:
     """Columns of the shared test inputs, as (heading, model, PNGs of equal count): input, the output of
-    every run that kept samples, target (model "" for those two). Empty when no run kept samples."""
-    with_samples = [r for r in runs if r.samples.get("output")]
-    if not with_samples:
+    every run in the sheet (`sheet_runs`), target (model "" for those two). Empty when no run kept samples."""
+    shown, _ = sheet_runs(runs)
+    if not shown:
         return []
-    first = with_samples[0]
-    count = min(len(r.samples["output"]) for r in with_samples)
+    first = shown[0]
+    count = min(len(r.samples["output"]) for r in shown)
     return [("input", "", first.samples["input"][:count]),
-            *[(r.name, r.model, r.samples["output"][:count]) for r in with_samples],
+            *[(r.name, r.model, r.samples["output"][:count]) for r in shown],
             ("target", "", first.samples["target"][:count])]
+
+
+def sheet_note(runs: list[RunSummary]) -> str:
+    """What the sheet leaves out, or ""."""
+    shown, other = sheet_runs(runs)
+    if not other:
+        return ""
+    return (f"Not in the sheet, evaluated on other test inputs than {shown[0].name}: "
+            f"{', '.join(r.name for r in other)}.")
 
 
 def sample_sheet(runs: list[RunSummary]) -> bytes | None:
@@ -224,7 +249,7 @@ def html_page(runs: list[RunSummary], title: str) -> str:
         parts.append("</tr>")
         for row in zip(*(images for _, _, images in columns)):
             parts.append("<tr>" + "".join(f"<td>{_img(png)}</td>" for png in row) + "</tr>")
-        parts.append("</table>")
+        parts.append("</table>" + (f"<p>{html.escape(note)}</p>" if (note := sheet_note(runs)) else ""))
     parts.append("</body></html>")
     return "".join(parts)
 
