@@ -18,6 +18,8 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from tqdm import tqdm
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -120,7 +122,8 @@ def stop_if_pending(save: Callable[[], object], position: str, run_id: str,
     checkpoint, say so and raise it."""
     if pending(everywhere):
         save()
-        print(f"imgtrans: stopped at {position}; continue with --resume {run_id}", file=sys.stderr)
+        # Above the progress bar, not run on after it.
+        tqdm.write(f"imgtrans: stopped at {position}; continue with --resume {run_id}", file=sys.stderr)
         _raise()
 
 

@@ -203,8 +203,8 @@ def _run_archive(jobs: list[Job], out_dir: Path, start_engine: Callable[[], Engi
             manifest.add(outcome)
             outcomes.append(outcome)
             translated += outcome.status == "done"
-            bar.update()
             bar.set_postfix(img_per_s=f"{translated / max(bar.format_dict['elapsed'], 1e-9):.2f}", refresh=False)
+            bar.update()  # draws the rate with the count it goes with
     finally:
         bar.close()
         manifest.save()
