@@ -57,6 +57,9 @@ def test_three_trials_are_nested_runs_of_one_parent(facades, tmp_path, capsys):
     parent = parents[0]
     assert parent.data.tags["optuna.best_trial"] in ("0", "1", "2")
     assert "**3 trials**: 3 complete" in parent.data.tags["mlflow.note.content"]
+    best_value = max(r.data.metrics["val/psnr"] for r in children)
+    assert parent.data.metrics["best/val/psnr"] == pytest.approx(best_value)
+    assert [m.step for m in MlflowClient().get_metric_history(parent.info.run_id, "best/val/psnr")] == [3]
     artifacts = {a.path for a in MlflowClient().list_artifacts(parent.info.run_id, "study")}
     assert {"study/best.yaml", "study/optimization_history.png", "study/parallel_coordinate.png"} <= artifacts
     capsys.readouterr()

@@ -233,6 +233,8 @@ def log_summary(parent: MlflowTracker, study: optuna.Study, spec: StudySpec, inf
         run_id = best.user_attrs.get(RUN_ID_ATTR, "")
         parent.set_tags({"optuna.best_trial": best.number, "optuna.best_trial_run": run_id,
                          "optuna.best_value": f"{best.value:.6g}"})
+        # A column of the run list, and over the trials a chart of the best so far.
+        parent.log_metrics({f"best/{spec.objectives[0].metric}": best.value}, step=len(study.trials))
         link = f"[trial {best.number}]({store.ui_path(parent.experiment_id, run_id)})" if run_id else \
             f"trial {best.number}"
         params = ", ".join(f"`{k}={v:.4g}`" if isinstance(v, float) else f"`{k}={v}`" for k, v in best.params.items())
