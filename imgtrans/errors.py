@@ -1,6 +1,7 @@
 """The one exception type whose message is shown to users as-is, and how any error becomes one line."""
 
 import errno
+import re
 
 # What an OSError means, and what to do about it, by its errno.
 OS_ERRORS = {
@@ -19,6 +20,11 @@ OS_ERRORS = {
 
 class ImgtransError(Exception):
     """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+
+
+def without_password(url: str) -> str:
+    """A database URL as it may be shown: `scheme://user:***@host…` (also when it is too broken to parse)."""
+    return re.sub(r"(://[^/@]*?:)[^/]*@", r"\1***@", url)
 
 
 def os_error_message(exc: OSError) -> str:

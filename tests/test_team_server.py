@@ -180,8 +180,11 @@ def test_a_port_in_use_is_refused_in_one_line(tmp_path, capsys):
         taken.listen()
         port = taken.getsockname()[1]
         assert main(["server", "--port", str(port), "--data-dir", str(tmp_path / "stack")]) == 2
-    assert f"port {port} on 127.0.0.1 is in use" in one_line_error(capsys)
-    assert not (tmp_path / "stack").exists()
+        assert f"port {port} on 127.0.0.1 is in use" in one_line_error(capsys)
+        assert main(["server", "--port", str(free_port()), "--db-port", str(port), "--data-dir",
+                     str(tmp_path / "stack")]) == 2
+        assert f"database port {port} on 127.0.0.1 is in use" in one_line_error(capsys)
+    assert not (tmp_path / "stack" / "postgres").exists()  # no cluster made for a port it cannot have
 
 
 @pytest.mark.parametrize("uri, message", [
@@ -190,6 +193,7 @@ def test_a_port_in_use_is_refused_in_one_line(tmp_path, capsys):
     ("sqlite:///mlflow.db", "a team server needs PostgreSQL"),
     ("notaurl", "backend_store_uri: 'notaurl' is not a database URL"),
     ("postgresql://mlflow@127.0.0.1:abc/mlflow", "is not a database URL; expected postgresql://USER@HOST:PORT/DB"),
+    ("postgresql://mlflow:secret@127.0.0.1:abc/mlflow", "'postgresql://mlflow:***@127.0.0.1:abc/mlflow' is not a"),
 ])
 def test_a_bad_database_is_refused_in_one_line(tmp_path, capsys, uri, message):
     closed = free_port()

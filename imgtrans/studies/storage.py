@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from imgtrans.errors import ImgtransError, one_line
+from imgtrans.errors import ImgtransError, one_line, without_password
 from imgtrans.studies.options import STUDY_STORAGE_VARIABLE
 from imgtrans.studies.spec import Heartbeat, StudySpec
 from imgtrans.tracking import store
@@ -126,8 +126,8 @@ def make_storage(location, heartbeat: Heartbeat | None = None):
                 "heartbeat_stale_trial_callback": on_stale_trial(heartbeat.max_retry)}
             return optuna.storages.RDBStorage(location, **beats)
     except (SQLAlchemyError, ImportError) as exc:  # no server there, refused, or no driver for the database
-        shown = make_url(location).render_as_string(hide_password=True)
-        raise ImgtransError(f"cannot open the study storage {shown}: {one_line(exc).rstrip('.')}; check --storage "
+        raise ImgtransError(f"cannot open the study storage {without_password(location)}: "
+                            f"{one_line(exc).rstrip('.')}; check --storage "
                             "(is the database server running and its driver installed?)") from exc
 
 

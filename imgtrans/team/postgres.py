@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from imgtrans.errors import ImgtransError
+from imgtrans.errors import ImgtransError, without_password
 from imgtrans.files import scratch_dir, write_secret
 from imgtrans.team.network import advertised, free_port, local, port_in_use
 
@@ -53,8 +53,8 @@ def check_database_url(url: str, option: str) -> None:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
-        raise ImgtransError(f"{option}: '{url}' is not a database URL; expected postgresql://USER@HOST:PORT/DB") \
-            from None
+        raise ImgtransError(f"{option}: '{without_password(url)}' is not a database URL; expected "
+                            "postgresql://USER@HOST:PORT/DB") from None
     if not parsed.drivername.startswith("postgresql"):
         raise ImgtransError(f"{option}: a team server needs PostgreSQL, got '{parsed.drivername}'; expected "
                             "postgresql://USER@HOST:PORT/DB")
@@ -122,14 +122,14 @@ class LocalCluster:
                                     "--db-port out or use another --data-dir")
             self.port = recorded["port"]  # the address it listens on is this start's choice
         else:
+            if self.port:  # before a cluster is made for a port it cannot have
+                self._check_port_free()
             self._create()
         if self._running():
             raise ImgtransError(f"the database in {self.data} is already running: another `imgtrans server` on this "
                                 f"--data-dir, or one killed without stopping it (then `{self.bin / 'pg_ctl'} -D "
                                 f"{self.data} stop`, as the postgres user under root)")
-        if port_in_use(self.host, self.port):
-            raise ImgtransError(f"database port {self.port} on {self.host} is in use; stop what listens there or "
-                                "create the stack in another --data-dir with another --db-port")
+        self._check_port_free()
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                   "-o", f"-p {self.port} -c listen_addresses={self.host} -c unix_socket_directories=''", "start")
         self.started = True
@@ -144,6 +144,11 @@ class LocalCluster:
         return {"PGPASSFILE": str(self.passfile)}
 
     # --- internals -------------------------------------------------------------------------------------
+
+    def _check_port_free(self) -> None:
+        if port_in_use(self.host, self.port):
+            raise ImgtransError(f"database port {self.port} on {self.host} is in use; stop what listens there or "
+                                "create the stack in another --data-dir with another --db-port")
 
     def _create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
