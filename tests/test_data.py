@@ -263,6 +263,15 @@ def test_exif_orientation_is_applied_so_pairs_line_up_as_viewers_show_them(tmp_p
     assert data.train.rgb_pair(0)[0].shape == data.train.rgb_pair(0)[1].shape == (3, 32, 48)
 
 
+def test_a_header_look_decodes_no_pixels(tmp_path):
+    """Summaries read every file's header: decoding the pixels too would make them as slow as a pass over the data."""
+    path = write_image(tmp_path / "x.png", random_rgb(64, 48))
+    path.write_bytes(path.read_bytes()[:200])  # the header and no pixels
+    assert read_header(path) == ((48, 64), "rgb")
+    with pytest.raises(ImgtransError, match="truncated"):
+        load_image(path)
+
+
 def test_float_colour_tiffs_are_summarised_as_they_are_read(tmp_path):
     import tifffile
 

@@ -193,3 +193,41 @@ def test_a_killed_process_ends_the_job_in_one_line_and_leaves_nothing_behind(fac
     run = MlflowClient().get_run(started[0].info.run_id)
     assert run.info.status == "FAILED" and run.data.tags["error"] == "the process of rank 1 was killed by SIGKILL"
     assert not list(tmp.glob("torchelastic_*")) and not list(tmp.glob("imgtrans-*"))
+
+
+def test_ctrl_c_in_a_terminal_stops_the_job_in_one_line_with_where_to_go_on(facades, tmp_path):
+    """A terminal's Ctrl-C reaches the launcher, torchrun and every process at once (one process group)."""
+    from imgtrans.tracking import store
+
+    job = subprocess.Popen([sys.executable, "-m", "imgtrans", "pix2pix", "--dataset", str(facades), "--epochs", "100",
+                            *SAME_MATH, "--checkpoint-minutes", "0", "--nproc", "2"], cwd=tmp_path,
+                           env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1"},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (started := mlflow.search_runs(search_all_experiments=True, output_format="list")) or \
+            len(losses(started[0].info.run_id)) < 2:
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1][-3000:]
+        time.sleep(0.1)
+    os.killpg(job.pid, signal.SIGINT)
+    _, err = job.communicate(timeout=TIMEOUT_S)
+    assert job.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert err.count("imgtrans: interrupted (SIGINT)") == 1, err[-3000:]
+    run_id = started[0].info.run_id
+    assert MlflowClient().get_run(run_id).info.status == "KILLED"
+    assert store.has_artifact(run_id, "checkpoints/last.pt") and f"continue with --resume {run_id}" in err
+
+
+def test_bad_input_found_by_the_processes_is_one_line_and_status_2(tmp_path):
+    from conftest import random_rgb, write_image
+
+    for split in ("train", "val"):
+        for side in ("A", "B"):
+            write_image(tmp_path / "data" / split / side / "0.png", random_rgb(48, 48))  # not the U-Net's 64s
+    job = torchrun("pix2pix", "--dataset", str(tmp_path / "data"), *SAME_MATH, "--preprocess", "none",
+                   "--max-steps", "2", cwd=tmp_path, launcher=True)
+    _, err = job.communicate(timeout=TIMEOUT_S)
+    assert job.returncode == 2 and "Traceback" not in err, err[-3000:]
+    (line,) = [x for x in err.splitlines() if x.startswith("imgtrans: error:")]
+    assert "does not fit the generator" in line and "--resume" not in err
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.status == "FAILED" and "does not fit the generator" in run.data.tags["error"]

@@ -83,7 +83,7 @@ def read_header(path: Path) -> tuple[tuple[int, int], str]:
         try:
             with Image.open(path) as image:
                 width, height = image.size
-                if not _is_tiff(path) and image.getexif().get(ExifTags.Base.Orientation) in TURNED_ORIENTATIONS:
+                if _turned(image, path):
                     width, height = height, width
                 return (width, height), CHANNELS.get(image.mode, image.mode.lower())
         except UnidentifiedImageError:
@@ -111,6 +111,14 @@ def to_uint8(rgb: torch.Tensor) -> np.ndarray:
 
 def _is_tiff(path: Path) -> bool:
     return path.suffix.lower() in TIFF_SUFFIXES
+
+
+def _turned(image: Image.Image, path: Path) -> bool:
+    """Whether an opened file's EXIF orientation turns it by 90°, from its header: Pillow looks for a PNG's EXIF
+    after the pixels by decoding them, which a header look must not do (PNG writers put it before them)."""
+    if _is_tiff(path) or (image.format == "PNG" and "exif" not in image.info):
+        return False
+    return image.getexif().get(ExifTags.Base.Orientation) in TURNED_ORIENTATIONS
 
 
 def _read_tiff(path: Path, memmap: bool) -> np.ndarray:

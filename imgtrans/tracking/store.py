@@ -122,6 +122,11 @@ def artifact_repository(run_id: str):
     return get_artifact_repository(get_run(run_id).info.artifact_uri)
 
 
+def has_artifact(run_id: str, artifact_path: str) -> bool:
+    folder = artifact_path.rpartition("/")[0] or None
+    return any(a.path == artifact_path for a in client().list_artifacts(run_id, folder))
+
+
 def download(run_id: str, artifact_path: str, dest: Path) -> Path | None:
     """A run's artifact (file or folder) in `dest`; None when it does not exist."""
     try:

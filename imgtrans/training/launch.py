@@ -21,8 +21,11 @@ from imgtrans.tracking.tracker import FAILED_RANK_TAG, open_run
 
 TORCHRUN_LOGGER = re.compile(r"torch[./]distributed[./]elastic")
 # What the surviving processes say when another one died: the consequence, not the cause.
-CONSEQUENCES = ("imgtrans: interrupted (SIGTERM)", f"imgtrans: error: {PEER_LOST}")
+CONSEQUENCES = ("imgtrans: interrupted (", f"imgtrans: error: {PEER_LOST}")
 TRACEBACK = "Traceback (most recent call last):"
+TORCHRUN_STOPPED = "SignalException"
+RESUME_HINT = "continue with --resume"  # as `interrupts.stop_if_pending` says it
+LAST_CHECKPOINT = "checkpoints/last.pt"  # the artifact a run is resumed from
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,16 @@ def launch(nproc: int, arguments: list[str], name: str, command: str, experiment
                                 f"--nproc_per_node={nproc}", "-m", "imgtrans", "--", *arguments],  # after --: ours
                                env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
         try:
-            death, held = _relay(job)
+            death, held, _ = _relay(job)
             status = job.wait()
         except KeyboardInterrupt:  # torchrun hands SIGTERM to its processes, which checkpoint and stop together
             job.send_signal(signal.SIGTERM)
-            _relay(job)
+            _, _, said = _relay(job)
             job.wait()
+            # A terminal's Ctrl-C reached the processes too, and the second signal stopped them before they said
+            # where; the last checkpoint is where the run continues.
+            if not any(RESUME_HINT in line for line in said) and store.has_artifact(run.run_id, LAST_CHECKPOINT):
+                print(f"imgtrans: stopped; {RESUME_HINT} {run.run_id}", file=sys.stderr)
             raise
     if death is None:
         for line in held:  # the job was stopped from outside: the processes say so themselves
@@ -60,6 +67,10 @@ def launch(nproc: int, arguments: list[str], name: str, command: str, experiment
         return status
     reason = death.describe()
     recorded = store.get_run(run.run_id)
+    if death.exitcode == 2:  # bad input, which the processes said in one line (rank 0 ended the run with it)
+        if store.is_running(recorded):
+            store.end_run(run.run_id, "FAILED", reason)
+        return 2
     if FAILED_RANK_TAG not in recorded.data.tags:  # no process recorded a reason of its own
         store.end_run(run.run_id, "FAILED", reason)
     print(f"imgtrans: error: {reason}; the job stopped (run {run.run_id}: resume it with --resume "
@@ -67,15 +78,18 @@ def launch(nproc: int, arguments: list[str], name: str, command: str, experiment
     return status or 1
 
 
-def _relay(job: subprocess.Popen) -> tuple[Death | None, list[str]]:
-    """Pass the processes' stderr on; keep torchrun's own logging and its traceback back, and read from it
-    which process died first. The survivors' "interrupted (SIGTERM)" and "another process stopped" lines are
-    held back: they are the consequence, not the cause, when one of them died."""
-    held, tail = [], []
+def _relay(job: subprocess.Popen) -> tuple[Death | None, list[str], set[str]]:
+    """Pass the processes' stderr on, each of their `imgtrans:` lines once (every process says the same); keep
+    torchrun's own logging and tracebacks back, and read from them which process died first. The survivors'
+    "interrupted (SIGTERM)" and "another process stopped" lines are held back: they are the consequence, not
+    the cause, when one of them died. Returns (the death, the lines held back, every `imgtrans:` line said)."""
+    held, tail, said = [], [], set()
     for line in job.stderr:
         line = line.rstrip("\n")
-        if TORCHRUN_LOGGER.search(line):
+        if TORCHRUN_LOGGER.search(line) or line in said:
             continue
+        if line.startswith("imgtrans: "):
+            said.add(line)
         if line.startswith(CONSEQUENCES):
             held.append(line)
         elif tail or line.startswith(TRACEBACK):  # torchrun's comes last: tracebacks are sorted at the end
@@ -84,9 +98,11 @@ def _relay(job: subprocess.Popen) -> tuple[Death | None, list[str]]:
             print(line, file=sys.stderr)
     death = None
     for block in "\n".join(tail).split(TRACEBACK)[1:]:
+        if TORCHRUN_STOPPED in block:  # torchrun's own, as it stops its processes on a signal
+            continue
         if "ChildFailedError" not in block:  # a process's own: pass it on
             print(TRACEBACK + block, file=sys.stderr)
             continue
         found = re.search(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", block.split("Root Cause", 1)[-1], re.S)
         death = Death(int(found[1]), int(found[2])) if found else None
-    return death, held
+    return death, held, said
