@@ -87,7 +87,7 @@ class RayEngine:
         self.settings = settings
         address = address or os.environ.get("RAY_ADDRESS", "")
         quiet_ray_console()
-        self.address = address or "a local cluster"
+        self.cluster = f"the Ray cluster at {address}" if address else "a local Ray cluster"
         check_reachable(address)
         self.scratch = ExitStack()  # a local cluster's session files, removed with it
         local = {} if address else {"_temp_dir": str(self.scratch.enter_context(scratch_dir("ray", short=True)))}
@@ -97,8 +97,9 @@ class RayEngine:
         except (ConnectionError, RuntimeError, ValueError) as exc:  # what Ray says of addresses it rejects
             self.scratch.close()
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ImgtransError(f"cannot reach the Ray cluster at {self.address} ({reason}); check --ray-address "
-                                "or RAY_ADDRESS, or leave both empty for a local cluster") from None
+            raise ImgtransError(f"cannot reach {self.cluster} ({reason}); check --ray-address "
+                                "or RAY_ADDRESS, or leave both empty for a local cluster; a cluster with token "
+                                "authentication also needs RAY_AUTH_MODE=token here") from None
         resources = self.ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
         if gpus and settings.provider != "cpu":
@@ -106,18 +107,20 @@ class RayEngine:
         else:
             if settings.provider in ("cuda", "tensorrt"):
                 self.close()
-                raise ImgtransError(f"--provider {settings.provider}: the Ray cluster at {self.address} has no GPU; "
+                raise ImgtransError(f"--provider {settings.provider}: {self.cluster} has no GPU; "
                                     "use --provider cpu or auto")
             if cpus < cpus_per_worker:
                 self.close()
-                raise ImgtransError(f"--cpus-per-worker {cpus_per_worker}: the Ray cluster at {self.address} has "
+                raise ImgtransError(f"--cpus-per-worker {cpus_per_worker}: {self.cluster} has "
                                     f"{cpus} CPUs; ask for at most that many")
             self.workers, self.threads = cpus // cpus_per_worker, cpus_per_worker
             self.per_worker = {"num_cpus": cpus_per_worker}
 
     def describe(self) -> str:
-        slot = "GPU" if "num_gpus" in self.per_worker else f"{self.threads} CPU{'s' * (self.threads > 1)}"
-        return f"Ray at {self.address}: {self.workers} actor{'s' * (self.workers > 1)}, one per {slot}"
+        slot = "GPU" if "num_gpus" in self.per_worker else \
+            ("CPU" if self.threads == 1 else f"{self.threads} CPUs")
+        actors = f"{self.workers} actor{'s' * (self.workers > 1)}"
+        return f"{self.cluster[0].upper()}{self.cluster[1:]}: {actors}, one per {slot}"
 
     def params(self) -> dict:
         return {"engine": "ray", "workers": self.workers,
