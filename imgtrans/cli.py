@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any, Sequence
 
 from imgtrans import config as config_mod
@@ -80,7 +81,7 @@ def config_from_args(cls: type, args: argparse.Namespace) -> tuple[Any, dict[str
     values, given = {}, set()
     for f in config_mod.fields(cls):
         raw, positional = getattr(args, f.name), getattr(args, f"{f.name}_positional", None)
-        if raw is not None and positional is not None and raw != positional:
+        if raw is not None and positional is not None and Path(raw) != Path(positional):  # out/ is out
             raise ImgtransError(f"{f.name.upper()} {positional} and --{f.name.replace('_', '-')} {raw} disagree; "
                                 "give one of them")
         if raw is None:

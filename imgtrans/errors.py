@@ -23,8 +23,10 @@ class ImgtransError(Exception):
 
 
 def without_password(url: str) -> str:
-    """A database URL as it may be shown: `scheme://user:***@host…` (also when it is too broken to parse)."""
-    return re.sub(r"(://[^/@]*?:)[^/]*@", r"\1***@", url)
+    """A database URL as it may be shown: `scheme://user:***@host…`, `password=***` (also when it is too broken
+    to parse: up to the last @, as a password may hold / and @)."""
+    url = re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
+    return re.sub(r"(password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def os_error_message(exc: OSError) -> str:

@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 from tqdm import tqdm
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+RESUME_HINT = "continue with --resume"  # and the run's id
 
 
 class Interrupted(KeyboardInterrupt):
@@ -123,7 +124,7 @@ def stop_if_pending(save: Callable[[], object], position: str, run_id: str,
     if pending(everywhere):
         save()
         # Above the progress bar, not run on after it.
-        tqdm.write(f"imgtrans: stopped at {position}; continue with --resume {run_id}", file=sys.stderr)
+        tqdm.write(f"imgtrans: stopped at {position}; {RESUME_HINT} {run_id}", file=sys.stderr)
         _raise()
 
 

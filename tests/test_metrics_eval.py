@@ -433,13 +433,14 @@ def test_the_grayscale_baseline_is_neutral_and_keeps_lightness():
 def test_the_side_by_side_sheet_holds_only_runs_of_the_same_test_inputs():
     from imgtrans.evaluation.report import RunSummary, markdown, side_by_side
 
-    def run(name, inputs):
+    def run(name, dataset, inputs):  # thumbnails differ with each run's crop size: the data decides
         return RunSummary(run_id=name, name=name, model="pix2pix", params={}, generator_params=None,
-                          train_minutes=None, metrics={"psnr": 20.0}, samples={
-                              "input": inputs, "output": [b"out-" + x for x in inputs], "target": [b"t"] * 2})
+                          train_minutes=None, metrics={"psnr": 20.0}, settings={"dataset": dataset, "split": "test"},
+                          samples={"input": inputs, "output": [b"out-" + x for x in inputs], "target": [b"t"] * 2})
 
-    facades, aerial = [b"facade-1", b"facade-2"], [b"aerial-1", b"aerial-2"]
-    runs = [run("a", facades), run("b", aerial), run("c", facades[:1])]
+    facades = [b"facade-1", b"facade-2"]
+    runs = [run("a", "/d/facades", facades), run("b", "/d/aerial", [b"aerial-1", b"aerial-2"]),
+            run("c", "/d/facades", [b"facade-1 at another crop"])]
     assert [heading for heading, _, _ in side_by_side(runs)] == ["input", "a", "c", "target"]
     assert side_by_side(runs)[0][2] == facades[:1]  # as many rows as every shown run has
     assert "Not in the sheet, evaluated on other test inputs than a: b." in markdown(runs, "t", "samples.jpg")

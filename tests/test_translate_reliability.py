@@ -187,7 +187,7 @@ def test_a_folder_given_both_by_position_and_by_option_must_be_one(tmp_path, exp
     assert run_translate(exported, scans, tmp_path / "a", "--output", str(tmp_path / "b")) == 2
     assert f"OUTPUT {tmp_path / 'a'} and --output {tmp_path / 'b'} disagree" in one_line_error(capsys)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-    assert run_translate(exported, scans, tmp_path / "a", "--output", str(tmp_path / "a")) == 0  # the same: fine
+    assert run_translate(exported, scans, tmp_path / "a", "--output", f"{tmp_path / 'a'}/") == 0  # the same: fine
 
 
 def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path, exported, capsys):

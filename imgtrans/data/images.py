@@ -4,10 +4,10 @@ and `to_uint8`, the way back from a result tensor to 8-bit pixels.
 `read_pixels` keeps the file's own type — uint8, uint16 or float — so 16-bit
 images keep their precision (gray and colour, PNG and TIFF) and float TIFFs
 are read as values in [0, 1]; uncompressed TIFFs can be memory-mapped.
-`load_image` is its float view, used in training. A JPEG's, PNG's or WebP's EXIF
-orientation is applied, so that pairs line up as a viewer shows them (a TIFF's
-own orientation tag is not). `read_header` is the cheap look at a file that
-dataset summaries and layout detection take.
+`load_image` is its float view, used in training. A JPEG's or WebP's EXIF
+orientation (what cameras write) is applied, so that pairs line up as a viewer
+shows them; other formats' orientation tags are not. `read_header` is the cheap
+look at a file that dataset summaries and layout detection take.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ Image.MAX_IMAGE_PIXELS = None  # archive scans are legitimately huge
 CHANNELS = {"L": "gray", "I;16": "gray 16-bit", "I": "gray 32-bit", "F": "gray float", "RGB": "rgb", "RGBA": "rgba",
             "P": "palette", "LA": "gray+alpha"}
 TURNED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90°: width and height swap
+ORIENTED_FORMATS = {"JPEG", "MPO", "WEBP"}  # whose EXIF orientation is applied (see the module's docstring)
 
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
@@ -77,13 +78,13 @@ def read_pixels(path: Path, memmap: bool = False) -> np.ndarray:
 
 
 def read_header(path: Path) -> tuple[tuple[int, int], str]:
-    """((width, height) as `read_pixels` returns the image, what its stored pixels are: "gray", "rgb 16-bit", …)
-    from the file's header."""
+    """((width, height) as `read_pixels` returns the image, what its stored pixels are: "gray", "rgb", "gray
+    16-bit", …) from the file's header."""
     try:
         try:
             with Image.open(path) as image:
                 width, height = image.size
-                if _turned(image, path):
+                if _turned(image):
                     width, height = height, width
                 return (width, height), CHANNELS.get(image.mode, image.mode.lower())
         except UnidentifiedImageError:
@@ -113,12 +114,15 @@ def _is_tiff(path: Path) -> bool:
     return path.suffix.lower() in TIFF_SUFFIXES
 
 
-def _turned(image: Image.Image, path: Path) -> bool:
-    """Whether an opened file's EXIF orientation turns it by 90°, from its header: Pillow looks for a PNG's EXIF
-    after the pixels by decoding them, which a header look must not do (PNG writers put it before them)."""
-    if _is_tiff(path) or (image.format == "PNG" and "exif" not in image.info):
-        return False
-    return image.getexif().get(ExifTags.Base.Orientation) in TURNED_ORIENTATIONS
+def _oriented(image: Image.Image) -> bool:
+    """Whether an opened file's EXIF orientation is applied: a JPEG's or WebP's, in their headers (Pillow looks
+    for a PNG's by decoding the pixels, which a header look must not do; 16-bit PNGs are read without Pillow)."""
+    return image.format in ORIENTED_FORMATS
+
+
+def _turned(image: Image.Image) -> bool:
+    """Whether the orientation applied turns the image by 90° (width and height swap)."""
+    return _oriented(image) and image.getexif().get(ExifTags.Base.Orientation) in TURNED_ORIENTATIONS
 
 
 def _read_tiff(path: Path, memmap: bool) -> np.ndarray:
@@ -155,8 +159,8 @@ def _read_png16(path: Path) -> np.ndarray:
 def _read_with_pil(path: Path) -> np.ndarray:
     with Image.open(path) as img:
         img.load()
-        if not _is_tiff(path):
-            img = ImageOps.exif_transpose(img)
+        if _oriented(img):
+            ImageOps.exif_transpose(img, in_place=True)
         if img.mode.startswith("I"):  # 16-bit gray (I;16…) or 32-bit integers
             return np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
         if img.mode == "F":

@@ -168,17 +168,16 @@ def markdown(runs: list[RunSummary], title: str, sheet: str | None = None) -> st
 
 def sheet_runs(runs: list[RunSummary]) -> tuple[list[RunSummary], list[RunSummary]]:
     """(the runs the side-by-side sheet shows, the runs it leaves out): of the runs that kept samples, those
-    whose test inputs are the first one's, and those evaluated on other inputs (another dataset or crop)."""
+    evaluated on the first one's test inputs (dataset and split), and those evaluated on others."""
     with_samples = [r for r in runs if r.samples.get("output")]
     if not with_samples:
         return [], []
-    first = with_samples[0].samples["input"]
 
-    def same_inputs(run: RunSummary) -> bool:
-        count = min(len(first), len(run.samples["input"]))
-        return run.samples["input"][:count] == first[:count]
+    def inputs(run: RunSummary) -> tuple[str | None, str | None]:
+        return run.settings.get("dataset"), run.settings.get("split")
 
-    return [r for r in with_samples if same_inputs(r)], [r for r in with_samples if not same_inputs(r)]
+    first = inputs(with_samples[0])
+    return ([r for r in with_samples if inputs(r) == first], [r for r in with_samples if inputs(r) != first])
 
 
 def side_by_side(runs: list[RunSummary]) -> list[tuple[str, str, list[bytes]]]:

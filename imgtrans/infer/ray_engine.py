@@ -97,9 +97,10 @@ class RayEngine:
         except (ConnectionError, RuntimeError, ValueError) as exc:  # what Ray says of addresses it rejects
             self.scratch.close()
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ImgtransError(f"cannot reach {self.cluster} ({reason}); check --ray-address "
-                                "or RAY_ADDRESS, or leave both empty for a local cluster; a cluster with token "
-                                "authentication also needs RAY_AUTH_MODE=token here") from None
+            advice = ("check --ray-address or RAY_ADDRESS, or leave both empty for a local cluster; a cluster with "
+                      "token authentication also needs RAY_AUTH_MODE=token here") if address else \
+                "check that Ray can start on this machine (`ray start --head` says why not)"
+            raise ImgtransError(f"cannot reach {self.cluster} ({reason}); {advice}") from None
         resources = self.ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
         if gpus and settings.provider != "cpu":

@@ -30,7 +30,6 @@ from imgtrans.studies.storage import (
     locked,
     make_storage,
     open_study,
-    question,
     resolve_storage,
     sqlite_file,
     worker_id,
@@ -143,8 +142,8 @@ def run_command(cfg: StudyConfig, progress: bool) -> int:
             if created:  # a study without its parent run would keep every later worker waiting for one
                 optuna.delete_study(study_name=name, storage=location)
             raise
-    for key, value in question(spec).items():
-        study.set_user_attr(key, value)
+    study.set_user_attr("model", spec.model)
+    study.set_user_attr("dataset", spec.dataset)
     study.set_user_attr("fixed", spec.fixed)
     study.set_user_attr("full_budget", spec.full_budget)  # the length `study best` gives the config it prints
     trials = WorkerTrials()

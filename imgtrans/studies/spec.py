@@ -225,8 +225,19 @@ _INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 _SpecLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT, _FLOAT)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_SpecLoader.add_implicit_resolver(_INT, re.compile(r"^[-+]?\d+$"), list("-+0123456789"))
-_SpecLoader.add_constructor(_INT, lambda loader, node: int(loader.construct_scalar(node)))  # 0100 is a hundred
+_SpecLoader.add_implicit_resolver(_INT, re.compile(r"^[-+]?\d+$|^0x[0-9a-fA-F]+$|^0o[0-7]+$"), list("-+0123456789"))
+
+
+def _construct_int(loader: _SpecLoader, node) -> int:
+    text = loader.construct_scalar(node)
+    try:  # 0100 is a hundred, 0o100 sixty-four
+        return int(text, {"0x": 16, "0o": 8}.get(text[:2], 10))
+    except ValueError:  # `!!int` on what is no number
+        raise yaml.constructor.ConstructorError(None, None, f"'{text}' is not a whole number", node.start_mark) \
+            from None
+
+
+_SpecLoader.add_constructor(_INT, _construct_int)
 _SpecLoader.add_implicit_resolver(
     _FLOAT,
     re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),

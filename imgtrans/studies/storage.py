@@ -125,7 +125,7 @@ def make_storage(location, heartbeat: Heartbeat | None = None):
                 "heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace_period,
                 "heartbeat_stale_trial_callback": on_stale_trial(heartbeat.max_retry)}
             return optuna.storages.RDBStorage(location, **beats)
-    except (SQLAlchemyError, ImportError) as exc:  # no server there, refused, or no driver for the database
+    except (SQLAlchemyError, ImportError, ValueError) as exc:  # no server there, refused, no driver, a bad port
         raise ImgtransError(f"cannot open the study storage {without_password(location)}: "
                             f"{one_line(exc).rstrip('.')}; check --storage "
                             "(is the database server running and its driver installed?)") from exc
@@ -160,6 +160,8 @@ def open_study(spec: StudySpec, study_name: str, location) -> tuple[optuna.Study
     try:
         study = optuna.create_study(study_name=study_name, storage=storage, sampler=make_sampler(spec, spec.seed),
                                     pruner=make_pruner(spec), directions=[o.direction for o in spec.objectives])
+        for key, value in question(spec).items():  # at once, for the workers that join next
+            study.set_user_attr(key, value)
         return study, spec.seed, True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=make_pruner(spec))
@@ -171,9 +173,9 @@ def open_study(spec: StudySpec, study_name: str, location) -> tuple[optuna.Study
 
 
 def question(spec: StudySpec) -> dict[str, Any]:
-    """What a study's trials answer, kept in its user attributes: every worker must ask the same."""
-    return {"model": spec.model, "dataset": spec.dataset,
-            "objectives": [f"{o.metric}:{o.direction}" for o in spec.objectives]}
+    """What a study's trials answer, kept in its user attributes: every worker must ask the same (the dataset
+    too, but workers on other machines may name it by other paths)."""
+    return {"model": spec.model, "objectives": [f"{o.metric}:{o.direction}" for o in spec.objectives]}
 
 
 def check_same_question(study: optuna.Study, spec: StudySpec) -> None:

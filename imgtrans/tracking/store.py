@@ -173,12 +173,12 @@ def end_run(run_id: str, status: str, reason: str | None, tags: dict[str, str] |
     tags = {**(tags or {}), **({"error": reason} if reason else {})}
     if tags:
         c.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+    c.set_terminated(run_id, status)  # first: a run left RUNNING keeps the owner that lets it be closed
     for key in {OWNER_TAG, ALIVE_TAG} & c.get_run(run_id).data.tags.keys():
         try:
             c.delete_tag(run_id, key)
         except MlflowException:  # another process ending it (a study's last workers) removed it first
             pass
-    c.set_terminated(run_id, status)
 
 
 def end_run_if_running(run_id: str, status: str, reason: str, tags: dict[str, str] | None = None) -> str | None:

@@ -13,9 +13,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from mlflow.exceptions import MlflowException
+
 from imgtrans.cli import ONLY_GIVEN_OPTIONS
 from imgtrans.compute.distributed import PEER_LOST
 from imgtrans.files import scratch_dir
+from imgtrans.interrupts import RESUME_HINT
 from imgtrans.tracking import store
 from imgtrans.tracking.tracker import FAILED_RANK_TAG, open_run
 
@@ -24,7 +27,6 @@ TORCHRUN_LOGGER = re.compile(r"torch[./]distributed[./]elastic")
 CONSEQUENCES = ("imgtrans: interrupted (", f"imgtrans: error: {PEER_LOST}")
 TRACEBACK = "Traceback (most recent call last):"
 TORCHRUN_STOPPED = "SignalException"
-RESUME_HINT = "continue with --resume"  # as `interrupts.stop_if_pending` says it
 LAST_CHECKPOINT = "checkpoints/last.pt"  # the artifact a run is resumed from
 
 
@@ -58,7 +60,7 @@ def launch(nproc: int, arguments: list[str], name: str, command: str, experiment
             job.wait()
             # A terminal's Ctrl-C reached the processes too, and the second signal stopped them before they said
             # where; the last checkpoint is where the run continues.
-            if not any(RESUME_HINT in line for line in said) and store.has_artifact(run.run_id, LAST_CHECKPOINT):
+            if not any(RESUME_HINT in line for line in said) and _resumable(run.run_id):
                 print(f"imgtrans: stopped; {RESUME_HINT} {run.run_id}", file=sys.stderr)
             raise
     if death is None:
@@ -70,12 +72,22 @@ def launch(nproc: int, arguments: list[str], name: str, command: str, experiment
     if death.exitcode == 2:  # bad input, which the processes said in one line (rank 0 ended the run with it)
         if store.is_running(recorded):
             store.end_run(run.run_id, "FAILED", reason)
+        if _resumable(run.run_id):  # found after a checkpoint (a damaged image, a full disk): fixed, go on
+            print(f"imgtrans: when that is fixed, {RESUME_HINT} {run.run_id}", file=sys.stderr)
         return 2
     if FAILED_RANK_TAG not in recorded.data.tags:  # no process recorded a reason of its own
         store.end_run(run.run_id, "FAILED", reason)
     print(f"imgtrans: error: {reason}; the job stopped (run {run.run_id}: resume it with --resume "
           f"{run.run_id})", file=sys.stderr)
     return status or 1
+
+
+def _resumable(run_id: str) -> bool:
+    """Whether the run has a checkpoint to resume from (not when the store cannot say)."""
+    try:
+        return store.has_artifact(run_id, LAST_CHECKPOINT)
+    except MlflowException:
+        return False
 
 
 def _relay(job: subprocess.Popen) -> tuple[Death | None, list[str], set[str]]:
