@@ -27,6 +27,7 @@ TORCHRUN_LOGGER = re.compile(r"torch[./]distributed[./]elastic")
 CONSEQUENCES = ("imgtrans: interrupted (", f"imgtrans: error: {PEER_LOST}")
 TRACEBACK = "Traceback (most recent call last):"
 TORCHRUN_STOPPED = "SignalException"
+TORCHRUN_LOGGING_ERROR = "--- Logging error ---"  # torchrun logging as a signal stops it; its traceback follows
 LAST_CHECKPOINT = "checkpoints/last.pt"  # the artifact a run is resumed from
 
 
@@ -98,13 +99,14 @@ def _relay(job: subprocess.Popen) -> tuple[Death | None, list[str], set[str]]:
     held, tail, said = [], [], set()
     for line in job.stderr:
         line = line.rstrip("\n")
-        if TORCHRUN_LOGGER.search(line) or line in said:
+        if TORCHRUN_LOGGER.search(line) or line == TORCHRUN_LOGGING_ERROR or line in said:
             continue
-        if line.startswith("imgtrans: "):
+        ours = line.startswith("imgtrans: ")  # a process's one line, even after torchrun's traceback began
+        if ours:
             said.add(line)
         if line.startswith(CONSEQUENCES):
             held.append(line)
-        elif tail or line.startswith(TRACEBACK):  # torchrun's comes last: tracebacks are sorted at the end
+        elif not ours and (tail or line.startswith(TRACEBACK)):  # torchrun's: tracebacks are sorted at the end
             tail.append(line)
         else:
             print(line, file=sys.stderr)
