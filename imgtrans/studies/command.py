@@ -142,8 +142,7 @@ def run_command(cfg: StudyConfig, progress: bool) -> int:
             if created:  # a study without its parent run would keep every later worker waiting for one
                 optuna.delete_study(study_name=name, storage=location)
             raise
-    study.set_user_attr("model", spec.model)
-    study.set_user_attr("dataset", spec.dataset)
+    study.set_user_attr("dataset", spec.dataset)  # the model and objectives are recorded as it is created
     study.set_user_attr("fixed", spec.fixed)
     study.set_user_attr("full_budget", spec.full_budget)  # the length `study best` gives the config it prints
     trials = WorkerTrials()
