@@ -12,7 +12,6 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import onnx
 import torch
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from mlflow.exceptions import MlflowException
@@ -67,6 +66,8 @@ def log_generator(c: MlflowClient, run_id: str, experiment_id: str, checkpoint: 
 def log_onnx(c: MlflowClient, run_id: str, experiment_id: str, path: Path, example: np.ndarray,
              description: str) -> str:
     """The ONNX generator, in network space: (N, C, H, W) float32 in [-1, 1] (see its sidecar)."""
+    import onnx  # here, not above: it adds most of a second to the start of every training process
+
     graph = onnx.load(str(path))
     inputs = [TensorSpec(np.dtype(np.float32), (-1, example.shape[1], -1, -1), "input")]
     outputs = [TensorSpec(np.dtype(np.float32), (-1, -1, -1, -1), "output")]
