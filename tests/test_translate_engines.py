@@ -109,9 +109,9 @@ def test_a_ray_address_nobody_listens_on_is_one_line_at_once(tmp_path, exported,
     assert "invalid Ray address 'no-port'" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_env():
-    """The environment of Ray's processes: token authentication as Ray enables it, with a token of the test's
+    """The environment of Ray's processes: token authentication as Ray enables it, with a token of the module's
     own (none written to ~/.ray), and Ray's session folders in a folder removed afterwards (short: Ray's socket
     paths must fit 107 bytes)."""
     pytest.importorskip("ray")
@@ -128,9 +128,10 @@ def translate_on_ray(model: Path, source: Path, out: Path) -> list[str]:
             "--engine", "ray", "--no-progress"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_cluster(ray_env):
-    """A real Ray head on loopback with 2 CPUs (`ray start --head --block`), stopped and removed afterwards."""
+    """A real Ray head on loopback with 2 CPUs (`ray start --head --block`), stopped and removed after the module's
+    tests (starting one takes seconds)."""
     port = free_port()
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--num-cpus", "2",
@@ -223,7 +224,7 @@ def test_ray_with_a_killed_actor_gives_the_outputs_tags_and_manifest_of_one_proc
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_ray_actors_that_cannot_start_fail_their_files_in_one_line_each(tmp_path, ray_env):
+def test_ray_actors_that_cannot_start_fail_their_files_in_one_line_each(tmp_path, ray_cluster):
     """No endless retries and no traceback of ours: each file is reported failed, saying why (Ray itself prints
     what its workers raised)."""
     script = ("import sys\n"
@@ -236,7 +237,7 @@ def test_ray_actors_that_cannot_start_fail_their_files_in_one_line_each(tmp_path
               "finally:\n"
               "    engine.close()\n")
     gone = tmp_path / "gone.onnx"  # removed after the driver checked it, say
-    result = subprocess.run([sys.executable, "-c", script, str(gone)], env=ray_env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", script, str(gone)], env=ray_cluster, capture_output=True, text=True,
                             timeout=2 * RAY_START_S)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = sorted(line for line in result.stdout.splitlines() if line.startswith(("a.png", "b.png")))  # not Ray's
