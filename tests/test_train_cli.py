@@ -164,23 +164,38 @@ def test_crop_larger_than_the_images(facades, capsys):
     assert "crop_size 512 is larger than a" in one_line_error(capsys)
 
 
-def test_mixed_sizes_without_preprocessing(tmp_path, capsys):
-    for split, sizes in (("train", [(64, 64), (48, 32)]), ("val", [(64, 64)])):
-        for i, (h, w) in enumerate(sizes):
+def whole_images(root: Path, sizes: list[tuple[int, int]]) -> None:
+    """Paired images of these (height, width) for training, one of the first size for validation."""
+    for split, here in (("train", sizes), ("val", sizes[:1])):
+        for i, (h, w) in enumerate(here):
             for side in ("A", "B"):
-                write_image(tmp_path / split / side / f"{i}.png", random_rgb(h, w, i))
-    train(tmp_path, "--preprocess", "none", "--val-images", "0", "--sample-images", "0", expect=2)
-    assert "images of different sizes" in one_line_error(capsys)
+                write_image(root / split / side / f"{i}.png", random_rgb(h, w, i))
 
 
-def test_whole_images_that_do_not_fit_the_generator(tmp_path, capsys):
-    for split in ("train", "val"):
-        for side in ("A", "B"):
-            write_image(tmp_path / split / side / "0.png", random_rgb(48, 48))  # the U-Net of a 64 px crop takes 64s
+def test_whole_images_of_different_sizes_in_batches_are_refused_before_the_first_step(tmp_path, capsys):
+    whole_images(tmp_path, [(64, 64)] * 5 + [(128, 64)])  # any batch of 2 may hold the last one, or none may
     train(tmp_path, "--preprocess", "none", "--max-steps", "1", expect=2)
+    assert one_line_error(capsys).startswith(
+        f"imgtrans: error: training images of different sizes ({tmp_path / 'train' / 'A' / '0.png'} 64×64, "
+        f"{tmp_path / 'train' / 'A' / '5.png'} 64×128) at batch_size=2; use batch_size=1")
+    assert [r.data.metrics for r in runs()] in ([], [{}])  # not one step taken
+    train(tmp_path, "--preprocess", "none", "--max-steps", "1", "--batch-size", "1")
+
+
+@pytest.mark.parametrize("preprocess, sizes, trained", [
+    ("none", [(48, 48)], "48×48"),  # the U-Net of a 64 px crop takes 64s
+    ("scale_width", [(64, 64)] * 3 + [(100, 64)], "64×100"),  # width 64 (crop_size), its height kept in scale
+])
+def test_whole_images_that_do_not_fit_the_generator_are_refused_before_the_first_step(tmp_path, capsys, preprocess,
+                                                                                      sizes, trained):
+    whole_images(tmp_path, sizes)
+    train(tmp_path, "--preprocess", preprocess, "--max-steps", "1", "--batch-size", "1", expect=2)
     line = one_line_error(capsys)
-    assert "a training image of 48×48 px (preprocess=none) does not fit the generator" in line
+    odd = tmp_path / "train" / "A" / f"{len(sizes) - 1}.png"
+    assert line.startswith(f"imgtrans: error: training image {odd} is {trained} px (preprocess={preprocess}), which "
+                           "does not fit the generator")
     assert "multiples of 64 px" in line and "preprocess=resize_and_crop" in line
+    assert [r.data.metrics for r in runs()] in ([], [{}])
 
 
 def test_mismatched_folders(tmp_path, capsys):

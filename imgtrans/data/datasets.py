@@ -7,6 +7,7 @@ resumed run restarted.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from imgtrans.compute.distributed import World, shard
 from imgtrans.config import TrainConfig
 from imgtrans.data import transforms
 from imgtrans.data.codec import Codec
-from imgtrans.data.images import as_channels, load_image
+from imgtrans.data.images import as_channels, load_image, read_header
 from imgtrans.data.sources import Source, find_source
 from imgtrans.data.splits import SplitSummary, summarize
 from imgtrans.errors import ImgtransError
@@ -39,6 +40,17 @@ class Augment:
         preprocess = self.preprocess
         return transforms.plan(height, width, preprocess=preprocess, load_size=self.load_size,
                                crop_size=self.crop_size, flip=self.flip, rng=rng)
+
+    def whole_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) an image trains at under a preprocess that keeps it whole (`transforms.UNCROPPED`:
+        no random size)."""
+        return transforms.planned_size(self.geometry(height, width, 0, 0), height, width)
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """(height, width) of the image in `path`, as loaded, from its header."""
+    (width, height), _ = read_header(path)
+    return height, width
 
 
 def _tensor(array: np.ndarray, channels: int) -> torch.Tensor:
@@ -64,6 +76,14 @@ class PairedDataset(Dataset):
 
     def files(self) -> list[Path]:
         return [path for pair in self.items for path in pair if path is not None]
+
+    def stored_sizes(self) -> Iterator[tuple[Path, tuple[int, int]]]:
+        """Each example's file and the (height, width) of its images as loaded, from the headers."""
+        for a_path, b_path in self.items:
+            height, width = header_size(a_path)
+            if b_path is None and not self.codec.colorization:  # aligned: A|B in one image
+                width //= 2
+            yield a_path, (height, width)
 
     def rgb_pair(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         a_path, b_path = self.items[index]
@@ -106,6 +126,10 @@ class UnpairedDataset(Dataset):
 
     def files(self) -> list[Path]:
         return [*self.a, *self.b]
+
+    def stored_sizes(self) -> Iterator[tuple[Path, tuple[int, int]]]:
+        """Each image file and its (height, width) as loaded, from the headers."""
+        return ((path, header_size(path)) for path in self.files())
 
     @staticmethod
     def rgb(path: Path) -> torch.Tensor:
@@ -232,14 +256,33 @@ def _unpaired_lists(source: Source, split: str) -> tuple[list[Path], list[Path]]
     raise ImgtransError(f"this model needs two image domains, but {source.root} has layout '{source.layout}'")
 
 
+ONE_SIZE_ADVICE = "use batch_size=1, or a preprocess that crops or resizes to one size (e.g. resize_and_crop)"
+
+
 def collate(samples: list[dict]) -> dict:
     """The default batching, with images of different sizes (preprocess=none) as a one-line error."""
     sizes = sorted({tuple(s["A"].shape[-2:]) for s in samples} | {tuple(s["B"].shape[-2:]) for s in samples})
     if len(sizes) > 1:
         (h1, w1), (h2, w2) = sizes[:2]
-        raise ImgtransError(f"images of different sizes ({w1}×{h1} and {w2}×{h2}) in one batch; use batch_size=1, "
-                            "or a preprocess that crops or resizes to one size (e.g. resize_and_crop)")
+        raise ImgtransError(f"images of different sizes ({w1}×{h1} and {w2}×{h2}) in one batch; {ONE_SIZE_ADVICE}")
     return default_collate(samples)
+
+
+def check_whole_images(dataset: PairedDataset | UnpairedDataset, multiple: int, batch_size: int) -> None:
+    """Training on whole images (`transforms.UNCROPPED`): each must suit a generator that takes sides in
+    multiples of `multiple` px, and a batch of several must be of one size — checked from the files' headers
+    before the first step, not when a batch reaches the image."""
+    preprocess, first = dataset.augment.preprocess, None
+    for path, stored in dataset.stored_sizes():
+        height, width = dataset.augment.whole_size(*stored)
+        if height % multiple or width % multiple:
+            raise ImgtransError(f"training image {path} is {width}×{height} px (preprocess={preprocess}), which does "
+                                f"not fit the generator: it takes sides in multiples of {multiple} px; use a "
+                                "preprocess that crops, e.g. preprocess=resize_and_crop")
+        first = first or (path, (height, width))
+        if batch_size > 1 and (height, width) != first[1]:
+            raise ImgtransError(f"training images of different sizes ({first[0]} {first[1][1]}×{first[1][0]}, "
+                                f"{path} {width}×{height}) at batch_size={batch_size}; {ONE_SIZE_ADVICE}")
 
 
 def make_loader(dataset: Dataset, *, batch_size: int, sampler: Sampler | None = None, shuffle: bool = False,

@@ -63,6 +63,13 @@ def plan(height: int, width: int, *, preprocess: str, load_size: int, crop_size:
     return Geometry(resize, crop, do_flip)
 
 
+def planned_size(geometry: Geometry, height: int, width: int) -> tuple[int, int]:
+    """(height, width) of an image of `height` × `width` after `geometry`."""
+    if geometry.crop is not None:
+        return geometry.crop[2], geometry.crop[3]
+    return geometry.resize or (height, width)
+
+
 def apply(image: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """image: (C, H, W) float tensor."""
     if geometry.resize is not None and tuple(image.shape[-2:]) != geometry.resize:

@@ -20,7 +20,7 @@ from imgtrans.compute.runtime import resolve_runtime, seed_everything
 from imgtrans.config import TrainConfig
 from imgtrans.data import transforms
 from imgtrans.data.cache import training_loader
-from imgtrans.data.datasets import Data, EpochSampler, build_data, summarize_split
+from imgtrans.data.datasets import Data, EpochSampler, build_data, check_whole_images, summarize_split
 from imgtrans.data.splits import SplitSummary
 from imgtrans.errors import ImgtransError
 from imgtrans.files import scratch_dir
@@ -82,6 +82,8 @@ class Trainer:
         self.world = distributed.WORLD
         seed_everything(cfg.seed)
         self.model: TranslationModel = cls(cfg, self.data.codec)
+        if cfg.preprocess in transforms.UNCROPPED:
+            check_whole_images(self.data.train, self.model.size_multiple, cfg.batch_size)
         # Where weights came from: pretrained encoders (a resumed run has theirs in its checkpoint), loss networks.
         self.start_notes: list[str] = []
         if self.resume_payload is None:
@@ -185,8 +187,6 @@ class Trainer:
             fetch_start = time.perf_counter()
             for batch in self.loader:
                 window_wait += time.perf_counter() - fetch_start
-                if self.cfg.preprocess in transforms.UNCROPPED:
-                    self._check_fits(batch)
                 losses = self.training_step(batch)
                 self.model.scaler.update()
                 for scheduler in self.schedulers.values():
@@ -295,16 +295,6 @@ class Trainer:
             self.tracker.log_table({"figure": list(self.figures), "value": list(self.figures.values())},
                                    "figures.json")
         return model_id
-
-    def _check_fits(self, batch: dict[str, torch.Tensor]) -> None:
-        """Whole training images must suit the generator (crops are sized for it when the run starts)."""
-        multiple = self.model.size_multiple
-        for image in (batch[side] for side in ("A", "B") if side in batch):
-            height, width = image.shape[-2:]
-            if height % multiple or width % multiple:
-                raise ImgtransError(f"a training image of {width}×{height} px (preprocess={self.cfg.preprocess}) "
-                                    f"does not fit the generator, which takes sides in multiples of {multiple} px; "
-                                    "use a preprocess that crops, e.g. preprocess=resize_and_crop")
 
     def _mean_losses(self, sums: dict[str, torch.Tensor | float], steps: int) -> dict[str, float]:
         """The window's mean of each loss, over the processes of a torchrun job too (the global batch's)."""
