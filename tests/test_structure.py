@@ -11,9 +11,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "imgtrans"
 MAX_LINES = 400
 # What may be imported inside a function: the optional extras (pip install imgtrans[ray] / [team]), and the
-# two libraries that cost seconds to import where only rare paths need them — torchmetrics (FID, KID, IS,
-# pulling in torchvision) and torchvision (16-bit colour PNGs) — so that training processes start without them.
-LATE_IMPORTS = {"ray", "psycopg", "torchmetrics", "torch_fidelity", "torchvision", "onnxruntime.transformers"}
+# libraries that cost seconds to import where only rare paths need them — torchmetrics (FID, KID, IS, pulling in
+# torchvision), torchvision (16-bit colour PNGs) and onnx (logging an exported generator, in the tracking module
+# every training process imports) — so that training processes start without them.
+LATE_IMPORTS = {"ray", "psycopg", "torchmetrics", "torch_fidelity", "torchvision", "onnx", "onnxruntime.transformers"}
 
 
 def module_name(path: Path) -> str:

@@ -66,7 +66,7 @@ def log_generator(c: MlflowClient, run_id: str, experiment_id: str, checkpoint: 
 def log_onnx(c: MlflowClient, run_id: str, experiment_id: str, path: Path, example: np.ndarray,
              description: str) -> str:
     """The ONNX generator, in network space: (N, C, H, W) float32 in [-1, 1] (see its sidecar)."""
-    import onnx  # here, not above: it adds most of a second to the start of every training process
+    import onnx  # here, not above: it adds over a second to the start of every training process
 
     graph = onnx.load(str(path))
     inputs = [TensorSpec(np.dtype(np.float32), (-1, example.shape[1], -1, -1), "input")]
