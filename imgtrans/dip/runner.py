@@ -277,9 +277,9 @@ class DIPRunner:
                  "state": dataclasses.asdict(self.state), "history": self.history,
                  "best": {"psnr": self.best_psnr.cpu(), "iteration": self.best_iteration.cpu(),
                           "image": self.best_image.cpu()}}
-        path = checkpoint.save_training(self.workdir / "last.pt", self.model, {}, {"step": self.step},
+        path = checkpoint.save_training(self.workdir / checkpoint.LAST, self.model, {}, {"step": self.step},
                                         extra={"dip": state})
-        self.tracker.log_artifact(path, "checkpoints")
+        self.tracker.log_artifact(path, checkpoint.FOLDER)
 
     @torch.no_grad()
     def _output(self) -> torch.Tensor:
@@ -309,7 +309,7 @@ class DIPRunner:
         if cfg.output:  # last: the run keeps its images whatever happens to this path
             save_png(Path(cfg.output).expanduser(), restored)
         if cfg.keep_checkpoints == "none":
-            self.tracker.delete_artifacts("checkpoints")
+            self.tracker.delete_artifacts(checkpoint.FOLDER)
         return restored
 
     def _plot_curve(self) -> Path:

@@ -36,6 +36,9 @@ LEGACY_FORMATS = (1, 2)  # a bare torch.save payload, without (1) or with (2) a 
 MAGIC = b"IMGTRANS-CHECKPOINT"
 HEADER_LENGTH = len(MAGIC) + len(f" {FORMAT} sha256:") + 64 + 1
 CHUNK = 1 << 20
+# Where a run keeps its training checkpoint: the artifact folder, the file, and the path a run is resumed from.
+FOLDER, LAST = "checkpoints", "last.pt"
+LAST_ARTIFACT = f"{FOLDER}/{LAST}"
 
 
 def rng_state() -> dict[str, Any]:

@@ -21,6 +21,7 @@ from imgtrans.files import scratch_dir
 from imgtrans.interrupts import RESUME_HINT
 from imgtrans.tracking import store
 from imgtrans.tracking.tracker import FAILED_RANK_TAG, open_run
+from imgtrans.training import checkpoint
 
 TORCHRUN_LOGGER = re.compile(r"torch[./]distributed[./]elastic")
 # What the surviving processes say when another one died: the consequence, not the cause.
@@ -28,7 +29,6 @@ CONSEQUENCES = ("imgtrans: interrupted (", f"imgtrans: error: {PEER_LOST}")
 TRACEBACK = "Traceback (most recent call last):"
 TORCHRUN_STOPPED = "SignalException"
 TORCHRUN_LOGGING_ERROR = "--- Logging error ---"  # torchrun logging as a signal stops it; its traceback follows
-LAST_CHECKPOINT = "checkpoints/last.pt"  # the artifact a run is resumed from
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def launch(nproc: int, arguments: list[str], name: str, command: str, experiment
 def _resumable(run_id: str) -> bool:
     """Whether the run has a checkpoint to resume from (not when the store cannot say)."""
     try:
-        return store.has_artifact(run_id, LAST_CHECKPOINT)
+        return store.has_artifact(run_id, checkpoint.LAST_ARTIFACT)
     except MlflowException:
         return False
 

@@ -20,7 +20,7 @@ from imgtrans.files import scratch_dir
 from imgtrans.tracking import store
 from imgtrans.tracking.tracker import QuietTracker, tracked_run
 from imgtrans.training import checkpoint
-from imgtrans.training.launch import LAST_CHECKPOINT, launch
+from imgtrans.training.launch import launch
 
 Validation = Callable[[int, dict[str, float]], None]
 
@@ -102,10 +102,11 @@ def resolve_resume(cfg: RunConfig, explicit: dict[str, Any], end_dead: bool = Tr
         if reason and end_dead:
             store.end_run(ref, "KILLED", reason)
         with scratch_dir("resume") as tmp:
-            local = store.download(ref, LAST_CHECKPOINT, tmp)
+            local = store.download(ref, checkpoint.LAST_ARTIFACT, tmp)
             if local is None:
                 died = f" ({reason}, before its first checkpoint; it is now marked KILLED)" if reason else ""
-                raise ImgtransError(f"run '{ref}' has no {LAST_CHECKPOINT} to resume from{died}; start a new run")
+                raise ImgtransError(f"run '{ref}' has no {checkpoint.LAST_ARTIFACT} to resume from{died}; start a "
+                                    "new run")
             payload = checkpoint.read(local)
     if payload["model"] != cfg.model_name:
         raise ImgtransError(f"cannot resume {cfg.model_name} from a {payload['model']} checkpoint ({ref})")

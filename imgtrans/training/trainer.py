@@ -164,7 +164,7 @@ class Trainer:
             if self.resume_payload is not None:
                 self._restore(self.resume_payload)
             self._log_setup()
-            self.saver = checkpoint.BackgroundSaver(lambda path: self.tracker.log_artifact(path, "checkpoints"))
+            self.saver = checkpoint.BackgroundSaver(lambda path: self.tracker.log_artifact(path, checkpoint.FOLDER))
             try:
                 with interrupts.deferred():
                     return self._train()
@@ -273,8 +273,8 @@ class Trainer:
         # An interrupt since the last step is raised now, on every process of the job; the run keeps its checkpoint.
         stopping = interrupts.pending(lambda pending: distributed.any_process(pending, self.runtime.device))
         if self.world.is_main and self.cfg.keep_checkpoints == "none" and not stopping:
-            self.tracker.delete_artifacts("checkpoints")
-        last = self.workdir / "last.pt"
+            self.tracker.delete_artifacts(checkpoint.FOLDER)
+        last = self.workdir / checkpoint.LAST
         return TrainResult(self.tracker.run_id, self.step, val_metrics, self.model, self.data.val, loop_seconds,
                            dict(self.timings), last.stat().st_size if last.exists() else 0, model_id, kept_step)
 
@@ -324,7 +324,7 @@ class Trainer:
         if self.best is not None:  # the weights only when they are not the checkpoint's own
             extra["best"] = best.for_checkpoint(self.best, self.step)
         self.saver.save(checkpoint.training_payload(self.model, self.schedulers, position, extra),
-                        self.workdir / "last.pt")
+                        self.workdir / checkpoint.LAST)
         self.timings["checkpoint_s"].append(time.perf_counter() - started)
         self.figures[f"checkpoint at step {self.step}: loop blocked (s)"] = self.timings["checkpoint_s"][-1]
 
