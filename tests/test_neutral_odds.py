@@ -57,18 +57,20 @@ def test_evaluate_and_export_decide_at_other_odds_of_gray(aerial, tmp_path, caps
     assert "neutral_odds" in one_line_error(capsys)
 
 
-@pytest.mark.parametrize("without, option, value, needs, own", [
-    ("--colorization-loss=l1", "self_ensemble", "hflip", "colour classes (colorization_loss=", "own"),
-    ("--neutral-gate=false", "neutral_odds", "2", "a neutral gate (neutral_gate=true)", "0"),
-    ("--neutral-gate=false", "neutral_blur", "2", "a neutral gate (neutral_gate=true)", "-1"),
+@pytest.mark.parametrize("without, needs, refused", [
+    ("--colorization-loss=l1", "colour classes (colorization_loss=", [("self_ensemble", "hflip", "own"),
+                                                                      ("inference_scale", "1.25", "0")]),
+    ("--neutral-gate=false", "a neutral gate (neutral_gate=true)", [("neutral_odds", "2", "0"),
+                                                                    ("neutral_blur", "2", "-1")]),
 ])
 def test_a_colorizer_without_what_an_inference_option_needs_refuses_it(aerial, tmp_path, capsys, monkeypatch,
-                                                                       without, option, value, needs, own):
+                                                                       without, needs, refused):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
     assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab", without]) == 0
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    assert option not in run.data.params
-    assert main(["export", "--run-id", run.info.run_id, f"--{option.replace('_', '-')}", value]) == 2
-    message = one_line_error(capsys)
-    assert f"{option} applies to a Lab colorizer with {needs}" in message and f"leave it at {own}" in message
+    for option, value, own in refused:
+        assert option not in run.data.params
+        assert main(["export", "--run-id", run.info.run_id, f"--{option.replace('_', '-')}", value]) == 2
+        message = one_line_error(capsys)
+        assert f"{option} applies to a Lab colorizer with {needs}" in message and f"leave it at {own}" in message
     assert not (tmp_path / "export").exists()

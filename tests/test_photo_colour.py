@@ -122,5 +122,5 @@ def test_score_refuses_an_unknown_inference_setting_before_exporting_anything(tm
     assert done.returncode == 2
     assert done.stderr == ("photo_colour.py: error: unknown setting 'odds=2': give a class_temperature (a number) "
                            "or one of class_temperature=<value>, self_ensemble=<value>, neutral_odds=<value>, "
-                           "neutral_blur=<value>\n")
+                           "neutral_blur=<value>, inference_scale=<value>\n")
     assert not (tmp_path / "models").exists()

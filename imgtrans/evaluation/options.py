@@ -8,6 +8,7 @@ from typing import Literal
 from imgtrans.config import SelfEnsemble, opt
 from imgtrans.models.options import (
     class_temperature_override,
+    inference_scale_override,
     neutral_blur_override,
     neutral_odds_override,
     self_ensemble_override,
@@ -30,6 +31,7 @@ class EvaluateConfig:
         "scores with another are logged to the evaluation run only")
     neutral_odds: float = neutral_odds_override("scores at other odds are logged to the evaluation run only")
     neutral_blur: int = neutral_blur_override("scores with another are logged to the evaluation run only")
+    inference_scale: float = inference_scale_override("scores at another scale are logged to the evaluation run only")
     inception_weights: str = opt("", "path of weights-inception-2015-12-05-6726825d.pth (FID, KID, IS); "
                                      "default: the torch hub cache")
     lpips_weights: str = opt("", "path of alexnet-owt-7be5be79.pth (LPIPS); default: the torch hub cache")

@@ -8,6 +8,7 @@ from typing import Literal
 from imgtrans.config import EXPERIMENT_HELP, SelfEnsemble, opt
 from imgtrans.models.options import (
     class_temperature_override,
+    inference_scale_override,
     neutral_blur_override,
     neutral_odds_override,
     self_ensemble_override,
@@ -26,4 +27,5 @@ class ExportConfig:
         "the ONNX graph holds every pass")
     neutral_odds: float = neutral_odds_override("the ONNX graph decides at them")
     neutral_blur: int = neutral_blur_override("the ONNX graph decides with it")
+    inference_scale: float = inference_scale_override("the ONNX graph enlarges by it")
     experiment: str = opt("", EXPERIMENT_HELP)

@@ -33,19 +33,22 @@ NCE = {"lambda_NCE": lambda weight: weight > 0}
 COLOUR_CLASSES = {"colorization_loss": ("classification", "both")}
 NEUTRAL_GATE = {"neutral_gate": (True,)}
 MAX_NEUTRAL_BLUR = 16
+MAX_INFERENCE_SCALE = 2.0
 
 
 # What `evaluate` and `export` may decode a trained Lab colorizer with instead of its own settings, and the value
 # that asks for its own.
-INFERENCE_OPTIONS = {"class_temperature": 0.0, "self_ensemble": "own", "neutral_odds": 0.0, "neutral_blur": -1}
+INFERENCE_OPTIONS = {"class_temperature": 0.0, "self_ensemble": "own", "neutral_odds": 0.0, "neutral_blur": -1,
+                     "inference_scale": 0.0}
 # What each needs of the model, in the one line that refuses it to a model without.
 _CLASSES_NEEDED = "colour classes (colorization_loss=classification or both)"
 _GATE_NEEDED = "a neutral gate (neutral_gate=true)"
 INFERENCE_NEEDS = {"class_temperature": _CLASSES_NEEDED, "self_ensemble": _CLASSES_NEEDED,
-                   "neutral_odds": _GATE_NEEDED, "neutral_blur": _GATE_NEEDED}
-# How each shows in a run's or file's name: evaluate-T0.25-…, export-ens-hflip-…, evaluate-odds1.5-…, …-nblur0-…
+                   "neutral_odds": _GATE_NEEDED, "neutral_blur": _GATE_NEEDED, "inference_scale": _CLASSES_NEEDED}
+# How each shows in a run's or file's name: evaluate-T0.25-…, export-ens-hflip-…, evaluate-odds1.5-…, …-nblur0-…,
+# …-x1.25-…
 INFERENCE_NAMES = {"class_temperature": "T{:g}", "self_ensemble": "ens-{}", "neutral_odds": "odds{:g}",
-                   "neutral_blur": "nblur{}"}
+                   "neutral_blur": "nblur{}", "inference_scale": "x{:g}"}
 
 
 def class_temperature_override(effect: str):
@@ -67,6 +70,11 @@ def neutral_odds_override(effect: str):
 def neutral_blur_override(effect: str):
     return opt(-1, "average the gate's logit over a box of this radius (px) instead of the model's own neutral_blur "
                    f"(0: each pixel decides alone); -1 = its own; {effect}", ge=-1, le=MAX_NEUTRAL_BLUR)
+
+
+def inference_scale_override(effect: str):
+    return opt(0.0, "compute the colour and gate heads on the input enlarged by this instead of the model's own "
+                    f"inference_scale (1: the input as it is); 0 = its own; {effect}", ge=0, le=MAX_INFERENCE_SCALE)
 
 
 def inference_options(cfg) -> dict:
@@ -135,6 +143,12 @@ class Pix2PixConfig(GANConfig):
            "wider than the box stays gray (training decides per pixel): on photographs 2 gains SSIM, on "
            "synthetic-aerial thin gray roads take their fields' colour; 0 = off; evaluate and export can choose "
            "another", when=LAB | NEUTRAL_GATE, ge=0, le=MAX_NEUTRAL_BLUR, saved_before=0)
+    inference_scale: float = opt(
+        1.0, "inference (validation, evaluate, export): the heads computed on the input enlarged by this factor "
+             "(bilinearly, the sides rounded to multiples of the generator's, in steps of 0.001), their scores "
+             "brought back to the input's size before they are decoded — on photographs 1.25 paints more of their "
+             "colour — at up to the square of its cost (training colours at 1); evaluate and export can choose "
+             "another", when=LAB | COLOUR_CLASSES, ge=1, le=MAX_INFERENCE_SCALE, saved_before=1.0)
     lambda_perceptual: float = opt(
         0.3, "lab: weight of a perceptual term, the mean squared distance between the ImageNet activations "
              "(EfficientNet-Lite0's, at 1/2, 1/4 and 1/8 of the size) of the output and the target: their L is the "

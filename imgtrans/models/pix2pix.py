@@ -36,7 +36,9 @@ class Pix2Pix(GANModel):
                                  neutral_gate=self.cfg.neutral_gate, neutral_annealing=self.cfg.neutral_annealing,
                                  neutral_odds=self.cfg.neutral_odds if applies(self.cfg, "neutral_odds") else 1.0,
                                  neutral_blur=self.cfg.neutral_blur if applies(self.cfg, "neutral_blur") else 0,
-                                 self_ensemble=self.cfg.self_ensemble if applies(self.cfg, "self_ensemble") else "none")
+                                 self_ensemble=self.cfg.self_ensemble if applies(self.cfg, "self_ensemble") else "none",
+                                 inference_scale=(self.cfg.inference_scale if applies(self.cfg, "inference_scale")
+                                                  else 1.0))
         self.netD = self.build_D(codec.input_nc + codec.output_nc)
 
     def fit_to_data(self, train: Dataset) -> None:

@@ -281,7 +281,7 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
                     colour_classes: bool = False, class_stride: int = 1,
                     class_temperature: float = TRAINING_TEMPERATURE, neutral_gate: bool = False,
                     neutral_annealing: bool = False, neutral_odds: float = 1.0, neutral_blur: int = 0,
-                    self_ensemble: str = "none",
+                    self_ensemble: str = "none", inference_scale: float = 1.0,
                     encoder_weights: str = "imagenet", encoder_norm: str = "frozen",
                     full_size_block: bool = False) -> nn.Module:
     """`unet` is as deep as the crop allows (1×1 bottleneck); unet_256/unet_128 fix the depth. `gamut`,
@@ -289,8 +289,9 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
     inside the sRGB gamut (`LabOutput`). `colour_classes`: the network scores colour classes (at 1 / `class_stride`
     of the resolution) and decodes them into that a,b (at `class_temperature` in eval mode); `neutral_gate`: it
     also says where a pixel is gray (`LabColorizer`), a decision annealed as the classes are with
-    `neutral_annealing`; at inference, averaged over the input's mirror images by `self_ensemble`, over a box of
-    radius `neutral_blur`, and taken at its odds of gray divided by `neutral_odds`.
+    `neutral_annealing`; at inference, both computed on the input enlarged by `inference_scale` and averaged over
+    its mirror images by `self_ensemble`, the gate's logit over a box of radius `neutral_blur`, and taken at its
+    odds of gray divided by `neutral_odds`.
     `encoder_weights`, `encoder_norm`, `full_size_block`: what an encoder U-Net's encoder starts from, whether
     its batch norms keep their statistics, and whether its decoder ends in a block at full size
     (`EncoderUnetGenerator`)."""
@@ -304,7 +305,7 @@ def build_generator(name: str, input_nc: int, output_nc: int, *, ngf: int, norm:
     net = _network(name, input_nc, LabColorizer.channels(classes, neutral_gate, class_stride), ngf, norm, dropout,
                    crop_size, nz, upsample, None, True, encoder_weights, encoder_norm, full_size_block)
     return LabColorizer(net, lab, classes, neutral_gate, class_stride, neutral_annealing, self_ensemble, neutral_odds,
-                        neutral_blur)
+                        neutral_blur, inference_scale)
 
 
 def _network(name: str, input_nc: int, output_nc: int, ngf: int, norm: str, dropout: bool, crop_size: int, nz: int,

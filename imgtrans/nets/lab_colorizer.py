@@ -21,6 +21,9 @@
   each mirrored back, before anything is decoded — the geometric self-ensemble of "Enhanced Deep Residual Networks
   for Single Image Super-Resolution". Scores, not colours: averaged logits agree where the views agree and stay as
   saturated as any one of them, where averaged a,b would wash out wherever two views pick different hues.
+- the scale, at inference (`inference_scale`, 1 by default): the heads computed on the input enlarged bilinearly,
+  their scores brought back to the input's grids before anything is decoded: on photographs, the network paints
+  more of their colour at a larger scale than at their own (docs/MODEL_ZOO.md, "Colouring at a larger scale").
 """
 
 from __future__ import annotations
@@ -75,12 +78,13 @@ class LabColorizer(Generator):
 
     def __init__(self, net: Generator, lab: LabOutput | None, classes: ColourClasses | None, gate: bool,
                  class_stride: int = 1, anneal_gate: bool = False, self_ensemble: str = "none",
-                 neutral_odds: float = 1.0, neutral_blur: int = 0):
+                 neutral_odds: float = 1.0, neutral_blur: int = 0, inference_scale: float = 1.0):
         super().__init__()
         self.net, self.lab, self.classes, self.gate = net, lab, classes, gate
         self.views = SELF_ENSEMBLES[self_ensemble]
         self.anneal_gate = anneal_gate and classes is not None
         self.neutral_odds, self.neutral_blur = neutral_odds, neutral_blur
+        self.scale_per_mille = round(inference_scale * 1000)
         self.class_stride = class_stride if classes is not None else 1
         self.project = nn.Conv2d(CLASS_FEATURES, classes.count, 1) if self.class_stride > 1 else None
         self.size_multiple, self.z_dim = net.size_multiple, net.z_dim
@@ -99,10 +103,34 @@ class LabColorizer(Generator):
         return Heads(colour, gate)
 
     def ensembled_heads(self, x: torch.Tensor, *code: torch.Tensor) -> Heads:
-        """In eval mode, the heads averaged over the self-ensemble's views (one batch per shape: a transposed view
-        of a non-square input is a batch of its own); in training, `heads`. The sides of `x` are multiples of
-        `size_multiple`, so a mirrored quarter-resolution class grid lies on the original one."""
-        if self.training or self.views == 1:
+        """In eval mode, the heads computed on `x` enlarged by the inference scale, if one is set, and brought back
+        to its grids; in training, `heads`."""
+        if self.training:
+            return self.heads(x, *code)
+        if self.scale_per_mille == 1000:
+            return self.mirrored_heads(x, *code)
+        height, width = x.shape[-2:]
+        enlarged = F.interpolate(x, size=(self.scaled(height), self.scaled(width)), mode="bilinear",
+                                 align_corners=False)
+        heads = self.mirrored_heads(enlarged, *code)
+        stride = self.class_stride
+        colour = F.interpolate(heads.colour, size=(height // stride, width // stride), mode="bilinear",
+                               align_corners=False)
+        gate = None if heads.gate is None else F.interpolate(heads.gate, size=(height, width), mode="bilinear",
+                                                               align_corners=False)
+        return Heads(colour, gate)
+
+    def scaled(self, side):
+        """`side` times the inference scale, rounded to the nearest multiple of `size_multiple` (halves up), in
+        integers: the same arithmetic on a Python int and, in an exported graph, on the side traced from the input."""
+        step = 1000 * self.size_multiple
+        return (side * self.scale_per_mille + step // 2) // step * self.size_multiple
+
+    def mirrored_heads(self, x: torch.Tensor, *code: torch.Tensor) -> Heads:
+        """The heads averaged over the self-ensemble's views (one batch per shape: a transposed view of a
+        non-square input is a batch of its own). The sides of `x` are multiples of `size_multiple`, so a mirrored
+        quarter-resolution class grid lies on the original one."""
+        if self.views == 1:
             return self.heads(x, *code)
         views, colour, gate = range(self.views), 0, 0
         for group in (views[:4], views[4:]):

@@ -300,7 +300,7 @@ def restore_nets(model, payload: dict[str, Any], source: str) -> None:
 
 def load_model(path: Path | str, device: str | torch.device = "cpu", **inference: Any):
     """Rebuild a trained model for inference from a checkpoint alone (eval mode); `inference` options
-    (class_temperature, self_ensemble, neutral_odds) decode it otherwise than its own config says (`at_inference`)."""
+    (`INFERENCE_OPTIONS`) decode it otherwise than its own config says (`at_inference`)."""
     payload = read(path)
     cls = model_class(payload["model"])
     cfg = at_inference(config_mod.from_saved(cls.config_class, payload["config"]), **inference)
@@ -312,8 +312,9 @@ def load_model(path: Path | str, device: str | torch.device = "cpu", **inference
 
 def at_inference(cfg: config_mod.TrainConfig, **options: Any) -> config_mod.TrainConfig:
     """`cfg` with inference options (`INFERENCE_OPTIONS`) in place of its own: how a Lab colorizer's colour classes
-    and its gate decided. They change no weight — training decodes at the paper's temperature, from one view, at the
-    gate's own odds, whatever they are — so a trained model can be scored and exported with others."""
+    and its gate decided. They change no weight — training decodes at the paper's temperature, from one view at the
+    input's own scale, at the gate's own odds, whatever they are — so a trained model can be scored and exported with
+    others."""
     for name, value in options.items():
         own = INFERENCE_OPTIONS[name]
         if value == own:

@@ -1,0 +1,100 @@
+"""The Lab colorizer's inference scale: at inference its heads are computed on the input enlarged, the sides rounded
+to the generator's multiple, and brought back to the input's grids before decoding; training colours at 1; the
+exported graph enlarges any input shape as PyTorch does; `evaluate` and `export` can choose another scale (a model
+without colour classes refuses one: tests/test_neutral_odds.py)."""
+
+import json
+
+import mlflow
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FAST, assert_exports_with_parity, generator_uri, one_line_error
+from mlflow.tracking import MlflowClient
+
+from imgtrans import config as config_mod
+from imgtrans.cli import main
+from imgtrans.data.codec import Codec
+from imgtrans.models.options import Pix2PixConfig
+from imgtrans.models.pix2pix import Pix2Pix
+from imgtrans.nets.generators import build_generator
+from imgtrans.nets.lab_colorizer import Heads
+from imgtrans.tracking.models import generator_checkpoint
+from imgtrans.training.checkpoint import load_model
+
+
+def colorizer(inference_scale: float, self_ensemble: str = "none") -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_generator("unet", 1, 2, ngf=4, norm="instance", dropout=False, crop_size=32, gamut=True,
+                           chroma_blur=1.0, colour_classes=True, class_stride=4, neutral_gate=True,
+                           neutral_annealing=True, self_ensemble=self_ensemble, inference_scale=inference_scale)
+
+
+@pytest.mark.parametrize("scale, side, enlarged", [(1.25, 32, 32), (1.25, 64, 96), (1.25, 128, 160),
+                                                   (1.5, 64, 96), (2.0, 96, 192), (1.1, 320, 352)])
+def test_the_sides_are_enlarged_to_the_nearest_multiple_of_the_generator(scale, side, enlarged):
+    net = colorizer(scale)
+    assert net.size_multiple == 32 and net.scaled(side) == enlarged
+
+
+def test_at_inference_the_heads_are_computed_enlarged_and_brought_back_to_the_input_grids():
+    net, plain = colorizer(1.25), colorizer(1.0)
+    seen = []
+    net.net.register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape)))
+    x = torch.rand(2, 1, 64, 128) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(net.train()(x), plain.train()(x))  # training colours at the input's own scale
+        assert seen.pop() == (2, 1, 64, 128)
+        out = net.eval()(x)
+        assert seen.pop() == (2, 1, 96, 160)
+        big = plain.eval().heads(F.interpolate(x, size=(96, 160), mode="bilinear", align_corners=False))
+        back = Heads(F.interpolate(big.colour, size=(16, 32), mode="bilinear", align_corners=False),
+                     F.interpolate(big.gate, size=(64, 128), mode="bilinear", align_corners=False))
+        assert out.shape == (2, 2, 64, 128)
+        assert torch.allclose(out, plain.decode(x, back), atol=1e-6)
+        assert not torch.allclose(out, plain(x), atol=1e-3)
+
+
+def test_the_exported_graph_enlarges_every_input_shape_as_pytorch_does(tmp_path):
+    cfg = Pix2PixConfig(ngf=4, ndf=4, crop_size=64, netG="unet", norm="instance", color_space="lab",
+                        layout="colorization", inference_scale=1.25, self_ensemble="hflip")
+    torch.manual_seed(0)
+    model = Pix2Pix(cfg, Codec(True, "lab"))
+    assert model.generator().scale_per_mille == 1250
+    # the parity shapes' sides 64, 128, 192 and these enlarged to 96, 160, 256 (rounded up), 192 (down), 320
+    assert_exports_with_parity(model, tmp_path, torch.rand(1, 1, 160, 256) * 2 - 1)
+
+
+def test_evaluate_and_export_choose_another_scale_and_old_runs_keep_their_own(aerial, tmp_path, capsys, monkeypatch):
+    older = {"color_space": "lab", "layout": "colorization"}  # saved before inference_scale existed
+    assert config_mod.from_saved(Pix2PixConfig, older).inference_scale == 1
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    run_id = run.info.run_id
+    assert run.data.params["inference_scale"] == "1.0"
+
+    assert main(["evaluate", "--run-id", run_id, "--inference-scale", "1.25"]) == 0
+    assert f"run {run_id} keeps its model's own scores" in capsys.readouterr().out
+    assert not any(key.startswith("test/") for key in MlflowClient().get_run(run_id).data.metrics)
+    (larger,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+                 if r.info.run_name.startswith("evaluate-")]
+    assert larger.info.run_name == f"evaluate-x1.25-{run.info.run_name}"
+    assert larger.data.params["inference_scale"] == "1.25"
+    assert "inference_scale 1.25" in larger.data.tags["mlflow.note.content"]
+    assert "test/psnr" in larger.data.metrics
+
+    assert main(["export", "--run-id", run_id, "--inference-scale", "1.5"]) == 0
+    exported = tmp_path / "export" / f"pix2pix-{run_id}-x1.5"
+    assert json.loads(exported.with_name(exported.name + ".json").read_text())["config"]["inference_scale"] == 1.5
+    (export_run,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+                     if r.info.run_name.startswith("export-")]
+    assert float(export_run.data.params["parity_max_abs_error"]) < 1e-4
+
+    checkpoint = generator_checkpoint(generator_uri(run_id), tmp_path / "model")
+    assert load_model(checkpoint).generator().scale_per_mille == 1000
+    assert load_model(checkpoint, inference_scale=1.25).generator().scale_per_mille == 1250
+
+    assert main(["export", "--run-id", run_id, "--inference-scale", "0.5"]) == 2
+    assert "inference_scale" in one_line_error(capsys)
