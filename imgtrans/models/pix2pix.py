@@ -10,7 +10,7 @@ from imgtrans.config import applies
 from imgtrans.data.color import to_signed
 from imgtrans.errors import ImgtransError
 from imgtrans.models.gan import GANModel
-from imgtrans.models.options import Pix2PixConfig
+from imgtrans.models.options import INFERENCE_OPTIONS, Pix2PixConfig
 from imgtrans.nets.lab_colorizer import LabColorizer
 from imgtrans.nets.losses import chroma_distribution_loss
 from imgtrans.nets.perceptual import BackboneFeatureLoss
@@ -29,16 +29,12 @@ class Pix2Pix(GANModel):
     capturable_step = True
 
     def build_nets(self) -> None:
-        codec = self.codec
-        self.netG = self.build_G(codec.input_nc, codec.output_nc, colour_classes=self.cfg.colorization_loss != "l1",
-                                 class_stride=4 if self.cfg.class_resolution == "quarter" else 1,
-                                 class_temperature=self.cfg.class_temperature,
-                                 neutral_gate=self.cfg.neutral_gate, neutral_annealing=self.cfg.neutral_annealing,
-                                 neutral_odds=self.cfg.neutral_odds if applies(self.cfg, "neutral_odds") else 1.0,
-                                 neutral_blur=self.cfg.neutral_blur if applies(self.cfg, "neutral_blur") else 0,
-                                 self_ensemble=self.cfg.self_ensemble if applies(self.cfg, "self_ensemble") else "none",
-                                 inference_scale=(self.cfg.inference_scale if applies(self.cfg, "inference_scale")
-                                                  else 1.0))
+        codec, cfg = self.codec, self.cfg
+        # The inference options where they apply; elsewhere the generator's defaults, which decode as training does.
+        inference = {name: getattr(cfg, name) for name in INFERENCE_OPTIONS if applies(cfg, name)}
+        self.netG = self.build_G(codec.input_nc, codec.output_nc, colour_classes=cfg.colorization_loss != "l1",
+                                 class_stride=4 if cfg.class_resolution == "quarter" else 1,
+                                 neutral_gate=cfg.neutral_gate, neutral_annealing=cfg.neutral_annealing, **inference)
         self.netD = self.build_D(codec.input_nc + codec.output_nc)
 
     def fit_to_data(self, train: Dataset) -> None:
