@@ -68,22 +68,23 @@ def test_the_exported_graph_enlarges_every_input_shape_as_pytorch_does(tmp_path)
 def test_evaluate_and_export_choose_another_scale_and_old_runs_keep_their_own(aerial, tmp_path, capsys, monkeypatch):
     older = {"color_space": "lab", "layout": "colorization"}  # saved before inference_scale existed
     assert config_mod.from_saved(Pix2PixConfig, older).inference_scale == 1
+    assert config_mod.from_dict(Pix2PixConfig, older).inference_scale == 1.25
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
     assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab"]) == 0
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     run_id = run.info.run_id
-    assert run.data.params["inference_scale"] == "1.0"
+    assert run.data.params["inference_scale"] == "1.25"
 
-    assert main(["evaluate", "--run-id", run_id, "--inference-scale", "1.25"]) == 0
+    assert main(["evaluate", "--run-id", run_id, "--inference-scale", "1"]) == 0
     assert f"run {run_id} keeps its model's own scores" in capsys.readouterr().out
     assert not any(key.startswith("test/") for key in MlflowClient().get_run(run_id).data.metrics)
-    (larger,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
-                 if r.info.run_name.startswith("evaluate-")]
-    assert larger.info.run_name == f"evaluate-x1.25-{run.info.run_name}"
-    assert larger.data.params["inference_scale"] == "1.25"
-    assert "inference_scale 1.25" in larger.data.tags["mlflow.note.content"]
-    assert "test/psnr" in larger.data.metrics
+    (own_size,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+                   if r.info.run_name.startswith("evaluate-")]
+    assert own_size.info.run_name == f"evaluate-x1-{run.info.run_name}"
+    assert own_size.data.params["inference_scale"] == "1.0"
+    assert "inference_scale 1" in own_size.data.tags["mlflow.note.content"]
+    assert "test/psnr" in own_size.data.metrics
 
     assert main(["export", "--run-id", run_id, "--inference-scale", "1.5"]) == 0
     exported = tmp_path / "export" / f"pix2pix-{run_id}-x1.5"
@@ -93,8 +94,8 @@ def test_evaluate_and_export_choose_another_scale_and_old_runs_keep_their_own(ae
     assert float(export_run.data.params["parity_max_abs_error"]) < 1e-4
 
     checkpoint = generator_checkpoint(generator_uri(run_id), tmp_path / "model")
-    assert load_model(checkpoint).generator().scale_per_mille == 1000
-    assert load_model(checkpoint, inference_scale=1.25).generator().scale_per_mille == 1250
+    assert load_model(checkpoint).generator().scale_per_mille == 1250
+    assert load_model(checkpoint, inference_scale=1.0).generator().scale_per_mille == 1000
 
     assert main(["export", "--run-id", run_id, "--inference-scale", "0.5"]) == 2
     assert "inference_scale" in one_line_error(capsys)

@@ -28,7 +28,7 @@ def test_evaluate_and_export_decide_at_other_odds_of_gray(aerial, tmp_path, caps
     assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "2", "--color-space", "lab"]) == 0
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     run_id = run.info.run_id
-    assert run.data.params["neutral_odds"] == "1.0"
+    assert run.data.params["neutral_odds"] == "0.35"
     assert main(["evaluate", "--run-id", run_id]) == 0
     own = MlflowClient().get_run(run_id).data.metrics
 
@@ -43,7 +43,7 @@ def test_evaluate_and_export_decide_at_other_odds_of_gray(aerial, tmp_path, caps
     assert laxer.data.metrics["test/colourfulness"] > own["test/colourfulness"]
 
     checkpoint = generator_checkpoint(generator_uri(run_id), tmp_path / "model")
-    assert load_model(checkpoint).generator().neutral_odds == 1
+    assert load_model(checkpoint).generator().neutral_odds == 0.35
     assert load_model(checkpoint, neutral_odds=4.0).generator().neutral_odds == 4
 
     assert main(["export", "--run-id", run_id, "--neutral-odds", "4"]) == 0

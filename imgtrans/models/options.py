@@ -134,9 +134,11 @@ class Pix2PixConfig(GANConfig):
               "temperature (p = sigmoid(logit / T)): an unsure gate otherwise takes part of the colour off every pixel",
         when=LAB | COLOUR_CLASSES | NEUTRAL_GATE, saved_before=False)
     neutral_odds: float = opt(
-        1.0, "inference (validation, evaluate, export): the gate's odds that a pixel is gray divided by this — above "
-             "1, fewer pixels lose their colour, muted ones keep more, and the cast rises (training decides at 1); "
-             "evaluate and export can choose another", when=LAB | NEUTRAL_GATE, gt=0, saved_before=1.0)
+        0.35, "inference (validation, evaluate, export): the gate's odds that a pixel is gray divided by this — "
+              "above 1, fewer pixels lose their colour, muted ones keep more, and the cast rises; below 1, the "
+              "reverse (training decides at 1): 0.35 with inference_scale 1.25 met the most colour targets on "
+              "photographs and synthetic-aerial (docs/MODEL_ZOO.md); evaluate and export can choose another",
+        when=LAB | NEUTRAL_GATE, gt=0, saved_before=1.0)
     neutral_blur: int = opt(
         0, "inference (validation, evaluate, export): radius (px) of the box the gate's logit is averaged over before "
            "it decides: a pixel called gray alone inside a coloured region keeps the region's colour, a gray band "
@@ -144,11 +146,11 @@ class Pix2PixConfig(GANConfig):
            "synthetic-aerial thin gray roads take their fields' colour; 0 = off; evaluate and export can choose "
            "another", when=LAB | NEUTRAL_GATE, ge=0, le=MAX_NEUTRAL_BLUR, saved_before=0)
     inference_scale: float = opt(
-        1.0, "inference (validation, evaluate, export): the heads computed on the input enlarged by this factor "
-             "(bilinearly, the sides rounded to multiples of the generator's, in steps of 0.001), their scores "
-             "brought back to the input's size before they are decoded — on photographs 1.25 paints more of their "
-             "colour — at up to the square of its cost (training colours at 1); evaluate and export can choose "
-             "another", when=LAB | COLOUR_CLASSES, ge=1, le=MAX_INFERENCE_SCALE, saved_before=1.0)
+        1.25, "inference (validation, evaluate, export): the heads computed on the input enlarged by this factor "
+              "(bilinearly, the sides rounded to multiples of the generator's, in steps of 0.001), their scores "
+              "brought back to the input's size before they are decoded — on photographs 1.25 paints more of their "
+              "colour — at up to the square of its cost (training colours at 1); evaluate and export can choose "
+              "another", when=LAB | COLOUR_CLASSES, ge=1, le=MAX_INFERENCE_SCALE, saved_before=1.0)
     lambda_perceptual: float = opt(
         0.3, "lab: weight of a perceptual term, the mean squared distance between the ImageNet activations "
              "(EfficientNet-Lite0's, at 1/2, 1/4 and 1/8 of the size) of the output and the target: their L is the "

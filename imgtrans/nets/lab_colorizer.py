@@ -21,7 +21,7 @@
   each mirrored back, before anything is decoded — the geometric self-ensemble of "Enhanced Deep Residual Networks
   for Single Image Super-Resolution". Scores, not colours: averaged logits agree where the views agree and stay as
   saturated as any one of them, where averaged a,b would wash out wherever two views pick different hues.
-- the scale, at inference (`inference_scale`, 1 by default): the heads computed on the input enlarged bilinearly,
+- the scale, at inference (`inference_scale`): the heads computed on the input enlarged bilinearly,
   their scores brought back to the input's grids before anything is decoded: on photographs, the network paints
   more of their colour at a larger scale than at their own (docs/MODEL_ZOO.md, "Colouring at a larger scale").
 """
