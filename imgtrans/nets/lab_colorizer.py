@@ -65,6 +65,10 @@ def unmirror(x: torch.Tensor, k: int) -> torch.Tensor:
     return x.flip(-1) if k & 1 else x
 
 
+def resized(x: torch.Tensor, size: tuple) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 class Heads(NamedTuple):
     colour: torch.Tensor  # a,b before the tanh (N, 2, H, W), or class scores (N, Q, H / stride, W / stride)
     gate: torch.Tensor | None  # the neutral logit (N, 1, H, W)
@@ -110,15 +114,10 @@ class LabColorizer(Generator):
         if self.scale_per_mille == 1000:
             return self.mirrored_heads(x, *code)
         height, width = x.shape[-2:]
-        enlarged = F.interpolate(x, size=(self.scaled(height), self.scaled(width)), mode="bilinear",
-                                 align_corners=False)
-        heads = self.mirrored_heads(enlarged, *code)
+        heads = self.mirrored_heads(resized(x, (self.scaled(height), self.scaled(width))), *code)
         stride = self.class_stride
-        colour = F.interpolate(heads.colour, size=(height // stride, width // stride), mode="bilinear",
-                               align_corners=False)
-        gate = None if heads.gate is None else F.interpolate(heads.gate, size=(height, width), mode="bilinear",
-                                                               align_corners=False)
-        return Heads(colour, gate)
+        return Heads(resized(heads.colour, (height // stride, width // stride)),
+                     None if heads.gate is None else resized(heads.gate, (height, width)))
 
     def scaled(self, side):
         """`side` times the inference scale, rounded to the nearest multiple of `size_multiple` (halves up), in
