@@ -121,6 +121,42 @@ def generator_uri(run_id: str) -> str:
     return generator_of_run(run_id)
 
 
+def evaluated_otherwise(run, capsys, short: str, *options: str):
+    """`evaluate` of training run `run` with inference `options` other than its model's own: the scores go to an
+    evaluation run of their own, `evaluate-<short>-<run name>`, which is returned; the training run's are untouched."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from imgtrans.cli import main
+
+    run_id = run.info.run_id
+    own = MlflowClient().get_run(run_id).data.metrics
+    assert main(["evaluate", "--run-id", run_id, *options]) == 0
+    assert f"run {run_id} keeps its model's own scores" in capsys.readouterr().out
+    assert MlflowClient().get_run(run_id).data.metrics == own
+    name = f"evaluate-{short}-{run.info.run_name}"
+    (evaluation,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+                     if r.info.run_name == name]
+    return evaluation
+
+
+def exported_otherwise(run, short: str, *options: str) -> dict:
+    """`export` of training run `run` with inference `options`: the file `export/pix2pix-<run id>-<short>.onnx`
+    matches PyTorch, and so says its export run; returns the config its sidecar holds."""
+    import json
+
+    import mlflow
+
+    from imgtrans.cli import main
+
+    assert main(["export", "--run-id", run.info.run_id, *options]) == 0
+    sidecar = Path("export") / f"pix2pix-{run.info.run_id}-{short}.json"
+    (export_run,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+                     if r.info.run_name == f"export-{short}-{run.info.run_name}"]
+    assert float(export_run.data.params["parity_max_abs_error"]) < 1e-4
+    return json.loads(sidecar.read_text())["config"]
+
+
 def figures(run_id: str) -> dict[str, float]:
     """A run's one-off figures (its `figures.json` table)."""
     import json

@@ -3,14 +3,18 @@ to the generator's multiple, and brought back to the input's grids before decodi
 exported graph enlarges any input shape as PyTorch does; `evaluate` and `export` can choose another scale (a model
 without colour classes refuses one: tests/test_neutral_odds.py)."""
 
-import json
-
 import mlflow
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, assert_exports_with_parity, generator_uri, one_line_error
-from mlflow.tracking import MlflowClient
+from conftest import (
+    FAST,
+    assert_exports_with_parity,
+    evaluated_otherwise,
+    exported_otherwise,
+    generator_uri,
+    one_line_error,
+)
 
 from imgtrans import config as config_mod
 from imgtrans.cli import main
@@ -76,22 +80,12 @@ def test_evaluate_and_export_choose_another_scale_and_old_runs_keep_their_own(ae
     run_id = run.info.run_id
     assert run.data.params["inference_scale"] == "1.25"
 
-    assert main(["evaluate", "--run-id", run_id, "--inference-scale", "1"]) == 0
-    assert f"run {run_id} keeps its model's own scores" in capsys.readouterr().out
-    assert not any(key.startswith("test/") for key in MlflowClient().get_run(run_id).data.metrics)
-    (own_size,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
-                   if r.info.run_name.startswith("evaluate-")]
-    assert own_size.info.run_name == f"evaluate-x1-{run.info.run_name}"
+    own_size = evaluated_otherwise(run, capsys, "x1", "--inference-scale", "1")
     assert own_size.data.params["inference_scale"] == "1.0"
     assert "inference_scale 1" in own_size.data.tags["mlflow.note.content"]
     assert "test/psnr" in own_size.data.metrics
 
-    assert main(["export", "--run-id", run_id, "--inference-scale", "1.5"]) == 0
-    exported = tmp_path / "export" / f"pix2pix-{run_id}-x1.5"
-    assert json.loads(exported.with_name(exported.name + ".json").read_text())["config"]["inference_scale"] == 1.5
-    (export_run,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
-                     if r.info.run_name.startswith("export-")]
-    assert float(export_run.data.params["parity_max_abs_error"]) < 1e-4
+    assert exported_otherwise(run, "x1.5", "--inference-scale", "1.5")["inference_scale"] == 1.5
 
     checkpoint = generator_checkpoint(generator_uri(run_id), tmp_path / "model")
     assert load_model(checkpoint).generator().scale_per_mille == 1250

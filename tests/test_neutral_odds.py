@@ -2,11 +2,9 @@
 kept, the scores on the evaluation run alone, the ONNX graph deciding at those odds, runs saved before it at their
 own; and a model without what an inference option needs (the gate, the colour classes) refuses it in one line."""
 
-import json
-
 import mlflow
 import pytest
-from conftest import FAST, generator_uri, one_line_error
+from conftest import FAST, evaluated_otherwise, exported_otherwise, generator_uri, one_line_error
 from mlflow.tracking import MlflowClient
 
 from imgtrans import config as config_mod
@@ -14,11 +12,6 @@ from imgtrans.cli import main
 from imgtrans.models.options import Pix2PixConfig
 from imgtrans.tracking.models import generator_checkpoint
 from imgtrans.training.checkpoint import load_model
-
-
-def named(prefix: str) -> list:
-    return [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
-            if r.info.run_name.startswith(prefix)]
 
 
 def test_evaluate_and_export_decide_at_other_odds_of_gray(aerial, tmp_path, capsys, monkeypatch):
@@ -32,11 +25,7 @@ def test_evaluate_and_export_decide_at_other_odds_of_gray(aerial, tmp_path, caps
     assert main(["evaluate", "--run-id", run_id]) == 0
     own = MlflowClient().get_run(run_id).data.metrics
 
-    assert main(["evaluate", "--run-id", run_id, "--neutral-odds", "4"]) == 0
-    assert f"run {run_id} keeps its model's own scores" in capsys.readouterr().out
-    assert MlflowClient().get_run(run_id).data.metrics == own
-    (laxer,) = named("evaluate-odds4-")
-    assert laxer.info.run_name == f"evaluate-odds4-{run.info.run_name}"
+    laxer = evaluated_otherwise(run, capsys, "odds4", "--neutral-odds", "4")
     assert laxer.data.params["neutral_odds"] == "4.0"
     assert "neutral_odds 4" in laxer.data.tags["mlflow.note.content"]
     # Fewer pixels called gray: every pixel keeps more of its colour.
@@ -46,12 +35,7 @@ def test_evaluate_and_export_decide_at_other_odds_of_gray(aerial, tmp_path, caps
     assert load_model(checkpoint).generator().neutral_odds == 0.35
     assert load_model(checkpoint, neutral_odds=4.0).generator().neutral_odds == 4
 
-    assert main(["export", "--run-id", run_id, "--neutral-odds", "4"]) == 0
-    exported = tmp_path / "export" / f"pix2pix-{run_id}-odds4"
-    assert json.loads(exported.with_name(exported.name + ".json").read_text())["config"]["neutral_odds"] == 4
-    (export_run,) = named("export-")
-    assert export_run.data.params["neutral_odds"] == "4.0"
-    assert float(export_run.data.params["parity_max_abs_error"]) < 1e-4
+    assert exported_otherwise(run, "odds4", "--neutral-odds", "4")["neutral_odds"] == 4
 
     assert main(["evaluate", "--run-id", run_id, "--neutral-odds", "-1"]) == 2
     assert "neutral_odds" in one_line_error(capsys)

@@ -2,12 +2,10 @@
 exactly equivariant to them, training sees one view, and `evaluate` and `export` can choose another ensemble (a
 model without colour classes refuses one: tests/test_neutral_odds.py)."""
 
-import json
-
 import mlflow
 import pytest
 import torch
-from conftest import FAST, figures, generator_uri, one_line_error
+from conftest import FAST, evaluated_otherwise, exported_otherwise, figures, generator_uri, one_line_error
 from mlflow.tracking import MlflowClient
 
 from imgtrans import config as config_mod
@@ -69,22 +67,12 @@ def test_evaluate_and_export_choose_another_self_ensemble_and_old_runs_keep_one_
     run_id = run.info.run_id
     assert run.data.params["self_ensemble"] == "flips"
 
-    assert main(["evaluate", "--run-id", run_id, "--self-ensemble", "none"]) == 0
-    assert f"run {run_id} keeps its model's own scores" in capsys.readouterr().out
-    assert not any(key.startswith("test/") for key in MlflowClient().get_run(run_id).data.metrics)
-    (single,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
-                 if r.info.run_name.startswith("evaluate-")]
-    assert single.info.run_name == f"evaluate-ens-none-{run.info.run_name}"
+    single = evaluated_otherwise(run, capsys, "ens-none", "--self-ensemble", "none")
     assert single.data.params["self_ensemble"] == "none"
     assert "self_ensemble none" in single.data.tags["mlflow.note.content"]
 
-    assert main(["export", "--run-id", run_id, "--self-ensemble", "hflip", "--class-temperature", "0.2"]) == 0
-    exported = tmp_path / "export" / f"pix2pix-{run_id}-T0.2-ens-hflip"
-    assert json.loads(exported.with_name(exported.name + ".json").read_text())["config"]["self_ensemble"] == "hflip"
-    (export_run,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
-                     if r.info.run_name.startswith("export-")]
-    assert export_run.data.params["self_ensemble"] == "hflip"
-    assert float(export_run.data.params["parity_max_abs_error"]) < 1e-4
+    exported = exported_otherwise(run, "T0.2-ens-hflip", "--self-ensemble", "hflip", "--class-temperature", "0.2")
+    assert exported["self_ensemble"] == "hflip" and exported["class_temperature"] == 0.2
 
     assert main(["export", "--run-id", run_id, "--self-ensemble", "all"]) == 2
     assert "valid values: own, none, hflip, flips, dihedral" in one_line_error(capsys)
