@@ -121,6 +121,20 @@ def generator_uri(run_id: str) -> str:
     return generator_of_run(run_id)
 
 
+def trained_lab_colorizer(aerial: Path, tmp_path: Path, monkeypatch, *options: str, steps: int = 1):
+    """The run of a Lab colorizer trained `steps` steps on synthetic-aerial with `options`, the only run in the store;
+    the metric weights are not in its (empty) torch hub cache."""
+    import mlflow
+
+    from imgtrans.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", str(steps), "--color-space", "lab",
+                 *options]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    return run
+
+
 def evaluated_otherwise(run, capsys, short: str, *options: str):
     """`evaluate` of training run `run` with inference `options` other than its model's own: the scores go to an
     evaluation run of their own, `evaluate-<short>-<run name>`, which is returned; the training run's are untouched."""

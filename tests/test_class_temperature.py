@@ -5,7 +5,7 @@ import json
 
 import mlflow
 import pytest
-from conftest import FAST, generator_uri, one_line_error
+from conftest import FAST, generator_uri, one_line_error, trained_lab_colorizer
 from mlflow.tracking import MlflowClient
 
 from imgtrans.cli import main
@@ -20,9 +20,7 @@ def runs_of(command: str) -> list:
 
 
 def test_a_colorizer_is_scored_and_exported_at_another_class_temperature(aerial, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
-    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "2", "--color-space", "lab"]) == 0
-    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    run = trained_lab_colorizer(aerial, tmp_path, monkeypatch, steps=2)
     run_id = run.info.run_id
     assert main(["evaluate", "--run-id", run_id]) == 0
     own = MlflowClient().get_run(run_id).data.metrics

@@ -3,17 +3,16 @@ to the generator's multiple, and brought back to the input's grids before decodi
 exported graph enlarges any input shape as PyTorch does; `evaluate` and `export` can choose another scale (a model
 without colour classes refuses one: tests/test_neutral_odds.py)."""
 
-import mlflow
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import (
-    FAST,
     assert_exports_with_parity,
     evaluated_otherwise,
     exported_otherwise,
     generator_uri,
     one_line_error,
+    trained_lab_colorizer,
 )
 
 from imgtrans import config as config_mod
@@ -74,9 +73,7 @@ def test_evaluate_and_export_choose_another_scale_and_old_runs_keep_their_own(ae
     assert config_mod.from_saved(Pix2PixConfig, older).inference_scale == 1
     assert config_mod.from_dict(Pix2PixConfig, older).inference_scale == 1.25
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
-    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab"]) == 0
-    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    run = trained_lab_colorizer(aerial, tmp_path, monkeypatch)
     run_id = run.info.run_id
     assert run.data.params["inference_scale"] == "1.25"
 

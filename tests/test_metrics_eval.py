@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from conftest import FAST, evaluation_summary, generator_uri, one_line_error, random_inception_file
+from conftest import (
+    FAST,
+    evaluation_summary,
+    generator_uri,
+    one_line_error,
+    random_inception_file,
+    trained_lab_colorizer,
+)
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from skimage.metrics import structural_similarity
@@ -322,9 +329,7 @@ def test_a_colorizer_of_a_photograph_folder_is_validated_and_evaluated(tmp_path,
 
 
 def test_a_colorizer_is_scored_against_the_grayscale_copy(aerial, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
-    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab"]) == 0
-    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    run = trained_lab_colorizer(aerial, tmp_path, monkeypatch)
     assert main(["evaluate", "--run-id", run.info.run_id]) == 0
     metrics = {f"test/{k}": v for k, v in evaluation_summary(run.info.run_id)["metrics"].items()}
     assert {"test/baseline/grayscale/psnr", "test/baseline/grayscale/ssim_std"} <= set(metrics)

@@ -2,9 +2,8 @@
 kept, the scores on the evaluation run alone, the ONNX graph deciding at those odds, runs saved before it at their
 own; and a model without what an inference option needs (the gate, the colour classes) refuses it in one line."""
 
-import mlflow
 import pytest
-from conftest import FAST, evaluated_otherwise, exported_otherwise, generator_uri, one_line_error
+from conftest import evaluated_otherwise, exported_otherwise, generator_uri, one_line_error, trained_lab_colorizer
 from mlflow.tracking import MlflowClient
 
 from imgtrans import config as config_mod
@@ -17,9 +16,7 @@ from imgtrans.training.checkpoint import load_model
 def test_evaluate_and_export_decide_at_other_odds_of_gray(aerial, tmp_path, capsys, monkeypatch):
     assert config_mod.from_saved(Pix2PixConfig, {"color_space": "lab", "layout": "colorization"}).neutral_odds == 1
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
-    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "2", "--color-space", "lab"]) == 0
-    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    run = trained_lab_colorizer(aerial, tmp_path, monkeypatch, steps=2)
     run_id = run.info.run_id
     assert run.data.params["neutral_odds"] == "0.35"
     assert main(["evaluate", "--run-id", run_id]) == 0
@@ -49,9 +46,7 @@ def test_evaluate_and_export_decide_at_other_odds_of_gray(aerial, tmp_path, caps
 ])
 def test_a_colorizer_without_what_an_inference_option_needs_refuses_it(aerial, tmp_path, capsys, monkeypatch,
                                                                        without, needs, refused):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
-    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab", without]) == 0
-    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    run = trained_lab_colorizer(aerial, tmp_path, monkeypatch, without)
     for option, value, own in refused:
         assert option not in run.data.params
         assert main(["export", "--run-id", run.info.run_id, f"--{option.replace('_', '-')}", value]) == 2

@@ -5,7 +5,15 @@ model without colour classes refuses one: tests/test_neutral_odds.py)."""
 import mlflow
 import pytest
 import torch
-from conftest import FAST, evaluated_otherwise, exported_otherwise, figures, generator_uri, one_line_error
+from conftest import (
+    FAST,
+    evaluated_otherwise,
+    exported_otherwise,
+    figures,
+    generator_uri,
+    one_line_error,
+    trained_lab_colorizer,
+)
 from mlflow.tracking import MlflowClient
 
 from imgtrans import config as config_mod
@@ -61,9 +69,7 @@ def test_evaluate_and_export_choose_another_self_ensemble_and_old_runs_keep_one_
     assert config_mod.from_saved(Pix2PixConfig, older).self_ensemble == "none"
     assert config_mod.from_dict(Pix2PixConfig, older).self_ensemble == "flips"
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
-    assert main(["pix2pix", "--dataset", str(aerial), *FAST, "--max-steps", "1", "--color-space", "lab"]) == 0
-    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    run = trained_lab_colorizer(aerial, tmp_path, monkeypatch)
     run_id = run.info.run_id
     assert run.data.params["self_ensemble"] == "flips"
 
