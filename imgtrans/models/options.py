@@ -110,8 +110,10 @@ class Pix2PixConfig(GANConfig):
                    "the resolution, upsampled (a fraction of the cost)", when=LAB | COLOUR_CLASSES,
         saved_before="full")
     class_temperature: float = opt(
-        0.38, "the annealed mean's temperature at inference (validation, evaluate, export; training decodes at the "
-              "paper's 0.38): lower is nearer the most likely colour — more saturated, and wrong more boldly",
+        0.3, "the annealed mean's temperature at inference (validation, evaluate, export; training decodes at the "
+             "paper's 0.38): lower is nearer the most likely colour — more saturated, and wrong more boldly; the gate "
+             "decides at it too (neutral_annealing); 0.3 with inference_scale 1.25 and neutral_odds 0.35 met the "
+             "most colour targets on photographs and synthetic-aerial (docs/MODEL_ZOO.md)",
         when=LAB | COLOUR_CLASSES, gt=0, le=1)
     neutral_gate: bool = opt(
         True, "lab: a per-pixel gate that learns where the target is gray (chroma below 5) and takes the colour "
@@ -136,8 +138,9 @@ class Pix2PixConfig(GANConfig):
     neutral_odds: float = opt(
         0.35, "inference (validation, evaluate, export): the gate's odds that a pixel is gray divided by this — "
               "above 1, fewer pixels lose their colour, muted ones keep more, and the cast rises; below 1, the "
-              "reverse (training decides at 1): 0.35 with inference_scale 1.25 met the most colour targets on "
-              "photographs and synthetic-aerial (docs/MODEL_ZOO.md); evaluate and export can choose another",
+              "reverse (training decides at 1): 0.35, with inference_scale 1.25 and class_temperature 0.3, met the "
+              "most colour targets on photographs and synthetic-aerial (docs/MODEL_ZOO.md); evaluate and export can "
+              "choose another",
         when=LAB | NEUTRAL_GATE, gt=0, saved_before=1.0)
     neutral_blur: int = opt(
         0, "inference (validation, evaluate, export): radius (px) of the box the gate's logit is averaged over before "
