@@ -26,11 +26,11 @@ from imgtrans.tracking.models import generator_checkpoint
 from imgtrans.training.checkpoint import load_model
 
 
-def colorizer(inference_scale: float, self_ensemble: str = "none") -> torch.nn.Module:
+def colorizer(inference_scale: float) -> torch.nn.Module:
     torch.manual_seed(0)
     return build_generator("unet", 1, 2, ngf=4, norm="instance", dropout=False, crop_size=32, gamut=True,
                            chroma_blur=1.0, colour_classes=True, class_stride=4, neutral_gate=True,
-                           neutral_annealing=True, self_ensemble=self_ensemble, inference_scale=inference_scale)
+                           neutral_annealing=True, inference_scale=inference_scale)
 
 
 @pytest.mark.parametrize("scale, side, enlarged", [(1.25, 32, 32), (1.25, 64, 96), (1.25, 128, 160),
