@@ -156,7 +156,8 @@ def evaluated_otherwise(run, capsys, short: str, *options: str):
 
 def exported_otherwise(run, short: str, *options: str) -> dict:
     """`export` of training run `run` with inference `options`: the file `export/pix2pix-<run id>-<short>.onnx`
-    matches PyTorch, and so says its export run; returns the config its sidecar holds."""
+    matches PyTorch, and so says its export run, whose params record the options asked for as its sidecar holds
+    them; returns the sidecar's config."""
     import json
 
     import mlflow
@@ -164,11 +165,13 @@ def exported_otherwise(run, short: str, *options: str) -> dict:
     from imgtrans.cli import main
 
     assert main(["export", "--run-id", run.info.run_id, *options]) == 0
-    sidecar = Path("export") / f"pix2pix-{run.info.run_id}-{short}.json"
+    config = json.loads((Path("export") / f"pix2pix-{run.info.run_id}-{short}.json").read_text())["config"]
     (export_run,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
                      if r.info.run_name == f"export-{short}-{run.info.run_name}"]
     assert float(export_run.data.params["parity_max_abs_error"]) < 1e-4
-    return json.loads(sidecar.read_text())["config"]
+    asked = [option[2:].replace("-", "_") for option in options if option.startswith("--")]
+    assert {name: export_run.data.params.get(name) for name in asked} == {name: str(config[name]) for name in asked}
+    return config
 
 
 def figures(run_id: str) -> dict[str, float]:
