@@ -1,6 +1,7 @@
 """Reproduces the colorization figures of docs/MODEL_ZOO.md: a trained Lab colorizer, exported, translated
 over a 1,536 px synthetic aerial mosaic (with a scan's black frame and a white label) whole and in 256 px
-tiles, scored against the target and the grayscale copy, and drawn as input | output | target | baseline.
+tiles, scored against the target and the grayscale copy (PSNR, SSIM and the colour scores of the issue's
+targets: the colourfulness ratio and the cast, with the truth's), and drawn as input | output | target | baseline.
 
     python docs/model-zoo/colorization_check.py <run id> <work folder> <sheet.jpg>
 """
@@ -12,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from photo_colour import scores
 from PIL import Image
 
 from imgtrans.data.codec import Codec
 from imgtrans.data.synthetic import aerial_scene
-from imgtrans.metrics.quality import psnr_per_image, ssim_per_image
 
 SIZE = 1536
 
@@ -63,12 +64,10 @@ def main(run_id: str, work: Path, sheet: Path) -> None:
     x = codec.encode_input(target)
     _, gray = codec.trivial_output(x)
     lightness = (x + 1) * 50
-    report = {"grayscale": {"psnr": float(psnr_per_image(gray, target)), "ssim": float(ssim_per_image(gray, target))},
-              "target": {"stride_peak": stride_peak(target)}}
+    report = {"grayscale": scores(gray, target), "target": {"stride_peak": stride_peak(target)}}
     for name, array in outputs.items():
         out = torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float() / 255
-        report[name] = {"psnr": float(psnr_per_image(out, target)), "ssim": float(ssim_per_image(out, target)),
-                        "black_colour_max": float(rgb_spread(out)[lightness < 1].max()),
+        report[name] = {**scores(out, target), "black_colour_max": float(rgb_spread(out)[lightness < 1].max()),
                         "white_colour_max": float(rgb_spread(out)[lightness > 99].max()),
                         "stride_peak": stride_peak(out)}
     difference = np.abs(outputs["tiles256"].astype(np.float32) - outputs["whole"].astype(np.float32))
