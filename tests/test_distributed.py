@@ -21,6 +21,7 @@ from test_model_zoo import ZOO
 from imgtrans.cli import main
 from imgtrans.compute.distributed import World, shard
 from imgtrans.data.datasets import EpochSampler
+from imgtrans.training.launch import _relay
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]  # real processes and servers
 
@@ -129,6 +130,31 @@ def test_ctrl_c_stops_a_job_in_one_line_and_it_resumes_exactly(two_process_run, 
     assert resumed.info.status == "FINISHED"
     for key, values in history.items():
         assert losses(stopped.info.run_id, key) + losses(resumed.info.run_id, key)[-(STEPS - done):] == values
+
+
+# torchrun's handler, as torchrun sets it, met by a signal while another exception is handled (a logging cache
+# miss, as seen in CI), or a process's own error raised the same way.
+CHAINED_EXCEPTION = """
+import os, signal, sys
+from torch.distributed.elastic.multiprocessing.api import _terminate_process_handler
+signal.signal(signal.SIGINT, _terminate_process_handler)
+print("imgtrans: stopped at step 3; continue with --resume RUN", file=sys.stderr, flush=True)
+try:
+    {}[30]
+except KeyError:
+    os.kill(os.getpid(), signal.SIGINT) if sys.argv[1] == "signal" else int("x")
+"""
+
+
+def test_torchrun_stopped_while_handling_another_exception_shows_no_traceback_but_a_process_error_does(capsys):
+    for cause, shown in (("signal", False), ("error", True)):
+        job = subprocess.Popen([sys.executable, "-c", CHAINED_EXCEPTION, cause], stderr=subprocess.PIPE, text=True)
+        death, _, said = _relay(job)
+        job.wait(timeout=TIMEOUT_S)
+        err = capsys.readouterr().err
+        assert death is None and said == {"imgtrans: stopped at step 3; continue with --resume RUN"}, err
+        assert ("Traceback" in err) == shown and ("KeyError: 30" in err) == shown, err
+        assert ("ValueError: invalid literal" in err) == shown, err
 
 
 def test_bad_input_one_process_finds_fails_the_job_with_its_line(facades, tmp_path):

@@ -28,6 +28,9 @@ TORCHRUN_LOGGER = re.compile(r"torch[./]distributed[./]elastic")
 CONSEQUENCES = ("imgtrans: interrupted (", f"imgtrans: error: {PEER_LOST}")
 TRACEBACK = "Traceback (most recent call last):"
 TORCHRUN_STOPPED = "SignalException"
+# How Python joins the tracebacks of an exception raised while another was handled.
+CHAINED = ("During handling of the above exception, another exception occurred:",
+           "The above exception was the direct cause of the following exception:")
 TORCHRUN_LOGGING_ERROR = "--- Logging error ---"  # torchrun logging as a signal stops it; its traceback follows
 
 
@@ -111,12 +114,23 @@ def _relay(job: subprocess.Popen) -> tuple[Death | None, list[str], set[str]]:
         else:
             print(line, file=sys.stderr)
     death = None
-    for block in "\n".join(tail).split(TRACEBACK)[1:]:
-        if TORCHRUN_STOPPED in block:  # torchrun's own, as it stops its processes on a signal
-            continue
-        if "ChildFailedError" not in block:  # a process's own: pass it on
-            print(TRACEBACK + block, file=sys.stderr)
+    for block in _tracebacks(tail):
+        if "ChildFailedError" not in block:
+            if TORCHRUN_STOPPED not in block:  # a process's own (not torchrun's, as it stops on a signal): pass it on
+                print(TRACEBACK + block, file=sys.stderr)
             continue
         found = re.search(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", block.split("Root Cause", 1)[-1], re.S)
         death = Death(int(found[1]), int(found[2])) if found else None
     return death, held, said
+
+
+def _tracebacks(lines: list[str]) -> list[str]:
+    """The tracebacks in `lines`, an exception's chain as one: a signal that stops torchrun while it handles
+    another exception (a logging cache miss, say) prints that exception first, and the chain is torchrun's."""
+    tracebacks = []
+    for block in "\n".join(lines).split(TRACEBACK)[1:]:
+        if tracebacks and tracebacks[-1].rstrip().endswith(CHAINED):
+            tracebacks[-1] += TRACEBACK + block
+        else:
+            tracebacks.append(block)
+    return tracebacks
