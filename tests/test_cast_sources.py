@@ -1,6 +1,7 @@
 """docs/model-zoo/cast_sources.py, where a Lab colorizer's cast comes from: one run, or several runs' heads averaged
 (a run averaged with itself is that run); runs whose colour heads differ, or an unknown run, refuse in one line;
-near-neutral pixels banded by their distance from strong colour; the colourfulness each photograph lacks."""
+near-neutral pixels banded by their distance from strong colour; the colourfulness each photograph lacks and the
+cast it adds."""
 
 import importlib.util
 from pathlib import Path
@@ -45,6 +46,13 @@ def test_several_runs_are_one_ensemble_and_a_run_with_itself_is_that_run(aerial,
     assert len(table) > 1 and torch.allclose(sums[:, 0] - sums[:, 1], sums[:, 2], atol=0.11)
     ratio = float(alone[0].rsplit(" ", 1)[1])
     assert abs(float(sums[:, 1].sum() / sums[:, 0].sum()) - ratio) < 0.006  # the ratio is the sums' quotient
+
+    photographs = alone[next(i for i, line in enumerate(alone) if "|Δa|+|Δb| | near-neutral" in line) + 1:]
+    photographs = [line.split("|")[2].split() for line in photographs[:len(table)]]
+    cast = float(alone[1].split("cast ")[1].split(",")[0])
+    tolerance = 0.006 * len(photographs)  # each figure is rounded
+    assert abs(sum(float(p[0]) for p in photographs) - 1) < tolerance  # every near-neutral pixel, once
+    assert abs(sum(float(p[-1]) for p in photographs) - cast) < tolerance  # the parts of the split's cast
 
     with pytest.raises(SystemExit, match=f"run {regression} has other colour heads than run {classes}"):
         script.main([classes, regression], "", "test")

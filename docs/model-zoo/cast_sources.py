@@ -16,7 +16,8 @@
   colorizer paints gray without painting both colours exactly; farther, colour bled over from a coloured
   neighbour or painted on a gray thing outright;
 - by photograph (tiles named <photograph>-<top>-<left>, as photo_colour.py cuts them): the truth's mean a, b and
-  C*, the output's, and the chroma error |Δa| + |Δb|: a photograph painted with another's colours; and its tiles'
+  C*, the output's, and the chroma error |Δa| + |Δb|: a photograph painted with another's colours; its share of the
+  near-neutral target pixels, its own cast (and the truth's) and what it adds to the split's cast; and its tiles'
   colourfulness summed, the truth's and the output's (the colourfulness ratio is the one sum over the other, over
   all photographs), with the truth's C* on its coloured pixels, the C* the colour head decodes there and the
   colour the gate keeps: which photographs lack the colour, and whether the gate or the colour head left it out.
@@ -117,6 +118,7 @@ def main(run_ids: list[str], dataset: str, split: str) -> None:
     kept_all, coloured_all = [], []
     band_sums = {name: torch.zeros(bands) for name in ("pixels", "truth", "expected", "ungated", "kept", "output")}
     photographs = defaultdict(lambda: torch.zeros(9))  # tiles, pixels, truth a, b, C*, output a, b, C*, Δab
+    casts = defaultdict(lambda: torch.zeros(3))  # near-neutral pixels, the output's C* on them, the truth's
     # colourfulness: the truth's, the output's; coloured pixels, and their truth C*, decoded C* and colour kept
     lacking = defaultdict(lambda: torch.zeros(6))
     colour_sums, psnr, ssim = ColourSums(), [], []
@@ -152,6 +154,7 @@ def main(run_ids: list[str], dataset: str, split: str) -> None:
         photographs[photograph] += torch.stack([
             torch.tensor(1.0), torch.tensor(float(chroma.numel())), *ab_target.sum((0, 2, 3)), chroma_target.sum(),
             *ab_output.sum((0, 2, 3)), chroma.sum(), (ab_output - ab_target).abs().sum()])
+        casts[photograph] += torch.stack([neutral.sum(), chroma[neutral].sum(), chroma_target[neutral].sum()])
         coloured = ~neutral
         lacking[photograph] += torch.stack([colourfulness(target).sum(), colourfulness(output).sum(), coloured.sum(),
                                             chroma_target[coloured].sum(), ungated[coloured].sum(),
@@ -190,11 +193,14 @@ def main(run_ids: list[str], dataset: str, split: str) -> None:
         per_pixel = count.clamp(min=1)
         print(f"{reach:23} | {count / total:5.3f}  {own / per_pixel:8.1f}  {painted / per_pixel:9.1f}  "
               f"{painted / total:12.2f}")
-    print("photograph        | tiles  truth a, b (C*)       output a, b (C*)      |Δa|+|Δb|")
+    print("photograph        | tiles  truth a, b (C*)       output a, b (C*)      |Δa|+|Δb| | near-neutral  "
+          "cast (truth)  adds to cast")
     for photograph, (tiles, pixels, *sums) in sorted(photographs.items()):
         a, b, c, out_a, out_b, out_c, error = (float(v) / float(pixels) for v in sums)
+        count, painted, own = (float(v) for v in casts[photograph])
         print(f"{photograph:17} | {int(tiles):5}  {a:6.1f} {b:6.1f} ({c:4.1f})   {out_a:6.1f} {out_b:6.1f} "
-              f"({out_c:4.1f})   {error:9.1f}")
+              f"({out_c:4.1f})   {error:9.1f} | {count / float(total):12.3f}  {painted / max(count, 1):4.2f} "
+              f"({own / max(count, 1):4.2f})  {painted / float(total):12.2f}")
     print("photograph        | colourfulness: truth  output  lacking | coloured: truth C*  decoded C*  colour kept")
     for photograph, (truth_sum, output_sum, coloured, *sums) in sorted(lacking.items()):
         own, decoded, kept = (float(v / coloured.clamp(min=1)) for v in sums)
