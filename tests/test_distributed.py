@@ -52,7 +52,7 @@ def torchrun(*args: str, cwd: Path, launcher: bool = False, own_group: bool = Fa
     """`torchrun --standalone --nproc_per_node 2 -m imgtrans -- ARGS`, or (launcher) `imgtrans ARGS --nproc 2`,
     which starts the same, as `mlflow run -P nproc=2` does; one thread per process, as torchrun sets it by
     default (the module's job and a test's compare bit for bit only at the same thread count). `own_group`: in a
-    process group of its own, as a terminal's foreground job is (for a Ctrl-C to all of it)."""
+    process group of its own, as a terminal's foreground job is (for a Ctrl-C to the launcher and torchrun)."""
     command = [sys.executable, "-m", "imgtrans", *args, "--nproc", "2"] if launcher else \
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "imgtrans", "--",
          *args]
@@ -105,7 +105,8 @@ def test_two_processes_make_one_run_and_train_as_one_process_at_twice_the_batch(
 
 
 def test_ctrl_c_stops_a_job_in_one_line_and_it_resumes_exactly(two_process_run, facades, monkeypatch):
-    """A terminal's Ctrl-C reaches the launcher, torchrun and every process at once (one process group)."""
+    """A terminal's Ctrl-C reaches the launcher and torchrun at once (one process group); torchrun passes it on to
+    the processes, which it starts in sessions of their own."""
     _, history, folder = two_process_run
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
     job = torchrun("pix2pix", "--dataset", str(facades), "--epochs", str(EPOCHS), "--experiment", "stopped",

@@ -62,8 +62,9 @@ def launch(nproc: int, arguments: list[str], name: str, command: str, experiment
             job.send_signal(signal.SIGTERM)
             _, _, said = _relay(job)
             job.wait()
-            # A terminal's Ctrl-C reached the processes too, and the second signal stopped them before they said
-            # where; the last checkpoint is where the run continues.
+            # A terminal's Ctrl-C reached torchrun too (not the processes: it starts them in sessions of their own),
+            # which can then pass them both signals, and a second one stops them before they say where; the last
+            # checkpoint is where the run continues.
             if not any(RESUME_HINT in line for line in said) and _resumable(run.run_id):
                 print(f"imgtrans: stopped; {RESUME_HINT} {run.run_id}", file=sys.stderr)
             raise
