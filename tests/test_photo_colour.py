@@ -104,6 +104,28 @@ def test_prepare_refuses_a_photograph_too_narrow_for_the_strips_and_writes_nothi
     assert not (tmp_path / "prepared").exists()
 
 
+def test_prepare_scales_a_large_photograph_down_to_the_short_side_and_keeps_it_whole_on_request(tmp_path, script,
+                                                                                                   photo_colour):
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (900, 1200, 3), dtype=np.uint8)).save(tmp_path / "large.png")
+    Image.fromarray(rng.integers(0, 256, (300, 640, 3), dtype=np.uint8)).save(tmp_path / "small.png")
+
+    assert photo_colour("prepare", tmp_path / "scaled", "within", tmp_path / "large.png",
+                        tmp_path / "small.png").returncode == 0
+    assert Image.open(tmp_path / "scaled" / "full" / "large.png").size == (683, 512)
+    small = np.asarray(Image.open(tmp_path / "small.png"))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "scaled" / "full" / "small.png")), small)
+    scaled = script.within({"large": np.zeros((512, 683, 3), np.uint8), "small": small})
+    assert len(list((tmp_path / "scaled" / "tiles" / "train").glob("*.png"))) == len(scaled["train"])
+
+    assert photo_colour("prepare", tmp_path / "kept", "within", tmp_path / "large.png", "--short-side", 0,
+                        ).returncode == 0
+    assert Image.open(tmp_path / "kept" / "full" / "large.png").size == (1200, 900)
+    done = photo_colour("prepare", tmp_path / "refused", "within", tmp_path / "large.png", "--short-side", -1)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--short-side is -1" in done.stderr
+    assert not (tmp_path / "refused").exists()
+
+
 def test_usage_errors_are_one_line(photo_colour):
     done = photo_colour("prepare", "folder", "photo.png")  # a photograph where the protocol goes
     assert done.returncode == 2

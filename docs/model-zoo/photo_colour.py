@@ -21,7 +21,10 @@ Four protocols, 128 px tiles:
 
 Photographs given after the protocol (any image files) take the place of the three named ones: within cuts
 each of them (at least 512 px wide) as above; across validates on the first and tests on the others. The
-same check then runs on photographs the project has never seen.
+same check then runs on photographs the project has never seen. A photograph whose shorter side is longer than
+512 px (the named photographs' and the four others' at most) is first scaled down to it (--short-side; 0 keeps
+every size): unscaled, a 128 px tile of a camera's 4000 × 3000 px frame would show a sixth of the width it shows
+at 683 × 512, and the check would train on 9,990 tiles of it rather than 91.
 
 `score` exports each run, translates the test photographs whole with `imgtrans translate`, scores them against
 the truth beside the grayscale copy and prints the check's ✓/✗ lines for them. A run given as <run id>@<setting>
@@ -60,6 +63,10 @@ from imgtrans.tracking import store
 TILE = 128
 SEEDS = (0, 1, 2)
 TARGET_RATIO = 0.7  # of the truth's colourfulness
+# The shorter side of the largest photograph the defaults were chosen on (Grace Hopper's and astronaut's): larger
+# photographs given to `prepare` are scaled down to it, so that a tile shows as much of a photograph as it did there
+# and the check's training takes about as long.
+SHORT_SIDE = 512
 SET_BY_CHECK = ("--seed", "--dataset", "--color-space", "--color_space", "--experiment")
 
 
@@ -84,15 +91,23 @@ def windows(image: np.ndarray, left: int, right: int, stride: tuple[int, int]):
             yield top, x, image[top:top + TILE, x:x + TILE]
 
 
-def read_photographs(paths: list[str]) -> dict[str, np.ndarray]:
+def read_photographs(paths: list[str], short_side: int) -> dict[str, np.ndarray]:
+    """The photographs by name, each scaled down (Lanczos) to a shorter side of `short_side` px where it is longer
+    (0: none scaled)."""
     photos = {}
     for path in paths:
         try:
             if Path(path).stem in photos:
                 fail(f"two photographs are named {Path(path).stem}; rename one")
-            photos[Path(path).stem] = np.asarray(Image.open(path).convert("RGB"))
+            image = Image.open(path).convert("RGB")
         except OSError as exc:
             fail(f"cannot read {path} as an image ({exc}); give image files")
+        if short_side and min(image.size) > short_side:
+            size = tuple(round(side * short_side / min(image.size)) for side in image.size)
+            print(f"{path}: {image.width}×{image.height} px scaled to {size[0]}×{size[1]} (--short-side "
+                  f"{short_side}; 0 keeps the size)")
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        photos[Path(path).stem] = np.asarray(image)
     return photos
 
 
@@ -155,12 +170,12 @@ def within_more_twice(photos: dict[str, np.ndarray]) -> dict[str, dict[str, np.n
 PROTOCOLS = {"within": within, "within_more": within_more, "within_more_twice": within_more_twice, "across": across}
 
 
-def prepare(folder: Path, protocol: str, paths: list[str]) -> None:
+def prepare(folder: Path, protocol: str, paths: list[str], short_side: int = SHORT_SIDE) -> None:
     """Writes FOLDER/tiles/{train,val,test} and FOLDER/full (the tested photographs whole), both or neither."""
     taken = [folder / part for part in ("tiles", "full") if (folder / part).exists()]
     if taken:
         fail(f"{taken[0]} exists; prepare into a new folder (tiles of two preparations would mix)")
-    photos = read_photographs(paths) if paths else named_photographs()
+    photos = read_photographs(paths, short_side) if paths else named_photographs()
     split = PROTOCOLS[protocol](photos)
     tested = {tile.rsplit("-", 2)[0] for tile in split["test"]}  # tiles are named <photograph>-<top>-<left>
     full_size = [name for name in photos if name in tested]
@@ -348,6 +363,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     prepare_parser.add_argument("folder", type=Path)
     prepare_parser.add_argument("protocol", nargs="?", default="within", choices=list(PROTOCOLS))
     prepare_parser.add_argument("photos", nargs="*", help="image files instead of the three named photographs")
+    prepare_parser.add_argument("--short-side", type=int, default=SHORT_SIDE, metavar="PX",
+                                help="scale each photograph given down to a shorter side of PX where it is longer "
+                                     f"(0: keep every size; default {SHORT_SIDE}, the largest of the named "
+                                     "photographs' and the four others')")
     check_parser = commands.add_parser("check", help="train with seeds 0, 1, 2, score, print the verdict")
     check_parser.add_argument("folder", type=Path)
     check_parser.add_argument("options", nargs=argparse.REMAINDER,
@@ -362,7 +381,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> None:
     args = parse(argv)
     if args.command == "prepare":
-        prepare(args.folder, args.protocol, args.photos)
+        if args.short_side < 0:
+            fail(f"--short-side is {args.short_side}; give 0 (keep every size) or a size in px")
+        prepare(args.folder, args.protocol, args.photos, args.short_side)
     elif args.command == "check":
         check(args.folder, args.options)
     else:
