@@ -118,8 +118,8 @@ def test_prepare_scales_a_large_photograph_down_to_the_short_side_and_keeps_it_w
     scaled = script.within({"large": np.zeros((512, 683, 3), np.uint8), "small": small})
     assert len(list((tmp_path / "scaled" / "tiles" / "train").glob("*.png"))) == len(scaled["train"])
 
-    assert photo_colour("prepare", tmp_path / "kept", "within", tmp_path / "large.png", "--short-side", 0,
-                        ).returncode == 0
+    kept = photo_colour("prepare", tmp_path / "kept", "within", tmp_path / "large.png", "--short-side", 0)
+    assert kept.returncode == 0
     assert Image.open(tmp_path / "kept" / "full" / "large.png").size == (1200, 900)
     done = photo_colour("prepare", tmp_path / "refused", "within", tmp_path / "large.png", "--short-side", -1)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--short-side is -1" in done.stderr

@@ -63,7 +63,7 @@ from imgtrans.tracking import store
 TILE = 128
 SEEDS = (0, 1, 2)
 TARGET_RATIO = 0.7  # of the truth's colourfulness
-# The shorter side of the largest photograph the defaults were chosen on (Grace Hopper's and astronaut's): larger
+# The largest shorter side of the photographs the check was first run on (Grace Hopper's and astronaut's): larger
 # photographs given to `prepare` are scaled down to it, so that a tile shows as much of a photograph as it did there
 # and the check's training takes about as long.
 SHORT_SIDE = 512
