@@ -177,8 +177,11 @@ class TrainConfig(RunConfig):
                             "value used)", ge=0)
     keep_best: Literal["last", "val/psnr", "val/ssim", "val/kid", "val/colourfulness_ratio", "val/chroma_error"] = opt(
         "val/psnr", "the model the run logs (and export uses): the generator at the validation with the best value "
-                    "of this metric (kid, chroma_error: the lowest), its step in the best_step tag; last = the final "
-                    "generator; a run whose validation lacks the metric keeps the last")
+                    "of this metric (kid, chroma_error: the lowest; a later one within keep_best_within), its step "
+                    "in the best_step tag; last = the final generator, as is a run's whose validation lacks it")
+    keep_best_within: float = opt(1.0, "a later generator unless the best beats it by more than this many standard "
+                                       "errors of their per-image difference (noise); 0 = strictly the best",
+                                  when={"keep_best": ("val/psnr", "val/ssim")}, saved_before=0.0, ge=0)
 
     def total_epochs(self) -> int:
         return self.epochs or (self.n_epochs + self.n_epochs_decay)
@@ -189,7 +192,12 @@ class TrainConfig(RunConfig):
         return f"{name}-lab" if self.color_space == "lab" else name
 
     def validate(self) -> None:
-        validate(self)
+        super().validate()
+        if self.total_epochs() <= 0 and self.max_steps <= 0:
+            raise ImgtransError("nothing to train: set epochs, n_epochs + n_epochs_decay or max_steps above 0")
+        if self.color_space == "lab" and self.layout not in ("colorization", "single", "auto"):
+            raise ImgtransError("color_space=lab needs layout=colorization or single (colour images, gray made from "
+                                "them)")
 
 
 @dataclass
@@ -363,14 +371,6 @@ def parse_option(cls, name: str, raw: Any) -> Any:
     value = parse_value(name, field_types(cls)[name], raw)
     check_range(name, value, bounds_of(cls, name))
     return value
-
-
-def validate(cfg: TrainConfig) -> None:
-    check_types(cfg)
-    if cfg.total_epochs() <= 0 and cfg.max_steps <= 0:
-        raise ImgtransError("nothing to train: set epochs, n_epochs + n_epochs_decay or max_steps above 0")
-    if cfg.color_space == "lab" and cfg.layout not in ("colorization", "single", "auto"):
-        raise ImgtransError("color_space=lab needs layout=colorization or single (colour images, gray made from them)")
 
 
 def check_types(cfg) -> None:

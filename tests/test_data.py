@@ -148,12 +148,12 @@ def test_lab_reads_a_folder_of_photographs_as_colorization_data(tmp_path):
     assert data.source.layout == "single" and data.codec.colorization
     assert data.has_targets  # each photograph is the truth of its gray input: validation and evaluate score them
     assert data.train[0]["A"].shape[0] == 1 and data.train[0]["B"].shape[0] == 2
-    from imgtrans.config import TrainConfig, validate
+    from imgtrans.config import TrainConfig
 
     for layout in ("single", "auto", "colorization"):  # named as detected: the same
-        validate(TrainConfig(dataset=str(tmp_path), layout=layout, color_space="lab"))
+        TrainConfig(dataset=str(tmp_path), layout=layout, color_space="lab").validate()
     with pytest.raises(ImgtransError, match="color_space=lab needs layout=colorization or single"):
-        validate(TrainConfig(dataset=str(tmp_path), layout="paired", color_space="lab"))
+        TrainConfig(dataset=str(tmp_path), layout="paired", color_space="lab").validate()
 
 
 def test_lab_round_trip():

@@ -243,10 +243,12 @@ class Trainer:
             # the best model so far with this validation counted.
             if finished or epoch_done and (self.epoch + 1) % self.val_every == 0:
                 started = time.perf_counter()
-                val_metrics = self.validator.validate(self.epoch, self.step)
+                val_metrics, per_image = self.validator.validate(self.epoch, self.step)
                 self.tracker.log_metrics({"time/validation_s": time.perf_counter() - started}, self.step)
-                if self.world.is_main and best.improves(self.cfg.keep_best, val_metrics, self.best):
-                    self.best = best.snapshot(self.cfg.keep_best, val_metrics, self.step, self.model)
+                if self.world.is_main:
+                    self.best = best.updated(self.best, self.cfg.keep_best, val_metrics,
+                                             per_image.get(self.cfg.keep_best), self.step, self.model,
+                                             self.cfg.keep_best_within)
                 if self.on_validation is not None:
                     self.on_validation(self.epoch, val_metrics)
             if finished or self._count_due() or distributed.any_process(self._checkpoint_due(epoch_end=True),
@@ -284,7 +286,7 @@ class Trainer:
         final = checkpoint.atomic_save(checkpoint.model_payload(self.model), self.workdir / "generator.pt")
         side = round_up(64, self.model.size_multiple)
         example = np.random.default_rng(0).random((1, side, side, 3), dtype=np.float32)
-        trained = f"{step} steps" + (f" (the best {self.cfg.keep_best} of {self.step})" if step != self.step else "")
+        trained = f"{step} steps" + (f" (of {self.step}, kept by {self.cfg.keep_best})" if step != self.step else "")
         description = (f"{self.cfg.model_name} generator trained on `{self.cfg.data_label()}` for {trained}: "
                        + ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
         model_id = self.tracker.log_generator(final, {"model": self.cfg.model_name, **config_mod.to_dict(self.cfg)},

@@ -53,12 +53,14 @@ class Validator:
         return FidelityInception(weights).to(self.model.runtime.device).eval(), f"val/kid: Inception from {weights}"
 
     @torch.no_grad()
-    def validate(self, epoch: int, step: int) -> dict[str, float]:
-        """Score the validation images (each process its share), log the metrics and the epoch's sample sheet."""
+    def validate(self, epoch: int, step: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """Score the validation images (each process its share), log the metrics and the epoch's sample sheet;
+        the metrics, and on the main process `val/psnr` and `val/ssim` per image (every process's, in rank order)."""
         cfg, model, world = self.cfg, self.model, self.world
         count = min(cfg.val_images, len(self.data.val))
         device = model.runtime.device
         metrics: dict[str, float] = {}
+        per_image: dict[str, torch.Tensor] = {}
         # Without cuDNN autotuning: it would spend seconds on each of validation's batch shapes.
         cudnn = torch.backends.cudnn
         # Batch-norm statistics as rank 0 has them (what its checkpoint holds); each process scores its share.
@@ -70,7 +72,7 @@ class Validator:
                                                                 allow_tf32=cudnn.allow_tf32):
             model.eval()
             if count and self.data.has_targets:
-                metrics = self._scores(count, device)
+                metrics, per_image = self._scores(count, device)
             if count and world.is_main:
                 batch = next(iter(make_loader(Subset(self.data.val, range(min(count, 8))), batch_size=8)))
                 metrics.update(model.validation_metrics(batch))
@@ -81,7 +83,7 @@ class Validator:
                 batch = next(iter(make_loader(Subset(self.data.val, range(rows)), batch_size=rows)))
                 self._sheets.submit(self._log_sheet, model.visuals(batch), epoch, step)
             model.train()
-        return metrics
+        return metrics, per_image
 
     def _log_sheet(self, visuals: dict[str, torch.Tensor], epoch: int, step: int) -> None:
         """Draws and logs a sample sheet; one that cannot be logged is reported, and training goes on without it
@@ -100,7 +102,7 @@ class Validator:
         """Until every sample sheet is logged; validation is over then."""
         self._sheets.shutdown(wait=True)
 
-    def _scores(self, count: int, device: torch.device) -> dict[str, float]:
+    def _scores(self, count: int, device: torch.device) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         model, codec, world = self.model, self.data.codec, self.world
         psnrs, ssims, preds, targets = [], [], [], []
         colour = ColourSums() if codec.colorization else None
@@ -115,9 +117,11 @@ class Validator:
                 colour.update(pred, target)
             preds.append(pred)
             targets.append(target)
-        scores = torch.stack([torch.cat(psnrs).sum(), torch.cat(ssims).sum()]) if psnrs else \
-            torch.zeros(2, device=device)
-        psnr_sum, ssim_sum = distributed.sum_over_processes(scores.to(device)).tolist()
+        own = {name: torch.cat(parts) if parts else torch.zeros(0) for name, parts in
+               (("val/psnr", psnrs), ("val/ssim", ssims))}
+        per_image = {name: distributed.gather_tensors(scores) for name, scores in own.items()}
+        sums = torch.stack([scores.sum() for scores in own.values()]).to(device)
+        psnr_sum, ssim_sum = distributed.sum_over_processes(sums).tolist()
         metrics = {"val/psnr": psnr_sum / count, "val/ssim": ssim_sum / count}
         if colour is not None:
             colour = ColourSums.from_tensor(distributed.sum_over_processes(colour.as_tensor().to(device)).cpu())
@@ -128,7 +132,7 @@ class Validator:
             if world.is_main:
                 kid, kid_std, _ = kernel_inception_distance(self.kid_features, real, fake)
                 metrics.update({"val/kid": kid, "val/kid_std": kid_std})
-        return metrics
+        return metrics, per_image
 
     def recalibrate_batch_norm(self) -> dict[str, float]:
         """The generator's batch-norm statistics recomputed with its final weights over training images, kept
