@@ -143,7 +143,7 @@ class Pix2PixConfig(GANConfig):
               "choose another",
         when=LAB | NEUTRAL_GATE, gt=0, saved_before=1.0)
     neutral_blur: int = opt(
-        0, "inference (validation, evaluate, export): radius (px) of the box the gate's logit is averaged over before "
+        2, "inference (validation, evaluate, export): radius (px) of the box the gate's logit is averaged over before "
            "it decides: a pixel called gray alone inside a coloured region keeps the region's colour, a gray band "
            "wider than the box stays gray (training decides per pixel): on photographs 2 gains SSIM, on "
            "synthetic-aerial thin gray roads take their fields' colour; 0 = off; evaluate and export can choose "

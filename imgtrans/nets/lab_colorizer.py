@@ -14,7 +14,7 @@
   with probability p. With colour classes (`anneal_gate`), gray-or-colour is decoded as the classes are, by the
   annealed mean at their temperature T: over the two outcomes that is p_T = sigmoid(logit / T). The expectation
   itself (T = 1) is the gate's own washed-out mean: a gate unsure of every pixel takes part of every colour off.
-  At inference the logit can first be averaged over a small box (`neutral_blur`, off by default): decided per
+  At inference the logit can first be averaged over a small box (`neutral_blur`: by default a 5 × 5 box): decided per
   pixel, the gate calls lone pixels gray inside coloured regions, specks that SSIM counts as lost structure; in a
   box, a gray road narrower than it takes its fields' colour.
 - the self-ensemble, at inference: the heads' scores averaged over the input and its mirror images (`SELF_ENSEMBLES`),

@@ -2,9 +2,10 @@
 (a short GAN run's validation score often peaks before its end). Where the scores are per image (PSNR, SSIM) a
 later generator whose score falls short of the best by no more than the validation images' own noise is kept
 instead: on a few dozen images a difference of a few hundredths of a dB picks by chance, and the later generator has
-trained longer. Kept as plain data, so that it goes into the training checkpoint and a resumed run keeps comparing
-against it: the kept generator's step, metrics and weights, and the best score seen (`value`, at `value_step`, with
-its per-image `scores`)."""
+trained longer (the one-standard-error rule of "The Elements of Statistical Learning", 7.10, with the longer-trained
+generator as the one preferred). Kept as plain data, so that it goes into the training checkpoint and a resumed run
+keeps comparing against it: the kept generator's step, metrics and weights, and the best score seen (`value`, at
+`value_step`, with its per-image `scores`)."""
 
 from __future__ import annotations
 
