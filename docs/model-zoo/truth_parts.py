@@ -9,6 +9,7 @@ or the cast is owed to, and what the other part would still cost: PSNR, SSIM, th
 """
 
 import argparse
+import copy
 import dataclasses
 
 import torch
@@ -44,6 +45,8 @@ def outputs(net, x: torch.Tensor, ab_target: torch.Tensor) -> dict[str, torch.Te
     truth = torch.zeros(x.shape[0], 2, *padded.shape[-2:])
     truth[..., :h, :w] = ab_target
     neutral = near_neutral(truth * AB_SCALE)
+    exact = copy.copy(net)  # the truth's gate decides each pixel as the truth has it, not over the model's box
+    exact.neutral_blur = 0
     with torch.no_grad():
         heads = net.ensembled_heads(padded)
         head = net.ungated_colour(heads)
@@ -51,7 +54,7 @@ def outputs(net, x: torch.Tensor, ab_target: torch.Tensor) -> dict[str, torch.Te
         for name, (truth_gate, colour) in PARTS.items():
             ab = torch.where(neutral, head, colour(head, truth))
             gate = torch.where(neutral, CERTAIN, -CERTAIN) if truth_gate else heads.gate
-            results[name] = net.finish(padded, ab, gate)[..., :h, :w]
+            results[name] = (exact if truth_gate else net).finish(padded, ab, gate)[..., :h, :w]
     return results
 
 
