@@ -357,6 +357,9 @@ def test_a_checkpoint_holds_the_best_weights_only_when_they_are_not_its_own():
     assert for_checkpoint(best, 7) is best and for_checkpoint(best, 5)["nets"] is None
     again = restored(for_checkpoint(best, 5), model, "val/psnr")
     assert again["step"] == 5 and all(torch.equal(again["nets"][k], v) for k, v in best["nets"].items())
+    # A checkpoint saved before the per-image scores compares by the score alone.
+    older = restored({k: v for k, v in best.items() if k not in ("scores", "value_step")}, model, "val/psnr")
+    assert older["scores"] is None and older["value_step"] == 5
     # A run resumed with another keep_best compares anew (or keeps the last), not against another metric's score.
     assert restored(best, model, "val/ssim") is None and restored(best, model, "last") is None
 
